@@ -1,0 +1,84 @@
+"""The scaler catalog. A trigger type `foo-bar` lives in module `ebb.scalers.foo_bar`.
+
+Modules are imported on first use, so a client library is loaded only when a manifest uses its trigger,
+and adding a trigger type is adding one file. Modules whose name starts with `_` are shared helpers.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Mapping
+
+from ebb.errors import SpecError
+from ebb.scalers.base import (
+    MetricSpec,
+    MetricType,
+    Scaler,
+    ScalerReading,
+    TriggerContext,
+    parse_metadata,
+)
+
+__all__ = [
+    "MetricSpec",
+    "Scaler",
+    "ScalerReading",
+    "TriggerContext",
+    "available_types",
+    "build_scaler",
+    "scaler_class",
+]
+
+
+def _module_name(trigger_type: str) -> str:
+    return trigger_type.replace("-", "_")
+
+
+def available_types() -> list[str]:
+    """Every trigger type this installation knows, by the name users write."""
+    names = [m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_") and m.name != "base"]
+    return sorted(n.replace("_", "-") for n in names)
+
+
+def scaler_class(trigger_type: str) -> type[Scaler]:
+    """The class for `trigger_type`; KeyError if there is none."""
+    if trigger_type.replace("-", "_") != _module_name(trigger_type) or not trigger_type:
+        raise KeyError(trigger_type)
+    if trigger_type not in available_types():
+        raise KeyError(trigger_type)
+    module = importlib.import_module(f"{__name__}.{_module_name(trigger_type)}")
+    for value in vars(module).values():
+        if isinstance(value, type) and issubclass(value, Scaler) and getattr(value, "type_name", None) == trigger_type:
+            return value
+    raise KeyError(trigger_type)
+
+
+def build_scaler(
+    trigger_type: str,
+    metadata: Mapping[str, str],
+    *,
+    ctx: TriggerContext | None = None,
+    auth_params: Mapping[str, str] | None = None,
+    resolved_env: Mapping[str, str] | None = None,
+    metric_type: MetricType | None = None,
+) -> Scaler:
+    """Parse `metadata` for `trigger_type` and return a ready (not yet connected) scaler.
+
+    Raises SpecError naming the object, trigger and parameter when the metadata is wrong.
+    """
+    ctx = ctx or TriggerContext(trigger_type=trigger_type)
+    if ctx.trigger_type != trigger_type or (metric_type and ctx.metric_type != metric_type):
+        from dataclasses import replace
+
+        ctx = replace(ctx, trigger_type=trigger_type, metric_type=metric_type or ctx.metric_type)
+    try:
+        cls = scaler_class(trigger_type)
+    except KeyError:
+        raise SpecError(
+            ctx.object_ref,
+            f"spec.triggers[{ctx.trigger_index}].type",
+            f"unknown trigger type {trigger_type!r}; known types: {', '.join(available_types())}",
+        ) from None
+    meta = parse_metadata(cls.Metadata, ctx, metadata, auth_params, resolved_env)
+    return cls(ctx, meta)

@@ -1,0 +1,294 @@
+"""The scaler contract: what every trigger type implements, and how its metadata is parsed.
+
+A scaler connects to one system, reads one number and says whether its target should be active.
+Parameters are declared once, on a pydantic model, with where each may come from (KEDA's
+`order=triggerMetadata;authParams;resolvedEnv` tags): parsing, defaults and errors live there, not in
+hand-written `if` chains.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic.fields import FieldInfo
+
+from ebb.errors import MASK, ScalerError, SpecError, redact
+
+M = TypeVar("M", bound="ScalerMetadata")
+
+MetricType = Literal["AverageValue", "Value", "Utilization"]
+Source = Literal["triggerMetadata", "authParams", "resolvedEnv"]
+
+#: KEDA_HTTP_DEFAULT_TIMEOUT is 3000 ms; every scaler call is bounded by this unless the trigger says otherwise.
+DEFAULT_TIMEOUT = 3.0
+
+
+@dataclass(frozen=True)
+class TriggerContext:
+    """Everything a scaler knows besides its metadata: which object and trigger it serves."""
+
+    kind: str = "ScaledObject"
+    namespace: str = "default"
+    name: str = "unnamed"
+    trigger_index: int = 0
+    trigger_type: str = ""
+    trigger_name: str | None = None
+    metric_type: MetricType = "AverageValue"
+    timeout: float = DEFAULT_TIMEOUT
+    #: Values that must never appear in messages (filled from secret parameters when parsed).
+    secrets: frozenset[str] = field(default_factory=frozenset)
+
+    @property
+    def object_ref(self) -> str:
+        return f"{self.kind} {self.namespace}/{self.name}"
+
+    @property
+    def trigger_ref(self) -> str:
+        label = f"triggers[{self.trigger_index}]"
+        detail = self.trigger_type + (f" {self.trigger_name!r}" if self.trigger_name else "")
+        return f"{label} ({detail})" if detail else label
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """The metric a trigger feeds to the HPA math (KEDA's GetMetricSpecForScaling)."""
+
+    name: str
+    target: float
+    metric_type: MetricType = "AverageValue"
+    #: "External" for almost every trigger; "Resource" for cpu and memory (served by metrics-server in k8s).
+    source: Literal["External", "Resource"] = "External"
+    #: For Resource metrics: "cpu" or "memory", and the container (ContainerResource) if one was named.
+    resource_name: str | None = None
+    container_name: str | None = None
+
+
+@dataclass(frozen=True)
+class ScalerReading:
+    """One poll's result: the metric value and whether this trigger alone would keep the target active."""
+
+    value: float
+    active: bool
+
+
+def param(
+    default: Any = ...,
+    *,
+    name: str | None = None,
+    sources: tuple[Source, ...] = ("triggerMetadata",),
+    secret: bool = False,
+    description: str | None = None,
+    **constraints: Any,
+) -> Any:
+    """Declare one scaler parameter.
+
+    `name` is the key users write (KEDA's camelCase); `sources` is where it may come from, in order;
+    `secret` parameters are masked in every output and refused in plain trigger metadata.
+    """
+    extra: dict[str, Any] = {"sources": list(sources), "secret": secret}
+    return Field(default, alias=name, description=description, json_schema_extra=extra, **constraints)
+
+
+class ScalerMetadata(BaseModel):
+    """Base of every scaler's typed metadata. Unknown keys are ignored, as KEDA does."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, frozen=True)
+
+
+def _field_key(fname: str, info: FieldInfo) -> str:
+    return info.alias or fname
+
+
+def _field_extra(info: FieldInfo) -> dict[str, Any]:
+    extra = info.json_schema_extra
+    return extra if isinstance(extra, dict) else {}
+
+
+def field_sources(info: FieldInfo) -> tuple[str, ...]:
+    return tuple(_field_extra(info).get("sources", ("triggerMetadata",)))
+
+
+def field_is_secret(info: FieldInfo) -> bool:
+    return bool(_field_extra(info).get("secret", False))
+
+
+def parse_metadata(
+    model: type[M],
+    ctx: TriggerContext,
+    metadata: Mapping[str, str],
+    auth_params: Mapping[str, str] | None = None,
+    resolved_env: Mapping[str, str] | None = None,
+) -> M:
+    """Gather each parameter from its sources in order, then validate; errors name the trigger and key.
+
+    `resolvedEnv` means the metadata key `<name>FromEnv` names an environment variable of the target.
+    """
+    auth_params = auth_params or {}
+    resolved_env = resolved_env or {}
+    where = f"spec.triggers[{ctx.trigger_index}]"
+    data: dict[str, Any] = {}
+    for fname, info in model.model_fields.items():
+        key = _field_key(fname, info)
+        sources = field_sources(info)
+        if field_is_secret(info) and "triggerMetadata" not in sources and metadata.get(key):
+            raise SpecError(
+                ctx.object_ref,
+                f"{where}.metadata.{key}",
+                f"{key} is a secret: give it through a TriggerAuthentication or {key}FromEnv, "
+                "not in plain trigger metadata",
+            )
+        for source in sources:
+            if source == "triggerMetadata" and metadata.get(key, "") != "":
+                data[fname] = metadata[key]
+                break
+            if source == "authParams" and auth_params.get(key, "") != "":
+                data[fname] = auth_params[key]
+                break
+            if source == "resolvedEnv" and metadata.get(f"{key}FromEnv"):
+                env_name = metadata[f"{key}FromEnv"]
+                if env_name not in resolved_env:
+                    raise SpecError(
+                        ctx.object_ref,
+                        f"{where}.metadata.{key}FromEnv",
+                        f"environment variable {env_name!r} is not set on the scale target",
+                    )
+                data[fname] = resolved_env[env_name]
+                break
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = [str(p) for p in err.get("loc", ())]
+        key = loc[0] if loc else ""
+        if key in model.model_fields:
+            key = _field_key(key, model.model_fields[key])
+        secret_keys = {
+            _field_key(f, i) for f, i in model.model_fields.items() if field_is_secret(i)
+        }
+        # pydantic echoes the bad input in its message: never let that be a secret.
+        msg = str(err.get("msg", "invalid value"))
+        if key in secret_keys:
+            msg = "invalid value"
+        elif "input" in err and key and isinstance(err["input"], str | int | float):
+            msg = f"{msg} (got {err['input']!r})"
+        path = f"{where}.metadata.{key}" if key else f"{where}.metadata"
+        raise SpecError(ctx.object_ref, path, msg) from None
+
+
+def secret_values(meta: ScalerMetadata) -> frozenset[str]:
+    """The values of every secret parameter of `meta` (for redaction)."""
+    out: set[str] = set()
+    for fname, info in type(meta).model_fields.items():
+        if field_is_secret(info):
+            value = getattr(meta, fname)
+            if value not in (None, ""):
+                out.add(str(value))
+    return frozenset(out)
+
+
+def describe_metadata(meta: ScalerMetadata) -> dict[str, Any]:
+    """Resolved parameters under the names users write, secrets masked (for `ebb check` and `ebb metrics`)."""
+    out: dict[str, Any] = {}
+    for fname, info in type(meta).model_fields.items():
+        value = getattr(meta, fname)
+        if value is None:
+            continue
+        if field_is_secret(info) and value != "":
+            value = MASK
+        elif isinstance(value, BaseModel):
+            value = value.model_dump()
+        out[_field_key(fname, info)] = value
+    return out
+
+
+_METRIC_NAME_CHARS = re.compile(r"[/.:%()]")
+
+
+def normalize_metric_name(name: str) -> str:
+    """KEDA's GenerateMetricNameWithIndex normalisation: `/ . : % ( )` become `-`."""
+    return _METRIC_NAME_CHARS.sub("-", name)
+
+
+def metric_name(ctx: TriggerContext, suffix: str) -> str:
+    """`s{index}-{suffix}`, normalised, as KEDA names external metrics."""
+    return normalize_metric_name(f"s{ctx.trigger_index}-{suffix}")
+
+
+class Scaler(ABC):
+    """One trigger of one object. Holds its own pooled connection; `close()` releases it.
+
+    Subclasses set `type_name` (the trigger `type`) and `Metadata`, and implement `metric_spec` and
+    `read`. They never need to catch errors for reporting: `get_metric_and_activity` bounds each call
+    by the timeout and turns any failure into a ScalerError without secrets.
+    """
+
+    type_name: ClassVar[str]
+    Metadata: ClassVar[type[ScalerMetadata]]
+    #: True for scalers that can tell of new work without being polled (see `watch`).
+    supports_push: ClassVar[bool] = False
+
+    def __init__(self, ctx: TriggerContext, meta: ScalerMetadata) -> None:
+        self.ctx = ctx
+        self.meta = meta
+        self.secrets = ctx.secrets | secret_values(meta)
+
+    @abstractmethod
+    def metric_spec(self) -> MetricSpec:
+        """The metric name, target and type this trigger contributes."""
+
+    @abstractmethod
+    async def read(self) -> ScalerReading:
+        """Query the source once. May raise anything; the caller bounds and converts it."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook, most scalers override
+        """Release connections. Called when the object goes away or ebb stops."""
+
+    async def watch(self, notify: Callable[[], None]) -> None:
+        """Run until cancelled, calling `notify()` as soon as the source signals new work.
+
+        Only for `supports_push` scalers. A push only speeds up activation: the loop then polls at once.
+        """
+        raise NotImplementedError(f"{self.type_name} cannot push")
+
+    @property
+    def timeout(self) -> float:
+        return self.ctx.timeout
+
+    def error(self, message: str) -> ScalerError:
+        return ScalerError(self.ctx.object_ref, self.ctx.trigger_ref, redact(message, self.secrets))
+
+    async def get_metric_and_activity(self) -> ScalerReading:
+        """`read()` bounded by the timeout; every failure becomes a ScalerError naming object and trigger."""
+        try:
+            reading = await asyncio.wait_for(self.read(), timeout=self.timeout)
+        except ScalerError as exc:
+            raise self.error(exc.message) from None
+        except TimeoutError:
+            raise self.error(f"no answer within {self.timeout:g}s") from None
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # any library's failure is this trigger's failure, never the loop's
+            detail = str(exc) or type(exc).__name__
+            raise self.error(f"{type(exc).__name__}: {detail}") from None
+        if not math.isfinite(reading.value):
+            raise self.error(f"the source returned a value that is not a number: {reading.value!r}")
+        return reading
+
+    def describe(self) -> dict[str, Any]:
+        """Resolved parameters, secrets masked."""
+        return describe_metadata(self.meta)
+
+
+def activity(value: float, activation: float) -> bool:
+    """KEDA's rule for almost every scaler: active iff the value is strictly above the activation threshold."""
+    return value > activation
+
+
+AsyncCloser = Callable[[], Awaitable[None]]
