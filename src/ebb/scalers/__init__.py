@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from collections.abc import Mapping
+from dataclasses import replace
 
 from ebb.errors import SpecError
 from ebb.scalers.base import (
@@ -17,7 +18,6 @@ from ebb.scalers.base import (
     Scaler,
     ScalerReading,
     TriggerContext,
-    parse_metadata,
 )
 
 __all__ = [
@@ -37,7 +37,9 @@ def _module_name(trigger_type: str) -> str:
 
 def available_types() -> list[str]:
     """Every trigger type this installation knows, by the name users write."""
-    names = [m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_") and m.name != "base"]
+    names = [
+        m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_") and m.name != "base"
+    ]
     return sorted(n.replace("_", "-") for n in names)
 
 
@@ -49,7 +51,11 @@ def scaler_class(trigger_type: str) -> type[Scaler]:
         raise KeyError(trigger_type)
     module = importlib.import_module(f"{__name__}.{_module_name(trigger_type)}")
     for value in vars(module).values():
-        if isinstance(value, type) and issubclass(value, Scaler) and getattr(value, "type_name", None) == trigger_type:
+        if (
+            isinstance(value, type)
+            and issubclass(value, Scaler)
+            and getattr(value, "type_name", None) == trigger_type
+        ):
             return value
     raise KeyError(trigger_type)
 
@@ -69,8 +75,6 @@ def build_scaler(
     """
     ctx = ctx or TriggerContext(trigger_type=trigger_type)
     if ctx.trigger_type != trigger_type or (metric_type and ctx.metric_type != metric_type):
-        from dataclasses import replace
-
         ctx = replace(ctx, trigger_type=trigger_type, metric_type=metric_type or ctx.metric_type)
     try:
         cls = scaler_class(trigger_type)
@@ -80,5 +84,10 @@ def build_scaler(
             f"spec.triggers[{ctx.trigger_index}].type",
             f"unknown trigger type {trigger_type!r}; known types: {', '.join(available_types())}",
         ) from None
-    meta = parse_metadata(cls.Metadata, ctx, metadata, auth_params, resolved_env)
-    return cls(ctx, meta)
+    if ctx.metric_type == "Utilization" and not cls.supports_utilization:
+        raise SpecError(
+            ctx.object_ref,
+            f"spec.triggers[{ctx.trigger_index}].metricType",
+            f"{trigger_type} triggers take metricType AverageValue or Value; Utilization is only for cpu and memory",
+        )
+    return cls.from_trigger(ctx, metadata, auth_params, resolved_env)

@@ -22,6 +22,7 @@ from pydantic.fields import FieldInfo
 from ebb.errors import MASK, ScalerError, SpecError, redact
 
 M = TypeVar("M", bound="ScalerMetadata")
+S = TypeVar("S", bound="Scaler")
 
 MetricType = Literal["AverageValue", "Value", "Utilization"]
 Source = Literal["triggerMetadata", "authParams", "resolvedEnv"]
@@ -44,6 +45,8 @@ class TriggerContext:
     timeout: float = DEFAULT_TIMEOUT
     #: Values that must never appear in messages (filled from secret parameters when parsed).
     secrets: frozenset[str] = field(default_factory=frozenset)
+    #: KEDA's AsMetricSource: the trigger only feeds a scalingModifiers formula, so its own target is optional.
+    as_metric_source: bool = False
 
     @property
     def object_ref(self) -> str:
@@ -169,9 +172,7 @@ def parse_metadata(
         key = loc[0] if loc else ""
         if key in model.model_fields:
             key = _field_key(key, model.model_fields[key])
-        secret_keys = {
-            _field_key(f, i) for f, i in model.model_fields.items() if field_is_secret(i)
-        }
+        secret_keys = {_field_key(f, i) for f, i in model.model_fields.items() if field_is_secret(i)}
         # pydantic echoes the bad input in its message: never let that be a secret.
         msg = str(err.get("msg", "invalid value"))
         if key in secret_keys:
@@ -233,11 +234,28 @@ class Scaler(ABC):
     Metadata: ClassVar[type[ScalerMetadata]]
     #: True for scalers that can tell of new work without being polled (see `watch`).
     supports_push: ClassVar[bool] = False
+    #: Only cpu and memory take metricType Utilization; external metrics never do (KEDA's GetMetricTargetType).
+    supports_utilization: ClassVar[bool] = False
 
     def __init__(self, ctx: TriggerContext, meta: ScalerMetadata) -> None:
         self.ctx = ctx
         self.meta = meta
         self.secrets = ctx.secrets | secret_values(meta)
+
+    @classmethod
+    def from_trigger(
+        cls: type[S],
+        ctx: TriggerContext,
+        metadata: Mapping[str, str],
+        auth_params: Mapping[str, str] | None = None,
+        resolved_env: Mapping[str, str] | None = None,
+    ) -> S:
+        """Parse the trigger's parameters and build the scaler (not connected yet).
+
+        Override only when a scaler needs more than its parsed model (external forwards raw metadata).
+        """
+        meta = parse_metadata(cls.Metadata, ctx, metadata, auth_params, resolved_env)
+        return cls(ctx, meta)
 
     @abstractmethod
     def metric_spec(self) -> MetricSpec:
@@ -246,6 +264,12 @@ class Scaler(ABC):
     @abstractmethod
     async def read(self) -> ScalerReading:
         """Query the source once. May raise anything; the caller bounds and converts it."""
+
+    async def prepare(self) -> None:  # noqa: B027 - optional hook
+        """Fetch what `metric_spec` needs from the source (external scalers ask their server).
+
+        Called before every read; implementations cache, so only the first call does work.
+        """
 
     async def close(self) -> None:  # noqa: B027 - optional hook, most scalers override
         """Release connections. Called when the object goes away or ebb stops."""
@@ -284,6 +308,15 @@ class Scaler(ABC):
     def describe(self) -> dict[str, Any]:
         """Resolved parameters, secrets masked."""
         return describe_metadata(self.meta)
+
+    def activation_threshold(self) -> float | None:
+        """The `activation<X>` parameter's value, by KEDA's naming convention; None if the trigger has none."""
+        for fname, info in type(self.meta).model_fields.items():
+            if _field_key(fname, info).startswith("activation"):
+                value = getattr(self.meta, fname)
+                if isinstance(value, int | float) and not isinstance(value, bool):
+                    return float(value)
+        return None
 
 
 def activity(value: float, activation: float) -> bool:

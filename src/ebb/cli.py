@@ -1,0 +1,336 @@
+"""The `ebb` command: run, check, metrics, demo, version."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+import ebb
+from ebb.errors import EbbError, SpecError
+from ebb.runtime.build import build_scalers, object_ref
+from ebb.runtime.local import LocalRuntime, RuntimeOptions
+from ebb.runtime.scaled_object import close_scalers, read_trigger
+from ebb.scalers import available_types
+from ebb.scalers.base import DEFAULT_TIMEOUT, Scaler
+from ebb.spec.auth import resolve_env
+from ebb.spec.convert import hpa_name
+from ebb.spec.loader import LoadResult, load_files
+from ebb.spec.models import ProcessGroup, ScaledJob, ScaledObject
+
+app = typer.Typer(
+    name="ebb",
+    help="Event-driven autoscaling: scale workers from zero to many and back, on Kubernetes or local processes.",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="rich",
+    pretty_exceptions_show_locals=False,  # locals may hold credentials
+)
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+Files = Annotated[list[Path], typer.Argument(help="Manifest files or directories (multi-document YAML).")]
+
+
+def _load(files: list[Path]) -> LoadResult:
+    loaded = load_files(files)
+    for error in loaded.errors:
+        err_console.print(f"[red]error[/] {escape(str(error))}")
+    for warning in loaded.warnings:
+        err_console.print(f"[yellow]warning[/] {escape(str(warning))}")
+    return loaded
+
+
+def _target_env(loaded: LoadResult, obj: ScaledObject | ScaledJob) -> tuple[dict[str, str], frozenset[str]] | None:
+    """The environment `*FromEnv` parameters resolve from, when it can be known here (local targets)."""
+    if isinstance(obj, ScaledJob):
+        env = resolve_env(obj, loaded.resources)
+        return dict(env), env.secret_values
+    group = loaded.resources.scale_target(obj)
+    if group is None:
+        return None
+    env = resolve_env(group, loaded.resources)
+    return dict(env), env.secret_values
+
+
+def _needs_cluster(obj: ScaledObject | ScaledJob) -> bool:
+    """Credentials or env that only a cluster can resolve (a Deployment's env, Secrets not loaded here)."""
+    return any(
+        t.authentication_ref is not None or any(k.endswith("FromEnv") for k in t.metadata) for t in obj.spec.triggers
+    )
+
+
+def _scalers_for(
+    loaded: LoadResult, obj: ScaledObject | ScaledJob, timeout: float = DEFAULT_TIMEOUT
+) -> tuple[list[Scaler] | None, str | None]:
+    """(scalers, None), or (None, a note why they can't be built here); raises SpecError for real errors."""
+    unknown = sorted({t.type for t in obj.spec.triggers} - set(available_types()))
+    if unknown:
+        return None, f"trigger type(s) not in ebb's catalog yet: {', '.join(unknown)}"
+    local = isinstance(obj, ScaledJob) or obj.spec.scale_target_ref.is_process_group
+    env = _target_env(loaded, obj) if local else None
+    if env is None and _needs_cluster(obj):
+        return None, "credentials and environment resolve in the cluster; parameters not checked here"
+    values, secrets = env if env is not None else ({}, frozenset[str]())
+    return build_scalers(obj, loaded.resources, values, env_secrets=secrets, timeout=timeout), None
+
+
+def _scaled(loaded: LoadResult) -> list[ScaledObject | ScaledJob]:
+    return [*loaded.resources.scaled_objects(), *loaded.resources.scaled_jobs()]
+
+
+def _fmt_seconds(value: float | int | None) -> str:
+    return "-" if value is None else f"{value:g}s"
+
+
+@app.command()
+def check(
+    files: Files,
+    output: Annotated[
+        str, typer.Option("--output", "-o", help="table (default), yaml or json: the manifests with defaults filled.")
+    ] = "table",
+) -> None:
+    """Validate manifests and show what would be scaled, on which triggers, with defaults filled in.
+
+    Secrets are masked. Exits 1 if any manifest has an error.
+    """
+    loaded = _load(files)
+    failed = bool(loaded.errors)
+    if output in ("yaml", "json"):
+        docs = [o.to_manifest() for o in loaded.objects]
+        text = yaml.safe_dump_all(docs, sort_keys=False) if output == "yaml" else json.dumps(docs, indent=2)
+        console.print(text, markup=False)
+        raise typer.Exit(1 if failed else 0)
+    for obj in _scaled(loaded):
+        ref = object_ref(obj)
+        try:
+            scalers, note = _scalers_for(loaded, obj)
+        except EbbError as exc:
+            failed = True
+            console.print(f"[red]✗[/] [bold]{escape(str(ref))}[/]: {escape(str(exc))}")
+            continue
+        console.print(f"[green]✓[/] [bold]{escape(str(ref))}[/]")
+        table = Table(show_header=False, box=None, padding=(0, 2))
+        spec = obj.spec
+        if isinstance(obj, ScaledObject):
+            t = obj.spec.scale_target_ref
+            table.add_row("target", f"{t.kind} {t.name} ({t.api_version})")
+            table.add_row(
+                "replicas",
+                f"min {obj.spec.min_replica_count}, max {obj.spec.max_replica_count}"
+                + (f", idle {obj.spec.idle_replica_count}" if obj.spec.idle_replica_count is not None else ""),
+            )
+            table.add_row(
+                "timing",
+                f"polling {_fmt_seconds(spec.polling_interval)}, cooldown {_fmt_seconds(obj.spec.cooldown_period)}, "
+                f"initial cooldown {_fmt_seconds(obj.spec.initial_cooldown_period)}",
+            )
+            if obj.spec.fallback is not None:
+                fb = obj.spec.fallback
+                table.add_row(
+                    "fallback", f"{fb.replicas} replicas after {fb.failure_threshold} failures ({fb.behavior})"
+                )
+            if obj.spec.scaling_modifiers is not None:
+                sm = obj.spec.scaling_modifiers
+                table.add_row("formula", f"{sm.formula} (target {sm.target}, {sm.metric_type})")
+            table.add_row("hpa", hpa_name(obj))
+        else:
+            c = obj.spec.job_container
+            table.add_row("job", " ".join([*(c.command or []), *(c.args or [])]) or (c.image or "?"))
+            table.add_row(
+                "replicas",
+                f"min {obj.spec.min_replica_count}, max {obj.spec.max_replica_count}, "
+                f"strategy {obj.spec.scaling_strategy.strategy}",
+            )
+            table.add_row("timing", f"polling {_fmt_seconds(spec.polling_interval)}")
+        console.print(table)
+        for index, trigger in enumerate(obj.spec.triggers):
+            label = f"  triggers[{index}] [cyan]{escape(trigger.type)}[/]" + (
+                f" {escape(repr(trigger.name))}" if trigger.name else ""
+            )
+            if scalers is None:
+                console.print(label)
+                continue
+            scaler = scalers[index]
+            params = ", ".join(f"{k}={v}" for k, v in scaler.describe().items())
+            try:
+                spec_text = (
+                    f" metric {scaler.metric_spec().name}, {scaler.metric_spec().metric_type} "
+                    f"target {scaler.metric_spec().target:g}"
+                )
+            except EbbError:
+                spec_text = " (metric spec comes from the external scaler)"
+            activation = scaler.activation_threshold()
+            act_text = f", activation {activation:g}" if activation is not None else ""
+            console.print(f"{label}{escape(spec_text)}{act_text}\n      [dim]{escape(params)}[/]")
+        if note:
+            console.print(f"  [dim]{escape(note)}[/]")
+    for pg in loaded.resources.process_groups():
+        console.print(
+            f"[green]✓[/] [bold]ProcessGroup {escape(pg.metadata.namespace)}/{escape(pg.metadata.name)}[/]: "
+            f"{escape(' '.join(pg.spec.argv))} (grace {pg.spec.termination_grace_period_seconds}s)"
+        )
+    raise typer.Exit(1 if failed else 0)
+
+
+@app.command()
+def metrics(
+    files: Files,
+    timeout: Annotated[float, typer.Option(help="Seconds each trigger may take.")] = DEFAULT_TIMEOUT,
+) -> None:
+    """Poll every trigger once and print its value, target, activation threshold and whether it is active.
+
+    The first thing to run when scaling does not happen.
+    """
+    loaded = _load(files)
+
+    async def poll_all() -> tuple[Table, bool]:
+        table = Table(title="Trigger metrics")
+        for column in ("object", "trigger", "metric", "value", "target", "activation", "active"):
+            table.add_column(column)
+        failed = False
+        for obj in _scaled(loaded):
+            ref = object_ref(obj)
+            try:
+                scalers, note = _scalers_for(loaded, obj, timeout)
+            except EbbError as exc:
+                failed = True
+                table.add_row(escape(str(ref)), "", "", f"[red]{escape(str(exc))}[/]", "", "", "")
+                continue
+            if scalers is None:
+                table.add_row(escape(str(ref)), "", "", f"[dim]{escape(note or '')}[/]", "", "", "")
+                continue
+            try:
+                results = await asyncio.gather(*(read_trigger(s) for s in scalers))
+            finally:
+                await close_scalers(scalers)
+            for scaler, r in zip(scalers, results, strict=True):
+                activation = scaler.activation_threshold()
+                if r.error is not None:
+                    failed = True
+                    value = f"[red]{escape(r.error)}[/]"
+                    active = "[red]error[/]"
+                else:
+                    value = f"{r.value:g}"
+                    active = "[green]yes[/]" if r.active else "no"
+                table.add_row(
+                    escape(str(ref)),
+                    escape(f"[{scaler.ctx.trigger_index}] {scaler.ctx.trigger_type}"),
+                    escape(r.metric_name),
+                    value,
+                    f"{r.target:g} ({r.metric_type})",
+                    "-" if activation is None else f"{activation:g}",
+                    active,
+                )
+        return table, failed
+
+    table, failed = asyncio.run(poll_all())
+    console.print(table)
+    raise typer.Exit(1 if failed or loaded.errors else 0)
+
+
+def _console_sink(name: str, line: str) -> None:
+    console.print(f"[dim]\\[{escape(name)}][/] {escape(line)}", highlight=False, soft_wrap=True)
+
+
+async def _run_until_signalled(runtime: LocalRuntime) -> None:
+    loop = asyncio.get_running_loop()
+    main = asyncio.current_task()
+    assert main is not None
+    runner = asyncio.create_task(runtime.run())
+    signals = 0
+
+    def on_signal() -> None:
+        nonlocal signals
+        signals += 1
+        if signals == 1:
+            err_console.print("[yellow]stopping: workers get their grace period (Ctrl-C again to kill them now)[/]")
+            runner.cancel()
+        else:
+            err_console.print("[red]killing workers[/]")
+            for target in runtime.targets.values():
+                for pid in target.pids():
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.killpg(pid, signal.SIGKILL)
+            os._exit(130)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
+    with contextlib.suppress(asyncio.CancelledError):
+        await runner
+
+
+@app.command()
+def run(
+    files: Files,
+    state: Annotated[
+        Path, typer.Option(help="Where to keep state across restarts (cooldowns, replica counts).")
+    ] = Path(".ebb/state.json"),
+    no_state: Annotated[bool, typer.Option("--no-state", help="Start fresh and keep no state.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print every poll, not only changes.")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds each trigger may take per poll.")] = DEFAULT_TIMEOUT,
+) -> None:
+    """Scale local process groups from the given manifests until Ctrl-C.
+
+    Every ScaledObject whose scaleTargetRef names a ProcessGroup, and every ScaledJob (whose job container's
+    command runs as one local job), is polled at its pollingInterval. A broken manifest or a failing trigger
+    is reported and never stops the others. Ctrl-C stops every worker gracefully.
+    """
+    from ebb.observe.console import ConsoleObserver
+
+    loaded = _load(files)
+    if not (loaded.of(ScaledObject) or loaded.of(ScaledJob) or loaded.of(ProcessGroup)):
+        err_console.print("[red]nothing to run[/]: no valid ScaledObject, ScaledJob or ProcessGroup in the files")
+        raise typer.Exit(1)
+    options = RuntimeOptions(state_path=None if no_state else state, scaler_timeout=timeout, output=_console_sink)
+    runtime = LocalRuntime(loaded, ConsoleObserver(console, verbose=verbose), options)
+    console.print(
+        f"[bold]ebb {ebb.__version__}[/]: {len(loaded.of(ScaledObject))} ScaledObject(s), "
+        f"{len(loaded.of(ScaledJob))} ScaledJob(s), {len(loaded.of(ProcessGroup))} ProcessGroup(s)"
+    )
+    asyncio.run(_run_until_signalled(runtime))
+
+
+@app.command()
+def demo(
+    quick: Annotated[bool, typer.Option(help="A shorter run (about 30 s) with smaller bursts.")] = False,
+    directory: Annotated[
+        Path | None, typer.Option("--dir", help="Where to put the job database and manifest (default: a temp dir).")
+    ] = None,
+    live: Annotated[bool, typer.Option(help="Live view (on by default in a terminal).")] = True,
+) -> None:
+    """Watch real worker processes scale 0 -> N -> 0 on a SQLite job queue; ends by itself.
+
+    Needs nothing but Python. Prints a summary: time from first job to first worker, peak replicas,
+    jobs done, replica-seconds used against running the peak all the time.
+    """
+    from ebb.demo.run import run_demo
+
+    code = run_demo(console, quick=quick, directory=directory, live=live)
+    raise typer.Exit(code)
+
+
+@app.command()
+def version() -> None:
+    """Print ebb's version."""
+    console.print(f"ebb {ebb.__version__}")
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """Console-script entry point."""
+    try:
+        return app(args=argv)
+    except SpecError as exc:  # a last resort: commands handle their own errors
+        err_console.print(f"[red]error[/] {escape(str(exc))}")
+        sys.exit(1)

@@ -1,0 +1,71 @@
+"""From manifests to live parts: scalers with their credentials resolved, and the core's decider.
+
+Shared by `ebb run`, `ebb check`, `ebb metrics` and the operator (which passes its own AuthStore).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from ebb.errors import SpecError
+from ebb.runtime.observer import ObjectRef
+from ebb.scalers import build_scaler
+from ebb.scalers.base import DEFAULT_TIMEOUT, MetricType, Scaler, TriggerContext
+from ebb.spec.auth import DEFAULT_CLUSTER_OBJECT_NAMESPACE, AuthStore, resolve_triggers_auth
+from ebb.spec.models import ScaledJob, ScaledObject
+
+METRIC_TYPES: tuple[MetricType, ...] = ("AverageValue", "Value", "Utilization")
+
+
+def object_ref(obj: ScaledObject | ScaledJob) -> ObjectRef:
+    return ObjectRef(obj.kind, obj.metadata.namespace or "default", obj.metadata.name)
+
+
+def _metric_type(obj: ScaledObject | ScaledJob, index: int) -> MetricType:
+    trigger = obj.spec.triggers[index]
+    if trigger.metric_type is not None:
+        return trigger.metric_type
+    if trigger.is_resource:
+        # cpu/memory before metricType existed said it in metadata.type (deprecated, still honoured by KEDA).
+        legacy = trigger.metadata.get("type", "")
+        for mt in METRIC_TYPES:
+            if legacy == mt:
+                return mt
+        raise SpecError(
+            obj.ref,
+            f"spec.triggers[{index}].metricType",
+            f"{trigger.type} triggers need metricType Utilization or AverageValue",
+        )
+    return "AverageValue"
+
+
+def build_scalers(
+    obj: ScaledObject | ScaledJob,
+    store: AuthStore,
+    target_env: Mapping[str, str] | None = None,
+    *,
+    env_secrets: frozenset[str] = frozenset(),
+    timeout: float = DEFAULT_TIMEOUT,
+    cluster_object_namespace: str = DEFAULT_CLUSTER_OBJECT_NAMESPACE,
+) -> list[Scaler]:
+    """One scaler per trigger, not connected yet. Raises SpecError naming the object, trigger and field."""
+    env = dict(target_env or {})
+    auths = resolve_triggers_auth(obj, store, env, cluster_object_namespace=cluster_object_namespace)
+    modifiers = isinstance(obj, ScaledObject) and obj.spec.scaling_modifiers is not None
+    ref = object_ref(obj)
+    scalers: list[Scaler] = []
+    for index, (trigger, auth) in enumerate(zip(obj.spec.triggers, auths, strict=True)):
+        ctx = TriggerContext(
+            kind=ref.kind,
+            namespace=ref.namespace,
+            name=ref.name,
+            trigger_index=index,
+            trigger_type=trigger.type,
+            trigger_name=trigger.name,
+            metric_type=_metric_type(obj, index),
+            timeout=timeout,
+            secrets=auth.secret_values | env_secrets,
+            as_metric_source=modifiers,
+        )
+        scalers.append(build_scaler(trigger.type, trigger.metadata, ctx=ctx, auth_params=auth.params, resolved_env=env))
+    return scalers

@@ -1,0 +1,230 @@
+"""One ScaledObject's loop: read every trigger, let the core decide, apply to the target, report.
+
+Shared by `ebb run` (a process group target) and the operator's direct mode (a /scale target).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Mapping, Sequence
+
+from ebb.errors import EbbError, ScalerError
+from ebb.runtime.observer import ObjectRef, Observer, PollRecord
+from ebb.runtime.state import StateStore
+from ebb.scalers.base import Scaler
+from ebb.scaling.lifecycle import ScaledObjectDecider, pause_state
+from ebb.scaling.types import Decision, ScalingEvent, TriggerResult
+from ebb.targets.base import ScaleTarget
+
+#: A push only wakes an idle object, and not more often than this (seconds): a busy stream must not turn
+#: push notifications into a poll storm.
+PUSH_MIN_GAP = 0.05
+
+
+async def read_trigger(scaler: Scaler) -> TriggerResult:
+    """One trigger's reading as the core wants it; a failure is a result with `error`, never an exception."""
+    name = scaler.ctx.trigger_name
+    try:
+        await scaler.prepare()
+        spec = scaler.metric_spec()
+    except EbbError as exc:
+        return TriggerResult(
+            metric_name=f"s{scaler.ctx.trigger_index}-{scaler.ctx.trigger_type}",
+            target=0.0,
+            metric_type=scaler.ctx.metric_type,
+            error=getattr(exc, "message", str(exc)),
+            trigger_name=name,
+        )
+    resource = spec.source == "Resource"
+    try:
+        reading = await scaler.get_metric_and_activity()
+    except ScalerError as exc:
+        return TriggerResult(
+            metric_name=spec.name,
+            target=spec.target,
+            metric_type=spec.metric_type,
+            error=exc.message,
+            trigger_name=name,
+            resource=resource,
+        )
+    return TriggerResult(
+        metric_name=spec.name,
+        target=spec.target,
+        metric_type=spec.metric_type,
+        value=reading.value,
+        active=reading.active,
+        trigger_name=name,
+        resource=resource,
+    )
+
+
+def rescale_event(current: int, desired: int, decision: Decision, results: Sequence[TriggerResult]) -> ScalingEvent:
+    """An HPA-style event for a 1..N change, with the metric values behind it."""
+    metrics = ", ".join(
+        f"{r.metric_name}={r.value:g}/{r.target:g}" if r.value is not None else f"{r.metric_name}=error"
+        for r in results
+    )
+    return ScalingEvent(
+        "SuccessfulRescale",
+        f"New size: {desired} (from {current}); reason: {decision.reason}"
+        + (f"; metrics: {metrics}" if metrics else ""),
+    )
+
+
+class ScaledObjectLoop:
+    """Polls at pollingInterval (or at once when a push scaler signals work for an idle target)."""
+
+    def __init__(
+        self,
+        ref: ObjectRef,
+        scalers: Sequence[Scaler],
+        target: ScaleTarget,
+        decider: ScaledObjectDecider,
+        *,
+        polling_interval: float,
+        observer: Observer,
+        annotations: Mapping[str, str] | None = None,
+        state: StateStore | None = None,
+        idle_polling_interval: float | None = None,
+        idle_replicas: int | None = None,
+        start_offset: float = 0.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.ref = ref
+        self.scalers = list(scalers)
+        self.target = target
+        self.decider = decider
+        self.polling_interval = polling_interval
+        self.idle_polling_interval = idle_polling_interval
+        self.idle_replicas = idle_replicas or 0
+        self.observer = observer
+        self.annotations = dict(annotations or {})
+        self.state = state
+        self.start_offset = start_offset
+        self.clock = clock
+        self.last_decision: Decision | None = None
+        self.last_results: tuple[TriggerResult, ...] = ()
+        self._current = 0
+        self._wake = asyncio.Event()
+        self._last_poll = 0.0
+
+    @property
+    def idle(self) -> bool:
+        return self._current <= self.idle_replicas
+
+    def notify(self) -> None:
+        """Called by push scalers: poll now if the target is idle (activation must not wait for the timer)."""
+        if self.idle and time.monotonic() - self._last_poll >= PUSH_MIN_GAP:
+            self._wake.set()
+
+    def interval(self) -> float:
+        if self.idle and self.idle_polling_interval is not None:
+            return min(self.polling_interval, self.idle_polling_interval)
+        return self.polling_interval
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        watchers = [asyncio.create_task(self._watch(s)) for s in self.scalers if s.supports_push]
+        try:
+            self._current = await self.target.get_replicas()
+            next_at = loop.time() + self.start_offset
+            while True:
+                woke = False
+                delay = next_at - loop.time()
+                if delay > 0:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), timeout=delay)
+                        woke = True
+                self._wake.clear()
+                started = loop.time()
+                lateness = 0.0 if woke else max(0.0, started - next_at)
+                await self.poll_once(lateness=lateness)
+                interval = self.interval()
+                next_at = started + interval if woke else next_at + interval
+                if next_at < loop.time():  # fell behind: skip missed ticks instead of bursting
+                    next_at = loop.time() + interval
+        finally:
+            for w in watchers:
+                w.cancel()
+            await asyncio.gather(*watchers, return_exceptions=True)
+
+    async def _watch(self, scaler: Scaler) -> None:
+        backoff = 1.0
+        while True:
+            try:
+                await scaler.watch(self.notify)
+                backoff = 1.0
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # push is an accelerator: polling carries on without it
+                self.observer.problem(self.ref, f"{scaler.ctx.trigger_ref}: push unavailable: {exc}", self.clock())
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 60.0)
+
+    async def poll_once(self, lateness: float = 0.0) -> Decision | None:
+        """Read all triggers concurrently, decide, apply. Never raises for a failing source or target."""
+        self._last_poll = time.monotonic()
+        t0 = time.perf_counter()
+        results = tuple(await asyncio.gather(*(read_trigger(s) for s in self.scalers)))
+        read_seconds = time.perf_counter() - t0
+        now = self.clock()
+        try:
+            current = await self.target.get_replicas()
+        except EbbError as exc:
+            self.observer.problem(self.ref, f"cannot read the target's replicas: {exc}", now)
+            return None
+        try:
+            decision = self.decider.decide(
+                results,
+                current,
+                now,
+                pause=pause_state(self.annotations),
+                ready_replicas=self.target.ready_replicas(),
+            )
+        except EbbError as exc:
+            self.observer.problem(self.ref, str(exc), now)
+            return None
+        desired = current if decision.desired_replicas is None else decision.desired_replicas
+        if desired != current:
+            try:
+                await self.target.set_replicas(desired)
+            except EbbError as exc:
+                self.observer.problem(self.ref, f"cannot scale the target to {desired}: {exc}", now)
+                desired = current
+        for event in decision.events:
+            self.observer.event(self.ref, event, now)
+        if desired != current and current > 0 and desired > 0:
+            self.observer.event(self.ref, rescale_event(current, desired, decision, results), now)
+        self._current = desired
+        self.last_decision = decision
+        self.last_results = results
+        if self.state is not None:
+            self.state.save(self.ref.key, self.decider.state, desired)
+        self.observer.poll(
+            PollRecord(
+                ref=self.ref,
+                time=now,
+                triggers=results,
+                decision=decision,
+                current_replicas=current,
+                desired_replicas=desired,
+                ready_replicas=self.target.ready_replicas(),
+                lateness=lateness,
+                read_seconds=read_seconds,
+            )
+        )
+        return decision
+
+    async def close(self) -> None:
+        """Release every scaler's connections (bounded: a hung close never holds up shutdown)."""
+        await close_scalers(self.scalers)
+
+
+async def close_scalers(scalers: Sequence[Scaler], grace: float = 5.0) -> None:
+    async def one(s: Scaler) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(s.close(), grace)
+
+    await asyncio.gather(*(one(s) for s in scalers))

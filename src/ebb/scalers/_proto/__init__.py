@@ -1,0 +1,1 @@
+"""Generated code for KEDA's external scaler gRPC protocol. Regenerate with scripts/gen_proto.sh."""

@@ -1,0 +1,434 @@
+"""What the `redis` and `redis-streams` triggers share: connection parameters, the pooled client, push.
+
+Parameters, sources and their order follow KEDA's `redisConnectionInfo` (pkg/scalers/redis_scaler.go),
+except that `password` is a secret here: only a TriggerAuthentication or `passwordFromEnv` may give it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import ssl
+import tempfile
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal, TypeVar
+
+import redis.asyncio as aioredis
+from redis.asyncio.connection import BlockingConnectionPool, Connection
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import AuthenticationError, ResponseError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from ebb.errors import SpecError, redact
+from ebb.scalers.base import Scaler, ScalerMetadata, Source, TriggerContext, param
+
+T = TypeVar("T")
+
+# KEDA's order tags: `address` triggerMetadata;authParams;resolvedEnv,
+# the others triggerMetadata;resolvedEnv;authParams.
+_ADDRESS_SOURCES: tuple[Source, ...] = ("triggerMetadata", "authParams", "resolvedEnv")
+_CONN_SOURCES: tuple[Source, ...] = ("triggerMetadata", "resolvedEnv", "authParams")
+
+#: A scaler's reads are sequential; the spare connections serve the odd concurrent read.
+MAX_CONNECTIONS = 3
+
+_BACKOFF_START = 0.5
+_BACKOFF_MAX = 30.0
+
+
+class RedisConnectionMetadata(ScalerMetadata):
+    """Connection parameters of every Redis trigger, and ebb's own enableKeyspaceNotifications, clientName."""
+
+    address: str | None = param(None, name="address", sources=_ADDRESS_SOURCES)
+    host: str | None = param(None, name="host", sources=_CONN_SOURCES)
+    port: str | None = param(None, name="port", sources=_CONN_SOURCES)
+    username: str | None = param(None, name="username", sources=_CONN_SOURCES)
+    password: str | None = param(None, name="password", sources=("resolvedEnv", "authParams"), secret=True)
+    database_index: int = param(0, name="databaseIndex", ge=0)
+    enable_tls: bool | None = param(None, name="enableTLS")
+    tls: Literal["enable", "disable"] | None = param(None, name="tls", sources=("authParams",))
+    unsafe_ssl: bool = param(False, name="unsafeSsl")
+    ca: str | None = param(None, name="ca", sources=("authParams",))
+    cert: str | None = param(None, name="cert", sources=("authParams",))
+    key: str | None = param(None, name="key", sources=("authParams",), secret=True)
+    key_password: str | None = param(None, name="keyPassword", sources=("authParams",), secret=True)
+    enable_keyspace_notifications: bool = param(
+        False,
+        name="enableKeyspaceNotifications",
+        description="ebb only: may ebb turn on the keyspace notifications push needs (CONFIG SET)",
+    )
+    client_name: str | None = param(
+        None,
+        name="clientName",
+        pattern=r"^\S+$",
+        description="ebb only: CLIENT SETNAME for this trigger's connections (needs the ACL permission)",
+    )
+
+
+@dataclass(frozen=True)
+class RedisEndpoint:
+    """Where and how to connect, validated."""
+
+    host: str
+    port: int
+    db: int
+    username: str | None
+    password: str | None
+    ssl_context: ssl.SSLContext | None
+    client_name: str | None
+
+    @property
+    def address(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def _split(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def _parse_port(text: str, where: str, obj: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 < port < 65536:
+        raise SpecError(obj, where, f"expected a port number between 1 and 65535, got {text!r}")
+    return port
+
+
+def _parse_address(address: str, where: str, obj: str) -> tuple[str, int]:
+    # KEDA takes a comma separated list and a single-node client uses the first entry.
+    first = _split(address)[0] if _split(address) else ""
+    if first.startswith("["):  # [ipv6]:port
+        host, sep, rest = first[1:].partition("]")
+        port_text = rest[1:] if rest.startswith(":") else ""
+    else:
+        host, sep, port_text = first.rpartition(":")
+    if not host or not sep or not port_text:
+        raise SpecError(obj, where, f"expected host:port, got {address!r}")
+    return host, _parse_port(port_text, where, obj)
+
+
+def _resolve_host_port(meta: RedisConnectionMetadata, ctx: TriggerContext) -> tuple[str, int]:
+    where = f"spec.triggers[{ctx.trigger_index}].metadata"
+    obj = ctx.object_ref
+    if meta.address and (meta.host or meta.port):
+        given = " and ".join(k for k, v in (("host", meta.host), ("port", meta.port)) if v)
+        raise SpecError(
+            obj,
+            f"{where}.address",
+            f"give either address or host and port, not both (got address and {given})",
+        )
+    if meta.address:
+        return _parse_address(meta.address, f"{where}.address", obj)
+    if not meta.host and not meta.port:
+        raise SpecError(
+            obj,
+            where,
+            "no Redis server given: set address (host:port), or host and port (in the trigger "
+            "metadata, a TriggerAuthentication, or addressFromEnv/hostFromEnv/portFromEnv)",
+        )
+    if not meta.host or not meta.port:
+        missing = "host" if not meta.host else "port"
+        raise SpecError(
+            obj,
+            f"{where}.{missing}",
+            f"{missing} is required when {'port' if missing == 'host' else 'host'} is set",
+        )
+    hosts, ports = _split(meta.host), _split(meta.port)
+    if len(hosts) != len(ports):
+        raise SpecError(obj, f"{where}.port", "host and port must list the same number of entries")
+    return hosts[0], _parse_port(ports[0], f"{where}.port", obj)
+
+
+def _tls_enabled(meta: RedisConnectionMetadata, ctx: TriggerContext) -> bool:
+    if meta.enable_tls is not None and meta.tls is not None:
+        raise SpecError(
+            ctx.object_ref,
+            f"spec.triggers[{ctx.trigger_index}].metadata.enableTLS",
+            "TLS is set both here (enableTLS) and in the TriggerAuthentication (tls): set it in one place",
+        )
+    if meta.tls is not None:
+        return meta.tls == "enable"
+    return bool(meta.enable_tls)
+
+
+def build_ssl_context(
+    *,
+    ca: str | None = None,
+    cert: str | None = None,
+    key: str | None = None,
+    key_password: str | None = None,
+    unsafe_ssl: bool = False,
+) -> ssl.SSLContext:
+    """A client context like KEDA's NewTLSConfigWithPassword: system roots plus `ca`, TLS 1.2+, client cert.
+
+    Raises ValueError or ssl.SSLError when the PEM data does not load.
+    """
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if unsafe_ssl:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    if ca:
+        context.load_verify_locations(cadata=ca)
+    if bool(cert) != bool(key):
+        raise ValueError("cert and key must be given together")
+    if cert and key:
+        # The ssl module loads a certificate chain only from files: write them where only we can read,
+        # and remove them at once.
+        with tempfile.TemporaryDirectory(prefix="ebb-redis-tls-") as tmp:
+            cert_path = os.path.join(tmp, "cert.pem")
+            key_path = os.path.join(tmp, "key.pem")
+            for path, data in ((cert_path, cert), (key_path, key)):
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "w") as fh:
+                    fh.write(data)
+            # A callable, even for an unencrypted key: without one OpenSSL would prompt on the terminal.
+            context.load_cert_chain(cert_path, key_path, password=lambda: key_password or "")
+    return context
+
+
+def resolve_endpoint(meta: RedisConnectionMetadata, ctx: TriggerContext) -> RedisEndpoint:
+    """Validate the connection parameters together; SpecError names the parameter at fault."""
+    host, port = _resolve_host_port(meta, ctx)
+    ssl_context = None
+    if _tls_enabled(meta, ctx):
+        try:
+            ssl_context = build_ssl_context(
+                ca=meta.ca,
+                cert=meta.cert,
+                key=meta.key,
+                key_password=meta.key_password,
+                unsafe_ssl=meta.unsafe_ssl,
+            )
+        except (ValueError, ssl.SSLError) as exc:
+            secrets = [s for s in (meta.password, meta.key, meta.key_password) if s]
+            raise SpecError(
+                ctx.object_ref,
+                f"spec.triggers[{ctx.trigger_index}].authenticationRef",
+                redact(f"the TLS parameters (ca, cert, key, keyPassword) do not load: {exc}", secrets),
+            ) from None
+    return RedisEndpoint(
+        host=host,
+        port=port,
+        db=meta.database_index,
+        username=meta.username,
+        password=meta.password,
+        ssl_context=ssl_context,
+        client_name=meta.client_name,
+    )
+
+
+class _TLSConnection(Connection):
+    """A redis-py connection using a prepared SSLContext (redis-py would build one from file paths)."""
+
+    def __init__(self, *, ebb_ssl_context: ssl.SSLContext, **kwargs: Any) -> None:
+        self._ebb_ssl_context = ebb_ssl_context
+        super().__init__(**kwargs)
+
+    def _connection_arguments(self) -> Mapping[str, Any]:
+        return {**super()._connection_arguments(), "ssl": self._ebb_ssl_context}
+
+
+def _keepalive_options() -> dict[int, int]:
+    # Detects a vanished server on the idle push subscription within about a minute.
+    wanted = {"TCP_KEEPIDLE": 30, "TCP_KEEPINTVL": 5, "TCP_KEEPCNT": 3}
+    return {getattr(socket, name): value for name, value in wanted.items() if hasattr(socket, name)}
+
+
+def make_pool(
+    endpoint: RedisEndpoint,
+    timeout: float,
+    *,
+    max_connections: int = MAX_CONNECTIONS,
+    blocking_reads: bool = False,
+) -> BlockingConnectionPool:
+    """A bounded pool: socket timeouts are the trigger's timeout, one quick retry for stale sockets.
+
+    `blocking_reads` drops the read timeout, for a subscription that waits for messages indefinitely
+    (TCP keepalive then finds a vanished server).
+    """
+    kwargs: dict[str, Any] = {
+        "host": endpoint.host,
+        "port": endpoint.port,
+        "db": endpoint.db,
+        "username": endpoint.username,
+        "password": endpoint.password,
+        "client_name": endpoint.client_name,
+        "socket_timeout": None if blocking_reads else timeout,
+        "socket_connect_timeout": timeout,
+        "socket_keepalive": True,
+        "socket_keepalive_options": _keepalive_options(),
+        # The subscription reconnects itself (see watch), so that it re-checks the server's settings.
+        "retry": Retry(NoBackoff(), 0 if blocking_reads else 1),
+        "decode_responses": True,
+        "encoding_errors": "replace",
+    }
+    connection_class: type[Connection] = Connection
+    if endpoint.ssl_context is not None:
+        connection_class = _TLSConnection
+        kwargs["ebb_ssl_context"] = endpoint.ssl_context
+    return BlockingConnectionPool(
+        max_connections=max_connections, timeout=timeout, connection_class=connection_class, **kwargs
+    )
+
+
+# Events that only take work away: they never need an early poll.
+_REMOVAL_EVENTS = frozenset(
+    {
+        "del", "expired", "evicted", "rename_from", "move_from", "expire", "persist",
+        "lpop", "rpop", "ltrim", "lrem",
+        "srem", "spop",
+        "zrem", "zpopmin", "zpopmax", "zrembyscore", "zrembyrank", "zrembylex",
+        "hdel", "hexpired", "hpersist", "hexpire",
+        "xdel", "xtrim", "xgroup-delconsumer", "xgroup-destroy",
+    }
+)  # fmt: skip
+
+
+class RedisScalerBase(Scaler):
+    """A Redis trigger: lazy pooled client, errors that name the server, keyspace-notification push."""
+
+    supports_push: ClassVar[bool] = True
+    meta: RedisConnectionMetadata
+
+    def __init__(self, ctx: TriggerContext, meta: ScalerMetadata) -> None:
+        super().__init__(ctx, meta)
+        assert isinstance(meta, RedisConnectionMetadata)
+        if ctx.metric_type == "Utilization":
+            raise SpecError(
+                ctx.object_ref,
+                f"spec.triggers[{ctx.trigger_index}].metricType",
+                "Utilization is only for cpu and memory triggers; use AverageValue or Value",
+            )
+        self.endpoint = resolve_endpoint(meta, ctx)
+        self._pool: BlockingConnectionPool | None = None
+        self._redis: aioredis.Redis | None = None
+        self._push_pool: BlockingConnectionPool | None = None
+
+    # --- what subclasses say -------------------------------------------------------------------
+
+    @property
+    def watched_key(self) -> str:
+        """The key whose keyspace notifications signal new work."""
+        raise NotImplementedError
+
+    async def notification_flag(self, client: aioredis.Redis) -> str:
+        """The notify-keyspace-events class letter for the watched key's type (l, t, s, z, h)."""
+        raise NotImplementedError
+
+    # --- client --------------------------------------------------------------------------------
+
+    def client(self) -> aioredis.Redis:
+        """This scaler's client; created without I/O on first use, connections made on demand."""
+        if self._redis is None:
+            self._pool = make_pool(self.endpoint, self.timeout)
+            self._redis = aioredis.Redis(connection_pool=self._pool)
+        return self._redis
+
+    def _push_client(self) -> aioredis.Redis:
+        # Its own one-connection pool: the subscription waits without a read timeout, and never
+        # takes a connection the reads need.
+        if self._push_pool is None:
+            self._push_pool = make_pool(self.endpoint, self.timeout, max_connections=1, blocking_reads=True)
+        return aioredis.Redis(connection_pool=self._push_pool)
+
+    async def close(self) -> None:
+        """Release every connection; a later read or watch opens new ones."""
+        client, pools = self._redis, (self._pool, self._push_pool)
+        self._redis, self._pool, self._push_pool = None, None, None
+        if client is not None:
+            await client.aclose()
+        for pool in pools:
+            if pool is not None:
+                await pool.disconnect(inuse_connections=True)
+
+    async def call(self, what: Callable[[aioredis.Redis], Awaitable[T]]) -> T:
+        """Run one exchange with Redis; failures become messages that name the server and never a secret."""
+        try:
+            return await what(self.client())
+        except AuthenticationError as exc:
+            user = f" for user {self.endpoint.username!r}" if self.endpoint.username else ""
+            raise self.error(f"Redis at {self.endpoint.address} refused the login{user}: {exc}") from None
+        except RedisTimeoutError as exc:
+            raise self.error(
+                f"no answer from Redis at {self.endpoint.address} within {self.timeout:g}s: {exc}"
+            ) from None
+        except RedisConnectionError as exc:
+            raise self.error(f"cannot reach Redis at {self.endpoint.address}: {exc}") from None
+        except ResponseError as exc:
+            raise self.error(f"Redis at {self.endpoint.address} answered with an error: {exc}") from None
+
+    # --- push ----------------------------------------------------------------------------------
+
+    async def _ensure_notifications(self, client: aioredis.Redis) -> None:
+        """Check notify-keyspace-events covers the watched key; turn it on only if the trigger allows it."""
+        flag = await self.notification_flag(client)
+        try:
+            current = str((await client.config_get("notify-keyspace-events")).get("notify-keyspace-events", ""))
+        except ResponseError:
+            # CONFIG is often refused (ACLs, managed Redis where it is set elsewhere): subscribe and trust it.
+            return
+        missing = ("" if "K" in current else "K") + ("" if flag in current or "A" in current else flag)
+        if not missing:
+            return
+        wanted = current + missing
+        if not self.meta.enable_keyspace_notifications:
+            raise self.error(
+                f"push needs Redis keyspace notifications for {self.watched_key!r}, but "
+                f"notify-keyspace-events on {self.endpoint.address} is {current!r}: "
+                f"run `CONFIG SET notify-keyspace-events {wanted}` "
+                "(or set it in redis.conf; KEA enables every event), or set enableKeyspaceNotifications: "
+                '"true" on this trigger to let ebb do it. Polling carries on meanwhile.'
+            )
+        try:
+            await client.config_set("notify-keyspace-events", wanted)
+        except ResponseError as exc:
+            raise self.error(
+                f"enableKeyspaceNotifications is true but Redis at {self.endpoint.address} refused "
+                f"`CONFIG SET notify-keyspace-events {wanted}`: {exc}; set it on the server instead"
+            ) from None
+
+    async def watch(self, notify: Callable[[], None]) -> None:
+        """Subscribe to the key's keyspace channel and call `notify()` on each event that may add work.
+
+        Reconnects with backoff until cancelled, re-checking the server's notification setting each
+        time (a restarted server forgets CONFIG SET), and notifies once after a reconnect for events
+        missed meanwhile.
+        """
+        channel = f"__keyspace@{self.endpoint.db}__:{self.watched_key}"
+        backoff = _BACKOFF_START
+        reconnecting = False
+        while True:
+            pubsub = self._push_client().pubsub(ignore_subscribe_messages=True)
+            try:
+                await self._ensure_notifications(self.client())
+                await pubsub.subscribe(channel)
+                if reconnecting:
+                    notify()
+                backoff, reconnecting = _BACKOFF_START, False
+                while True:
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
+                    if message and message.get("type") == "message" and message.get("data") not in _REMOVAL_EVENTS:
+                        notify()
+            except (RedisConnectionError, RedisTimeoutError, OSError):
+                reconnecting = True
+            except ResponseError as exc:
+                raise self.error(
+                    f"Redis at {self.endpoint.address} refused the subscription to {channel!r}: {exc} "
+                    "(an ACL user needs permission for the channel, e.g. `&__keyspace@*`)"
+                ) from None
+            finally:
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, _BACKOFF_MAX)
+
+
+def key_type_flag(key_type: str) -> str:
+    """notify-keyspace-events class letter for a Redis type (an absent key is taken to be a list)."""
+    return {"set": "s", "zset": "z", "hash": "h", "stream": "t"}.get(key_type, "l")

@@ -1,0 +1,727 @@
+"""`metrics-api`: KEDA's metrics-api scaler. GET a URL, pick one number out of the answer.
+
+Parity with KEDA's pkg/scalers/metrics_api_scaler.go: only HTTP 200 is an answer; `valueLocation` is a
+GJSON path for json (here also for yaml and xml, see `_Path`) or a metric selector for prometheus; the value
+is a number or a string holding a Kubernetes quantity ("10", "1.5k", "500m"); active iff value >
+activationTargetValue. Auth as KEDA's authentication.Config: apiKey (header or query), basic, bearer, tls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import ipaddress
+import json
+import math
+import os
+import re
+import ssl
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any, Literal
+from urllib.parse import quote, quote_plus
+from xml.etree import ElementTree
+
+import aiohttp
+import yaml
+from aiohttp.helpers import get_env_proxy_for_url
+from prometheus_client.parser import text_string_to_metric_families
+from pydantic import ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
+from yarl import URL
+
+from ebb.errors import SpecError
+from ebb.scalers.base import (
+    MetricSpec,
+    Scaler,
+    ScalerMetadata,
+    ScalerReading,
+    Source,
+    TriggerContext,
+    activity,
+    metric_name,
+    param,
+)
+
+Format = Literal["json", "xml", "yaml", "prometheus"]
+AuthMode = Literal["apiKey", "basic", "tls", "bearer", "custom", "oauth"]
+_SUPPORTED_AUTH = ("apiKey", "basic", "tls", "bearer")
+_AUTH: tuple[Source, ...] = ("triggerMetadata", "authParams")
+
+# ---------------------------------------------------------------------------------------------------------
+# Kubernetes quantities (k8s.io/apimachinery resource.ParseQuantity), which KEDA accepts for string values.
+
+_QUANTITY = re.compile(r"([+-]?(?:\d+\.?\d*|\.\d+))(?:([eE][+-]?\d+)|(Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]))?")
+_SUFFIX = {
+    "n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"),
+    "k": Decimal("1e3"), "M": Decimal("1e6"), "G": Decimal("1e9"),
+    "T": Decimal("1e12"), "P": Decimal("1e15"), "E": Decimal("1e18"),
+    "Ki": Decimal(2**10), "Mi": Decimal(2**20), "Gi": Decimal(2**30),
+    "Ti": Decimal(2**40), "Pi": Decimal(2**50), "Ei": Decimal(2**60),
+}  # fmt: skip
+
+
+def parse_quantity(text: str) -> float:
+    """A Kubernetes quantity ("12", "1.5k", "500m", "2Gi", "1e3") as a float; ValueError otherwise."""
+    match = _QUANTITY.fullmatch(text)
+    if match is None:
+        raise ValueError(f"{text!r} is not a quantity")
+    number, exponent, suffix = match.groups()
+    try:
+        value = Decimal(number)
+        if exponent:
+            value = value.scaleb(int(exponent[1:]))
+        elif suffix:
+            value *= _SUFFIX[suffix]
+    except (InvalidOperation, ValueError, OverflowError):
+        raise ValueError(f"{text!r} is not a quantity") from None
+    result = float(value)
+    if not math.isfinite(result):
+        raise ValueError(f"{text!r} is out of range")
+    return result
+
+
+# ---------------------------------------------------------------------------------------------------------
+# GJSON paths (https://github.com/tidwall/gjson/blob/master/SYNTAX.md), the subset a metric lookup needs:
+# `a.b.c` keys, `a.0` array index, `a.#` array length, `a.#.b` every element's b, `*`/`?` key wildcards,
+# `\.` escapes, and queries `a.#(name=="x").value` / `a.#(n>3)#.value`. Modifiers (`@`), pipes (`|`),
+# multipaths (`[...]`, `{...}`) and JSON lines (`..`) are refused when the trigger is parsed.
+# No maintained, permissively licensed GJSON package exists for Python (gjson-py is GPL-3.0+; pygjson is
+# a 0.0.x binding), so the subset lives here.
+
+_MISSING: Any = object()
+_OPS = ("==", "!=", "<=", ">=", "!%", "=", "<", ">", "%")
+
+
+@dataclass(frozen=True)
+class _Key:
+    text: str
+    wildcard: re.Pattern[str] | None = None
+
+
+@dataclass(frozen=True)
+class _Count:
+    pass
+
+
+@dataclass(frozen=True)
+class _Query:
+    path: tuple[_Step, ...]
+    op: str
+    value: Any
+    every: bool
+
+
+_Step = _Key | _Count | _Query
+
+
+def _glob(pattern: str, escaped: set[int]) -> re.Pattern[str] | None:
+    """A GJSON wildcard (`*`, `?`) as a regex; None if `pattern` has no unescaped wildcard."""
+    if not any(ch in "*?" and i not in escaped for i, ch in enumerate(pattern)):
+        return None
+    parts = []
+    for i, ch in enumerate(pattern):
+        if ch == "*" and i not in escaped:
+            parts.append(".*")
+        elif ch == "?" and i not in escaped:
+            parts.append(".")
+        else:
+            parts.append(re.escape(ch))
+    return re.compile("".join(parts), re.DOTALL)
+
+
+def _matching_paren(text: str, start: int) -> int:
+    """Index of the `)` closing the `(` at `start`, skipping quoted strings and escapes."""
+    depth, i, quote_char = 0, start, ""
+    while i < len(text):
+        ch = text[i]
+        if ch == "\\":
+            i += 2
+            continue
+        if quote_char:
+            if ch == quote_char:
+                quote_char = ""
+        elif ch == '"':
+            quote_char = ch
+        elif ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+            if depth == 0:
+                return i
+        i += 1
+    raise ValueError("unbalanced parentheses in query")
+
+
+def _parse_query(inner: str, every: bool) -> _Query:
+    i, depth, quote_char = 0, 0, ""
+    while i < len(inner):
+        ch = inner[i]
+        if ch == "\\":
+            i += 2
+            continue
+        if quote_char:
+            quote_char = "" if ch == quote_char else quote_char
+        elif ch == '"':
+            quote_char = ch
+        elif ch in "([":
+            depth += 1
+        elif ch in ")]":
+            depth -= 1
+        elif depth == 0:
+            op = next((o for o in _OPS if inner.startswith(o, i)), None)
+            if op is not None:
+                path_text, value_text = inner[:i].strip(), inner[i + len(op) :].strip()
+                try:
+                    value = json.loads(value_text)
+                except ValueError:
+                    raise ValueError(
+                        f"query value {value_text!r} must be a JSON literal: "
+                        '"a string", a number, true, false or null'
+                    ) from None
+                if op in ("%", "!%") and not isinstance(value, str):
+                    raise ValueError(f'query operator {op} needs a "pattern"')
+                path = parse_path(path_text) if path_text else ()
+                return _Query(path=path, op="==" if op == "=" else op, value=value, every=every)
+        i += 1
+    raise ValueError(f"query ({inner}) has no comparison (==, !=, <, <=, >, >=, %, !%)")
+
+
+def parse_path(path: str) -> tuple[_Step, ...]:
+    """Compile a GJSON path of the supported subset; ValueError says what is wrong or unsupported."""
+    if not path:
+        raise ValueError("the path is empty")
+    if path.startswith(".."):
+        raise ValueError("JSON lines (`..`) are not supported")
+    steps: list[_Step] = []
+    i = 0
+    while True:
+        if path.startswith("#(", i):
+            end = _matching_paren(path, i + 1)
+            every = path.startswith("#", end + 1)
+            steps.append(_parse_query(path[i + 2 : end], every))
+            i = end + 1 + (1 if every else 0)
+        else:
+            text: list[str] = []
+            escaped: set[int] = set()
+            while i < len(path) and path[i] != ".":
+                ch = path[i]
+                if ch == "\\" and i + 1 < len(path):
+                    escaped.add(len(text))
+                    text.append(path[i + 1])
+                    i += 2
+                    continue
+                if ch == "|" or (ch in "@[{" and not text):
+                    raise ValueError(f"{ch!r} (GJSON modifiers, pipes and multipaths) is not supported")
+                text.append(ch)
+                i += 1
+            key = "".join(text)
+            if not key:
+                raise ValueError("empty key (two dots in a row, or a trailing dot)")
+            if key == "#" and 0 not in escaped:
+                steps.append(_Count())
+            else:
+                steps.append(_Key(key, _glob(key, escaped)))
+        if i == len(path):
+            return tuple(steps)
+        if path[i] != ".":
+            raise ValueError(f"expected '.' at position {i}")
+        i += 1
+        if i == len(path):
+            raise ValueError("empty key (two dots in a row, or a trailing dot)")
+
+
+def _glob_match(pattern: str, value: str) -> bool:
+    compiled = _glob(pattern, set())
+    return compiled.fullmatch(value) is not None if compiled else pattern == value
+
+
+def _query_matches(query: _Query, element: Any) -> bool:
+    found = _follow(element, query.path)
+    want, op = query.value, query.op
+    if found is _MISSING:
+        return False
+    if isinstance(want, str):
+        if not isinstance(found, str):
+            return False
+        if op in ("%", "!%"):
+            return _glob_match(want, found) == (op == "%")
+    elif isinstance(want, bool) or want is None:
+        if op not in ("==", "!="):
+            return False
+        same = found is want if want is None else (isinstance(found, bool) and found == want)
+        return same == (op == "==")
+    elif isinstance(found, bool) or not isinstance(found, int | float):
+        return False
+    compare: dict[str, Callable[[Any, Any], bool]] = {
+        "==": lambda a, b: a == b, "!=": lambda a, b: a != b, "<": lambda a, b: a < b,
+        "<=": lambda a, b: a <= b, ">": lambda a, b: a > b, ">=": lambda a, b: a >= b,
+    }  # fmt: skip
+    return op in compare and compare[op](found, want)
+
+
+def _follow(value: Any, steps: tuple[_Step, ...]) -> Any:
+    """The value at `steps` inside `value`, or _MISSING. Collecting steps yield lists, as GJSON does."""
+    if not steps:
+        return value
+    step, rest = steps[0], steps[1:]
+    if isinstance(step, _Key):
+        if isinstance(value, dict):
+            if step.wildcard is None:
+                return _follow(value[step.text], rest) if step.text in value else _MISSING
+            key = next((k for k in value if step.wildcard.fullmatch(k)), None)
+            return _MISSING if key is None else _follow(value[key], rest)
+        if isinstance(value, list) and step.text.isdigit() and step.wildcard is None:
+            index = int(step.text)
+            return _follow(value[index], rest) if index < len(value) else _MISSING
+        return _MISSING
+    if not isinstance(value, list):
+        return _MISSING
+    if isinstance(step, _Count):
+        if not rest:
+            return len(value)
+        return [v for v in (_follow(e, rest) for e in value) if v is not _MISSING]
+    matches = (e for e in value if _query_matches(step, e))
+    if step.every:
+        return [v for v in (_follow(e, rest) for e in matches) if v is not _MISSING]
+    first = next(matches, _MISSING)
+    return _MISSING if first is _MISSING else _follow(first, rest)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Prometheus text exposition: `valueLocation` is a selector, `name{label="v",other=~"re"}`.
+
+_SELECTOR = re.compile(r"\s*([a-zA-Z_:][a-zA-Z0-9_:]*)?\s*(?:\{(.*)\})?\s*", re.DOTALL)
+_MATCHER = re.compile(
+    r"""\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*("(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|`[^`]*`)\s*(,|$)""",
+    re.DOTALL,
+)
+
+
+@dataclass(frozen=True)
+class _Selector:
+    name: str
+    matchers: tuple[tuple[str, str, str], ...]
+
+    def matches(self, labels: dict[str, str]) -> bool:
+        for label, op, want in self.matchers:
+            have = labels.get(label, "")  # PromQL: a missing label matches as the empty string
+            if op == "=" and have != want:
+                return False
+            if op == "!=" and have == want:
+                return False
+            if op in ("=~", "!~") and (re.fullmatch(want, have) is not None) != (op == "=~"):
+                return False
+        return True
+
+
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r"}
+
+
+def _unescape(text: str) -> str:
+    return re.sub(r"\\(.)", lambda m: _ESCAPES.get(m.group(1), m.group(1)), text, flags=re.DOTALL)
+
+
+def parse_selector(text: str) -> _Selector:
+    """Parse a PromQL instant-vector selector; ValueError says what is wrong."""
+    match = _SELECTOR.fullmatch(text)
+    if match is None or (match.group(1) is None and match.group(2) is None):
+        raise ValueError('expected a metric selector such as http_requests_total{code="500"}')
+    name, body = match.group(1) or "", match.group(2) or ""
+    matchers: list[tuple[str, str, str]] = []
+    pos = 0
+    while body[pos:].strip():
+        m = _MATCHER.match(body, pos)
+        if m is None:
+            raise ValueError(f"cannot parse label matcher at {body[pos:]!r}")
+        label, op, quoted = m.group(1), m.group(2), m.group(3)
+        value = quoted[1:-1] if quoted[0] == "`" else _unescape(quoted[1:-1])
+        if op in ("=~", "!~"):
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"label {label}: bad regular expression: {exc}") from None
+        if label == "__name__":
+            if op != "=":
+                raise ValueError("__name__ must be matched with =")
+            name = value
+        else:
+            matchers.append((label, op, value))
+        pos = m.end()
+    if not name:
+        raise ValueError("the selector names no metric")
+    return _Selector(name, tuple(matchers))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Response bodies as plain data
+
+
+def _json_body(body: bytes) -> Any:
+    def refuse(constant: str) -> Any:
+        raise ValueError(f"{constant} is not JSON")
+
+    return json.loads(body, parse_constant=refuse)
+
+
+def _plain_keys(value: Any) -> Any:
+    """YAML allows any key type; paths are text, so keys become text (as KEDA's GetValueByPath does)."""
+    if isinstance(value, dict):
+        return {(k if isinstance(k, str) else str(k)): _plain_keys(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain_keys(v) for v in value]
+    return value
+
+
+def _yaml_body(body: bytes) -> Any:
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    return _plain_keys(yaml.load(body, Loader=loader))
+
+
+def _xml_element(element: ElementTree.Element) -> Any:
+    children = list(element)
+    if not children:
+        return (element.text or "").strip()
+    out: dict[str, Any] = {}
+    for child in children:
+        key, value = _local_name(child.tag), _xml_element(child)
+        if key not in out:
+            out[key] = value
+        elif isinstance(out[key], list):
+            out[key].append(value)
+        else:
+            out[key] = [out[key], value]  # repeated elements become an array: item.0, item.1, item.#
+    return out
+
+
+def _local_name(tag: str) -> str:
+    return tag.rsplit("}", 1)[-1]
+
+
+def _xml_body(body: bytes) -> Any:
+    """Elements as nested objects, from the root element down; text of leaves; attributes ignored."""
+    # ElementTree resolves no external entities, and the bundled expat limits entity expansion.
+    root = ElementTree.fromstring(body)
+    return {_local_name(root.tag): _xml_element(root)}
+
+
+_BODY_PARSERS: dict[str, Callable[[bytes], Any]] = {"json": _json_body, "yaml": _yaml_body, "xml": _xml_body}
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return f"an array of {len(value)}"
+    shown = repr(value)
+    return shown if len(shown) <= 40 else shown[:40] + "...'"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Metadata
+
+
+_DURATION_PART = re.compile(r"(\d+\.?\d*|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+_DURATION_UNIT = {
+    "ns": 1e-9,
+    "us": 1e-6,
+    "µs": 1e-6,
+    "μs": 1e-6,
+    "ms": 1e-3,
+    "s": 1.0,
+    "m": 60.0,
+    "h": 3600.0,
+}
+
+
+def parse_timeout(text: str) -> float:
+    """KEDA's duration parameters: a Go duration ("1.5s", "300ms", "1m30s") or whole milliseconds."""
+    text = text.strip()
+    if re.fullmatch(r"\d+", text):
+        return int(text) / 1000
+    parts = _DURATION_PART.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise ValueError(text)
+    return sum(float(n) * _DURATION_UNIT[u] for n, u in parts)
+
+
+class MetricsApiMetadata(ScalerMetadata):
+    url: str = param(name="url", description="the endpoint to GET")
+    format: Format = param("json", name="format")
+    value_location: str = param(name="valueLocation", description="GJSON path, or a selector for prometheus")
+    target_value: float = param(name="targetValue", gt=0, allow_inf_nan=False)
+    activation_target_value: float = param(0.0, name="activationTargetValue", allow_inf_nan=False)
+    unsafe_ssl: bool = param(False, name="unsafeSsl", description="skip TLS certificate verification")
+    timeout: float | None = param(
+        None, name="timeout", description="ms or Go duration; default the global one"
+    )
+    aggregate_from_kube_service_endpoints: bool = param(False, name="aggregateFromKubeServiceEndpoints")
+    auth_modes: tuple[AuthMode, ...] = param((), name="authModes", sources=_AUTH)
+    auth_mode: tuple[AuthMode, ...] = param((), name="authMode", sources=_AUTH)
+    api_key: str | None = param(None, name="apiKey", sources=("authParams",), secret=True)
+    method: Literal["header", "query"] = param("header", name="method", sources=_AUTH)
+    key_param_name: str | None = param(None, name="keyParamName", sources=_AUTH)
+    username: str | None = param(None, name="username", sources=("authParams",))
+    password: str | None = param(None, name="password", sources=("authParams",), secret=True)
+    token: str | None = param(None, name="token", sources=("authParams",), secret=True)
+    bearer_token: str | None = param(None, name="bearerToken", sources=("authParams",), secret=True)
+    cert: str | None = param(
+        None, name="cert", sources=("authParams",), description="client certificate, PEM"
+    )
+    key: str | None = param(None, name="key", sources=("authParams",), secret=True)
+    ca: str | None = param(None, name="ca", sources=("authParams",), description="CA bundle, PEM")
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        try:
+            url = URL(value)
+        except ValueError:
+            url = None
+        if url is None or url.scheme not in ("http", "https") or not url.host:
+            raise PydanticCustomError("url", "url must be an http:// or https:// URL with a host")
+        return value
+
+    @field_validator("value_location")
+    @classmethod
+    def _location(cls, value: str, info: ValidationInfo) -> str:
+        try:
+            if info.data.get("format") == "prometheus":
+                parse_selector(value)
+            else:
+                parse_path(value)
+        except ValueError as exc:
+            raise PydanticCustomError("valueLocation", "{err}", {"err": str(exc)}) from None
+        return value
+
+    @field_validator("timeout", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        try:
+            seconds = parse_timeout(value)
+        except ValueError:
+            raise PydanticCustomError(
+                "duration", "timeout must be milliseconds or a duration such as 500ms, 2s or 1m"
+            ) from None
+        return seconds or None  # 0 means "the default", as in KEDA
+
+    @field_validator("aggregate_from_kube_service_endpoints")
+    @classmethod
+    def _no_aggregation(cls, value: bool) -> bool:
+        if value:
+            raise PydanticCustomError(
+                "unsupported",
+                "ebb does not support aggregateFromKubeServiceEndpoints yet; point url at one endpoint",
+            )
+        return value
+
+    @field_validator("auth_modes", "auth_mode", mode="before")
+    @classmethod
+    def _mode_list(cls, value: Any) -> Any:
+        # KEDA's list parameters are comma-separated: "apiKey,tls".
+        if isinstance(value, str):
+            return tuple(m.strip() for m in value.split(",") if m.strip())
+        return value
+
+    @property
+    def modes(self) -> tuple[str, ...]:
+        return self.auth_modes or self.auth_mode
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The scaler
+
+
+class MetricsApiScaler(Scaler):
+    type_name = "metrics-api"
+    Metadata = MetricsApiMetadata
+
+    def __init__(self, ctx: TriggerContext, meta: Any) -> None:
+        super().__init__(ctx, meta)
+        self.meta: MetricsApiMetadata = meta
+        self._check_auth()
+        self.url = URL(meta.url)
+        self.headers: dict[str, str] = {}
+        modes = meta.modes
+        if "apiKey" in modes and meta.api_key:
+            if meta.method == "query":
+                self.url = self.url.update_query({meta.key_param_name or "api_key": meta.api_key})
+            else:
+                self.headers[meta.key_param_name or "X-API-KEY"] = meta.api_key
+        if "basic" in modes:
+            pair = f"{meta.username or ''}:{meta.password or ''}".encode()
+            self.headers["Authorization"] = "Basic " + base64.b64encode(pair).decode("ascii")
+        if "bearer" in modes:
+            self.headers["Authorization"] = f"Bearer {meta.bearer_token or meta.token}"
+        # Secrets may reach a message URL-encoded (an api key in the query string): mask those forms too.
+        self.secrets = self.secrets | {f(s) for s in self.secrets for f in (quote, quote_plus) if f(s) != s}
+        self.path: tuple[_Step, ...] = ()
+        self.selector: _Selector | None = None
+        if meta.format == "prometheus":
+            self.selector = parse_selector(meta.value_location)
+        else:
+            self.path = parse_path(meta.value_location)
+        self._session: aiohttp.ClientSession | None = None
+        self._ssl_setting: ssl.SSLContext | bool = True
+        self._proxy_url: URL | None = None
+        self._proxy_auth: aiohttp.BasicAuth | None = None
+
+    def _check_auth(self) -> None:
+        meta, where = self.meta, f"spec.triggers[{self.ctx.trigger_index}].metadata"
+        key = "authModes" if meta.auth_modes else "authMode"
+
+        def fail(message: str) -> SpecError:
+            return SpecError(self.ctx.object_ref, f"{where}.{key}", message)
+
+        modes = meta.modes
+        for mode in modes:
+            if mode not in _SUPPORTED_AUTH:
+                raise fail(
+                    f"authMode {mode} is not supported by metrics-api; use {', '.join(_SUPPORTED_AUTH)}"
+                )
+        if sum(m in ("basic", "bearer") for m in modes) > 1:
+            raise fail("basic and bearer cannot be combined")
+        need = {
+            "apiKey": (meta.api_key, "apiKey"),
+            "basic": (meta.username, "username"),
+            "bearer": (meta.bearer_token or meta.token, "token"),
+        }
+        for mode, (value, param_name) in need.items():
+            if mode in modes and not value:
+                raise fail(f"authMode {mode} needs {param_name} from a TriggerAuthentication")
+        if "tls" in modes and not (meta.cert and meta.key):
+            raise fail("authMode tls needs cert and key from a TriggerAuthentication")
+
+    @property
+    def timeout(self) -> float:
+        return self.meta.timeout or self.ctx.timeout
+
+    def metric_spec(self) -> MetricSpec:
+        return MetricSpec(
+            name=metric_name(self.ctx, f"metric-api-{self.meta.value_location}"),
+            target=self.meta.target_value,
+            metric_type=self.ctx.metric_type,
+        )
+
+    def _ssl(self) -> ssl.SSLContext | bool:
+        meta = self.meta
+        if "tls" not in meta.modes:
+            return not meta.unsafe_ssl  # False: no verification, True: the default
+        context = ssl.create_default_context(cadata=meta.ca or None)
+        if meta.unsafe_ssl:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        # ssl loads a client certificate only from files: write both to a private directory, then remove it.
+        with tempfile.TemporaryDirectory(prefix="ebb-tls-") as tmp:
+            cert_file, key_file = os.path.join(tmp, "cert.pem"), os.path.join(tmp, "key.pem")
+            for path, pem in ((cert_file, meta.cert), (key_file, meta.key)):
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "w") as out:
+                    out.write(pem or "")
+            try:
+                context.load_cert_chain(cert_file, key_file)
+            except ssl.SSLError:
+                raise self.error(
+                    "authMode tls: cert and key are not a valid PEM certificate and key pair"
+                ) from None
+        return context
+
+    def _proxy(self) -> tuple[URL | None, aiohttp.BasicAuth | None]:
+        """The proxy from HTTP(S)_PROXY / NO_PROXY, never for loopback: Go's ProxyFromEnvironment, as KEDA."""
+        host = self.url.host or ""
+        try:
+            if host == "localhost" or ipaddress.ip_address(host).is_loopback:
+                return None, None
+        except ValueError:
+            pass
+        try:
+            return get_env_proxy_for_url(self.url)
+        except LookupError:
+            return None, None
+
+    def _connection_settings(self) -> None:
+        # Looked up once per session, not per request as aiohttp's trust_env would (a thread hop each time).
+        self._ssl_setting = self._ssl()
+        self._proxy_url, self._proxy_auth = self._proxy()
+
+    async def _session_for_poll(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            await asyncio.to_thread(self._connection_settings)
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=self._ssl_setting),
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+            )
+        return self._session
+
+    async def fetch(self) -> bytes:
+        """The body of one GET; a ScalerError for anything but HTTP 200."""
+        session = await self._session_for_poll()
+        where = self.url.with_query(None).with_fragment(None)
+        try:
+            async with session.get(
+                self.url, headers=self.headers, proxy=self._proxy_url, proxy_auth=self._proxy_auth
+            ) as response:
+                if response.status != 200:
+                    raise self.error(
+                        f"GET {where} answered HTTP {response.status} {response.reason or ''}".rstrip()
+                    )
+                return await response.read()
+        except aiohttp.ClientError as exc:
+            raise self.error(f"GET {where} failed: {type(exc).__name__}: {exc}") from None
+
+    def value_from(self, body: bytes) -> float:
+        """The number at valueLocation in `body` (KEDA's GetValueFromResponse)."""
+        location = self.meta.value_location
+        if self.selector is not None:
+            return self._prometheus_value(body)
+        try:
+            data = _BODY_PARSERS[self.meta.format](body)
+        except (ValueError, yaml.YAMLError, ElementTree.ParseError) as exc:
+            raise self.error(f"the response is not valid {self.meta.format}: {exc}") from None
+        found = _follow(data, self.path)
+        if found is _MISSING:
+            raise self.error(f"valueLocation {location!r} matches nothing in the response")
+        if isinstance(found, int | float) and not isinstance(found, bool):
+            return float(found)
+        if isinstance(found, str):
+            try:
+                return parse_quantity(found)
+            except ValueError:
+                pass
+        raise self.error(f"valueLocation {location!r} is not a number (found {_describe(found)})")
+
+    def _prometheus_value(self, body: bytes) -> float:
+        assert self.selector is not None
+        # As KEDA: tolerate CRLF line ends and a missing final newline.
+        text = body.decode("utf-8", errors="replace").replace("\r\n", "\n")
+        if text and not text.endswith("\n"):
+            text += "\n"
+        try:
+            for sample in self._samples(text):
+                if sample.name == self.selector.name and self.selector.matches(sample.labels):
+                    return float(sample.value)
+        except ValueError as exc:
+            raise self.error(f"the response is not in the Prometheus text format: {exc}") from None
+        raise self.error(f"valueLocation {self.meta.value_location!r} matches no series in the response")
+
+    @staticmethod
+    def _samples(text: str) -> Iterator[Any]:
+        for family in text_string_to_metric_families(text):
+            yield from family.samples
+
+    async def read(self) -> ScalerReading:
+        value = self.value_from(await self.fetch())
+        return ScalerReading(value=value, active=activity(value, self.meta.activation_target_value))
+
+    async def close(self) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()

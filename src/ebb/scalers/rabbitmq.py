@@ -1,0 +1,407 @@
+"""RabbitMQ trigger: a queue's length or its message rates, as KEDA's `rabbitmq` scaler reads them.
+
+Two ways to read, picked by `protocol` (`auto` follows the scheme of `host`):
+
+- AMQP (`amqp://`, `amqps://`): a passive `queue.declare` on one connection and channel kept per scaler.
+  The broker answers with the number of messages *ready* for delivery (unacknowledged ones are not
+  counted). Only `mode: QueueLength`.
+- HTTP (`http://`, `https://`): the management plugin's `/api/queues/{vhost}/{queue}`. QueueLength is
+  `messages` (ready + unacknowledged), or `messages_ready` with `excludeUnacknowledged`; the rate modes
+  use `message_stats.publish_details.rate` and `deliver_get_details.rate`. The management plugin
+  refreshes these figures every `collect_statistics_interval` (5 s by default), so they lag that much.
+  `useRegex` matches `queueName` as a regular expression over the vhost's queues and combines them with
+  `operation` (sum, max, avg; avg of counts is an integer division, as KEDA's).
+
+Not supported (refused with a clear error rather than ignored): client TLS certificates (`tls: enable`
+with `ca`/`cert`/`key`), OAuth2 and Azure workload identity. `amqps://` and `https://` with the system's
+CA store work, and `unsafeSsl` turns verification off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import re
+import ssl
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal, NoReturn, cast
+from urllib.parse import quote, quote_plus, unquote, urlsplit, urlunsplit
+
+import aiohttp
+import aiormq
+import aiormq.abc
+from pydantic import field_validator
+from yarl import URL
+
+from ebb.errors import MASK, ScalerError, SpecError, redact
+from ebb.scalers.base import (
+    MetricSpec,
+    Scaler,
+    ScalerMetadata,
+    ScalerReading,
+    TriggerContext,
+    metric_name,
+    param,
+)
+
+Mode = Literal[
+    "QueueLength",
+    "MessageRate",
+    "DeliverGetRate",
+    "PublishedToDeliveredRatio",
+    "ExpectedQueueConsumptionTime",
+]
+_HTTP_ONLY_MODES = {
+    "MessageRate",
+    "DeliverGetRate",
+    "PublishedToDeliveredRatio",
+    "ExpectedQueueConsumptionTime",
+}
+#: KEDA's default target when neither `mode`/`value` nor the deprecated `queueLength` is given.
+DEFAULT_QUEUE_LENGTH = 20.0
+
+# KEDA's anonymisation of `user:password@` in error text, kept as a second line of defence after redaction.
+_USERINFO = re.compile(r"([^ /:]+):([^/:]+)@")
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_CLOSE_TIMEOUT = 1.0
+_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from a Go duration (`500ms`, `1m30s`) or an integer of milliseconds (KEDA's `timeout`)."""
+    text = text.strip()
+    if text.isdigit():
+        return int(text) / 1000.0
+    pos, total = 0, 0.0
+    for match in _DURATION_PART.finditer(text):
+        if match.start() != pos:
+            break
+        total += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+        pos = match.end()
+    if pos != len(text) or not text:
+        raise ValueError("expected a duration such as '500ms' or '5s', or a number of milliseconds")
+    return total
+
+
+def basic_auth(username: str, password: str) -> str:
+    """An HTTP Basic Authorization header value (aiohttp's helpers for it differ across versions)."""
+    return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
+
+
+def mask_userinfo(url: str) -> str:
+    """`url` with the password of its `user:password@` part replaced by a mask."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    user = parts.netloc.rsplit("@", 1)[0].split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:{MASK}@{host}"))
+
+
+class RabbitMQMetadata(ScalerMetadata):
+    host: str = param(name="host", sources=("triggerMetadata", "authParams", "resolvedEnv"), min_length=1)
+    queue_name: str = param(name="queueName", min_length=1)
+    mode: Mode | None = param(None, name="mode")
+    value: float | None = param(None, name="value")
+    activation_value: float = param(0.0, name="activationValue")
+    queue_length: float | None = param(None, name="queueLength", description="deprecated: use mode and value")
+    protocol: Literal["auto", "amqp", "http"] = param(
+        "auto", name="protocol", sources=("triggerMetadata", "authParams")
+    )
+    vhost_name: str | None = param(None, name="vhostName", sources=("triggerMetadata", "authParams"))
+    use_regex: bool = param(False, name="useRegex")
+    exclude_unacknowledged: bool = param(False, name="excludeUnacknowledged")
+    page_size: int = param(100, name="pageSize", ge=1)
+    operation: Literal["sum", "avg", "max"] = param("sum", name="operation")
+    timeout: float | None = param(None, name="timeout", description="seconds; written as 500ms, 5s or 3000")
+    unsafe_ssl: bool = param(False, name="unsafeSsl")
+    username: str | None = param(None, name="username", sources=("authParams", "resolvedEnv"))
+    password: str | None = param(None, name="password", sources=("authParams", "resolvedEnv"), secret=True)
+    tls: Literal["enable", "disable"] = param("disable", name="tls", sources=("authParams",))
+
+    @field_validator("timeout", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        return parse_duration(value) if isinstance(value, str) else value
+
+
+@dataclass(frozen=True)
+class QueueStatus:
+    messages: int
+    publish_rate: float
+    deliver_get_rate: float
+
+
+class RabbitMQScaler(Scaler):
+    type_name: ClassVar[str] = "rabbitmq"
+    Metadata: ClassVar[type[ScalerMetadata]] = RabbitMQMetadata
+
+    def __init__(self, ctx: TriggerContext, meta: ScalerMetadata) -> None:
+        super().__init__(ctx, meta)
+        self.m = cast(RabbitMQMetadata, meta)
+        m = self.m
+        if m.tls == "enable":
+            self._bad(
+                "tls",
+                "client certificates (tls: enable with ca/cert/key) are not supported by ebb yet; "
+                "for server TLS use an amqps:// or https:// host",
+            )
+        if bool(m.username) != bool(m.password):
+            self._bad("username" if not m.username else "password", "username and password must be given together")
+        scheme = urlsplit(m.host).scheme.lower()
+        by_scheme = {"amqp": "amqp", "amqps": "amqp", "http": "http", "https": "http"}.get(scheme)
+        if by_scheme is None:
+            self._bad("host", f"unknown URL scheme {scheme!r}: expected amqp://, amqps://, http:// or https://")
+        if m.protocol != "auto" and m.protocol != by_scheme:
+            self._bad("protocol", f"protocol {m.protocol} does not match the {scheme}:// host")
+        self.protocol: Literal["amqp", "http"] = "amqp" if by_scheme == "amqp" else "http"
+        if m.use_regex and self.protocol != "http":
+            self._bad("useRegex", "useRegex needs the HTTP protocol (the management API)")
+        if m.exclude_unacknowledged and self.protocol != "http":
+            self._bad("excludeUnacknowledged", "excludeUnacknowledged needs the HTTP protocol (the management API)")
+        self.mode, self.target = self._mode_and_target()
+        if self.mode in _HTTP_ONLY_MODES and self.protocol != "http":
+            self._bad("mode", f"mode {self.mode} needs the HTTP protocol (the management API), not AMQP")
+        if m.timeout is not None and self.protocol == "amqp":
+            self._bad("timeout", "the AMQP protocol does not take a custom timeout")
+        # The password may travel inside `host` (and percent-encoded there): keep every form out of messages.
+        in_host = urlsplit(m.host).password
+        extra = {in_host, unquote(in_host)} if in_host else set()
+        if m.password:
+            extra |= {m.password, quote(m.password, safe="")}
+        self.secrets = self.secrets | frozenset(s for s in extra if s)
+        self.connection_name = f"ebb-{ctx.namespace}-{ctx.name}"
+        self._lock = asyncio.Lock()
+        self._connection: aiormq.abc.AbstractConnection | None = None
+        self._channel: aiormq.abc.AbstractChannel | None = None
+        self._session: aiohttp.ClientSession | None = None
+
+    def _bad(self, key: str, message: str) -> NoReturn:
+        raise SpecError(self.ctx.object_ref, f"spec.triggers[{self.ctx.trigger_index}].metadata.{key}", message)
+
+    def _mode_and_target(self) -> tuple[Mode, float]:
+        """KEDA's rules: nothing given means QueueLength 20; `queueLength` alone is the old spelling."""
+        m = self.m
+        value = m.value or 0.0
+        queue_length = m.queue_length or 0.0
+        if queue_length == 0 and m.mode is None and value == 0:
+            return "QueueLength", DEFAULT_QUEUE_LENGTH
+        if queue_length != 0:
+            if m.mode is not None or value != 0:
+                self._bad("queueLength", "queueLength is deprecated and cannot be combined with mode and value")
+            return "QueueLength", queue_length
+        if m.mode is None:
+            self._bad(
+                "mode",
+                "mode must be given with value (QueueLength, MessageRate, DeliverGetRate, "
+                "PublishedToDeliveredRatio or ExpectedQueueConsumptionTime)",
+            )
+        if value == 0:
+            self._bad("value", f"value (the target for mode {m.mode}) must be given and not 0")
+        return m.mode, value
+
+    @property
+    def timeout(self) -> float:
+        return self.m.timeout if self.m.timeout is not None else self.ctx.timeout
+
+    def metric_spec(self) -> MetricSpec:
+        suffix = f"rabbitmq-{quote_plus(self.m.queue_name, safe='')}"
+        return MetricSpec(name=metric_name(self.ctx, suffix), target=self.target, metric_type=self.ctx.metric_type)
+
+    def describe(self) -> dict[str, Any]:
+        out = super().describe()
+        out["host"] = mask_userinfo(self.m.host)
+        out["protocol"] = self.protocol
+        out["mode"] = self.mode
+        out["value"] = self.target
+        return out
+
+    def error(self, message: str) -> ScalerError:
+        return super().error(_USERINFO.sub("user:password@", redact(message, self.secrets)))
+
+    async def read(self) -> ScalerReading:
+        status = await (self._read_http() if self.protocol == "http" else self._read_amqp())
+        return self._reading(status)
+
+    def _reading(self, s: QueueStatus) -> ScalerReading:
+        """Value and activity per mode, with KEDA's special cases for idle consumers."""
+        act = self.m.activation_value
+        messages = float(s.messages)
+        if self.mode == "QueueLength":
+            return ScalerReading(messages, messages > act)
+        if self.mode == "MessageRate":
+            return ScalerReading(s.publish_rate, s.publish_rate > act or messages > act)
+        if self.mode == "DeliverGetRate":
+            return ScalerReading(s.deliver_get_rate, s.deliver_get_rate > act)
+        if self.mode == "PublishedToDeliveredRatio":
+            ratio = 0.0
+            if s.publish_rate > 0 and s.deliver_get_rate == 0:
+                ratio = act
+            elif s.publish_rate > 0 and s.deliver_get_rate > 0:
+                ratio = s.publish_rate / s.deliver_get_rate
+            return ScalerReading(ratio, ratio > act or (s.publish_rate > 0 and s.deliver_get_rate == 0))
+        # ExpectedQueueConsumptionTime: seconds to drain the backlog at the current rates.
+        if messages == 0:
+            eta = 0.0
+        elif s.deliver_get_rate == 0:
+            eta = act
+        else:
+            eta = (s.publish_rate - s.deliver_get_rate) / s.deliver_get_rate + messages / s.deliver_get_rate
+        return ScalerReading(eta, eta > act or (s.deliver_get_rate == 0 and messages > 0))
+
+    # --- AMQP -----------------------------------------------------------------------------------
+
+    def _amqp_url(self) -> URL:
+        url = URL(self.m.host)
+        if self.m.username and self.m.password:
+            url = url.with_user(self.m.username).with_password(self.m.password)
+        if self.m.vhost_name:
+            url = url.with_path("/" + quote(self.m.vhost_name, safe=""), encoded=True)
+        return url
+
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        if not self.m.unsafe_ssl:
+            return None
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+
+    async def _amqp_channel(self) -> aiormq.abc.AbstractChannel:
+        if self._connection is None or self._connection.is_closed:
+            await self._close_amqp()
+            url = self._amqp_url()
+            connection = aiormq.Connection(
+                url, context=self._ssl_context(), client_properties={"connection_name": self.connection_name}
+            )
+            self._connection = connection
+            try:
+                await connection.connect()
+            except aiormq.exceptions.InvalidFrameError as exc:
+                await self._close_amqp()
+                if "Connection.Close" not in str(exc):
+                    raise
+                vhost = unquote(url.raw_path[1:]) if url.raw_path not in ("", "/") else "/"
+                raise self.error(
+                    f"the broker closed the connection while opening virtual host {vhost!r}: "
+                    "it may not exist, or this user may not use it"
+                ) from None
+            except BaseException:
+                await self._close_amqp()
+                raise
+        if self._channel is None or self._channel.is_closed:
+            self._channel = await self._connection.channel()
+        return self._channel
+
+    async def _read_amqp(self) -> QueueStatus:
+        async with self._lock:
+            try:
+                channel = await self._amqp_channel()
+                ok = await channel.queue_declare(self.m.queue_name, passive=True)
+            except aiormq.exceptions.ChannelClosed:
+                # A missing queue closes only the channel; the next read opens a fresh one.
+                self._channel = None
+                raise
+            except BaseException:
+                await self._close_amqp()
+                raise
+            return QueueStatus(int(ok.message_count or 0), 0.0, 0.0)
+
+    async def _close_amqp(self) -> None:
+        channel, connection = self._channel, self._connection
+        self._channel = self._connection = None
+        # Bounded: a dead broker must not hold up a read that is already failing or being cancelled.
+        # A broken channel or connection may fail to close politely; there is nothing left to release then.
+        if channel is not None and not channel.is_closed:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(channel.close(), _CLOSE_TIMEOUT)
+        if connection is not None and not connection.is_closed:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(connection.close(), _CLOSE_TIMEOUT)
+
+    # --- HTTP -----------------------------------------------------------------------------------
+
+    def _http_target(self) -> tuple[str, str | None]:
+        """The management API URL (no credentials in it) and the Authorization header, if any."""
+        parts = urlsplit(self.m.host)
+        username = self.m.username or (unquote(parts.username) if parts.username else None)
+        password = self.m.password or (unquote(parts.password) if parts.password else None)
+        netloc = parts.netloc.rsplit("@", 1)[-1]
+        # KEDA's reading of the path: the last segment is the vhost, anything before it a path prefix.
+        segments = parts.path.split("/")
+        vhost = "/" + segments[-1]
+        prefix = "/".join(s for s in segments[:-1] if s)
+        prefix = "/" + prefix if prefix else ""
+        if self.m.vhost_name:
+            vhost = "/" + quote(self.m.vhost_name, safe="")
+        if vhost == "/":
+            vhost = "/%2F"
+        base = f"{parts.scheme}://{netloc}{prefix}/api/queues{vhost}"
+        name = quote(self.m.queue_name, safe="")
+        if self.m.use_regex:
+            url = f"{base}?page=1&use_regex=true&pagination=false&name={name}&page_size={self.m.page_size}"
+        else:
+            url = f"{base}/{name}"
+        auth = basic_auth(username, password) if username and password else None
+        return url, auth
+
+    def _http_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(limit=2, ssl=not self.m.unsafe_ssl)
+            self._session = aiohttp.ClientSession(
+                connector=connector, timeout=aiohttp.ClientTimeout(total=self.timeout)
+            )
+        return self._session
+
+    async def _read_http(self) -> QueueStatus:
+        url, auth = self._http_target()
+        headers = {"Authorization": auth} if auth else {}
+        async with self._http_session().get(URL(url, encoded=True), headers=headers) as resp:
+            if resp.status != 200:
+                body = (await resp.text())[:300]
+                raise self.error(f"management API answered {resp.status} {resp.reason} for {url}: {body}")
+            data = await resp.json(content_type=None)
+        if not self.m.use_regex:
+            return self._queue_status(cast(dict[str, Any], data))
+        if int(data.get("page_count", 0)) > 1:
+            raise self.error(
+                f"the regex matches more queues than one page holds (pageSize {self.m.page_size}): "
+                "raise pageSize or narrow queueName"
+            )
+        return self._combine([self._queue_status(q) for q in data.get("items", [])])
+
+    def _queue_status(self, q: dict[str, Any]) -> QueueStatus:
+        stats = q.get("message_stats") or {}
+        messages = q.get("messages_ready" if self.m.exclude_unacknowledged else "messages") or 0
+        return QueueStatus(
+            int(messages),
+            float((stats.get("publish_details") or {}).get("rate", 0.0)),
+            float((stats.get("deliver_get_details") or {}).get("rate", 0.0)),
+        )
+
+    def _combine(self, queues: list[QueueStatus]) -> QueueStatus:
+        if not queues:
+            return QueueStatus(0, 0.0, 0.0)
+        if self.m.operation == "max":
+            return QueueStatus(
+                max(q.messages for q in queues),
+                max(q.publish_rate for q in queues),
+                max(q.deliver_get_rate for q in queues),
+            )
+        total = QueueStatus(
+            sum(q.messages for q in queues),
+            sum(q.publish_rate for q in queues),
+            sum(q.deliver_get_rate for q in queues),
+        )
+        if self.m.operation == "sum":
+            return total
+        n = len(queues)
+        return QueueStatus(total.messages // n, total.publish_rate / n, total.deliver_get_rate / n)
+
+    async def close(self) -> None:
+        async with self._lock:
+            await self._close_amqp()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None

@@ -1,0 +1,503 @@
+"""Reading manifests: multi-document YAML in, validated objects and readable errors out.
+
+One broken document never hides the others: each is validated on its own and every problem becomes a
+`SpecError` naming the object ("ScaledObject default/worker", or "document 2 in workers.yaml" when even
+that is unknown), the field path (`spec.triggers[0].metadata`) and what was expected. Errors from files
+also carry the file and line.
+"""
+
+from __future__ import annotations
+
+import difflib
+import types
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
+
+import yaml
+from pydantic import BaseModel, ValidationError
+from pydantic.alias_generators import to_camel
+from pydantic_core import ErrorDetails
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from ebb.errors import SpecError
+from ebb.spec.models import KINDS, FieldIssue, KubeObject, PathElement, ScaledObject, describe, kind_of
+from ebb.spec.paths import format_path
+from ebb.spec.resources import ResourceSet
+
+T = TypeVar("T", bound=KubeObject)
+
+YAML_SUFFIXES = (".yaml", ".yml")
+
+
+class ManifestError(SpecError):
+    """A SpecError found in a file: also says where (`source` file, 1-based `line`)."""
+
+    def __init__(
+        self, obj: str, field: str, message: str, *, source: str | None = None, line: int | None = None
+    ) -> None:
+        self.source = source
+        self.line = line
+        super().__init__(obj, field, message)
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        if self.source is None:
+            return text
+        where = f"{self.source}:{self.line}" if self.line is not None else self.source
+        return f"{where}: {text}"
+
+
+@dataclass
+class LoadResult:
+    """What loading found: the valid objects (indexed in `resources`) and an error for everything else."""
+
+    objects: list[KubeObject] = field(default_factory=list)
+    errors: list[SpecError] = field(default_factory=list)
+    #: Documents of kinds ebb does not read, when loading with `ignore_unknown=True`.
+    skipped: list[str] = field(default_factory=list)
+    #: Valid objects with settings that have no effect (KEDA's webhook warnings); not errors.
+    warnings: list[SpecError] = field(default_factory=list)
+    resources: ResourceSet = field(default_factory=ResourceSet)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def of(self, model: type[T]) -> list[T]:
+        """The loaded objects of one kind: `result.of(ScaledObject)`."""
+        return [obj for obj in self.objects if isinstance(obj, model)]
+
+
+# --- YAML ------------------------------------------------------------------------------------------
+
+
+class _Loader(yaml.SafeLoader):
+    """Safe YAML, except that timestamps stay strings: pydantic parses the one field that is a time."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def _line(node: Node) -> int:
+    return int(node.start_mark.line) + 1
+
+
+def _locate(node: Node | None, loc: Sequence[PathElement]) -> int | None:
+    """The line of the deepest YAML node along `loc` (a mapping entry's key line, a list item's line)."""
+    if node is None:
+        return None
+    line = _line(node)
+    current: Node = node
+    for element in loc:
+        if isinstance(current, MappingNode) and isinstance(element, str):
+            for key, value in current.value:
+                if isinstance(key, ScalarNode) and key.value == element:
+                    line, current = _line(key), value
+                    break
+            else:
+                return line
+        elif isinstance(current, SequenceNode) and isinstance(element, int) and element < len(current.value):
+            current = current.value[element]
+            line = _line(current)
+        else:
+            return line
+    return line
+
+
+_Duplicate = tuple[tuple[PathElement, ...], str, int]
+
+
+def _duplicate_keys(node: Node) -> Iterator[_Duplicate]:
+    """Keys written twice in one mapping (YAML keeps the last silently; Kubernetes refuses them)."""
+    seen_nodes: set[int] = set()
+
+    def walk(current: Node, path: tuple[PathElement, ...]) -> Iterator[_Duplicate]:
+        if id(current) in seen_nodes:
+            return
+        seen_nodes.add(id(current))
+        if isinstance(current, MappingNode):
+            first_lines: dict[str, int] = {}
+            for key, value in current.value:
+                if not isinstance(key, ScalarNode) or key.value == "<<":
+                    continue
+                if key.value in first_lines:
+                    yield (
+                        (*path, key.value),
+                        f"duplicate key {key.value!r} (first on line {first_lines[key.value]})",
+                        _line(key),
+                    )
+                else:
+                    first_lines[key.value] = _line(key)
+                yield from walk(value, (*path, key.value))
+        elif isinstance(current, SequenceNode):
+            for index, item in enumerate(current.value):
+                yield from walk(item, (*path, index))
+
+    return walk(node, ())
+
+
+# --- pydantic errors -> SpecError ------------------------------------------------------------------
+
+_UNION_TAGS = (
+    "function-",
+    "chain[",
+    "lax-or-strict[",
+    "nullable[",
+    "union[",
+    "tagged-union[",
+    "json-or-python[",
+    "default[",
+)
+
+_EXPECTED = {
+    "int_type": "expected an integer",
+    "int_parsing": "expected an integer",
+    "int_from_float": "expected an integer",
+    "float_type": "expected a number",
+    "float_parsing": "expected a number",
+    "finite_number": "expected a finite number",
+    "bool_type": "expected true or false",
+    "bool_parsing": "expected true or false",
+    "string_type": "expected a string",
+    "list_type": "expected a list",
+    "dict_type": "expected a mapping",
+    "model_type": "expected a mapping",
+    "model_attributes_type": "expected a mapping",
+    "datetime_type": "expected a timestamp such as 2024-01-31T12:00:00Z",
+    "datetime_parsing": "expected a timestamp such as 2024-01-31T12:00:00Z",
+    "datetime_from_date_parsing": "expected a timestamp such as 2024-01-31T12:00:00Z",
+}
+
+
+def _clean_loc(loc: Sequence[PathElement]) -> tuple[PathElement, ...]:
+    return tuple(
+        element
+        for element in loc
+        if not (isinstance(element, str) and (element == "[key]" or element.startswith(_UNION_TAGS)))
+    )
+
+
+def _unwrap(annotation: Any) -> Any:
+    while True:
+        origin = get_origin(annotation)
+        if origin is Annotated:
+            annotation = get_args(annotation)[0]
+        elif origin is Union or origin is types.UnionType:
+            members = [arg for arg in get_args(annotation) if arg is not type(None)]
+            if len(members) != 1:
+                return annotation
+            annotation = members[0]
+        else:
+            return annotation
+
+
+def _model_at(root: type[BaseModel], loc: Sequence[PathElement]) -> type[BaseModel] | None:
+    """The model class found by following `loc` (aliases and list indexes) from `root`."""
+    annotation: Any = root
+    for element in loc:
+        annotation = _unwrap(annotation)
+        origin = get_origin(annotation)
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            found = next(
+                (info.annotation for name, info in annotation.model_fields.items() if element in (info.alias, name)),
+                None,
+            )
+            if found is None:
+                return None
+            annotation = found
+        elif origin in (list, tuple, Sequence) and isinstance(element, int):
+            annotation = get_args(annotation)[0]
+        elif origin in (dict, Mapping) and isinstance(element, str):
+            annotation = get_args(annotation)[1]
+        else:
+            return None
+    annotation = _unwrap(annotation)
+    return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+
+
+def _unknown_field_message(root: type[BaseModel], loc: tuple[PathElement, ...]) -> str:
+    name = str(loc[-1])
+    message = f"unknown field {name!r}"
+    parent = _model_at(root, loc[:-1])
+    if parent is None:
+        return message
+    known = [info.alias or fname for fname, info in parent.model_fields.items()]
+    if to_camel(name) in known and to_camel(name) != name:
+        return f"{message} (write it in camelCase: {to_camel(name)!r})"
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    if close:
+        return f"{message} (did you mean {close[0]!r}?)"
+    return message
+
+
+def _message(error: ErrorDetails, root: type[BaseModel], loc: tuple[PathElement, ...], echo: bool) -> str:
+    kind = error["type"]
+    ctx: dict[str, Any] = dict(error.get("ctx") or {})
+    value = error.get("input")
+    got = f", got {describe(value, echo=echo)}"
+    if kind == "missing":
+        return "required field missing"
+    if kind == "extra_forbidden" and loc:
+        return _unknown_field_message(root, loc)
+    if kind in _EXPECTED:
+        return _EXPECTED[kind] + got
+    if kind == "literal_error":
+        return f"expected {ctx.get('expected', 'one of the allowed values')}{got}"
+    if kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
+        bound = next(iter(ctx.values()), "")
+        words = {
+            "greater_than_equal": "at least",
+            "greater_than": "greater than",
+            "less_than_equal": "at most",
+            "less_than": "less than",
+        }[kind]
+        return f"must be {words} {bound}{got}"
+    if kind in ("too_short", "string_too_short"):
+        least = int(ctx.get("min_length", 1))
+        if kind == "string_too_short":
+            return "must not be empty" if least == 1 else f"must be at least {least} characters long"
+        return f"must have at least {least} item{'s' if least != 1 else ''}"
+    if kind in ("too_long", "string_too_long"):
+        return f"must be at most {ctx.get('max_length')} {'characters' if 'string' in kind else 'items'} long"
+    if kind in ("value_error", "assertion_error") and "error" in ctx:
+        return str(ctx["error"])
+    return str(error["msg"])
+
+
+def validation_problems(
+    exc: ValidationError, root: type[BaseModel], *, echo: bool = True
+) -> list[tuple[tuple[PathElement, ...], str]]:
+    """pydantic's errors as (location, readable message) pairs; `echo=False` keeps values out of messages."""
+    problems: list[tuple[tuple[PathElement, ...], str]] = []
+    for error in exc.errors(include_url=False):
+        loc = _clean_loc(error["loc"])
+        issue = (error.get("ctx") or {}).get("error")
+        if isinstance(issue, FieldIssue):
+            problems.extend(((*loc, *rel), message) for rel, message in issue.issues)
+        else:
+            problems.append((loc, _message(error, root, loc, echo)))
+    return problems
+
+
+# --- documents -> objects --------------------------------------------------------------------------
+
+
+def _object_label(data: Mapping[str, Any], fallback: str) -> str:
+    kind = data.get("kind")
+    metadata = data.get("metadata")
+    name = metadata.get("name") if isinstance(metadata, dict) else None
+    if not isinstance(kind, str) or not kind or not isinstance(name, str) or not name:
+        return fallback
+    if kind == "ClusterTriggerAuthentication":
+        return f"{kind} {name}"
+    namespace = metadata.get("namespace") if isinstance(metadata, dict) else None
+    return f"{kind} {namespace if isinstance(namespace, str) and namespace else 'default'}/{name}"
+
+
+def _kind_problem(api_version: Any, kind: Any) -> tuple[tuple[PathElement, ...], str] | None:
+    if not isinstance(api_version, str) or not api_version:
+        return (("apiVersion",), "required field missing")
+    if not isinstance(kind, str) or not kind:
+        return (("kind",), "required field missing")
+    if (api_version, kind) in KINDS:
+        return None
+    versions = [version for version, known in KINDS if known == kind]
+    if versions:
+        return (("apiVersion",), f"kind {kind} is read as apiVersion {versions[0]}, got {api_version!r}")
+    known_kinds = ", ".join(sorted({known for _, known in KINDS}))
+    return (("kind",), f"unknown kind {kind!r} (apiVersion {api_version}); ebb reads {known_kinds}")
+
+
+def parse_object(data: Any, *, label: str = "object") -> tuple[KubeObject | None, list[SpecError]]:
+    """Validate one manifest already parsed into Python data (e.g. from the Kubernetes API).
+
+    Returns the object, or None and the errors. `label` names the object when the manifest itself cannot.
+    """
+    parsed = _Parsed(data, label, node=None, source=None)
+    return parsed.obj, parsed.errors
+
+
+class _Parsed:
+    """One document (or one item of a List) turned into an object or errors."""
+
+    def __init__(self, data: Any, label: str, *, node: Node | None, source: str | None) -> None:
+        self.obj: KubeObject | None = None
+        self.errors: list[SpecError] = []
+        self._node = node
+        self._source = source
+        self.label = label
+        self._parse(data)
+
+    def error(self, loc: Sequence[PathElement], message: str, line: int | None = None) -> None:
+        if line is None and self._source is not None:
+            line = _locate(self._node, loc)
+        self.errors.append(ManifestError(self.label, format_path(loc), message, source=self._source, line=line))
+
+    def _parse(self, data: Any) -> None:
+        if not isinstance(data, dict):
+            self.error((), f"expected a mapping with apiVersion and kind, got {describe(data, echo=False)}")
+            return
+        self.label = _object_label(data, self.label)
+        problem = _kind_problem(data.get("apiVersion"), data.get("kind"))
+        if problem is not None:
+            self.error(*problem)
+            return
+        if self._node is not None:
+            duplicates = list(_duplicate_keys(self._node))
+            for loc, message, line in duplicates:
+                self.error(loc, message, line)
+            if duplicates:
+                return
+        model = KINDS[(data["apiVersion"], data["kind"])]
+        try:
+            obj = model.model_validate(data, by_alias=True, by_name=False)
+        except ValidationError as exc:
+            # A Secret's values must never reach a message, not even a malformed one.
+            echo = kind_of(model) != "Secret"
+            problems = validation_problems(exc, model, echo=echo)
+            # Report in the order of the file, as a reader goes through it.
+            problems.sort(key=lambda problem: _locate(self._node, problem[0]) or 0)
+            for loc, message in problems:
+                self.error(loc, message)
+            return
+        if self._source is not None:
+            obj.set_source(f"{self._source}:{_line(self._node)}" if self._node is not None else self._source)
+        self.obj = obj
+
+
+def _is_list(data: Any) -> bool:
+    # `kubectl get -o yaml` writes several objects as one `kind: List` (or `<Kind>List`) with items.
+    return (
+        isinstance(data, dict)
+        and isinstance(data.get("kind"), str)
+        and data["kind"].endswith("List")
+        and isinstance(data.get("items"), list)
+    )
+
+
+class _Collector:
+    def __init__(self, result: LoadResult, ignore_unknown: bool) -> None:
+        self.result = result
+        self.ignore_unknown = ignore_unknown
+
+    def document(self, data: Any, node: Node | None, label: str, source: str) -> None:
+        if data is None:
+            return
+        if _is_list(data):
+            items_node = _child(node, "items")
+            for index, item in enumerate(data["items"]):
+                item_node = items_node.value[index] if isinstance(items_node, SequenceNode) else None
+                self.document(item, item_node, f"item {index} of {label}", source)
+            return
+        if (
+            self.ignore_unknown
+            and isinstance(data, dict)
+            and (data.get("apiVersion"), data.get("kind")) not in KINDS
+            and isinstance(data.get("kind"), str)
+            and data.get("kind") not in {kind for _, kind in KINDS}
+        ):
+            self.result.skipped.append(_object_label(data, label))
+            return
+        parsed = _Parsed(data, label, node=node, source=source)
+        self.result.errors.extend(parsed.errors)
+        if parsed.obj is None:
+            return
+        conflicts = self.result.resources.conflicts(parsed.obj)
+        if conflicts:
+            for loc, message in conflicts:
+                parsed.error(loc, message)
+            self.result.errors.extend(parsed.errors)
+            return
+        self.result.resources.add(parsed.obj)
+        self.result.objects.append(parsed.obj)
+        if isinstance(parsed.obj, ScaledObject):
+            for loc, message in parsed.obj.warnings():
+                parsed.error(loc, message)
+            self.result.warnings.extend(parsed.errors)
+
+    def text(self, text: str, source: str) -> None:
+        loader = _Loader(text)
+        number = 0
+        try:
+            while True:
+                try:
+                    if not loader.check_node():
+                        break
+                    node = loader.get_node()
+                except yaml.MarkedYAMLError as exc:
+                    self._yaml_error(exc, number + 1, source)
+                    return
+                number += 1
+                label = f"document {number} in {source}"
+                try:
+                    data = loader.construct_document(node)
+                except yaml.MarkedYAMLError as exc:
+                    self._yaml_error(exc, number, source)
+                    continue
+                self.document(data, node, label, source)
+        finally:
+            loader.dispose()
+
+    def _yaml_error(self, exc: yaml.MarkedYAMLError, number: int, source: str) -> None:
+        mark = exc.problem_mark or exc.context_mark
+        problem = exc.problem or exc.context or "not valid YAML"
+        column = f" (column {mark.column + 1})" if mark is not None else ""
+        self.result.errors.append(
+            ManifestError(
+                f"document {number} in {source}",
+                "",
+                f"invalid YAML{column}: {problem}",
+                source=source,
+                line=mark.line + 1 if mark is not None else None,
+            )
+        )
+
+
+def _child(node: Node | None, key: str) -> Node | None:
+    if not isinstance(node, MappingNode):
+        return None
+    return next((value for k, value in node.value if isinstance(k, ScalarNode) and k.value == key), None)
+
+
+def load_text(text: str, source: str = "<string>", *, ignore_unknown: bool = False) -> LoadResult:
+    """Load every document of a YAML text; `source` names it in errors.
+
+    Unknown kinds are errors, unless `ignore_unknown` (then they are listed in `skipped`): a file meant
+    for kubectl may hold the Deployment next to its ScaledObject.
+    """
+    result = LoadResult()
+    _Collector(result, ignore_unknown).text(text, source)
+    return result
+
+
+def _expand(paths: Iterable[str | Path]) -> Iterator[Path]:
+    for entry in paths:
+        path = Path(entry)
+        if path.is_dir():
+            yield from sorted(p for p in path.iterdir() if p.is_file() and p.suffix in YAML_SUFFIXES)
+        else:
+            yield path
+
+
+def load_files(paths: Iterable[str | Path], *, ignore_unknown: bool = False) -> LoadResult:
+    """Load YAML files (a directory means its *.yaml and *.yml files) into one set of objects.
+
+    Objects from all files share one index, so the same object defined in two files is an error.
+    """
+    result = LoadResult()
+    collector = _Collector(result, ignore_unknown)
+    for path in _expand(paths):
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            message = f"cannot read file: {reason}"
+            result.errors.append(ManifestError(str(path), "", message, source=str(path)))
+            continue
+        collector.text(text, str(path))
+    return result

@@ -1,0 +1,1191 @@
+"""Pydantic models of KEDA's resources (keda.sh/v1alpha1), v1 Secret/ConfigMap and ebb's ProcessGroup.
+
+Field names, nesting, enums and defaults follow KEDA's Go types (apis/keda/v1alpha1/*_types.go) and the
+checks its CRD schema and admission webhook make. Python attributes are snake_case; the aliases are the
+camelCase keys of the manifests, so `model_dump(by_alias=True)` gives KEDA's shape back with defaults filled.
+
+Cross-field checks raise `FieldIssue` with a path relative to the model that raised it; the loader turns
+those (and pydantic's own errors) into `SpecError`s that carry the full field path.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+import re
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Annotated, Any, ClassVar, Final, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+KEDA_API_VERSION: Final = "keda.sh/v1alpha1"
+EBB_API_VERSION: Final = "ebb.dev/v1alpha1"
+CORE_API_VERSION: Final = "v1"
+
+#: Triggers served by metrics-server as HPA Resource metrics (no KEDA scaler value, no fallback).
+RESOURCE_TRIGGER_TYPES = frozenset({"cpu", "memory"})
+#: KEDA's ValidateTriggers refuses `useCachedMetrics` on these.
+NO_CACHED_METRICS_TRIGGER_TYPES = frozenset({"cpu", "memory", "cron"})
+#: Names end up as label values (`scaledobject.keda.sh/name`), which Kubernetes caps at 63 characters.
+MAX_LABEL_VALUE_LENGTH = 63
+
+PAUSED_ANNOTATION = "autoscaling.keda.sh/paused"
+PAUSED_REPLICAS_ANNOTATION = "autoscaling.keda.sh/paused-replicas"
+PAUSED_SCALE_IN_ANNOTATION = "autoscaling.keda.sh/paused-scale-in"
+PAUSED_SCALE_OUT_ANNOTATION = "autoscaling.keda.sh/paused-scale-out"
+FORCE_ACTIVATION_ANNOTATION = "autoscaling.keda.sh/force-activation"
+TRANSFER_HPA_OWNERSHIP_ANNOTATION = "scaledobject.keda.sh/transfer-hpa-ownership"
+HPA_EXCLUDED_LABELS_ANNOTATION = "scaledobject.keda.sh/hpa-excluded-labels"
+JOB_EXCLUDED_LABELS_ANNOTATION = "scaledjob.keda.sh/job-excluded-labels"
+
+MetricType = Literal["AverageValue", "Value", "Utilization"]
+FallbackBehavior = Literal[
+    "static", "currentReplicas", "currentReplicasIfHigher", "currentReplicasIfLower", "scalingModifiers"
+]
+PathElement = str | int
+
+
+class FieldIssue(ValueError):
+    """One or more problems found by a validator, each with a path relative to the model that raised it."""
+
+    def __init__(self, *issues: tuple[tuple[PathElement, ...], str]) -> None:
+        self.issues: tuple[tuple[tuple[PathElement, ...], str], ...] = issues
+        super().__init__("; ".join(message for _, message in issues))
+
+    @classmethod
+    def at(cls, path: Sequence[PathElement], message: str) -> FieldIssue:
+        return cls((tuple(path), message))
+
+
+def describe(value: Any, *, echo: bool = True) -> str:
+    """How an offending value reads in an error: scalars quoted (when `echo`), containers by their kind."""
+    if isinstance(value, list | tuple):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    if value is None:
+        return "null"
+    if not echo:
+        return {str: "a string", bool: "a boolean", int: "an integer", float: "a number"}.get(type(value), "a value")
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    text = str(value)
+    if len(text) > 40:
+        text = text[:37] + "..."
+    return repr(text)
+
+
+def scalar_text(value: Any) -> Any:
+    """The string form of a YAML scalar; other values pass through for pydantic to judge."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    return value
+
+
+def _str_map(value: Any) -> Any:
+    # KEDA's trigger metadata, labels and annotations are map[string]string. Kubernetes wants the values
+    # quoted; local users often write `listLength: 5`, so scalars become their string form.
+    if not isinstance(value, dict):
+        return value
+    out: dict[str, str] = {}
+    issues: list[tuple[tuple[PathElement, ...], str]] = []
+    for raw_key, item in value.items():
+        key = str(scalar_text(raw_key))
+        if item is None:
+            out[key] = ""
+        elif isinstance(item, str | bool | int | float):
+            out[key] = scalar_text(item)
+        else:
+            issues.append(((key,), f"expected a string, got {describe(item)}"))
+    if issues:
+        raise FieldIssue(*issues)
+    return out
+
+
+StrMap = Annotated[dict[str, str], BeforeValidator(_str_map)]
+#: A string field that also takes a YAML number or boolean (written in its string form).
+LenientStr = Annotated[str, BeforeValidator(scalar_text)]
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+def _check_subdomain(value: str) -> str:
+    if len(value) > 253 or not _DNS_SUBDOMAIN.match(value):
+        raise ValueError(
+            f"{describe(value)} is not a valid name: use lowercase letters, digits, '-' and '.', "
+            "starting and ending with a letter or digit (at most 253 characters)"
+        )
+    return value
+
+
+def _check_label(value: str) -> str:
+    if len(value) > 63 or not _DNS_LABEL.match(value):
+        raise ValueError(
+            f"{describe(value)} is not a valid namespace: use lowercase letters, digits and '-', "
+            "starting and ending with a letter or digit (at most 63 characters)"
+        )
+    return value
+
+
+def parse_go_bool(text: str) -> bool | None:
+    """Go's strconv.ParseBool, which KEDA uses for boolean annotations; None when it does not parse."""
+    if text in ("1", "t", "T", "TRUE", "true", "True"):
+        return True
+    if text in ("0", "f", "F", "FALSE", "false", "False"):
+        return False
+    return None
+
+
+def parse_int32(text: str) -> int | None:
+    """Go's strconv.ParseInt(text, 10, 32); None when it does not parse."""
+    if not re.fullmatch(r"[+-]?[0-9]+", text):
+        return None
+    number = int(text)
+    return number if -(2**31) <= number < 2**31 else None
+
+
+def parse_float(text: str) -> float | None:
+    """Go's strconv.ParseFloat(text, 64) for the forms people write; None when it does not parse."""
+    if text != text.strip() or "_" in text:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+_QUANTITY = re.compile(r"^([+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+))(?:[eE]([+-]?[0-9]+)|(Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E))?$")
+_QUANTITY_SUFFIX = {
+    "m": 1e-3,
+    "k": 1e3,
+    "M": 1e6,
+    "G": 1e9,
+    "T": 1e12,
+    "P": 1e15,
+    "E": 1e18,
+    "Ki": 2.0**10,
+    "Mi": 2.0**20,
+    "Gi": 2.0**30,
+    "Ti": 2.0**40,
+    "Pi": 2.0**50,
+    "Ei": 2.0**60,
+}
+
+
+def _quantity(value: Any) -> Any:
+    # HPA `tolerance` is a resource.Quantity: a YAML number or a string such as "0.1" or "100m".
+    if isinstance(value, bool) or not isinstance(value, str):
+        return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+    match = _QUANTITY.match(value.strip())
+    if not match:
+        raise ValueError(f"expected a quantity such as 0.1 or 100m, got {describe(value)}")
+    number = float(match.group(1))
+    if match.group(2):
+        number *= 10.0 ** int(match.group(2))
+    if match.group(3):
+        number *= _QUANTITY_SUFFIX[match.group(3)]
+    return number
+
+
+# --- Bases ------------------------------------------------------------------------------------------
+
+
+class KubeModel(BaseModel):
+    """Base of every spec model: camelCase aliases, strict types, unknown fields are errors."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        strict=True,
+    )
+
+
+class _Permissive(KubeModel):
+    """For Kubernetes types ebb reads only a few fields of: other fields are kept as they are."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class ObjectMetaBase(KubeModel):
+    """Kubernetes ObjectMeta: the fields ebb reads are typed, any other field is kept."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    labels: StrMap = Field(default_factory=dict)
+    annotations: StrMap = Field(default_factory=dict)
+    uid: str | None = None
+    creation_timestamp: datetime | None = Field(default=None, strict=False)
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, value: str) -> str:
+        return _check_subdomain(value)
+
+
+class ObjectMeta(ObjectMetaBase):
+    """Metadata of a namespaced object."""
+
+    namespace: str = "default"
+
+    @field_validator("namespace")
+    @classmethod
+    def _valid_namespace(cls, value: str) -> str:
+        return _check_label(value)
+
+
+class ClusterObjectMeta(ObjectMetaBase):
+    """Metadata of a cluster-scoped object: a namespace, if written, is ignored as Kubernetes does."""
+
+    namespace: str | None = None
+
+
+class KubeObject(KubeModel):
+    """A whole manifest: apiVersion, kind, metadata. `status`, if present, is accepted and dropped."""
+
+    api_version: str
+    kind: str
+    metadata: ObjectMetaBase
+
+    #: Cluster-scoped kinds are keyed by name only.
+    cluster_scoped: ClassVar[bool] = False
+
+    _source: str | None = PrivateAttr(default=None)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_status(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "status" in data:
+            return {key: value for key, value in data.items() if key != "status"}
+        return data
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+    @property
+    def namespace(self) -> str | None:
+        """The namespace, or None for a cluster-scoped object."""
+        if self.cluster_scoped:
+            return None
+        namespace = getattr(self.metadata, "namespace", None)
+        return namespace if isinstance(namespace, str) else None
+
+    @property
+    def ref(self) -> str:
+        """How errors and logs name this object: "ScaledObject default/worker"."""
+        if self.namespace is None:
+            return f"{self.kind} {self.name}"
+        return f"{self.kind} {self.namespace}/{self.name}"
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        """(kind, namespace or "", name): unique within a ResourceSet."""
+        return (self.kind, self.namespace or "", self.name)
+
+    @property
+    def source(self) -> str | None:
+        """Where the loader found this object ("workers.yaml:12"), if it came from a file."""
+        return self._source
+
+    def set_source(self, source: str | None) -> None:
+        self._source = source
+
+    def to_manifest(self) -> dict[str, Any]:
+        """The manifest as Kubernetes stores it: camelCase keys, defaults filled, unset fields left out."""
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+# --- Triggers (shared by ScaledObject and ScaledJob) -------------------------------------------------
+
+
+class AuthenticationRef(KubeModel):
+    name: str = Field(min_length=1)
+    kind: Literal["TriggerAuthentication", "ClusterTriggerAuthentication"] = "TriggerAuthentication"
+
+
+_RESOURCE_METRIC_TYPES = ("Utilization", "AverageValue")
+
+
+class ScaleTrigger(KubeModel):
+    """One entry of `spec.triggers` (KEDA's ScaleTriggers).
+
+    `metric_type` is filled with "AverageValue" except on cpu/memory triggers, where an unset value lets the
+    scaler fall back to the deprecated `metadata.type` as KEDA does.
+    """
+
+    type: str = Field(min_length=1)
+    name: str | None = None
+    use_cached_metrics: bool = False
+    metadata: StrMap
+    authentication_ref: AuthenticationRef | None = None
+    metric_type: MetricType | None = None
+
+    @property
+    def is_resource(self) -> bool:
+        """cpu and memory: HPA Resource metrics, always active, not counted for fallback."""
+        return self.type in RESOURCE_TRIGGER_TYPES
+
+    @model_validator(mode="after")
+    def _check(self) -> ScaleTrigger:
+        if self.name == "":
+            self.name = None
+        issues: list[tuple[tuple[PathElement, ...], str]] = []
+        if self.use_cached_metrics and self.type in NO_CACHED_METRICS_TRIGGER_TYPES:
+            issues.append((("useCachedMetrics",), f"not supported for {self.type!r} triggers"))
+        if self.is_resource:
+            if self.metric_type == "Value":
+                issues.append((("metricType",), f"{self.type} triggers take Utilization or AverageValue, not Value"))
+            elif self.metric_type is None and self.metadata.get("type") not in _RESOURCE_METRIC_TYPES:
+                issues.append((("metricType",), f"required for {self.type} triggers: Utilization or AverageValue"))
+        elif self.metric_type == "Utilization":
+            issues.append((("metricType",), "Utilization is only supported by cpu and memory triggers"))
+        elif self.metric_type is None:
+            self.metric_type = "AverageValue"
+        if issues:
+            raise FieldIssue(*issues)
+        return self
+
+
+def _check_triggers(triggers: Sequence[ScaleTrigger]) -> list[tuple[tuple[PathElement, ...], str]]:
+    # KEDA's ValidateTriggers: names must be unique within one object.
+    issues: list[tuple[tuple[PathElement, ...], str]] = []
+    seen: dict[str, int] = {}
+    for index, trigger in enumerate(triggers):
+        if trigger.name is None:
+            continue
+        if trigger.name in seen:
+            issues.append(
+                (
+                    ("triggers", index, "name"),
+                    f"trigger name {trigger.name!r} is already used by triggers[{seen[trigger.name]}]; "
+                    "names must be unique",
+                )
+            )
+        else:
+            seen[trigger.name] = index
+    return issues
+
+
+# --- ScaledObject ------------------------------------------------------------------------------------
+
+
+class ScaleTarget(KubeModel):
+    """`spec.scaleTargetRef`. A ProcessGroup is named like a Deployment: `kind: ProcessGroup`."""
+
+    name: str = Field(min_length=1)
+    api_version: str = "apps/v1"
+    kind: str = "Deployment"
+    env_source_container_name: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _process_group_api_version(cls, data: Any) -> Any:
+        # KEDA would default apiVersion to apps/v1, where no ProcessGroup exists; ebb knows where it lives.
+        if (
+            isinstance(data, dict)
+            and data.get("kind") == "ProcessGroup"
+            and not data.get("apiVersion")
+            and not data.get("api_version")
+        ):
+            return {**data, "apiVersion": EBB_API_VERSION}
+        return data
+
+    @model_validator(mode="after")
+    def _check(self) -> ScaleTarget:
+        if self.kind == "ProcessGroup" and self.api_version != EBB_API_VERSION:
+            raise FieldIssue.at(("apiVersion",), f"kind ProcessGroup belongs to apiVersion {EBB_API_VERSION}")
+        return self
+
+    @property
+    def is_process_group(self) -> bool:
+        return self.kind == "ProcessGroup" and self.api_version == EBB_API_VERSION
+
+
+class Fallback(KubeModel):
+    failure_threshold: int = Field(ge=0)
+    replicas: int = Field(ge=0)
+    behavior: FallbackBehavior = "static"
+
+
+class HPAScalingPolicy(KubeModel):
+    """autoscaling/v2 HPAScalingPolicy, with the API server's validation."""
+
+    type: Literal["Pods", "Percent"]
+    value: int = Field(gt=0)
+    period_seconds: int = Field(ge=1, le=1800)
+
+
+class HPAScalingRules(KubeModel):
+    """autoscaling/v2 HPAScalingRules. Unset fields take the Kubernetes default for their direction."""
+
+    stabilization_window_seconds: int | None = Field(default=None, ge=0, le=3600)
+    select_policy: Literal["Max", "Min", "Disabled"] | None = None
+    policies: list[HPAScalingPolicy] | None = Field(default=None, min_length=1)
+    tolerance: Annotated[float | None, BeforeValidator(_quantity)] = Field(default=None, ge=0)
+
+
+class HorizontalPodAutoscalerBehavior(KubeModel):
+    scale_up: HPAScalingRules | None = None
+    scale_down: HPAScalingRules | None = None
+
+
+class HorizontalPodAutoscalerConfig(KubeModel):
+    behavior: HorizontalPodAutoscalerBehavior | None = None
+    name: str | None = None
+
+
+class ScalingModifiers(KubeModel):
+    """`advanced.scalingModifiers`: a formula over named triggers, one composite metric."""
+
+    formula: str | None = None
+    target: LenientStr | None = None
+    activation_target: LenientStr | None = None
+    metric_type: Literal["AverageValue", "Value"] = "AverageValue"
+
+    @property
+    def is_empty(self) -> bool:
+        return not (self.formula or self.target or self.activation_target) and (
+            "metric_type" not in self.model_fields_set
+        )
+
+    @property
+    def target_value(self) -> float:
+        """The target as a number (validated when the object loaded)."""
+        return float(self.target or "0")
+
+    @property
+    def activation_target_value(self) -> float:
+        return float(self.activation_target) if self.activation_target else 0.0
+
+
+class AdvancedConfig(KubeModel):
+    horizontal_pod_autoscaler_config: HorizontalPodAutoscalerConfig | None = None
+    restore_to_original_replica_count: bool = False
+    scaling_modifiers: ScalingModifiers | None = None
+
+    @model_validator(mode="after")
+    def _drop_empty_modifiers(self) -> AdvancedConfig:
+        # KEDA treats an all-empty scalingModifiers block as absent (IsUsingModifiers).
+        if self.scaling_modifiers is not None and self.scaling_modifiers.is_empty:
+            self.scaling_modifiers = None
+        return self
+
+
+class ScaledObjectSpec(KubeModel):
+    scale_target_ref: ScaleTarget
+    polling_interval: int = Field(default=30, ge=1)
+    initial_cooldown_period: int = Field(default=0, ge=0)
+    cooldown_period: int = Field(default=300, ge=0)
+    idle_replica_count: int | None = Field(default=None, ge=0)
+    min_replica_count: int = Field(default=0, ge=0)
+    max_replica_count: int = Field(default=100, ge=1)
+    advanced: AdvancedConfig | None = None
+    triggers: list[ScaleTrigger] = Field(min_length=1)
+    fallback: Fallback | None = None
+
+    @property
+    def scaling_modifiers(self) -> ScalingModifiers | None:
+        """The scalingModifiers block when it is in use (KEDA's IsUsingModifiers), else None."""
+        if self.advanced is None or self.advanced.scaling_modifiers is None:
+            return None
+        return None if self.advanced.scaling_modifiers.is_empty else self.advanced.scaling_modifiers
+
+    @property
+    def behavior(self) -> HorizontalPodAutoscalerBehavior | None:
+        if self.advanced is None or self.advanced.horizontal_pod_autoscaler_config is None:
+            return None
+        return self.advanced.horizontal_pod_autoscaler_config.behavior
+
+    @model_validator(mode="after")
+    def _check(self) -> ScaledObjectSpec:
+        issues = _check_triggers(self.triggers)
+        issues += self._check_replicas()
+        issues += self._check_modifiers()
+        issues += self._check_fallback()
+        if issues:
+            raise FieldIssue(*issues)
+        return self
+
+    def _check_replicas(self) -> list[tuple[tuple[PathElement, ...], str]]:
+        if self.min_replica_count > self.max_replica_count:
+            return [
+                (
+                    ("minReplicaCount",),
+                    f"minReplicaCount ({self.min_replica_count}) must be less than or equal to "
+                    f"maxReplicaCount ({self.max_replica_count})",
+                )
+            ]
+        if self.idle_replica_count is None:
+            return []
+        # KEDA's CheckReplicaCountBoundsAreValid compares against GetHPAMinReplicas(), which is at least 1
+        # once minReplicaCount is written, and 0 when it is not: `minReplicaCount: 0` + `idleReplicaCount: 0`
+        # is accepted, an idleReplicaCount without minReplicaCount is not.
+        explicit_min = "min_replica_count" in self.model_fields_set
+        bound = max(self.min_replica_count, 1) if explicit_min else 0
+        if self.idle_replica_count >= bound:
+            shown = self.min_replica_count if explicit_min else "not set"
+            return [
+                (
+                    ("idleReplicaCount",),
+                    f"idleReplicaCount ({self.idle_replica_count}) must be less than minReplicaCount ({shown})",
+                )
+            ]
+        return []
+
+    def _check_modifiers(self) -> list[tuple[tuple[PathElement, ...], str]]:
+        modifiers = self.scaling_modifiers
+        if modifiers is None:
+            return []
+        where: tuple[PathElement, ...] = ("advanced", "scalingModifiers")
+        issues: list[tuple[tuple[PathElement, ...], str]] = []
+        if not modifiers.formula:
+            issues.append(((*where, "formula"), "required when scalingModifiers is used"))
+        if not modifiers.target:
+            issues.append(((*where, "target"), "required when scalingModifiers is used"))
+        else:
+            target = parse_float(modifiers.target)
+            if target is None or not math.isfinite(target) or target <= 0:
+                got = describe(modifiers.target)
+                issues.append(((*where, "target"), f"expected a number greater than 0, got {got}"))
+        if modifiers.activation_target:
+            activation = parse_float(modifiers.activation_target)
+            if activation is None or not math.isfinite(activation):
+                issues.append(
+                    (
+                        (*where, "activationTarget"),
+                        f"expected a number, got {describe(modifiers.activation_target)}",
+                    )
+                )
+        return issues
+
+    def _check_fallback(self) -> list[tuple[tuple[PathElement, ...], str]]:
+        if self.fallback is None:
+            return []
+        issues: list[tuple[tuple[PathElement, ...], str]] = []
+        modifiers = self.scaling_modifiers
+        if modifiers is None and all(trigger.is_resource for trigger in self.triggers):
+            issues.append((("fallback",), "fallback needs at least one trigger that is not cpu or memory"))
+        if self.fallback.behavior == "scalingModifiers" and (modifiers is None or not modifiers.formula):
+            issues.append(
+                (
+                    ("fallback", "behavior"),
+                    "behavior scalingModifiers requires spec.advanced.scalingModifiers.formula",
+                )
+            )
+        return issues
+
+
+class ScaledObject(KubeObject):
+    api_version: Literal["keda.sh/v1alpha1"] = KEDA_API_VERSION
+    kind: Literal["ScaledObject"] = "ScaledObject"
+    metadata: ObjectMeta
+    spec: ScaledObjectSpec
+
+    @property
+    def hpa_name(self) -> str:
+        """The HPA KEDA would create: `advanced.horizontalPodAutoscalerConfig.name` or keda-hpa-<name>."""
+        config = self.spec.advanced.horizontal_pod_autoscaler_config if self.spec.advanced else None
+        if config is not None and config.name:
+            return config.name
+        return f"keda-hpa-{self.metadata.name}"
+
+    def warnings(self) -> list[tuple[tuple[PathElement, ...], str]]:
+        """What KEDA's webhook warns about (the object is valid): settings that have no effect."""
+        spec = self.spec
+        found: list[tuple[tuple[PathElement, ...], str]] = []
+        idle_mode = spec.idle_replica_count is not None
+        if spec.min_replica_count > 0 and not idle_mode:
+            cached = any(trigger.use_cached_metrics for trigger in spec.triggers)
+            if "polling_interval" in spec.model_fields_set and not cached:
+                found.append(
+                    (
+                        ("spec", "pollingInterval"),
+                        "has no effect: it only matters when minReplicaCount is 0, idleReplicaCount is set "
+                        "or a trigger uses useCachedMetrics",
+                    )
+                )
+            if "cooldown_period" in spec.model_fields_set:
+                found.append(
+                    (
+                        ("spec", "cooldownPeriod"),
+                        "has no effect: it only matters when minReplicaCount is 0 or idleReplicaCount is set",
+                    )
+                )
+        if spec.min_replica_count == 0 and all(trigger.is_resource for trigger in spec.triggers):
+            found.append(
+                (
+                    ("spec", "minReplicaCount"),
+                    "cpu and memory triggers are always active, so this object never scales to zero",
+                )
+            )
+        return found
+
+    @model_validator(mode="after")
+    def _check(self) -> ScaledObject:
+        issues: list[tuple[tuple[PathElement, ...], str]] = []
+        name = self.metadata.name
+        if len(name) > MAX_LABEL_VALUE_LENGTH:
+            issues.append(
+                (
+                    ("metadata", "name"),
+                    f"is {len(name)} characters long; at most {MAX_LABEL_VALUE_LENGTH} "
+                    "(it becomes the scaledobject.keda.sh/name label value)",
+                )
+            )
+        elif len(self.hpa_name) > MAX_LABEL_VALUE_LENGTH:
+            custom = self.hpa_name != f"keda-hpa-{name}"
+            path: tuple[PathElement, ...] = ("metadata", "name")
+            if custom:
+                path = ("spec", "advanced", "horizontalPodAutoscalerConfig", "name")
+            issues.append(
+                (
+                    path,
+                    f"the HPA name {self.hpa_name!r} is {len(self.hpa_name)} characters long; at most "
+                    f"{MAX_LABEL_VALUE_LENGTH}: shorten the name or set "
+                    "spec.advanced.horizontalPodAutoscalerConfig.name",
+                )
+            )
+        paused_replicas = self.metadata.annotations.get(PAUSED_REPLICAS_ANNOTATION)
+        if paused_replicas is not None and parse_int32(paused_replicas) is None:
+            issues.append(
+                (
+                    ("metadata", "annotations", PAUSED_REPLICAS_ANNOTATION),
+                    f"expected an integer, got {describe(paused_replicas)}",
+                )
+            )
+        if issues:
+            raise FieldIssue(*issues)
+        return self
+
+
+# --- Environment variables (ProcessGroup and job containers) ------------------------------------------
+
+
+class KeySelector(KubeModel):
+    """secretKeyRef / configMapKeyRef: one key of a Secret or ConfigMap in the object's namespace."""
+
+    name: str = Field(min_length=1)
+    key: str = Field(min_length=1)
+    optional: bool = False
+
+
+class EnvVarSource(KubeModel):
+    """`valueFrom`. Only secretKeyRef and configMapKeyRef resolve locally; the others load, then fail to."""
+
+    secret_key_ref: KeySelector | None = None
+    config_map_key_ref: KeySelector | None = None
+    field_ref: dict[str, Any] | None = None
+    resource_field_ref: dict[str, Any] | None = None
+    file_key_ref: dict[str, Any] | None = None
+
+    @property
+    def unsupported_source(self) -> str | None:
+        """The alias of a source ebb cannot resolve locally (fieldRef ...), if that is what is set."""
+        for attr, alias in (
+            ("field_ref", "fieldRef"),
+            ("resource_field_ref", "resourceFieldRef"),
+            ("file_key_ref", "fileKeyRef"),
+        ):
+            if getattr(self, attr) is not None:
+                return alias
+        return None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> EnvVarSource:
+        count = sum(
+            value is not None
+            for value in (
+                self.secret_key_ref,
+                self.config_map_key_ref,
+                self.field_ref,
+                self.resource_field_ref,
+                self.file_key_ref,
+            )
+        )
+        if count != 1:
+            raise FieldIssue.at((), "set exactly one of secretKeyRef or configMapKeyRef")
+        return self
+
+
+class EnvVar(KubeModel):
+    name: str = Field(min_length=1)
+    value: LenientStr | None = None
+    value_from: EnvVarSource | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> EnvVar:
+        if self.value and self.value_from is not None:
+            raise FieldIssue.at(("valueFrom",), "cannot be combined with a non-empty value")
+        return self
+
+
+class LocalObjectRef(KubeModel):
+    name: str = Field(min_length=1)
+    optional: bool = False
+
+
+class EnvFromSource(KubeModel):
+    """`envFrom`: every key of a ConfigMap or Secret becomes a variable (with an optional prefix)."""
+
+    prefix: str | None = None
+    config_map_ref: LocalObjectRef | None = None
+    secret_ref: LocalObjectRef | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> EnvFromSource:
+        if (self.config_map_ref is None) == (self.secret_ref is None):
+            raise FieldIssue.at((), "set exactly one of configMapRef or secretRef")
+        return self
+
+
+# --- ScaledJob ---------------------------------------------------------------------------------------
+
+
+class Container(_Permissive):
+    """A container of the job's pod template; the fields ebb runs locally are typed, others kept."""
+
+    name: str | None = None
+    image: str | None = None
+    command: list[LenientStr] = Field(default_factory=list)
+    args: list[LenientStr] = Field(default_factory=list)
+    env: list[EnvVar] = Field(default_factory=list)
+    env_from: list[EnvFromSource] = Field(default_factory=list)
+    working_dir: str | None = None
+
+
+def _default_restart_policy(value: Any) -> Any:
+    # KEDA sets OnFailure when the template leaves restartPolicy empty (a Job may not use Always).
+    return "OnFailure" if value in (None, "") else value
+
+
+class PodSpec(_Permissive):
+    containers: list[Container] = Field(min_length=1)
+    restart_policy: Annotated[Literal["OnFailure", "Never"], BeforeValidator(_default_restart_policy)] = "OnFailure"
+
+
+class PodTemplateSpec(_Permissive):
+    metadata: dict[str, Any] | None = None
+    spec: PodSpec
+
+
+class JobTargetRef(_Permissive):
+    """`spec.jobTargetRef`: a batch/v1 JobSpec, kept whole; the fields a local run needs are typed."""
+
+    template: PodTemplateSpec
+    parallelism: int | None = Field(default=None, ge=0)
+    completions: int | None = Field(default=None, ge=0)
+    active_deadline_seconds: int | None = Field(default=None, gt=0)
+    backoff_limit: int | None = Field(default=None, ge=0)
+
+
+class Rollout(KubeModel):
+    strategy: Literal["gradual", "immediate"] | None = None
+    propagation_policy: Literal["foreground", "background"] = "background"
+
+
+class ScalingStrategy(KubeModel):
+    strategy: Literal["default", "custom", "accurate", "eager"] = "default"
+    custom_scaling_queue_length_deduction: int | None = None
+    custom_scaling_running_job_percentage: LenientStr | None = None
+    pending_pod_conditions: list[str] = Field(default_factory=list)
+    multiple_scalers_calculation: Literal["max", "min", "avg", "sum"] = "max"
+
+
+class ScaledJobSpec(KubeModel):
+    job_target_ref: JobTargetRef
+    polling_interval: int = Field(default=30, ge=1)
+    successful_jobs_history_limit: int = Field(default=100, ge=0)
+    failed_jobs_history_limit: int = Field(default=100, ge=0)
+    rollout_strategy: Literal["gradual", "immediate"] | None = None
+    rollout: Rollout = Field(default_factory=Rollout)
+    env_source_container_name: str | None = None
+    min_replica_count: int = Field(default=0, ge=0)
+    max_replica_count: int = Field(default=100, ge=1)
+    scaling_strategy: ScalingStrategy = Field(default_factory=ScalingStrategy)
+    triggers: list[ScaleTrigger] = Field(min_length=1)
+
+    @property
+    def job_container(self) -> Container:
+        """The first container of the job template: the command a local run starts as one job."""
+        return self.job_target_ref.template.spec.containers[0]
+
+    @property
+    def env_source_container(self) -> Container | None:
+        """The container whose env resolves `*FromEnv` parameters (envSourceContainerName, else the first)."""
+        containers = self.job_target_ref.template.spec.containers
+        if not self.env_source_container_name:
+            return containers[0]
+        return next((c for c in containers if c.name == self.env_source_container_name), None)
+
+    @property
+    def effective_rollout_strategy(self) -> Literal["gradual", "immediate"]:
+        """The deprecated `rolloutStrategy` wins when set, as in KEDA; empty means immediate."""
+        return self.rollout_strategy or self.rollout.strategy or "immediate"
+
+    @model_validator(mode="after")
+    def _check(self) -> ScaledJobSpec:
+        issues = _check_triggers(self.triggers)
+        if self.env_source_container_name and self.env_source_container is None:
+            issues.append(
+                (
+                    ("envSourceContainerName",),
+                    f"no container named {self.env_source_container_name!r} in jobTargetRef.template",
+                )
+            )
+        if issues:
+            raise FieldIssue(*issues)
+        return self
+
+
+class ScaledJob(KubeObject):
+    api_version: Literal["keda.sh/v1alpha1"] = KEDA_API_VERSION
+    kind: Literal["ScaledJob"] = "ScaledJob"
+    metadata: ObjectMeta
+    spec: ScaledJobSpec
+
+
+# --- TriggerAuthentication / ClusterTriggerAuthentication --------------------------------------------
+
+
+class AuthPodIdentity(KubeModel):
+    provider: Literal["azure-workload", "gcp", "aws", "aws-eks", "none"]
+    identity_id: str | None = None
+    identity_tenant_id: str | None = None
+    identity_authority_host: str | None = None
+    role_arn: str | None = None
+    external_id: str | None = Field(default=None, alias="externalID")
+    identity_owner: Literal["keda", "workload"] | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> AuthPodIdentity:
+        # The TriggerAuthentication webhook's checks.
+        if self.provider == "azure-workload":
+            if self.identity_id == "":
+                raise FieldIssue.at(("identityId",), "must not be empty when set")
+            if self.identity_authority_host and not self.identity_tenant_id:
+                raise FieldIssue.at(("identityTenantId",), "required when identityAuthorityHost is set")
+            if self.identity_tenant_id == "":
+                raise FieldIssue.at(("identityTenantId",), "must not be empty when set")
+        if self.provider == "aws":
+            if self.role_arn and self.identity_owner == "workload":
+                raise FieldIssue.at(("roleArn",), "cannot be set unless KEDA is the identityOwner")
+            if self.external_id and not self.role_arn:
+                raise FieldIssue.at(("externalID",), "requires roleArn")
+        return self
+
+
+class AuthTargetRef(KubeModel):
+    """secretTargetRef / configMapTargetRef entry: trigger parameter <- key of a Secret or ConfigMap."""
+
+    parameter: str = Field(min_length=1)
+    name: str = Field(min_length=1)
+    key: str = Field(min_length=1)
+
+
+class AuthEnvironment(KubeModel):
+    """env entry: trigger parameter <- environment variable of the scale target."""
+
+    parameter: str = Field(min_length=1)
+    name: str = Field(min_length=1)
+    container_name: str | None = None
+
+
+class SecretKeyRef(KubeModel):
+    name: str
+    key: str
+
+
+class ValueFromSecret(KubeModel):
+    secret_key_ref: SecretKeyRef
+
+
+class SecretValue(KubeModel):
+    """`{valueFrom: {secretKeyRef: {name, key}}}`, as KEDA's vault credentials and oauth2 use it."""
+
+    value_from: ValueFromSecret
+
+
+class VaultCredential(KubeModel):
+    token: str | None = None
+    service_account: str | None = None
+    service_account_name: str | None = None
+
+
+class VaultPkiData(KubeModel):
+    common_name: str | None = None
+    alt_names: str | None = None
+    ip_sans: str | None = None
+    uri_sans: str | None = None
+    other_sans: str | None = None
+    ttl: str | None = None
+    format: str | None = None
+
+
+class VaultSecret(KubeModel):
+    parameter: str
+    path: str
+    key: str
+    type: Literal["", "secretV2", "secret", "pki"] | None = None
+    pki_data: VaultPkiData | None = None
+
+
+class HashiCorpVault(KubeModel):
+    address: str
+    authentication: Literal["token", "kubernetes"]
+    secrets: list[VaultSecret] = Field(min_length=1)
+    namespace: str | None = None
+    credential: VaultCredential | None = None
+    role: str | None = None
+    mount: str | None = None
+
+
+class AzureKeyVaultCredentials(KubeModel):
+    client_id: str
+    tenant_id: str
+    client_secret: SecretValue | None = None
+
+
+class AzureKeyVaultSecret(KubeModel):
+    parameter: str
+    name: str
+    version: str | None = None
+
+
+class AzureKeyVaultCloudInfo(KubeModel):
+    type: str
+    key_vault_resource_url: str | None = Field(default=None, alias="keyVaultResourceURL")
+    active_directory_endpoint: str | None = None
+
+
+class AzureKeyVault(KubeModel):
+    vault_uri: str
+    secrets: list[AzureKeyVaultSecret] = Field(min_length=1)
+    credentials: AzureKeyVaultCredentials | None = None
+    pod_identity: AuthPodIdentity | None = None
+    cloud: AzureKeyVaultCloudInfo | None = None
+
+
+class GCPCredentials(KubeModel):
+    client_secret: SecretValue
+
+
+class GCPSecretManagerSecret(KubeModel):
+    parameter: str
+    id: str
+    version: str | None = None
+
+
+class GCPSecretManager(KubeModel):
+    secrets: list[GCPSecretManagerSecret] = Field(min_length=1)
+    credentials: GCPCredentials | None = None
+    pod_identity: AuthPodIdentity | None = None
+
+
+class AwsSecretManagerCredentials(KubeModel):
+    access_key: SecretValue
+    access_secret_key: SecretValue
+    access_token: SecretValue | None = None
+
+
+class AwsSecretManagerSecret(KubeModel):
+    parameter: str
+    name: str
+    version_id: str | None = None
+    version_stage: str | None = None
+    secret_key: str | None = None
+
+
+class AwsSecretManager(KubeModel):
+    secrets: list[AwsSecretManagerSecret] = Field(min_length=1)
+    credentials: AwsSecretManagerCredentials | None = None
+    pod_identity: AuthPodIdentity | None = None
+    region: str | None = None
+
+
+class BoundServiceAccountToken(KubeModel):
+    parameter: str
+    service_account_name: str
+
+
+class OAuth2(KubeModel):
+    type: Literal["clientCredentials"] = "clientCredentials"
+    client_id: str = Field(min_length=1)
+    client_secret: SecretValue | None = None
+    token_url: str = Field(min_length=1)
+    scopes: list[str] = Field(default_factory=list)
+    token_url_params: StrMap = Field(default_factory=dict)
+
+    @field_validator("token_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"expected an http or https URL, got {describe(value)}")
+        return value
+
+
+class TriggerAuthenticationSpec(KubeModel):
+    pod_identity: AuthPodIdentity | None = None
+    secret_target_ref: list[AuthTargetRef] = Field(default_factory=list)
+    config_map_target_ref: list[AuthTargetRef] = Field(default_factory=list)
+    env: list[AuthEnvironment] = Field(default_factory=list)
+    #: A file holding the parameters as a JSON map (KEDA code; its docs show a list of {parameter, path}).
+    file_path: str | None = None
+    hashi_corp_vault: HashiCorpVault | None = None
+    azure_key_vault: AzureKeyVault | None = None
+    gcp_secret_manager: GCPSecretManager | None = None
+    aws_secret_manager: AwsSecretManager | None = None
+    bound_service_account_token: list[BoundServiceAccountToken] = Field(default_factory=list)
+    oauth2: OAuth2 | None = None
+
+
+class TriggerAuthentication(KubeObject):
+    api_version: Literal["keda.sh/v1alpha1"] = KEDA_API_VERSION
+    kind: Literal["TriggerAuthentication"] = "TriggerAuthentication"
+    metadata: ObjectMeta
+    spec: TriggerAuthenticationSpec
+
+
+class ClusterTriggerAuthentication(KubeObject):
+    api_version: Literal["keda.sh/v1alpha1"] = KEDA_API_VERSION
+    kind: Literal["ClusterTriggerAuthentication"] = "ClusterTriggerAuthentication"
+    metadata: ClusterObjectMeta
+    spec: TriggerAuthenticationSpec
+
+    cluster_scoped: ClassVar[bool] = True
+
+
+# --- v1 Secret and ConfigMap -------------------------------------------------------------------------
+
+
+def _decode_base64(key: str, encoded: str) -> str:
+    # Go's JSON decoding of []byte skips line breaks, so wrapped base64 (as `base64` prints it) is fine.
+    compact = re.sub(r"[\r\n]", "", encoded)
+    try:
+        return base64.b64decode(compact, validate=True).decode("utf-8")
+    except (binascii.Error, ValueError):
+        raise FieldIssue.at((key,), "expected base64-encoded UTF-8 text (use stringData for plain values)") from None
+
+
+class Secret(KubeObject):
+    """A v1 Secret, so that local runs can hold credentials next to the objects that use them."""
+
+    api_version: Literal["v1"] = CORE_API_VERSION
+    kind: Literal["Secret"] = "Secret"
+    metadata: ObjectMeta
+    data: StrMap = Field(default_factory=dict)
+    string_data: StrMap = Field(default_factory=dict)
+    type: str = "Opaque"
+    immutable: bool | None = None
+
+    @field_validator("data")
+    @classmethod
+    def _base64(cls, value: dict[str, str]) -> dict[str, str]:
+        issues: list[tuple[tuple[PathElement, ...], str]] = []
+        for key, encoded in value.items():
+            try:
+                _decode_base64(key, encoded)
+            except FieldIssue as issue:
+                issues.extend(issue.issues)
+        if issues:
+            raise FieldIssue(*issues)
+        return value
+
+    def decoded(self) -> dict[str, str]:
+        """Every value as text: `data` base64-decoded, `stringData` on top (as the API server merges)."""
+        values = {key: _decode_base64(key, encoded) for key, encoded in self.data.items()}
+        values.update(self.string_data)
+        return values
+
+
+class ConfigMap(KubeObject):
+    api_version: Literal["v1"] = CORE_API_VERSION
+    kind: Literal["ConfigMap"] = "ConfigMap"
+    metadata: ObjectMeta
+    data: StrMap = Field(default_factory=dict)
+    binary_data: dict[str, str] = Field(default_factory=dict)
+    immutable: bool | None = None
+
+
+# --- ProcessGroup (ebb.dev/v1alpha1) -----------------------------------------------------------------
+
+
+class ProcessGroupSpec(KubeModel):
+    """A set of identical local processes: what a Deployment is to pods, for `ebb run`."""
+
+    command: list[LenientStr] = Field(min_length=1)
+    args: list[LenientStr] = Field(default_factory=list)
+    env: list[EnvVar] = Field(default_factory=list)
+    env_from: list[EnvFromSource] = Field(default_factory=list)
+    working_dir: str | None = None
+    termination_grace_period_seconds: int = Field(default=30, ge=0)
+    #: The count to hold when no ScaledObject scales this group.
+    replicas: int | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _local_sources_only(self) -> ProcessGroupSpec:
+        issues: list[tuple[tuple[PathElement, ...], str]] = []
+        for index, var in enumerate(self.env):
+            unsupported = var.value_from.unsupported_source if var.value_from else None
+            if unsupported:
+                issues.append(
+                    (
+                        ("env", index, "valueFrom", unsupported),
+                        "not available to local processes: use value, secretKeyRef or configMapKeyRef",
+                    )
+                )
+        if issues:
+            raise FieldIssue(*issues)
+        return self
+
+    @property
+    def argv(self) -> list[str]:
+        """command followed by args: what a replica executes."""
+        return [*self.command, *self.args]
+
+
+class ProcessGroup(KubeObject):
+    api_version: Literal["ebb.dev/v1alpha1"] = EBB_API_VERSION
+    kind: Literal["ProcessGroup"] = "ProcessGroup"
+    metadata: ObjectMeta
+    spec: ProcessGroupSpec
+
+
+#: Every kind the loader reads, by (apiVersion, kind).
+KINDS: dict[tuple[str, str], type[KubeObject]] = {
+    (KEDA_API_VERSION, "ScaledObject"): ScaledObject,
+    (KEDA_API_VERSION, "ScaledJob"): ScaledJob,
+    (KEDA_API_VERSION, "TriggerAuthentication"): TriggerAuthentication,
+    (KEDA_API_VERSION, "ClusterTriggerAuthentication"): ClusterTriggerAuthentication,
+    (CORE_API_VERSION, "Secret"): Secret,
+    (CORE_API_VERSION, "ConfigMap"): ConfigMap,
+    (EBB_API_VERSION, "ProcessGroup"): ProcessGroup,
+}
+
+ScalableObject = ScaledObject | ScaledJob
+
+
+def kind_of(model: type[KubeObject]) -> str:
+    """The `kind` a model class reads ("ScaledObject" for ScaledObject)."""
+    default = model.model_fields["kind"].default
+    assert isinstance(default, str)
+    return default

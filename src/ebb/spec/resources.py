@@ -1,0 +1,159 @@
+"""An index of loaded objects by (kind, namespace, name), with the lookups the runtime and auth need.
+
+A ResourceSet also refuses what KEDA's admission webhook refuses across objects: the same object twice,
+two ScaledObjects scaling one target, two ScaledObjects sharing one HPA name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
+
+from ebb.errors import SpecError
+from ebb.spec.models import (
+    ClusterTriggerAuthentication,
+    ConfigMap,
+    KubeObject,
+    PathElement,
+    ProcessGroup,
+    ScaledJob,
+    ScaledObject,
+    Secret,
+    TriggerAuthentication,
+    kind_of,
+)
+from ebb.spec.paths import format_path
+
+T = TypeVar("T", bound=KubeObject)
+
+
+class ResourceSet:
+    """Objects keyed by (kind, namespace, name); cluster-scoped kinds use "" as namespace.
+
+    Implements `ebb.spec.auth.AuthStore` for objects loaded from local files.
+    """
+
+    def __init__(self, objects: Iterable[KubeObject] = ()) -> None:
+        self._objects: dict[tuple[str, str, str], KubeObject] = {}
+        for obj in objects:
+            self.add(obj)
+
+    # --- adding and removing ---------------------------------------------------------------------
+
+    def conflicts(self, obj: KubeObject) -> list[tuple[tuple[PathElement, ...], str]]:
+        """What stops `obj` from joining this set, as (field path, message) pairs; empty when it fits."""
+        issues: list[tuple[tuple[PathElement, ...], str]] = []
+        existing = self._objects.get(obj.key)
+        if existing is not None and existing is not obj:
+            where = f" (first at {existing.source})" if existing.source else ""
+            issues.append((("metadata", "name"), f"{obj.ref} is defined more than once{where}"))
+            return issues
+        if isinstance(obj, ScaledObject):
+            issues.extend(self._scaled_object_conflicts(obj))
+        return issues
+
+    def _scaled_object_conflicts(self, so: ScaledObject) -> list[tuple[tuple[PathElement, ...], str]]:
+        issues: list[tuple[tuple[PathElement, ...], str]] = []
+        target = so.spec.scale_target_ref
+        for other in self.scaled_objects(so.metadata.namespace):
+            if other.key == so.key:
+                continue
+            other_target = other.spec.scale_target_ref
+            if (other_target.api_version, other_target.kind, other_target.name) == (
+                target.api_version,
+                target.kind,
+                target.name,
+            ):
+                issues.append(
+                    (
+                        ("spec", "scaleTargetRef", "name"),
+                        f"{target.kind} {target.name!r} is already scaled by {other.ref}",
+                    )
+                )
+            if other.hpa_name == so.hpa_name:
+                custom = so.hpa_name != f"keda-hpa-{so.name}"
+                path: tuple[PathElement, ...] = (
+                    ("spec", "advanced", "horizontalPodAutoscalerConfig", "name") if custom else ("metadata", "name")
+                )
+                issues.append((path, f"the HPA {so.hpa_name!r} is already managed by {other.ref}"))
+        return issues
+
+    def add(self, obj: KubeObject) -> None:
+        """Add `obj`, or raise SpecError naming the conflict."""
+        issues = self.conflicts(obj)
+        if issues:
+            path, message = issues[0]
+            raise SpecError(obj.ref, format_path(path), message)
+        self._objects[obj.key] = obj
+
+    def replace(self, obj: KubeObject) -> None:
+        """Add or overwrite `obj` without conflict checks (an object the API server already admitted)."""
+        self._objects[obj.key] = obj
+
+    def discard(self, kind: str, namespace: str | None, name: str) -> KubeObject | None:
+        return self._objects.pop((kind, namespace or "", name), None)
+
+    # --- lookups ---------------------------------------------------------------------------------
+
+    def __iter__(self) -> Iterator[KubeObject]:
+        return iter(list(self._objects.values()))
+
+    def __len__(self) -> int:
+        return len(self._objects)
+
+    def __contains__(self, obj: object) -> bool:
+        return isinstance(obj, KubeObject) and self._objects.get(obj.key) is obj
+
+    def get(self, model: type[T], namespace: str | None, name: str) -> T | None:
+        """The object of that kind, namespace (ignored for cluster-scoped kinds) and name, if loaded."""
+        ns = "" if model.cluster_scoped else (namespace or "default")
+        obj = self._objects.get((kind_of(model), ns, name))
+        return obj if isinstance(obj, model) else None
+
+    def all(self, model: type[T], namespace: str | None = None) -> list[T]:
+        """Every object of that kind (in `namespace` if given), in the order they were added."""
+        return [
+            obj
+            for obj in self._objects.values()
+            if isinstance(obj, model) and (namespace is None or obj.namespace == namespace)
+        ]
+
+    def scaled_objects(self, namespace: str | None = None) -> list[ScaledObject]:
+        return self.all(ScaledObject, namespace)
+
+    def scaled_jobs(self, namespace: str | None = None) -> list[ScaledJob]:
+        return self.all(ScaledJob, namespace)
+
+    def process_groups(self, namespace: str | None = None) -> list[ProcessGroup]:
+        return self.all(ProcessGroup, namespace)
+
+    def scale_target(self, so: ScaledObject) -> ProcessGroup | None:
+        """The ProcessGroup a ScaledObject scales, if it names one and that group is loaded."""
+        target = so.spec.scale_target_ref
+        if not target.is_process_group:
+            return None
+        return self.get(ProcessGroup, so.metadata.namespace, target.name)
+
+    def scaled_object_for(self, group: ProcessGroup) -> ScaledObject | None:
+        """The ScaledObject that scales `group`, if any (a ProcessGroup without one holds spec.replicas)."""
+        for so in self.scaled_objects(group.metadata.namespace):
+            target = so.spec.scale_target_ref
+            if target.is_process_group and target.name == group.name:
+                return so
+        return None
+
+    # --- AuthStore -------------------------------------------------------------------------------
+
+    def get_trigger_authentication(self, namespace: str, name: str) -> TriggerAuthentication | None:
+        return self.get(TriggerAuthentication, namespace, name)
+
+    def get_cluster_trigger_authentication(self, name: str) -> ClusterTriggerAuthentication | None:
+        return self.get(ClusterTriggerAuthentication, None, name)
+
+    def get_secret(self, namespace: str, name: str) -> dict[str, str] | None:
+        secret = self.get(Secret, namespace, name)
+        return secret.decoded() if secret is not None else None
+
+    def get_config_map(self, namespace: str, name: str) -> dict[str, str] | None:
+        config_map = self.get(ConfigMap, namespace, name)
+        return dict(config_map.data) if config_map is not None else None

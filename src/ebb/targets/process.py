@@ -1,0 +1,309 @@
+"""The local scale target: N copies of one worker command, supervised on this machine.
+
+Each replica is a worker named `<group>-<index>` (indexes 0..n-1, so scaling down removes the highest
+first). Workers are restarted with exponential backoff whenever they exit while still wanted, exit code 0
+included: a process group is a long-running pool, like a Deployment's pods with restartPolicy Always.
+Scaling down sends SIGTERM and, after the grace period, SIGKILL; that happens in the background, and the
+terminating workers are neither counted as running nor restarted. A scale-up during termination starts the
+new workers at once, so an index may briefly belong to a terminating worker and its running successor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from ebb.errors import TargetError
+from ebb.targets._child import Child, describe_exit, log, start_error
+from ebb.targets.base import OutputSink, write_stdout
+
+WorkerState = Literal["starting", "running", "terminating", "backoff"]
+
+#: How many exits `recent_exits()` remembers.
+EXIT_HISTORY = 100
+
+
+@dataclass(frozen=True)
+class WorkerStatus:
+    name: str
+    index: int
+    state: WorkerState
+    pid: int | None
+    restarts: int
+    #: Wall-clock time the current (or last) process started; None if none ever started.
+    started_at: float | None
+    #: Seconds until the next start attempt, while in backoff.
+    restart_delay: float | None
+    last_exit_code: int | None
+    #: Why the last start attempt failed, if it did.
+    error: str | None
+
+
+@dataclass(frozen=True)
+class WorkerExit:
+    """One worker process that ended. `returncode` is negative when a signal ended it."""
+
+    name: str
+    pid: int
+    returncode: int
+    started_at: float
+    exited_at: float
+    #: True when ebb had to SIGKILL it because it outlived the grace period.
+    killed: bool
+    #: True when it ended on its own while still wanted (a crash, or a clean exit of a pool worker).
+    unexpected: bool
+    #: The backoff before its restart; None when it is not restarted.
+    restart_delay: float | None
+
+
+class _Worker:
+    def __init__(self, index: int, name: str) -> None:
+        self.index = index
+        self.name = name
+        self.state: WorkerState = "starting"
+        self.child: Child | None = None
+        self.restarts = 0
+        self.restart_delay: float | None = None
+        self.last_exit_code: int | None = None
+        self.error: TargetError | None = None
+        self.stop = asyncio.Event()
+        self.first_attempt = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+    def request_stop(self) -> None:
+        self.stop.set()
+        self.state = "terminating"
+        if self.child is not None:
+            self.child.terminate()
+
+    def status(self) -> WorkerStatus:
+        child = self.child
+        running = child is not None and child.returncode is None
+        return WorkerStatus(
+            name=self.name,
+            index=self.index,
+            state=self.state,
+            pid=child.pid if running and child is not None else None,
+            restarts=self.restarts,
+            started_at=child.started_at if child is not None else None,
+            restart_delay=self.restart_delay if self.state == "backoff" else None,
+            last_exit_code=self.last_exit_code,
+            error=str(self.error) if self.error is not None else None,
+        )
+
+
+class ProcessGroupTarget:
+    """Supervises replicas of one command; implements `ScaleTarget`."""
+
+    def __init__(
+        self,
+        name: str,
+        command: Sequence[str],
+        args: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+        working_dir: str | os.PathLike[str] | None = None,
+        termination_grace_period: float = 30.0,
+        output: OutputSink | None = None,
+        *,
+        backoff_initial: float = 1.0,
+        backoff_max: float = 60.0,
+        backoff_reset_after: float = 60.0,
+    ) -> None:
+        if not command:
+            raise TargetError(f"ProcessGroup {name}: command is empty")
+        self.name = name
+        self.argv = [*command, *args]
+        self.env = dict(env or {})
+        self.working_dir = working_dir
+        self.termination_grace_period = termination_grace_period
+        self.output: OutputSink = output or write_stdout
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self.backoff_reset_after = backoff_reset_after
+        #: The most recent failure to start a worker, for the CLI and status; None once a start succeeds.
+        self.last_error: TargetError | None = None
+        self._desired = 0
+        self._workers: dict[int, _Worker] = {}
+        self._terminating: set[_Worker] = set()
+        self._exits: deque[WorkerExit] = deque(maxlen=EXIT_HISTORY)
+        self._closed = False
+
+    # --- ScaleTarget -------------------------------------------------------------------------------
+
+    async def get_replicas(self) -> int:
+        return self._desired
+
+    async def set_replicas(self, n: int) -> None:
+        """Converge to `n` workers. Waits for new workers' first start attempt, never for a termination."""
+        if self._closed:
+            raise TargetError(f"ProcessGroup {self.name}: closed")
+        if n < 0:
+            raise ValueError(f"replicas must be >= 0, got {n}")
+        self._desired = n
+        for index in sorted(self._workers, reverse=True):
+            if index >= n:
+                self._retire(self._workers.pop(index))
+        started = []
+        for index in range(n):
+            if index not in self._workers:
+                worker = _Worker(index, f"{self.name}-{index}")
+                worker.task = asyncio.create_task(self._supervise(worker), name=f"ebb-worker-{worker.name}")
+                self._workers[index] = worker
+                started.append(worker.first_attempt.wait())
+        if started:
+            await asyncio.gather(*started)
+
+    def ready_replicas(self) -> int:
+        return sum(1 for w in self._workers.values() if w.state == "running")
+
+    async def close(self) -> None:
+        """Stop every worker (SIGTERM, SIGKILL after the grace period) and wait until all are gone."""
+        self._closed = True
+        self._desired = 0
+        for index in sorted(self._workers, reverse=True):
+            self._retire(self._workers.pop(index))
+        tasks = [w.task for w in self._terminating if w.task is not None]
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    # --- for the CLI and the resource scalers -----------------------------------------------------
+
+    def status(self) -> list[WorkerStatus]:
+        """Wanted workers by index, then those still terminating."""
+        wanted = [self._workers[i].status() for i in sorted(self._workers)]
+        leaving = sorted((w.status() for w in self._terminating), key=lambda s: s.index)
+        return wanted + leaving
+
+    def pids(self) -> list[int]:
+        """Process ids of the running workers (not of terminating ones)."""
+        return [
+            w.child.pid
+            for _, w in sorted(self._workers.items())
+            if w.state == "running" and w.child is not None
+        ]
+
+    def recent_exits(self) -> list[WorkerExit]:
+        """The last worker exits, oldest first."""
+        return list(self._exits)
+
+    # --- internals --------------------------------------------------------------------------------
+
+    def _retire(self, worker: _Worker) -> None:
+        self._terminating.add(worker)
+        worker.request_stop()
+
+    def _say(self, worker: _Worker, message: str) -> None:
+        try:
+            self.output(worker.name, f"ebb: {message}")
+        except Exception:
+            # The sink is the caller's; its failure must not stop supervision.
+            log.exception("output sink failed")
+
+    def _worker_env(self, worker: _Worker) -> dict[str, str]:
+        return {
+            **os.environ,
+            **self.env,
+            "EBB_REPLICA_INDEX": str(worker.index),
+            "EBB_PROCESS_GROUP": self.name,
+        }
+
+    async def _supervise(self, worker: _Worker) -> None:
+        delay = self.backoff_initial
+        try:
+            while not worker.stop.is_set():
+                child = await self._start(worker)
+                if child is not None:
+                    code, unexpected = await self._watch(worker, child)
+                    if not unexpected:
+                        self._record_exit(worker, child, code, None)
+                        how = describe_exit(code)
+                        if child.killed:
+                            grace = self.termination_grace_period
+                            how = f"did not exit within the {grace:g}s grace period; {how}"
+                        self._say(worker, how)
+                        return
+                    if time.monotonic() - child.started_monotonic >= self.backoff_reset_after:
+                        delay = self.backoff_initial
+                    self._record_exit(worker, child, code, delay)
+                    self._say(worker, f"{describe_exit(code)}; restarting in {delay:g}s")
+                elif worker.stop.is_set():
+                    return
+                else:
+                    self._say(worker, f"{worker.error}; retrying in {delay:g}s")
+                worker.state = "backoff"
+                worker.restart_delay = delay
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await worker.stop.wait()
+                if worker.stop.is_set():
+                    return
+                worker.restarts += 1
+                delay = min(delay * 2, self.backoff_max)
+        except asyncio.CancelledError:
+            if worker.child is not None:
+                worker.child.kill_now()
+            raise
+        finally:
+            worker.first_attempt.set()
+            self._terminating.discard(worker)
+
+    async def _start(self, worker: _Worker) -> Child | None:
+        """One start attempt; a failure is recorded on the worker and the target, never raised."""
+        worker.state = "starting"
+        try:
+            child = await Child.spawn(
+                self.argv,
+                env=self._worker_env(worker),
+                cwd=self.working_dir,
+                on_line=lambda line: self._forward(worker, line),
+            )
+        except (OSError, ValueError) as exc:
+            worker.error = self.last_error = start_error(
+                f"ProcessGroup {self.name}: worker {worker.name}", self.argv, self.working_dir, exc
+            )
+            return None
+        finally:
+            worker.first_attempt.set()
+        worker.child = child
+        worker.error = self.last_error = None
+        # A scale-down may have arrived while the spawn was under way.
+        worker.state = "terminating" if worker.stop.is_set() else "running"
+        return child
+
+    async def _watch(self, worker: _Worker, child: Child) -> tuple[int, bool]:
+        """Wait until the child exits or the worker is stopped; returns (exit code, exited on its own)."""
+        exited = asyncio.ensure_future(child.wait())
+        stopping = asyncio.ensure_future(worker.stop.wait())
+        try:
+            await asyncio.wait({exited, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            exited.cancel()
+        unexpected = not worker.stop.is_set()
+        code = await child.wait() if unexpected else await child.stop(self.termination_grace_period)
+        await child.reap()
+        worker.last_exit_code = code
+        return code, unexpected
+
+    def _record_exit(self, worker: _Worker, child: Child, code: int, restart_delay: float | None) -> None:
+        self._exits.append(
+            WorkerExit(
+                name=worker.name,
+                pid=child.pid,
+                returncode=code,
+                started_at=child.started_at,
+                exited_at=time.time(),
+                killed=child.killed,
+                unexpected=restart_delay is not None,
+                restart_delay=restart_delay,
+            )
+        )
+
+    def _forward(self, worker: _Worker, line: str) -> None:
+        self.output(worker.name, line)
