@@ -113,9 +113,7 @@ def make_certs(d: Path) -> Certs | None:
     ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"]
     openssl("req", "-x509", *ec, "-keyout", f"{d}/ca.key", "-out", f"{d}/ca.pem", "-subj", "/CN=ebb test CA")
     for name, san in (("server", "DNS:localhost,IP:127.0.0.1"), ("client", "DNS:ebb-client")):
-        openssl(
-            "req", *ec[:-2], "-keyout", f"{d}/{name}.key", "-out", f"{d}/{name}.csr", "-subj", f"/CN={name}"
-        )
+        openssl("req", *ec[:-2], "-keyout", f"{d}/{name}.key", "-out", f"{d}/{name}.csr", "-subj", f"/CN={name}")
         (d / f"{name}.ext").write_text(f"subjectAltName={san}\n")
         openssl(
             "x509", "-req", "-in", f"{d}/{name}.csr", "-CA", f"{d}/ca.pem", "-CAkey", f"{d}/ca.key",

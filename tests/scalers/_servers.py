@@ -49,9 +49,7 @@ class NatsServer:
 
 
 @contextmanager
-def nats_server(
-    store_dir: Path, ports: NatsServer | None = None, timeout: float = 10.0
-) -> Iterator[NatsServer]:
+def nats_server(store_dir: Path, ports: NatsServer | None = None, timeout: float = 10.0) -> Iterator[NatsServer]:
     """A nats-server with JetStream and a monitoring port on loopback, stopped afterwards.
 
     Free ports unless `ports` names those of an earlier server (to restart "the same" server).

@@ -195,9 +195,7 @@ BAD = [
 
 
 @pytest.mark.parametrize(("case", "overrides", "key", "fragment"), BAD, ids=[b[0] for b in BAD])
-def test_bad_metadata_names_the_parameter(
-    case: str, overrides: dict[str, str | None], key: str, fragment: str
-) -> None:
+def test_bad_metadata_names_the_parameter(case: str, overrides: dict[str, str | None], key: str, fragment: str) -> None:
     metadata = {k: v for k, v in {**OFFICE, **overrides}.items() if v is not None}
     ctx = TriggerContext(namespace="shop", name="web", trigger_index=1)
     with pytest.raises(SpecError) as err:

@@ -52,9 +52,7 @@ class TestExternalScaler(ExternalScalerServicer):
         self.streams_opened = 0
 
     def _spec(self, target_float: float) -> pb.GetMetricSpecResponse:
-        spec = pb.MetricSpec(
-            metricName=self.metric_name, targetSize=self.target_size, targetSizeFloat=target_float
-        )
+        spec = pb.MetricSpec(metricName=self.metric_name, targetSize=self.target_size, targetSizeFloat=target_float)
         return pb.GetMetricSpecResponse(metricSpecs=[spec] * self.specs)
 
     async def GetMetricSpec(self, request: pb.ScaledObjectRef, context: Ctx) -> object:
@@ -70,8 +68,7 @@ class TestExternalScaler(ExternalScalerServicer):
         if self.fail_metrics:
             await context.abort(grpc.StatusCode.INTERNAL, self.fail_metrics)
         values = [
-            pb.MetricValue(metricName=request.metricName, metricValue=i, metricValueFloat=f)
-            for i, f in self.values
+            pb.MetricValue(metricName=request.metricName, metricValue=i, metricValueFloat=f) for i, f in self.values
         ]
         return pb.GetMetricsResponse(metricValues=values)
 
@@ -79,9 +76,7 @@ class TestExternalScaler(ExternalScalerServicer):
         self.refs.append(request)
         return pb.IsActiveResponse(result=self.active)
 
-    async def StreamIsActive(
-        self, request: pb.ScaledObjectRef, context: Ctx
-    ) -> AsyncIterator[pb.IsActiveResponse]:
+    async def StreamIsActive(self, request: pb.ScaledObjectRef, context: Ctx) -> AsyncIterator[pb.IsActiveResponse]:
         self.streams_opened += 1
         while True:
             yield pb.IsActiveResponse(result=await self.active_stream.get())
@@ -190,17 +185,13 @@ async def test_is_active_false_is_reported(server: ScalerServer) -> None:
         ([(0, 3.0), (4, 0.0)], 7.0),  # several values add up, as the HPA adds them
     ],
 )
-async def test_metric_value_fields(
-    server: ScalerServer, values: list[tuple[int, float]], expected: float
-) -> None:
+async def test_metric_value_fields(server: ScalerServer, values: list[tuple[int, float]], expected: float) -> None:
     server.servicer.values = values
     async with scaler(server.address) as s:
         assert (await s.get_metric_and_activity()).value == expected
 
 
-@pytest.mark.parametrize(
-    ("target_int", "target_float", "expected"), [(0, 2.5, 2.5), (12, 0.0, 12.0), (12, 6.0, 6.0)]
-)
+@pytest.mark.parametrize(("target_int", "target_float", "expected"), [(0, 2.5, 2.5), (12, 0.0, 12.0), (12, 6.0, 6.0)])
 async def test_metric_spec_target_fields(
     server: ScalerServer, target_int: int, target_float: float, expected: float
 ) -> None:

@@ -261,9 +261,7 @@ async def test_slow_server_times_out_at_the_trigger_timeout(api: Api, make: Call
         ('{"value": NaN}', "value", "not valid json"),
     ],
 )
-async def test_value_problems(
-    api: Api, make: Callable[..., Scaler], body: Any, location: str, fragment: str
-) -> None:
+async def test_value_problems(api: Api, make: Callable[..., Scaler], body: Any, location: str, fragment: str) -> None:
     api.answer(body)
     with pytest.raises(ScalerError) as err:
         await make(meta(api.url, location)).get_metric_and_activity()
@@ -280,9 +278,7 @@ async def test_value_problems(
         ("xml", "<stats><value>lots</value></stats>", "is not a number (found 'lots')"),
     ],
 )
-async def test_malformed_bodies(
-    api: Api, make: Callable[..., Scaler], fmt: str, body: str, fragment: str
-) -> None:
+async def test_malformed_bodies(api: Api, make: Callable[..., Scaler], fmt: str, body: str, fragment: str) -> None:
     api.answer(body, "text/plain")
     location = "stats.value" if fmt == "xml" else "value"
     with pytest.raises(ScalerError) as err:
@@ -385,9 +381,7 @@ async def test_a_thousand_polls_reuse_connections(api: Api, make: Callable[..., 
     assert len(api.peers) <= 2
 
 
-async def test_close_releases_the_connection_and_a_later_poll_reopens(
-    api: Api, make: Callable[..., Scaler]
-) -> None:
+async def test_close_releases_the_connection_and_a_later_poll_reopens(api: Api, make: Callable[..., Scaler]) -> None:
     api.answer({"value": 3})
     scaler = make(meta(api.url))
     await scaler.get_metric_and_activity()
@@ -477,9 +471,7 @@ async def test_tls_client_certificate(tls_api: Api, pki: Pki, make: Callable[...
     assert "PRIVATE KEY" not in json.dumps(scaler.describe())
 
 
-async def test_tls_without_client_certificate_is_refused(
-    tls_api: Api, pki: Pki, make: Callable[..., Scaler]
-) -> None:
+async def test_tls_without_client_certificate_is_refused(tls_api: Api, pki: Pki, make: Callable[..., Scaler]) -> None:
     with pytest.raises(ScalerError):
         await make(meta(tls_api.url, unsafeSsl="true")).get_metric_and_activity()
 
@@ -498,9 +490,7 @@ async def test_tls_unknown_ca_is_refused_unless_unsafe(pki: Pki, make: Callable[
         await runner.cleanup()
 
 
-async def test_tls_bad_key_pair_is_a_scaler_error(
-    tls_api: Api, pki: Pki, make: Callable[..., Scaler]
-) -> None:
+async def test_tls_bad_key_pair_is_a_scaler_error(tls_api: Api, pki: Pki, make: Callable[..., Scaler]) -> None:
     auth = {"ca": pki.ca, "cert": pki.client_cert, "key": "-----BEGIN PRIVATE KEY-----\nnope\n"}
     with pytest.raises(ScalerError, match="not a valid PEM"):
         await make(meta(tls_api.url, authModes="tls"), auth=auth).get_metric_and_activity()

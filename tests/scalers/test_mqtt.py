@@ -69,9 +69,7 @@ async def read_once(s: Scaler) -> tuple[float, bool]:
     return r.value, r.active
 
 
-async def wait_for_value(
-    fetch: Callable[[], Awaitable[T]], ok: Callable[[T], bool], within: float = WAIT
-) -> T:
+async def wait_for_value(fetch: Callable[[], Awaitable[T]], ok: Callable[[T], bool], within: float = WAIT) -> T:
     deadline = asyncio.get_running_loop().time() + within
     value = await fetch()
     while not ok(value):
@@ -242,9 +240,7 @@ async def test_rate_forgets_messages_older_than_the_window(pub: Publisher) -> No
 @pytest.mark.parametrize("mode", ["retained", "rate"])
 async def test_wrong_broker_port_is_a_scaler_error(mode: str) -> None:
     port = free_port()
-    s = scaler(
-        {"topic": "t", "mode": mode, "brokerAddress": f"127.0.0.1:{port}"}, auth_params={"password": "pw-x1"}
-    )
+    s = scaler({"topic": "t", "mode": mode, "brokerAddress": f"127.0.0.1:{port}"}, auth_params={"password": "pw-x1"})
     with pytest.raises(ScalerError) as err:
         await read_once(s)
     assert "refused" in str(err.value).lower()

@@ -35,9 +35,7 @@ Admin = Callable[..., Awaitable[Any]]
 
 @pytest.fixture
 async def admin() -> AsyncIterator[Admin]:
-    conn = await aiomysql.connect(
-        host="127.0.0.1", port=3306, user="root", password="", db="test", autocommit=True
-    )
+    conn = await aiomysql.connect(host="127.0.0.1", port=3306, user="root", password="", db="test", autocommit=True)
 
     async def run(sql: str, *args: Any) -> Any:
         async with conn.cursor() as cur:
@@ -265,9 +263,7 @@ def test_go_dsn_parsing(dsn: str, expected: MySQLAddress) -> None:
     assert parse_go_dsn(dsn) == expected
 
 
-@pytest.mark.parametrize(
-    "dsn", ["u@tcp(h)", "u@tcp(h/d", "u@pipe(x)/d", "u@tcp(h:http)/d", "u@tcp(h)/d?bad-name=1"]
-)
+@pytest.mark.parametrize("dsn", ["u@tcp(h)", "u@tcp(h/d", "u@pipe(x)/d", "u@tcp(h:http)/d", "u@tcp(h)/d?bad-name=1"])
 def test_unreadable_dsns(dsn: str) -> None:
     with pytest.raises(DSNError):
         parse_go_dsn(dsn)
@@ -280,9 +276,7 @@ async def insert(admin: Admin, table: str, n: int) -> None:
     await admin(f"INSERT INTO {table} VALUES " + ", ".join(f"({i})" for i in range(n)))
 
 
-async def test_known_state_and_next_poll_sees_new_rows(
-    admin: Admin, table: str, make: Callable[..., Scaler]
-) -> None:
+async def test_known_state_and_next_poll_sees_new_rows(admin: Admin, table: str, make: Callable[..., Scaler]) -> None:
     await insert(admin, table, 17)
     scaler = make({"query": f"SELECT count(*) FROM {table}", "queryValue": "5", **MY})
     reading = await scaler.get_metric_and_activity()
@@ -294,9 +288,7 @@ async def test_known_state_and_next_poll_sees_new_rows(
     assert (await scaler.get_metric_and_activity()).value == 18.0
 
 
-@pytest.mark.parametrize(
-    ("activation", "active"), [("17", False), ("16.5", True), ("20", False), ("-1", True)]
-)
+@pytest.mark.parametrize(("activation", "active"), [("17", False), ("16.5", True), ("20", False), ("-1", True)])
 async def test_activation_is_strictly_above_threshold(
     admin: Admin, table: str, make: Callable[..., Scaler], activation: str, active: bool
 ) -> None:
@@ -393,18 +385,14 @@ async def test_tls_true_refuses_a_server_without_tls(make: Callable[..., Scaler]
     scaler = make({"query": "SELECT 1", "queryValue": "5"}, auth={"connectionString": DSN + "?tls=true"})
     with pytest.raises(ScalerError, match="does not offer TLS"):
         await scaler.get_metric_and_activity()
-    preferred = make(
-        {"query": "SELECT 1", "queryValue": "5"}, auth={"connectionString": DSN + "?tls=preferred"}
-    )
+    preferred = make({"query": "SELECT 1", "queryValue": "5"}, auth={"connectionString": DSN + "?tls=preferred"})
     assert (await preferred.get_metric_and_activity()).value == 1.0
 
 
 async def test_wrong_password_hides_the_password(make: Callable[..., Scaler], user: tuple[str, str]) -> None:
     name, right = user
     wrong = f"wrong-{uuid.uuid4().hex}"
-    by_fields = make(
-        {"query": "SELECT 1", "queryValue": "5", **MY, "username": name}, auth={"password": wrong}
-    )
+    by_fields = make({"query": "SELECT 1", "queryValue": "5", **MY, "username": name}, auth={"password": wrong})
     with pytest.raises(ScalerError) as info:
         await by_fields.get_metric_and_activity()
     assert "Access denied" in str(info.value) and name in str(info.value)
@@ -449,9 +437,7 @@ async def test_a_slow_query_is_stopped_on_the_server_and_the_scaler_recovers(
     # Slow (an hour) while the table holds a row, quick once it is empty.
     query = f"SELECT 4 + SLEEP((SELECT count(*) FROM {table}) * 3600)"
     ctx = unique_ctx(timeout=0.3)
-    scaler = make(
-        {"query": query, "queryValue": "5", **MY, "username": name}, auth={"password": password}, ctx=ctx
-    )
+    scaler = make({"query": query, "queryValue": "5", **MY, "username": name}, auth={"password": password}, ctx=ctx)
     with pytest.raises(ScalerError, match=r"no answer within|max_statement_time"):
         await scaler.get_metric_and_activity()
     await admin(f"DELETE FROM {table}")

@@ -44,9 +44,7 @@ class Stream:
             await self.js.publish(self.subject, f"job {i}".encode())
 
     async def consumer(self, name: str = "workers") -> str:
-        await self.js.add_consumer(
-            self.name, ConsumerConfig(durable_name=name, ack_policy=AckPolicy.EXPLICIT)
-        )
+        await self.js.add_consumer(self.name, ConsumerConfig(durable_name=name, ack_policy=AckPolicy.EXPLICIT))
         return name
 
 
@@ -68,9 +66,7 @@ async def stream(client: NATS) -> AsyncIterator[Stream]:
 
 
 def ctx(index: int = 0) -> TriggerContext:
-    return TriggerContext(
-        name=f"js-{uuid.uuid4().hex[:8]}", trigger_index=index, trigger_type="nats-jetstream"
-    )
+    return TriggerContext(name=f"js-{uuid.uuid4().hex[:8]}", trigger_index=index, trigger_type="nats-jetstream")
 
 
 def meta(server: NatsServer | None, stream: str = "S", consumer: str = "C", **extra: str) -> dict[str, str]:
@@ -198,9 +194,7 @@ async def test_account_id_finds_the_account(server: NatsServer, stream: Stream) 
         ("account", "account"),
     ],
 )
-async def test_missing_stream_consumer_or_account(
-    server: NatsServer, stream: Stream, what: str, match: str
-) -> None:
+async def test_missing_stream_consumer_or_account(server: NatsServer, stream: Stream, what: str, match: str) -> None:
     consumer = await stream.consumer()
     m = meta(server, stream.name, consumer)
     m[what] = {"stream": "NOPE", "consumer": "nope", "account": "ACME"}[what]

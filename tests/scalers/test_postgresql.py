@@ -33,9 +33,7 @@ def closed_port() -> int:
 
 
 def unique_ctx(**kw: Any) -> TriggerContext:
-    return TriggerContext(
-        namespace="pgtest", name=f"so-{uuid.uuid4().hex[:12]}", trigger_type="postgresql", **kw
-    )
+    return TriggerContext(namespace="pgtest", name=f"so-{uuid.uuid4().hex[:12]}", trigger_type="postgresql", **kw)
 
 
 @pytest.fixture
@@ -64,9 +62,7 @@ async def make() -> AsyncIterator[Callable[..., Scaler]]:
         env: Mapping[str, str] | None = None,
         ctx: TriggerContext | None = None,
     ) -> Scaler:
-        scaler = build_scaler(
-            "postgresql", metadata, ctx=ctx or unique_ctx(), auth_params=auth, resolved_env=env
-        )
+        scaler = build_scaler("postgresql", metadata, ctx=ctx or unique_ctx(), auth_params=auth, resolved_env=env)
         made.append(scaler)
         return scaler
 
@@ -274,8 +270,7 @@ def test_unreadable_connection_strings(text: str) -> None:
 def test_client_only_keywords_are_not_sent_as_server_settings() -> None:
     args = connect_args(
         parse_connection_string(
-            "host=h connect_timeout=10 keepalives=1 password=pw "
-            "options='-c search_path=s1 -c statement_timeout=5s'"
+            "host=h connect_timeout=10 keepalives=1 password=pw options='-c search_path=s1 -c statement_timeout=5s'"
         ),
         "default-app",
     )
@@ -306,9 +301,7 @@ async def test_known_state_and_next_poll_sees_new_rows(
     assert (await scaler.get_metric_and_activity()).value == 18.0
 
 
-@pytest.mark.parametrize(
-    ("activation", "active"), [("17", False), ("16.9", True), ("18", False), ("-1", True)]
-)
+@pytest.mark.parametrize(("activation", "active"), [("17", False), ("16.9", True), ("18", False), ("-1", True)])
 async def test_activation_is_strictly_above_threshold(
     admin: asyncpg.Connection[Any], table: str, make: Callable[..., Scaler], activation: str, active: bool
 ) -> None:
@@ -325,9 +318,7 @@ async def test_activation_is_strictly_above_threshold(
     assert (reading.value, reading.active) == (17.0, active)
 
 
-async def test_zero_rows_counted_is_inactive_with_default_activation(
-    table: str, make: Callable[..., Scaler]
-) -> None:
+async def test_zero_rows_counted_is_inactive_with_default_activation(table: str, make: Callable[..., Scaler]) -> None:
     scaler = make({"query": f"SELECT count(*) FROM {table}", "targetQueryValue": "5", **PG})
     reading = await scaler.get_metric_and_activity()
     assert (reading.value, reading.active) == (0.0, False)
@@ -449,9 +440,7 @@ async def test_server_down_is_a_scaler_error(make: Callable[..., Scaler]) -> Non
         await scaler.get_metric_and_activity()
 
 
-async def test_recovers_once_the_table_exists(
-    admin: asyncpg.Connection[Any], make: Callable[..., Scaler]
-) -> None:
+async def test_recovers_once_the_table_exists(admin: asyncpg.Connection[Any], make: Callable[..., Scaler]) -> None:
     name = f"ebb_pg_{uuid.uuid4().hex[:12]}"
     scaler = make({"query": f"SELECT count(*) FROM {name}", "targetQueryValue": "5", **PG})
     with pytest.raises(ScalerError, match="does not exist"):

@@ -91,9 +91,7 @@ async def test_active_only_above_the_activation_threshold(
         ("queue_depth * 2.5", 42.5),
     ],
 )
-async def test_single_element_vectors_and_scalars(
-    prom: PrometheusFixture, query: str, expected: float
-) -> None:
+async def test_single_element_vectors_and_scalars(prom: PrometheusFixture, query: str, expected: float) -> None:
     async with scaler(prom.url, query=query) as s:
         assert (await s.get_metric_and_activity()).value == expected
 
@@ -131,9 +129,7 @@ async def test_null_results_count_as_zero_when_ignored(prom: PrometheusFixture, 
     ("query", "reason"),
     [("absent_metric_ebb_test", "empty"), ("vector(NaN)", "NaN"), ("vector(+Inf)", "Inf")],
 )
-async def test_null_results_are_errors_unless_ignored(
-    prom: PrometheusFixture, query: str, reason: str
-) -> None:
+async def test_null_results_are_errors_unless_ignored(prom: PrometheusFixture, query: str, reason: str) -> None:
     async with scaler(prom.url, query=query, ignoreNullValues="false") as s:
         with pytest.raises(ScalerError, match=reason):
             await s.get_metric_and_activity()
@@ -218,9 +214,7 @@ async def test_https_with_the_servers_ca_via_auth_proxy(prom: PrometheusFixture,
             await s.get_metric_and_activity()
 
 
-async def test_unsafe_ssl_accepts_any_certificate_via_auth_proxy(
-    prom: PrometheusFixture, certs: Certs
-) -> None:
+async def test_unsafe_ssl_accepts_any_certificate_via_auth_proxy(prom: PrometheusFixture, certs: Certs) -> None:
     proxy = prom.proxy(tls=certs.server_context("other"))
     async with scaler(proxy.url, unsafeSsl="true") as s:
         assert (await s.get_metric_and_activity()).value == 17
@@ -245,9 +239,7 @@ async def test_client_certificate_via_auth_proxy(prom: PrometheusFixture, certs:
 def test_invalid_pem_is_a_spec_error() -> None:
     meta = {"serverAddress": "https://x", "query": "q", "threshold": "1"}
     with pytest.raises(SpecError, match="PEM") as err:
-        build_scaler(
-            "prometheus", meta, auth_params={"authModes": "tls", "cert": "nope", "key": "secret-key"}
-        )
+        build_scaler("prometheus", meta, auth_params={"authModes": "tls", "cert": "nope", "key": "secret-key"})
     assert "secret-key" not in str(err.value)
 
 

@@ -76,9 +76,7 @@ def test_metric_name_is_indexed_and_normalised(make: ScalerFactory) -> None:
         ctx=context(trigger_index=3),
         metric_type="Value",
     )
-    assert scaler.metric_spec() == MetricSpec(
-        name="s3-redis-app-jobs-high-v1", target=12.0, metric_type="Value"
-    )
+    assert scaler.metric_spec() == MetricSpec(name="s3-redis-app-jobs-high-v1", target=12.0, metric_type="Value")
 
 
 @pytest.mark.parametrize(
@@ -213,9 +211,7 @@ async def test_other_collections_count_like_keda(
     assert reading.value == expected
 
 
-async def test_unsupported_key_type_is_a_scaler_error(
-    make: ScalerFactory, admin: aioredis.Redis, key: str
-) -> None:
+async def test_unsupported_key_type_is_a_scaler_error(make: ScalerFactory, admin: aioredis.Redis, key: str) -> None:
     await admin.set(key, "plain string")
     with pytest.raises(ScalerError) as caught:
         await make("redis", {"address": ADDRESS, "listName": key}).get_metric_and_activity()
@@ -276,9 +272,7 @@ async def test_wrong_password_is_a_scaler_error_without_the_password(
 ) -> None:
     user, _ = acl_user
     wrong = f"wrong-{uuid.uuid4().hex}"
-    scaler = make(
-        "redis", {"address": ADDRESS, "listName": key, "username": user}, auth_params={"password": wrong}
-    )
+    scaler = make("redis", {"address": ADDRESS, "listName": key, "username": user}, auth_params={"password": wrong})
     with pytest.raises(ScalerError) as caught:
         await scaler.get_metric_and_activity()
     assert "refused the login" in caught.value.message
@@ -503,9 +497,7 @@ async def test_tls_disabled_by_the_trigger_authentication_talks_plain(make: Scal
 
 
 async def test_tls_against_a_plain_server_is_a_scaler_error(make: ScalerFactory, key: str) -> None:
-    scaler = make(
-        "redis", {"address": ADDRESS, "listName": key, "enableTLS": "true"}, ctx=context(timeout=0.3)
-    )
+    scaler = make("redis", {"address": ADDRESS, "listName": key, "enableTLS": "true"}, ctx=context(timeout=0.3))
     with pytest.raises(ScalerError):
         await scaler.get_metric_and_activity()
 
@@ -595,9 +587,7 @@ async def test_push_uses_notifications_the_server_already_sends(
             await _stop(task)
 
 
-async def test_push_ignores_events_that_only_remove_work(
-    make: ScalerFactory, admin: aioredis.Redis, key: str
-) -> None:
+async def test_push_ignores_events_that_only_remove_work(make: ScalerFactory, admin: aioredis.Redis, key: str) -> None:
     await admin.rpush(key, "a", "b", "c", "d")
     async with notify_config(admin, "Kl"):
         scaler = make("redis", {"address": ADDRESS, "listName": key})
@@ -617,9 +607,7 @@ async def test_push_ignores_events_that_only_remove_work(
             await _stop(task)
 
 
-async def test_push_watches_the_configured_database(
-    make: ScalerFactory, admin: aioredis.Redis, key: str
-) -> None:
+async def test_push_watches_the_configured_database(make: ScalerFactory, admin: aioredis.Redis, key: str) -> None:
     async with notify_config(admin, "Kl"), admin_client(db=3) as db3:
         scaler = make("redis", {"address": ADDRESS, "listName": key, "databaseIndex": "3"})
         notifications = Notifications()

@@ -92,9 +92,7 @@ def test_keda_defaults(make: ScalerFactory) -> None:
 
 
 def test_metric_name_is_indexed_and_normalised(make: ScalerFactory) -> None:
-    scaler = make(
-        "redis-streams", {"address": ADDRESS, "stream": "app:orders.v2"}, ctx=context(trigger_index=1)
-    )
+    scaler = make("redis-streams", {"address": ADDRESS, "stream": "app:orders.v2"}, ctx=context(trigger_index=1))
     assert scaler.metric_spec().name == "s1-redis-streams-app-orders-v2"
 
 
@@ -133,9 +131,7 @@ async def test_stream_length_of_a_missing_stream_is_zero(make: ScalerFactory, st
     assert (reading.value, reading.active) == (0, False)
 
 
-async def test_pending_entries_mode_reads_xpending(
-    make: ScalerFactory, admin: aioredis.Redis, stream: str
-) -> None:
+async def test_pending_entries_mode_reads_xpending(make: ScalerFactory, admin: aioredis.Redis, stream: str) -> None:
     group = "workers"
     await admin.xgroup_create(stream, group, id="0", mkstream=True)
     await add(admin, stream, 9)
@@ -264,9 +260,7 @@ async def test_wrong_password_is_a_scaler_error_without_the_password(
 
 
 async def test_server_down_is_a_scaler_error(make: ScalerFactory) -> None:
-    scaler = make(
-        "redis-streams", {"address": f"127.0.0.1:{free_port()}", "stream": "s", "consumerGroup": "g"}
-    )
+    scaler = make("redis-streams", {"address": f"127.0.0.1:{free_port()}", "stream": "s", "consumerGroup": "g"})
     with pytest.raises(ScalerError) as caught:
         await scaler.get_metric_and_activity()
     assert "cannot reach Redis" in caught.value.message

@@ -74,9 +74,7 @@ async def test_sees_new_rows_on_the_next_poll(db: Path, make: Any) -> None:
     ("pending", "activation", "active"),
     [(0, "0", False), (1, "0", True), (3, "3", False), (4, "3", True), (3, "2.5", True)],
 )
-async def test_activation_threshold(
-    tmp_path: Path, make: Any, pending: int, activation: str, active: bool
-) -> None:
+async def test_activation_threshold(tmp_path: Path, make: Any, pending: int, activation: str, active: bool) -> None:
     path = tmp_path / "a.db"
     make_db(path, pending=pending, done=2)
     reading = await make(meta(path, activationTargetQueryValue=activation)).get_metric_and_activity()
@@ -84,9 +82,7 @@ async def test_activation_threshold(
     assert reading.active is active
 
 
-async def test_path_is_relative_to_working_directory(
-    db: Path, make: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_path_is_relative_to_working_directory(db: Path, make: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(db.parent)
     scaler = make(meta("jobs.db"))
     assert (await scaler.get_metric_and_activity()).value == 7
@@ -174,9 +170,7 @@ async def test_writer_in_a_transaction_does_not_block_reads_wal(db: Path, make: 
         writer.close()
 
 
-async def test_writer_with_reserved_lock_does_not_block_reads_rollback_journal(
-    tmp_path: Path, make: Any
-) -> None:
+async def test_writer_with_reserved_lock_does_not_block_reads_rollback_journal(tmp_path: Path, make: Any) -> None:
     path = tmp_path / "rollback.db"
     make_db(path, pending=3, wal=False)
     scaler = make(meta(path))
@@ -222,9 +216,7 @@ async def test_metric_spec(db: Path) -> None:
 
 
 def test_parsing_defaults(db: Path) -> None:
-    scaler = build_scaler(
-        "sqlite", {"databasePath": "jobs.db", "query": "SELECT 1", "targetQueryValue": "2.5"}
-    )
+    scaler = build_scaler("sqlite", {"databasePath": "jobs.db", "query": "SELECT 1", "targetQueryValue": "2.5"})
     assert scaler.describe() == {
         "databasePath": "jobs.db",
         "query": "SELECT 1",
@@ -247,9 +239,7 @@ BAD = [
 
 
 @pytest.mark.parametrize(("case", "overrides", "key", "fragment"), BAD, ids=[b[0] for b in BAD])
-def test_bad_metadata_names_the_parameter(
-    case: str, overrides: dict[str, str | None], key: str, fragment: str
-) -> None:
+def test_bad_metadata_names_the_parameter(case: str, overrides: dict[str, str | None], key: str, fragment: str) -> None:
     metadata = {k: v for k, v in {**meta("x.db"), **overrides}.items() if v is not None}
     with pytest.raises(SpecError) as err:
         build_scaler("sqlite", metadata, ctx=TriggerContext(namespace="demo", name="q", trigger_index=2))

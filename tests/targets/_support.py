@@ -13,9 +13,7 @@ PY = [sys.executable, "-u", "-c"]
 
 # A worker that signals readiness only after its SIGTERM handling is in place, then idles.
 SLEEPER = "import time; print('ready'); time.sleep(60)"
-IGNORES_SIGTERM = (
-    "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready'); time.sleep(60)"
-)
+IGNORES_SIGTERM = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready'); time.sleep(60)"
 FINISHES_ON_SIGTERM = """
 import signal, sys, time
 def finish(signum, frame):

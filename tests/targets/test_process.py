@@ -137,9 +137,7 @@ async def test_default_sink_prefixes_every_line_with_the_worker_name(
     assert out[4:] == ["[printer-0] no newline", "[printer-0] ebb: killed by SIGTERM"]
 
 
-async def test_a_worker_that_finishes_within_the_grace_period_exits_cleanly(
-    group: MakeGroup, rec: Recorder
-) -> None:
+async def test_a_worker_that_finishes_within_the_grace_period_exits_cleanly(group: MakeGroup, rec: Recorder) -> None:
     target = group(FINISHES_ON_SIGTERM, grace=5.0)
     await target.set_replicas(1)
     await wait_until(lambda: "ready" in rec.of("w-0"), "the SIGTERM handler to be installed")
@@ -186,9 +184,7 @@ async def test_workers_ignoring_sigterm_are_killed_after_the_grace_period_in_the
     assert "ebb: did not exit within the 0.3s grace period; killed by SIGKILL" in rec.of("w-2")
 
 
-async def test_scale_up_during_termination_starts_new_workers_at_once(
-    group: MakeGroup, rec: Recorder
-) -> None:
+async def test_scale_up_during_termination_starts_new_workers_at_once(group: MakeGroup, rec: Recorder) -> None:
     target = group(IGNORES_SIGTERM, grace=0.5)
     await target.set_replicas(2)
     await wait_until(lambda: rec.count("w-1", "ready") == 1, "worker 1 to be ready")
@@ -291,8 +287,7 @@ async def test_a_command_that_cannot_start_is_reported_and_retried_not_raised(
         assert all(s.error is not None and "cannot start" in s.error for s in target.status())
         await wait_until(lambda: all(s.restarts >= 2 for s in target.status()), "start retries")
         assert any(
-            line.startswith("ebb: ProcessGroup broken: worker broken-1: cannot start")
-            for line in rec.of("broken-1")
+            line.startswith("ebb: ProcessGroup broken: worker broken-1: cannot start") for line in rec.of("broken-1")
         )
     finally:
         await target.close()
@@ -306,10 +301,7 @@ async def test_close_leaves_no_process_alive_including_grandchildren(group: Make
         "import os, signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
         "print('grandchild', os.getpid(), flush=True); time.sleep(60)"
     )
-    script = (
-        f"import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', {grandchild!r}]); "
-        "time.sleep(60)"
-    )
+    script = f"import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', {grandchild!r}]); time.sleep(60)"
     target = group(script, grace=5.0)
     await target.set_replicas(2)
 

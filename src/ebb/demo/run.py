@@ -46,7 +46,7 @@ class Plan:
 
 
 FULL = Plan(
-    bursts=((2, 60), (30, 30), (52, 120)),
+    bursts=((2.4, 60), (30.7, 30), (52.3, 120)),
     work_ms=(300, 900),
     max_replicas=8,
     jobs_per_replica=5,
@@ -57,7 +57,7 @@ FULL = Plan(
     give_up_after=180,
 )
 QUICK = Plan(
-    bursts=((1, 24), (6, 16)),
+    bursts=((1.4, 24), (6.6, 16)),
     work_ms=(100, 300),
     max_replicas=4,
     jobs_per_replica=4,

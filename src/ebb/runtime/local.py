@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ebb.errors import EbbError
 from ebb.runtime.build import build_scalers, object_ref
@@ -29,6 +29,8 @@ from ebb.spec.models import ProcessGroup, ScaledJob, ScaledObject
 from ebb.targets.base import OutputSink
 from ebb.targets.jobs import JobRunner
 from ebb.targets.process import ProcessGroupTarget
+
+L = TypeVar("L", ScaledObjectLoop, ScaledJobLoop)
 
 #: ebb's own annotation: poll an idle object (at zero or idle replicas) this often, in seconds.
 IDLE_POLLING_ANNOTATION = "ebb.dev/idle-polling-interval"
@@ -177,9 +179,7 @@ class LocalRuntime:
                 container.args or (),
                 env=env,
                 working_dir=container.working_dir,
-                termination_grace_period=float(
-                    sj.spec.job_target_ref.template.spec.termination_grace_period_seconds or 30
-                ),
+                termination_grace_period=float(sj.spec.job_target_ref.template.spec.termination_grace_period_seconds),
                 output=self.options.output,
                 successful_jobs_history_limit=sj.spec.successful_jobs_history_limit,
                 failed_jobs_history_limit=sj.spec.failed_jobs_history_limit,
@@ -218,12 +218,13 @@ class LocalRuntime:
         jobs = self.resources.scaled_jobs()
         count = max(1, len(scaled) + len(jobs))
         for i, so in enumerate(scaled):
-            loop = self._build_scaled_object(so, offset=self._offset(i, count, so.spec.polling_interval))
+            offset = self._offset(i, count, so.spec.polling_interval)
+            loop = self._guarded(so, lambda so=so, offset=offset: self._build_scaled_object(so, offset))
             if loop is not None:
                 self.loops[loop.ref] = loop
         for j, sj in enumerate(jobs):
             offset = self._offset(len(scaled) + j, count, sj.spec.polling_interval)
-            job_loop = self._build_scaled_job(sj, offset)
+            job_loop = self._guarded(sj, lambda sj=sj, offset=offset: self._build_scaled_job(sj, offset))
             if job_loop is not None:
                 self.job_loops[job_loop.ref] = job_loop
         await self._initial_replicas()
@@ -232,6 +233,14 @@ class LocalRuntime:
         for job_loop in self.job_loops.values():
             self._spawn(job_loop.ref, job_loop.run)
         self._tasks.append(asyncio.create_task(self.state.run_flusher()))
+
+    def _guarded(self, obj: ScaledObject | ScaledJob, build: Callable[[], L | None]) -> L | None:
+        """Build one object's loop; an unexpected failure is that object's problem, not the runtime's."""
+        try:
+            return build()
+        except Exception as exc:
+            self._problem(object_ref(obj), f"cannot start scaling ({type(exc).__name__}: {exc})")
+            return None
 
     @staticmethod
     def _offset(index: int, count: int, interval: float) -> float:

@@ -37,9 +37,7 @@ def _module_name(trigger_type: str) -> str:
 
 def available_types() -> list[str]:
     """Every trigger type this installation knows, by the name users write."""
-    names = [
-        m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_") and m.name != "base"
-    ]
+    names = [m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_") and m.name != "base"]
     return sorted(n.replace("_", "-") for n in names)
 
 
@@ -51,11 +49,7 @@ def scaler_class(trigger_type: str) -> type[Scaler]:
         raise KeyError(trigger_type)
     module = importlib.import_module(f"{__name__}.{_module_name(trigger_type)}")
     for value in vars(module).values():
-        if (
-            isinstance(value, type)
-            and issubclass(value, Scaler)
-            and getattr(value, "type_name", None) == trigger_type
-        ):
+        if isinstance(value, type) and issubclass(value, Scaler) and getattr(value, "type_name", None) == trigger_type:
             return value
     raise KeyError(trigger_type)
 

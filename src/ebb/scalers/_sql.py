@@ -56,9 +56,7 @@ def _type_name(value: Any) -> str:
 def number_from_text(text: str) -> float:
     """Numeric text as Go's ParseFloat reads it; QueryResultError otherwise."""
     if not _NUMERIC_TEXT.fullmatch(text):
-        raise QueryResultError(
-            f"the query returned the text {_shown(text)}, which is not a number; {_EXPECTED}"
-        )
+        raise QueryResultError(f"the query returned the text {_shown(text)}, which is not a number; {_EXPECTED}")
     return float(text)
 
 

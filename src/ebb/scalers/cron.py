@@ -44,8 +44,7 @@ def _check_schedule(expr: str, key: str) -> str:
     if len(fields) != 5:
         raise PydanticCustomError(
             "cron",
-            "{key} must be a 5-field cron expression (minute hour day-of-month month day-of-week), "
-            "got {n} field(s)",
+            "{key} must be a 5-field cron expression (minute hour day-of-month month day-of-week), got {n} field(s)",
             {"key": key, "n": len(fields)},
         )
     try:

@@ -46,9 +46,7 @@ _CHANNEL_OPTIONS: list[tuple[str, Any]] = [
 
 
 class ExternalMetadata(ScalerMetadata):
-    scaler_address: str = param(
-        name="scalerAddress", min_length=1, description="host:port of the gRPC server"
-    )
+    scaler_address: str = param(name="scalerAddress", min_length=1, description="host:port of the gRPC server")
     enable_tls: bool = param(False, name="enableTLS")
     unsafe_ssl: bool = param(False, name="unsafeSsl")
     ca_cert: str | None = param(None, name="caCert", sources=("authParams",))
@@ -258,9 +256,7 @@ class ExternalScaler(Scaler):
     async def refresh_metric_spec(self) -> MetricSpec:
         """Ask the server for its metric spec (GetMetricSpec) and cache it."""
         stub = await self._get_stub()
-        response = await self._call(
-            "GetMetricSpec", stub.GetMetricSpec(self.scaled_object_ref, timeout=self.timeout)
-        )
+        response = await self._call("GetMetricSpec", stub.GetMetricSpec(self.scaled_object_ref, timeout=self.timeout))
         return self._use_spec(response)
 
     async def prepare(self) -> None:
@@ -282,16 +278,13 @@ class ExternalScaler(Scaler):
         if self._spec is None:
             await self.refresh_metric_spec()
         stub = await self._get_stub()
-        request = pb.GetMetricsRequest(
-            scaledObjectRef=self.scaled_object_ref, metricName=self._server_metric_name
-        )
+        request = pb.GetMetricsRequest(scaledObjectRef=self.scaled_object_ref, metricName=self._server_metric_name)
         metrics = await self._call("GetMetrics", stub.GetMetrics(request, timeout=self.timeout))
         if not metrics.metricValues:
             raise self.error(f"GetMetrics returned no value for metric {self._server_metric_name!r}")
         # The HPA adds up every value returned for an external metric; so does ebb.
         value = sum(
-            v.metricValueFloat if v.metricValueFloat > 0 else float(v.metricValue)
-            for v in metrics.metricValues
+            v.metricValueFloat if v.metricValueFloat > 0 else float(v.metricValue) for v in metrics.metricValues
         )
         active = await self._call("IsActive", stub.IsActive(self.scaled_object_ref, timeout=self.timeout))
         return ScalerReading(value=value, active=active.result)

@@ -178,8 +178,7 @@ def _parse_query(inner: str, every: bool) -> _Query:
                     value = json.loads(value_text)
                 except ValueError:
                     raise ValueError(
-                        f"query value {value_text!r} must be a JSON literal: "
-                        '"a string", a number, true, false or null'
+                        f'query value {value_text!r} must be a JSON literal: "a string", a number, true, false or null'
                     ) from None
                 if op in ("%", "!%") and not isinstance(value, str):
                     raise ValueError(f'query operator {op} needs a "pattern"')
@@ -458,9 +457,7 @@ class MetricsApiMetadata(ScalerMetadata):
     target_value: float = param(name="targetValue", gt=0, allow_inf_nan=False)
     activation_target_value: float = param(0.0, name="activationTargetValue", allow_inf_nan=False)
     unsafe_ssl: bool = param(False, name="unsafeSsl", description="skip TLS certificate verification")
-    timeout: float | None = param(
-        None, name="timeout", description="ms or Go duration; default the global one"
-    )
+    timeout: float | None = param(None, name="timeout", description="ms or Go duration; default the global one")
     aggregate_from_kube_service_endpoints: bool = param(False, name="aggregateFromKubeServiceEndpoints")
     auth_modes: tuple[AuthMode, ...] = param((), name="authModes", sources=_AUTH)
     auth_mode: tuple[AuthMode, ...] = param((), name="authMode", sources=_AUTH)
@@ -471,9 +468,7 @@ class MetricsApiMetadata(ScalerMetadata):
     password: str | None = param(None, name="password", sources=("authParams",), secret=True)
     token: str | None = param(None, name="token", sources=("authParams",), secret=True)
     bearer_token: str | None = param(None, name="bearerToken", sources=("authParams",), secret=True)
-    cert: str | None = param(
-        None, name="cert", sources=("authParams",), description="client certificate, PEM"
-    )
+    cert: str | None = param(None, name="cert", sources=("authParams",), description="client certificate, PEM")
     key: str | None = param(None, name="key", sources=("authParams",), secret=True)
     ca: str | None = param(None, name="ca", sources=("authParams",), description="CA bundle, PEM")
 
@@ -584,9 +579,7 @@ class MetricsApiScaler(Scaler):
         modes = meta.modes
         for mode in modes:
             if mode not in _SUPPORTED_AUTH:
-                raise fail(
-                    f"authMode {mode} is not supported by metrics-api; use {', '.join(_SUPPORTED_AUTH)}"
-                )
+                raise fail(f"authMode {mode} is not supported by metrics-api; use {', '.join(_SUPPORTED_AUTH)}")
         if sum(m in ("basic", "bearer") for m in modes) > 1:
             raise fail("basic and bearer cannot be combined")
         need = {
@@ -629,9 +622,7 @@ class MetricsApiScaler(Scaler):
             try:
                 context.load_cert_chain(cert_file, key_file)
             except ssl.SSLError:
-                raise self.error(
-                    "authMode tls: cert and key are not a valid PEM certificate and key pair"
-                ) from None
+                raise self.error("authMode tls: cert and key are not a valid PEM certificate and key pair") from None
         return context
 
     def _proxy(self) -> tuple[URL | None, aiohttp.BasicAuth | None]:
@@ -670,9 +661,7 @@ class MetricsApiScaler(Scaler):
                 self.url, headers=self.headers, proxy=self._proxy_url, proxy_auth=self._proxy_auth
             ) as response:
                 if response.status != 200:
-                    raise self.error(
-                        f"GET {where} answered HTTP {response.status} {response.reason or ''}".rstrip()
-                    )
+                    raise self.error(f"GET {where} answered HTTP {response.status} {response.reason or ''}".rstrip())
                 return await response.read()
         except aiohttp.ClientError as exc:
             raise self.error(f"GET {where} failed: {type(exc).__name__}: {exc}") from None

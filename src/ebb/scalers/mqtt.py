@@ -11,15 +11,15 @@ read are seen; `$`-topics are not matched by a leading wildcard, as MQTT prescri
 `rate`: messages per second published on `topic`, seen by one long-lived subscription (QoS 0) that
 starts at the first poll: the messages of the last `windowSeconds` (30) divided by `windowSeconds`,
 counted in 0.1 s buckets. Until the subscription has run a full window the rate is under-stated; while
-it is disconnected (it reconnects by itself) a poll fails rather than report a rate with a hole in it,
-and after reconnecting the window holds only what came since. QoS 0 means a loaded broker may drop
-copies, which this rate would not see.
+it is disconnected (it reconnects by itself) a poll fails rather than report a rate with a hole in it;
+for one window after a reconnection the rate misses what was published during the outage. QoS 0 means
+a loaded broker may drop copies, which this rate would not see.
 
 Not offered: the number of messages queued for a persistent session. Mosquitto (like most brokers)
 does not publish per-session queue depth, and reading it by connecting as that client would take the
 messages from their real consumer.
 
-Both modes: metric value target `value` (5), active iff the measure exceeds `activationValue` (0).
+Both modes: the target is `value` (5); active iff the measure exceeds `activationValue` (0).
 Push: `watch()` subscribes to `topic` and calls `notify()` on every message (retained ones included).
 """
 
@@ -65,13 +65,9 @@ def parse_broker_address(address: str) -> tuple[str, int, bool]:
     parts = urlsplit(address if "://" in address else f"mqtt://{address}")
     scheme = parts.scheme.lower()
     if scheme not in DEFAULT_PORTS:
-        raise ValueError(
-            f"unknown scheme {scheme!r}: expected host:port, mqtt://host:port or mqtts://host:port"
-        )
+        raise ValueError(f"unknown scheme {scheme!r}: expected host:port, mqtt://host:port or mqtts://host:port")
     if parts.username or parts.password:
-        raise ValueError(
-            "give username and password as parameters (password through authParams), not in the URL"
-        )
+        raise ValueError("give username and password as parameters (password through authParams), not in the URL")
     if parts.path not in ("", "/") or not parts.hostname:
         raise ValueError("expected host:port, mqtt://host:port or mqtts://host:port")
     try:
@@ -91,9 +87,7 @@ class MqttMetadata(ScalerMetadata):
     activation_value: float = param(0.0, name="activationValue")
     window_seconds: float = param(30.0, name="windowSeconds", gt=0)
     quiet_period_ms: int = param(200, name="quietPeriodMs", gt=0)
-    username: str | None = param(
-        None, name="username", sources=("triggerMetadata", "authParams", "resolvedEnv")
-    )
+    username: str | None = param(None, name="username", sources=("triggerMetadata", "authParams", "resolvedEnv"))
     password: str | None = param(None, name="password", sources=("authParams", "resolvedEnv"), secret=True)
 
     @field_validator("broker_address")
@@ -210,9 +204,7 @@ class MqttScaler(Scaler):
     async def _rate(self) -> float:
         if self._rate_task is None:
             self._rate_attempted = asyncio.Event()
-            self._rate_task = asyncio.create_task(
-                self._subscribe_for_rate(), name=f"ebb-mqtt-rate-{self.m.topic}"
-            )
+            self._rate_task = asyncio.create_task(self._subscribe_for_rate(), name=f"ebb-mqtt-rate-{self.m.topic}")
         assert self._rate_attempted is not None
         await self._rate_attempted.wait()
         if not self._rate_connected:

@@ -119,9 +119,7 @@ def parse_go_dsn(dsn: str) -> MySQLAddress:
     """Read `[user[:password]@][net[(addr)]]/dbname[?param=value&...]` as go-sql-driver's ParseDSN does."""
     slash = dsn.rfind("/")
     if slash < 0:
-        raise DSNError(
-            "the connection string has no '/' before the database name (user:pass@tcp(host:port)/db)"
-        )
+        raise DSNError("the connection string has no '/' before the database name (user:pass@tcp(host:port)/db)")
     left, right = dsn[:slash], dsn[slash + 1 :]
     user = password = ""
     at = left.rfind("@")
@@ -131,9 +129,7 @@ def parse_go_dsn(dsn: str) -> MySQLAddress:
     net, paren, addr = netaddr.partition("(")
     if paren:
         if not addr.endswith(")"):
-            raise DSNError(
-                "the address in the connection string must be written net(address), e.g. tcp(db:3306)"
-            )
+            raise DSNError("the address in the connection string must be written net(address), e.g. tcp(db:3306)")
         addr = addr[:-1]
     net = net or "tcp"
     dbname, _, query = right.partition("?")
@@ -193,9 +189,7 @@ class MySQLMetadata(ScalerMetadata):
     connection_string: str | None = param(
         None, name="connectionString", sources=("authParams", "resolvedEnv"), secret=True
     )
-    username: str | None = param(
-        None, name="username", sources=("triggerMetadata", "authParams", "resolvedEnv")
-    )
+    username: str | None = param(None, name="username", sources=("triggerMetadata", "authParams", "resolvedEnv"))
     password: str | None = param(None, name="password", sources=("authParams", "resolvedEnv"), secret=True)
     host: str | None = param(None, name="host", sources=("triggerMetadata", "authParams"))
     port: int | None = param(None, name="port", sources=("triggerMetadata", "authParams"), gt=0, lt=65536)

@@ -66,9 +66,7 @@ class NatsJetStreamMetadata(ScalerMetadata):
     @classmethod
     def _host_port(cls, value: str) -> str:
         if "://" in value or "/" in value:
-            raise ValueError(
-                "expected host:port of the monitoring port, without scheme or path (set useHttps)"
-            )
+            raise ValueError("expected host:port of the monitoring port, without scheme or path (set useHttps)")
         return value
 
     @field_validator("nats_server_address")
@@ -102,9 +100,7 @@ class NatsJetStreamScaler(Scaler):
         self.account_id = self.m.account_id or self.m.account or ""
         scheme = "https" if self.m.use_https else "http"
         acc = quote(self.account_id, safe="")
-        self.url = (
-            f"{scheme}://{self.m.nats_server_monitoring_endpoint}/jsz?acc={acc}&consumers=true&config=true"
-        )
+        self.url = f"{scheme}://{self.m.nats_server_monitoring_endpoint}/jsz?acc={acc}&consumers=true&config=true"
         # Credentials in the client URL (nats://user:pass@host) must stay out of messages.
         address = urlsplit(self.m.nats_server_address or "")
         self.secrets = self.secrets | frozenset(s for s in (address.password, address.username) if s)
@@ -138,9 +134,7 @@ class NatsJetStreamScaler(Scaler):
         async with self._http().get(self.url) as resp:
             if resp.status != 200:
                 body = (await resp.text())[:300]
-                raise self.error(
-                    f"monitoring endpoint answered {resp.status} {resp.reason} for {self.url}: {body}"
-                )
+                raise self.error(f"monitoring endpoint answered {resp.status} {resp.reason} for {self.url}: {body}")
             data = await resp.json(content_type=None)
         lag = self._lag(data if isinstance(data, dict) else {})
         return ScalerReading(float(lag), lag > self.m.activation_lag_threshold)
@@ -153,9 +147,7 @@ class NatsJetStreamScaler(Scaler):
         ]
         if not accounts:
             raise self.error(f"account {self.account_id!r} has no JetStream data at {self.url}")
-        streams = [
-            s for a in accounts for s in a.get("stream_detail") or [] if s.get("name") == self.m.stream
-        ]
+        streams = [s for a in accounts for s in a.get("stream_detail") or [] if s.get("name") == self.m.stream]
         if not streams:
             raise self.error(f"stream {self.m.stream!r} not found in account {self.account_id!r}")
         for stream in streams:

@@ -93,9 +93,7 @@ def _parse_keyword_value(text: str) -> dict[str, str]:
         while i < n and text[i].isspace():
             i += 1
         if not key or i >= n or text[i] != "=":
-            raise ConnectionStringError(
-                f"expected keyword=value at character {start + 1} of the connection string"
-            )
+            raise ConnectionStringError(f"expected keyword=value at character {start + 1} of the connection string")
         i += 1
         while i < n and text[i].isspace():
             i += 1
@@ -104,9 +102,7 @@ def _parse_keyword_value(text: str) -> dict[str, str]:
             i += 1
             while True:
                 if i >= n:
-                    raise ConnectionStringError(
-                        f"unterminated quoted value for {key!r} in the connection string"
-                    )
+                    raise ConnectionStringError(f"unterminated quoted value for {key!r} in the connection string")
                 if text[i] == "\\" and i + 1 < n:
                     value.append(text[i + 1])
                     i += 2
@@ -190,14 +186,10 @@ def _options_settings(options: str) -> dict[str, str]:
         elif word.startswith(("-c", "--")):
             setting, i = word[2:], i + 1
         else:
-            raise ConnectionStringError(
-                "options in the connection string may only hold -c name=value settings"
-            )
+            raise ConnectionStringError("options in the connection string may only hold -c name=value settings")
         name, eq, value = setting.partition("=")
         if not eq or not _SETTING_NAME.fullmatch(name):
-            raise ConnectionStringError(
-                "options in the connection string may only hold -c name=value settings"
-            )
+            raise ConnectionStringError("options in the connection string may only hold -c name=value settings")
         out[name.replace("-", "_")] = value
     return out
 
@@ -252,9 +244,7 @@ class PostgreSQLMetadata(ScalerMetadata):
     #: KEDA refuses 0 ("no targetQueryValue given"); the HPA refuses any target that is not positive.
     target_query_value: float = param(name="targetQueryValue", gt=0, allow_inf_nan=False)
     activation_target_query_value: float = param(0.0, name="activationTargetQueryValue", allow_inf_nan=False)
-    connection: str | None = param(
-        None, name="connection", sources=("authParams", "resolvedEnv"), secret=True
-    )
+    connection: str | None = param(None, name="connection", sources=("authParams", "resolvedEnv"), secret=True)
     host: str | None = param(None, name="host", sources=("authParams", "triggerMetadata"))
     port: str | None = param(None, name="port", sources=("authParams", "triggerMetadata"))
     user_name: str | None = param(None, name="userName", sources=("authParams", "triggerMetadata"))

@@ -780,6 +780,7 @@ def _default_restart_policy(value: Any) -> Any:
 class PodSpec(_Permissive):
     containers: list[Container] = Field(min_length=1)
     restart_policy: Annotated[Literal["OnFailure", "Never"], BeforeValidator(_default_restart_policy)] = "OnFailure"
+    termination_grace_period_seconds: int = Field(default=30, ge=0)
 
 
 class PodTemplateSpec(_Permissive):

@@ -203,9 +203,7 @@ def _live_members(pgid: int) -> bool:
     return False
 
 
-def start_error(
-    owner: str, argv: Sequence[str], cwd: str | os.PathLike[str] | None, exc: Exception
-) -> TargetError:
+def start_error(owner: str, argv: Sequence[str], cwd: str | os.PathLike[str] | None, exc: Exception) -> TargetError:
     """Name the owner, the command and the reason a spawn failed (missing executable, bad working dir...)."""
     reason = getattr(exc, "strerror", None) or str(exc)
     filename = getattr(exc, "filename", None)

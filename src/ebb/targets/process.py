@@ -182,11 +182,7 @@ class ProcessGroupTarget:
 
     def pids(self) -> list[int]:
         """Process ids of the running workers (not of terminating ones)."""
-        return [
-            w.child.pid
-            for _, w in sorted(self._workers.items())
-            if w.state == "running" and w.child is not None
-        ]
+        return [w.child.pid for _, w in sorted(self._workers.items()) if w.state == "running" and w.child is not None]
 
     def recent_exits(self) -> list[WorkerExit]:
         """The last worker exits, oldest first."""
