@@ -334,3 +334,12 @@ def main(argv: list[str] | None = None) -> Any:
     except SpecError as exc:  # a last resort: commands handle their own errors
         err_console.print(f"[red]error[/] {escape(str(exc))}")
         sys.exit(1)
+
+
+def _register_subcommands() -> None:
+    from ebb.kube.commands import register as register_kube
+
+    register_kube(app)
+
+
+_register_subcommands()
