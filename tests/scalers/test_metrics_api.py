@@ -590,3 +590,15 @@ def test_bad_metadata_names_the_parameter(
     assert err.value.obj == "ScaledObject shop/api"
     assert err.value.field == f"spec.triggers[4].metadata.{key}"
     assert fragment in err.value.message
+
+
+def test_target_value_is_optional_only_when_the_trigger_feeds_a_formula() -> None:
+    """KEDA's AsMetricSource: inside scalingModifiers a trigger's own target is not needed."""
+    metadata = {"url": "http://127.0.0.1:1/m", "valueLocation": "depth"}
+    feeding = build_scaler(
+        "metrics-api", metadata, ctx=TriggerContext(trigger_type="metrics-api", as_metric_source=True)
+    )
+    assert feeding.metric_spec().target == 0.0
+    with pytest.raises(SpecError) as exc:
+        build_scaler("metrics-api", metadata)
+    assert exc.value.field == "spec.triggers[0].metadata.targetValue"

@@ -12,11 +12,11 @@ import asyncio
 import math
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo
 from pydantic.fields import FieldInfo
 
 from ebb.errors import MASK, ScalerError, SpecError, redact
@@ -47,6 +47,10 @@ class TriggerContext:
     secrets: frozenset[str] = field(default_factory=frozenset)
     #: KEDA's AsMetricSource: the trigger only feeds a scalingModifiers formula, so its own target is optional.
     as_metric_source: bool = False
+    #: Local ProcessGroup targets only: the running workers' process ids, which cpu and memory triggers measure.
+    target_pids: Callable[[], Sequence[int]] | None = field(default=None, compare=False)
+    #: Local ProcessGroup targets only (None elsewhere): the group's requests, "cpu" in cores, "memory" in bytes.
+    target_requests: Mapping[str, float] | None = field(default=None, compare=False)
 
     @property
     def object_ref(self) -> str:
@@ -100,9 +104,20 @@ def param(
 
 
 class ScalerMetadata(BaseModel):
-    """Base of every scaler's typed metadata. Unknown keys are ignored, as KEDA does."""
+    """Base of every scaler's typed metadata. Unknown keys are ignored, as KEDA does.
+
+    Validators can reach the TriggerContext as `info.context["trigger"]` (e.g. for `as_metric_source`).
+    """
 
     model_config = ConfigDict(extra="ignore", populate_by_name=True, frozen=True)
+
+
+def require_target_unless_metric_source(value: float | None, info: ValidationInfo) -> float | None:
+    """KEDA's AsMetricSource rule: a trigger that only feeds a scalingModifiers formula needs no target."""
+    ctx = (info.context or {}).get("trigger")
+    if value is None and not (isinstance(ctx, TriggerContext) and ctx.as_metric_source):
+        raise ValueError("required (unless the trigger only feeds advanced.scalingModifiers)")
+    return value
 
 
 def _field_key(fname: str, info: FieldInfo) -> str:
@@ -165,7 +180,7 @@ def parse_metadata(
                 data[fname] = resolved_env[env_name]
                 break
     try:
-        return model.model_validate(data)
+        return model.model_validate(data, context={"trigger": ctx})
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = [str(p) for p in err.get("loc", ())]

@@ -43,6 +43,7 @@ from ebb.scalers.base import (
     activity,
     metric_name,
     param,
+    require_target_unless_metric_source,
 )
 
 Format = Literal["json", "xml", "yaml", "prometheus"]
@@ -454,7 +455,7 @@ class MetricsApiMetadata(ScalerMetadata):
     url: str = param(name="url", description="the endpoint to GET")
     format: Format = param("json", name="format")
     value_location: str = param(name="valueLocation", description="GJSON path, or a selector for prometheus")
-    target_value: float = param(name="targetValue", gt=0, allow_inf_nan=False)
+    target_value: float | None = param(None, name="targetValue", gt=0, allow_inf_nan=False, validate_default=True)
     activation_target_value: float = param(0.0, name="activationTargetValue", allow_inf_nan=False)
     unsafe_ssl: bool = param(False, name="unsafeSsl", description="skip TLS certificate verification")
     timeout: float | None = param(None, name="timeout", description="ms or Go duration; default the global one")
@@ -471,6 +472,8 @@ class MetricsApiMetadata(ScalerMetadata):
     cert: str | None = param(None, name="cert", sources=("authParams",), description="client certificate, PEM")
     key: str | None = param(None, name="key", sources=("authParams",), secret=True)
     ca: str | None = param(None, name="ca", sources=("authParams",), description="CA bundle, PEM")
+
+    _target = field_validator("target_value")(require_target_unless_metric_source)
 
     @field_validator("url")
     @classmethod
@@ -600,7 +603,7 @@ class MetricsApiScaler(Scaler):
     def metric_spec(self) -> MetricSpec:
         return MetricSpec(
             name=metric_name(self.ctx, f"metric-api-{self.meta.value_location}"),
-            target=self.meta.target_value,
+            target=self.meta.target_value or 0.0,
             metric_type=self.ctx.metric_type,
         )
 

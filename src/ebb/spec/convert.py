@@ -4,19 +4,13 @@ from __future__ import annotations
 
 from datetime import UTC
 
+from ebb.scaling import lifecycle
 from ebb.scaling import types as core
 from ebb.spec.models import (
-    FORCE_ACTIVATION_ANNOTATION,
-    PAUSED_ANNOTATION,
-    PAUSED_REPLICAS_ANNOTATION,
-    PAUSED_SCALE_IN_ANNOTATION,
-    PAUSED_SCALE_OUT_ANNOTATION,
     HorizontalPodAutoscalerBehavior,
     HPAScalingRules,
     ScaledJob,
     ScaledObject,
-    parse_go_bool,
-    parse_int32,
 )
 
 
@@ -100,28 +94,7 @@ def object_policy(so: ScaledObject, *, now: float | None = None) -> core.ObjectP
     )
 
 
-def _flag(annotations: dict[str, str], name: str) -> bool:
-    # KEDA's getBoolAnnotation: absent is false, a value that is not a Go bool counts as true.
-    if name not in annotations:
-        return False
-    parsed = parse_go_bool(annotations[name])
-    return True if parsed is None else parsed
-
-
 def pause_state(obj: ScaledObject | ScaledJob) -> core.PauseState:
-    """The autoscaling.keda.sh/* annotations, read as KEDA reads them.
-
-    paused-replicas pauses whatever `paused` says; a ScaledJob only knows `paused`.
-    """
-    annotations = obj.metadata.annotations
-    if isinstance(obj, ScaledJob):
-        return core.PauseState(paused=_flag(annotations, PAUSED_ANNOTATION))
-    raw_replicas = annotations.get(PAUSED_REPLICAS_ANNOTATION)
-    paused_replicas = parse_int32(raw_replicas) if raw_replicas is not None else None
-    return core.PauseState(
-        paused=paused_replicas is not None or _flag(annotations, PAUSED_ANNOTATION),
-        paused_replicas=paused_replicas,
-        paused_scale_in=_flag(annotations, PAUSED_SCALE_IN_ANNOTATION),
-        paused_scale_out=_flag(annotations, PAUSED_SCALE_OUT_ANNOTATION),
-        force_activation=_flag(annotations, FORCE_ACTIVATION_ANNOTATION),
-    )
+    """The autoscaling.keda.sh/* annotations of `obj`, read by the core's rules; a ScaledJob only knows `paused`."""
+    state = lifecycle.pause_state(obj.metadata.annotations, obj.ref)
+    return core.PauseState(paused=state.paused) if isinstance(obj, ScaledJob) else state
