@@ -24,7 +24,7 @@ from ebb.runtime.local import LocalRuntime, RuntimeOptions
 from ebb.runtime.scaled_object import close_scalers, read_trigger
 from ebb.scalers import available_types
 from ebb.scalers.base import DEFAULT_TIMEOUT, Scaler
-from ebb.spec.auth import resolve_env
+from ebb.spec.auth import resolve_env, resolve_triggers_auth
 from ebb.spec.convert import hpa_name
 from ebb.spec.loader import LoadResult, load_files
 from ebb.spec.models import ProcessGroup, ScaledJob, ScaledObject
@@ -52,38 +52,50 @@ def _load(files: list[Path]) -> LoadResult:
     return loaded
 
 
-def _target_env(loaded: LoadResult, obj: ScaledObject | ScaledJob) -> tuple[dict[str, str], frozenset[str]] | None:
-    """The environment `*FromEnv` parameters resolve from, when it can be known here (local targets)."""
+def _target_env(loaded: LoadResult, obj: ScaledObject | ScaledJob) -> tuple[dict[str, str], frozenset[str]]:
+    """The environment `*FromEnv` parameters resolve from: the ProcessGroup's, or the job container's."""
     if isinstance(obj, ScaledJob):
         env = resolve_env(obj, loaded.resources)
         return dict(env), env.secret_values
     group = loaded.resources.scale_target(obj)
     if group is None:
-        return None
+        return {}, frozenset()
     env = resolve_env(group, loaded.resources)
     return dict(env), env.secret_values
 
 
-def _needs_cluster(obj: ScaledObject | ScaledJob) -> bool:
-    """Credentials or env that only a cluster can resolve (a Deployment's env, Secrets not loaded here)."""
-    return any(
-        t.authentication_ref is not None or any(k.endswith("FromEnv") for k in t.metadata) for t in obj.spec.triggers
-    )
+def _cluster_bound(obj: ScaledObject | ScaledJob) -> bool:
+    """True when the object is meant for Kubernetes: a Deployment-like target, or a job with an image."""
+    if isinstance(obj, ScaledJob):
+        return bool(obj.spec.job_container.image)
+    return not obj.spec.scale_target_ref.is_process_group
 
 
 def _scalers_for(
     loaded: LoadResult, obj: ScaledObject | ScaledJob, timeout: float = DEFAULT_TIMEOUT
 ) -> tuple[list[Scaler] | None, str | None]:
-    """(scalers, None), or (None, a note why they can't be built here); raises SpecError for real errors."""
+    """(scalers, None), or (None, a note why they can't be built here); raises SpecError for real errors.
+
+    Credentials of objects meant for a cluster may live in Secrets and pod environments that only the
+    cluster has: for those, what cannot be resolved here is a note, not an error.
+    """
     unknown = sorted({t.type for t in obj.spec.triggers} - set(available_types()))
     if unknown:
         return None, f"trigger type(s) not in ebb's catalog yet: {', '.join(unknown)}"
-    local = isinstance(obj, ScaledJob) or obj.spec.scale_target_ref.is_process_group
-    env = _target_env(loaded, obj) if local else None
-    if env is None and _needs_cluster(obj):
-        return None, "credentials and environment resolve in the cluster; parameters not checked here"
-    values, secrets = env if env is not None else ({}, frozenset[str]())
-    return build_scalers(obj, loaded.resources, values, env_secrets=secrets, timeout=timeout), None
+    cluster = _cluster_bound(obj)
+    try:  # resolution: Secrets, ConfigMaps, the target's environment
+        values, secrets = _target_env(loaded, obj)
+        resolve_triggers_auth(obj, loaded.resources, values)  # only to tell resolution from validation
+    except SpecError as exc:
+        if not cluster:
+            raise
+        return None, f"credentials resolve in the cluster, not here ({exc.field}: {exc.message})"
+    try:  # validation: every trigger's parameters
+        return build_scalers(obj, loaded.resources, values, env_secrets=secrets, timeout=timeout), None
+    except SpecError as exc:
+        if cluster and exc.field.endswith("FromEnv"):
+            return None, f"{exc.field} resolves from the target's environment in the cluster"
+        raise
 
 
 def _scaled(loaded: LoadResult) -> list[ScaledObject | ScaledJob]:
@@ -343,3 +355,7 @@ def _register_subcommands() -> None:
 
 
 _register_subcommands()
+
+
+if __name__ == "__main__":
+    main()
