@@ -1,4 +1,4 @@
-"""The `ebb` command: run, check, metrics, demo, version."""
+"""The `ebb` command: run, check, metrics, events, status, dashboard, demo, version."""
 
 from __future__ import annotations
 
@@ -19,6 +19,8 @@ from rich.table import Table
 
 import ebb
 from ebb.errors import EbbError, SpecError
+from ebb.observe.api import parse_duration
+from ebb.observe.services import Services as _Services
 from ebb.runtime.build import build_scalers, object_ref
 from ebb.runtime.local import LocalRuntime, RuntimeOptions
 from ebb.runtime.scaled_object import close_scalers, read_trigger
@@ -28,6 +30,7 @@ from ebb.spec.auth import resolve_env, resolve_triggers_auth
 from ebb.spec.convert import hpa_name
 from ebb.spec.loader import LoadResult, load_files
 from ebb.spec.models import ProcessGroup, ScaledJob, ScaledObject
+from ebb.web.server import DEFAULT_HOST, DEFAULT_PORT
 
 app = typer.Typer(
     name="ebb",
@@ -256,10 +259,12 @@ def _console_sink(name: str, line: str) -> None:
     console.print(f"[dim]\\[{escape(name)}][/] {escape(line)}", highlight=False, soft_wrap=True)
 
 
-async def _run_until_signalled(runtime: LocalRuntime) -> None:
+async def _run_until_signalled(runtime: LocalRuntime, services: _Services | None = None) -> None:
     loop = asyncio.get_running_loop()
     main = asyncio.current_task()
     assert main is not None
+    if services is not None:
+        await services.start()
     runner = asyncio.create_task(runtime.run())
     signals = 0
 
@@ -279,8 +284,12 @@ async def _run_until_signalled(runtime: LocalRuntime) -> None:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
-    with contextlib.suppress(asyncio.CancelledError):
-        await runner
+    try:
+        with contextlib.suppress(asyncio.CancelledError):
+            await runner
+    finally:
+        if services is not None:
+            await services.stop()
 
 
 @app.command()
@@ -292,6 +301,31 @@ def run(
     no_state: Annotated[bool, typer.Option("--no-state", help="Start fresh and keep no state.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print every poll, not only changes.")] = False,
     timeout: Annotated[float, typer.Option(help="Seconds each trigger may take per poll.")] = DEFAULT_TIMEOUT,
+    metrics_port: Annotated[
+        int,
+        typer.Option(help="Serve Prometheus metrics on /metrics (and the dashboard, with --dashboard); 0 = off."),
+    ] = DEFAULT_PORT,
+    metrics_host: Annotated[
+        str, typer.Option(help="Address for --metrics-port (loopback by default; 0.0.0.0 to expose it).")
+    ] = DEFAULT_HOST,
+    dashboard: Annotated[bool, typer.Option("--dashboard", help="Serve the dashboard on / of --metrics-port.")] = False,
+    history: Annotated[
+        bool,
+        typer.Option(help="Record every poll in history.db and events in events.jsonl, next to --state."),
+    ] = True,
+    history_retention: Annotated[str, typer.Option(help="How long history is kept (e.g. 12h, 7d).")] = "7d",
+    cloudevents_sink: Annotated[
+        str | None, typer.Option(help="POST scaling events as CloudEvents 1.0 (structured JSON) to this URL.")
+    ] = None,
+    cloudevents_include: Annotated[
+        list[str] | None, typer.Option(help="Only these CloudEvent types (repeatable): keda.scaledobject.failed.v1 ...")
+    ] = None,
+    cloudevents_exclude: Annotated[
+        list[str] | None, typer.Option(help="All CloudEvent types but these (repeatable).")
+    ] = None,
+    cluster_name: Annotated[
+        str, typer.Option(help="The cluster name in CloudEvents' source and subject.")
+    ] = "ebb-local",
 ) -> None:
     """Scale local process groups from the given manifests until Ctrl-C.
 
@@ -305,13 +339,34 @@ def run(
     if not (loaded.of(ScaledObject) or loaded.of(ScaledJob) or loaded.of(ProcessGroup)):
         err_console.print("[red]nothing to run[/]: no valid ScaledObject, ScaledJob or ProcessGroup in the files")
         raise typer.Exit(1)
+    try:
+        retention = parse_duration(history_retention)
+    except ValueError as exc:
+        err_console.print(f"[red]error[/] --history-retention: {escape(str(exc))}")
+        raise typer.Exit(2) from None
+    if cloudevents_include and cloudevents_exclude:
+        err_console.print("[red]error[/] --cloudevents-include and --cloudevents-exclude are mutually exclusive")
+        raise typer.Exit(2)
+    services = _Services(
+        state_dir=state.parent,
+        metrics_port=metrics_port,
+        metrics_host=metrics_host,
+        dashboard=dashboard,
+        history=history,
+        retention=retention,
+        cloudevents_sink=cloudevents_sink,
+        cloudevents_filter=(tuple(cloudevents_include or ()), tuple(cloudevents_exclude or ())),
+        cluster_name=cluster_name,
+        announce=lambda text: console.print(f"[dim]{escape(text)}[/]"),
+    )
+    observer = services.observers(ConsoleObserver(console, verbose=verbose), _scaled(loaded))
     options = RuntimeOptions(state_path=None if no_state else state, scaler_timeout=timeout, output=_console_sink)
-    runtime = LocalRuntime(loaded, ConsoleObserver(console, verbose=verbose), options)
+    runtime = LocalRuntime(loaded, observer, options)
     console.print(
         f"[bold]ebb {ebb.__version__}[/]: {len(loaded.of(ScaledObject))} ScaledObject(s), "
         f"{len(loaded.of(ScaledJob))} ScaledJob(s), {len(loaded.of(ProcessGroup))} ProcessGroup(s)"
     )
-    asyncio.run(_run_until_signalled(runtime))
+    asyncio.run(_run_until_signalled(runtime, services))
 
 
 @app.command()
@@ -331,6 +386,166 @@ def demo(
 
     code = run_demo(console, quick=quick, directory=directory, live=live)
     raise typer.Exit(code)
+
+
+def _ago(now: float, then: float | None) -> str:
+    if then is None:
+        return "-"
+    seconds = max(0.0, now - then)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s"
+
+
+@app.command()
+def events(
+    since: Annotated[str | None, typer.Option(help="Only events newer than this (e.g. 10m, 2h, 7d).")] = None,
+    object_name: Annotated[
+        str | None, typer.Option("--object", help="Only this object: name, namespace/name or Kind/namespace/name.")
+    ] = None,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new events until Ctrl-C.")] = False,
+    log: Annotated[Path, typer.Option(help="The event log `ebb run` writes.")] = Path(".ebb/events.jsonl"),
+) -> None:
+    """List scaling events and problems recorded by `ebb run` (newest last)."""
+    import time
+
+    from ebb.observe.events import EventLog, EventRecord
+
+    try:
+        start = None if since is None else time.time() - parse_duration(since)
+    except ValueError as exc:
+        err_console.print(f"[red]error[/] --since: {escape(str(exc))}")
+        raise typer.Exit(2) from None
+    event_log = EventLog(log)
+    if not event_log.files() and not follow:
+        err_console.print(f"[yellow]no events yet[/]: {escape(str(log))} does not exist (is `ebb run` recording?)")
+        raise typer.Exit(0)
+
+    def row(r: EventRecord) -> str:
+        style = "yellow" if r.type == "Warning" else "green"
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.time))
+        return f"[dim]{stamp}[/] [bold]{escape(r.object)}[/] [{style}]{escape(r.reason)}[/] {escape(r.message)}"
+
+    records = event_log.read(since=start, name=object_name)
+    table = Table(box=None, padding=(0, 1))
+    for column in ("TIME", "OBJECT", "TYPE", "REASON", "MESSAGE"):
+        table.add_column(column, overflow="fold")
+    for r in records:
+        table.add_row(
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.time)),
+            escape(r.object),
+            r.type,
+            escape(r.reason),
+            escape(r.message),
+        )
+    if not follow:
+        console.print(table)
+        return
+    if records:
+        console.print(table)
+    try:
+        offset = event_log.path.stat().st_size if event_log.path.exists() else 0
+        while True:
+            time.sleep(1.0)
+            new, offset = event_log.tail(offset)
+            for r in new:
+                if r.matches(object_name):
+                    console.print(row(r), highlight=False, soft_wrap=True)
+    except KeyboardInterrupt:
+        pass
+
+
+@app.command()
+def status(
+    history_path: Annotated[Path, typer.Option("--history", help="The history `ebb run` writes.")] = Path(
+        ".ebb/history.db"
+    ),
+) -> None:
+    """Each scaled object's last known state, like `kubectl get scaledobject`: replicas, activity, triggers."""
+    import time
+
+    from ebb.observe.history import HistoryStore
+
+    if not history_path.exists():
+        err_console.print(f"[yellow]no history[/]: {escape(str(history_path))} does not exist (run `ebb run` first)")
+        raise typer.Exit(1)
+    store = HistoryStore(history_path, readonly=True)
+    try:
+        objects = store.objects()
+    finally:
+        store.close()
+    now = time.time()
+    table = Table(box=None, padding=(0, 1))
+    for column in (
+        "NAMESPACE",
+        "NAME",
+        "KIND",
+        "TARGET",
+        "MIN",
+        "MAX",
+        "CURRENT",
+        "DESIRED",
+        "READY",
+        "ACTIVE",
+        "TRIGGERS",
+        "LAST SCALE",
+        "LAST POLL",
+    ):
+        table.add_column(column, overflow="fold")
+    for o in objects:
+        triggers = ", ".join(
+            f"{t.get('name') or t['metric']}="
+            + ("error" if t.get("error") else f"{t['value']:g}/{t['target']:g}" if t.get("value") is not None else "-")
+            for t in o["triggers"]
+        )
+        active = "-" if o["active"] is None else ("Paused" if o["paused"] else str(o["active"]))
+        table.add_row(
+            escape(o["namespace"]),
+            escape(o["name"]),
+            o["kind"],
+            escape(o["target"] or "-"),
+            "-" if o["min_replicas"] is None else str(o["min_replicas"]),
+            "-" if o["max_replicas"] is None else str(o["max_replicas"]),
+            "-" if o["current"] is None else str(o["current"]),
+            "-" if o["desired"] is None else str(o["desired"]),
+            "-" if o["ready"] is None else str(o["ready"]),
+            active,
+            escape(triggers) or "-",
+            _ago(now, o["last_scale"]),
+            _ago(now, o["time"]),
+        )
+    console.print(table)
+
+
+@app.command()
+def dashboard(
+    history_path: Annotated[Path, typer.Option("--history", help="The history `ebb run` writes.")] = Path(
+        ".ebb/history.db"
+    ),
+    host: Annotated[str, typer.Option(help="Address to serve on (loopback by default).")] = DEFAULT_HOST,
+    port: Annotated[int, typer.Option(help="Port to serve on.")] = DEFAULT_PORT,
+) -> None:
+    """Serve the dashboard for a history file, standalone (while or after `ebb run` records it)."""
+    from ebb.observe.history import HistoryStore
+    from ebb.web.server import build_app, serve
+
+    if not history_path.exists():
+        err_console.print(f"[red]error[/] {escape(str(history_path))} does not exist (run `ebb run` first)")
+        raise typer.Exit(1)
+
+    async def main() -> None:
+        store = HistoryStore(history_path, readonly=True)
+        served = await serve(build_app(history=store, dashboard=True), host, port)
+        console.print(f"dashboard on {served.url}/ (Ctrl-C to stop)")
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await served.close()
+            store.close()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(main())
 
 
 @app.command()

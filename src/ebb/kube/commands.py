@@ -2,8 +2,60 @@
 
 from __future__ import annotations
 
+import logging
+from enum import StrEnum
+from typing import Annotated
+
 import typer
+
+
+class Scaling(StrEnum):
+    hpa = "hpa"
+    direct = "direct"
 
 
 def register(app: typer.Typer) -> None:
     """Add the Kubernetes commands to `app`."""
+
+    @app.command()
+    def operator(
+        namespace: Annotated[
+            list[str] | None,
+            typer.Option("--namespace", "-n", help="Watch this namespace (repeatable). Default: all namespaces."),
+        ] = None,
+        scaling: Annotated[
+            Scaling, typer.Option(help="hpa: an HPA per ScaledObject (KEDA's way); direct: ebb sets replicas itself.")
+        ] = Scaling.hpa,
+        metrics_api_port: Annotated[int, typer.Option(help="Port of the external.metrics.k8s.io server.")] = 6443,
+        log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
+        cluster_object_namespace: Annotated[
+            str, typer.Option(help="Namespace of the Secrets/ConfigMaps ClusterTriggerAuthentications read.")
+        ] = "ebb",
+        tls_cert_file: Annotated[str | None, typer.Option(help="Metrics API serving certificate (PEM).")] = None,
+        tls_private_key_file: Annotated[str | None, typer.Option(help="Its private key (PEM).")] = None,
+        leader_election: Annotated[
+            bool,
+            typer.Option(
+                "--leader-election/--no-leader-election",
+                help="Hold a Lease so that only one replica scales (the others stand by).",
+            ),
+        ] = True,
+        leader_election_namespace: Annotated[
+            str | None,
+            typer.Option(help="Namespace of the Lease. Default: POD_NAMESPACE, else the service account's."),
+        ] = None,
+    ) -> None:
+        """Run the Kubernetes operator: ScaledObjects, their HPAs and the external metrics API."""
+        from ebb.kube.runner import run_operator
+
+        logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        run_operator(
+            namespaces=namespace or [],
+            scaling=scaling.value,
+            metrics_api_port=metrics_api_port,
+            cluster_object_namespace=cluster_object_namespace,
+            tls_cert_file=tls_cert_file,
+            tls_private_key_file=tls_private_key_file,
+            leader_election=leader_election,
+            leader_election_namespace=leader_election_namespace,
+        )

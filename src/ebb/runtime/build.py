@@ -5,7 +5,7 @@ Shared by `ebb run`, `ebb check`, `ebb metrics` and the operator (which passes i
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 from ebb.errors import SpecError
 from ebb.runtime.observer import ObjectRef
@@ -13,6 +13,7 @@ from ebb.scalers import build_scaler
 from ebb.scalers.base import DEFAULT_TIMEOUT, MetricType, Scaler, TriggerContext
 from ebb.spec.auth import DEFAULT_CLUSTER_OBJECT_NAMESPACE, AuthStore, resolve_triggers_auth
 from ebb.spec.models import ScaledJob, ScaledObject
+from ebb.spec.resources import ResourceSet
 
 METRIC_TYPES: tuple[MetricType, ...] = ("AverageValue", "Value", "Utilization")
 
@@ -39,6 +40,16 @@ def _metric_type(obj: ScaledObject | ScaledJob, index: int) -> MetricType:
     return "AverageValue"
 
 
+def _target_requests(obj: ScaledObject | ScaledJob, store: AuthStore) -> dict[str, float] | None:
+    """A local ProcessGroup target's requests (for cpu/memory Utilization); None when the target is not one."""
+    if not isinstance(obj, ScaledObject) or not isinstance(store, ResourceSet):
+        return None
+    group = store.scale_target(obj)
+    if group is None:
+        return None
+    return group.spec.resources.effective_requests() if group.spec.resources is not None else {}
+
+
 def build_scalers(
     obj: ScaledObject | ScaledJob,
     store: AuthStore,
@@ -47,9 +58,14 @@ def build_scalers(
     env_secrets: frozenset[str] = frozenset(),
     timeout: float = DEFAULT_TIMEOUT,
     cluster_object_namespace: str = DEFAULT_CLUSTER_OBJECT_NAMESPACE,
+    target_pids: Callable[[], Sequence[int]] | None = None,
 ) -> list[Scaler]:
-    """One scaler per trigger, not connected yet. Raises SpecError naming the object, trigger and field."""
+    """One scaler per trigger, not connected yet. Raises SpecError naming the object, trigger and field.
+
+    `target_pids` gives the running workers of a local ProcessGroup, which cpu and memory triggers measure.
+    """
     env = dict(target_env or {})
+    requests = _target_requests(obj, store)
     auths = resolve_triggers_auth(obj, store, env, cluster_object_namespace=cluster_object_namespace)
     modifiers = isinstance(obj, ScaledObject) and obj.spec.scaling_modifiers is not None
     ref = object_ref(obj)
@@ -66,6 +82,8 @@ def build_scalers(
             timeout=timeout,
             secrets=auth.secret_values | env_secrets,
             as_metric_source=modifiers,
+            target_pids=target_pids,
+            target_requests=requests,
         )
         scalers.append(build_scaler(trigger.type, trigger.metadata, ctx=ctx, auth_params=auth.params, resolved_env=env))
     return scalers

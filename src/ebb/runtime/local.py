@@ -15,9 +15,10 @@ from typing import Any, TypeVar
 
 from ebb.errors import EbbError
 from ebb.runtime.build import build_scalers, object_ref
+from ebb.runtime.heap import freeze_heap, refreeze_after
 from ebb.runtime.observer import ObjectRef, Observer
 from ebb.runtime.scaled_job import ScaledJobLoop
-from ebb.runtime.scaled_object import ScaledObjectLoop, close_scalers
+from ebb.runtime.scaled_object import ScaledObjectLoop, close_scalers, spread_offset
 from ebb.runtime.state import StateStore
 from ebb.scalers.base import DEFAULT_TIMEOUT
 from ebb.scaling.jobs import JobStrategy
@@ -34,9 +35,6 @@ L = TypeVar("L", ScaledObjectLoop, ScaledJobLoop)
 
 #: ebb's own annotation: poll an idle object (at zero or idle replicas) this often, in seconds.
 IDLE_POLLING_ANNOTATION = "ebb.dev/idle-polling-interval"
-#: Polls of many objects are spread over at most this many seconds per object (never over more than the
-#: polling interval), so that ten thousand objects do not all poll in the same instant.
-SPREAD_PER_OBJECT = 0.005
 
 
 @dataclass
@@ -130,7 +128,12 @@ class LocalRuntime:
         env = self.envs[key]
         try:
             scalers = build_scalers(
-                so, self.resources, env, env_secrets=env.secret_values, timeout=self.options.scaler_timeout
+                so,
+                self.resources,
+                env,
+                env_secrets=env.secret_values,
+                timeout=self.options.scaler_timeout,
+                target_pids=target.pids,
             )
             pause_state(so.metadata.annotations, str(ref))
             idle_interval = _idle_polling_interval(so)
@@ -228,6 +231,11 @@ class LocalRuntime:
             if job_loop is not None:
                 self.job_loops[job_loop.ref] = job_loop
         await self._initial_replicas()
+        freeze_heap()
+        intervals = [loop.polling_interval for loop in self.loops.values()]
+        intervals += [loop.polling_interval for loop in self.job_loops.values()]
+        if intervals:
+            self._tasks.append(asyncio.create_task(refreeze_after(max(intervals) + 1.0)))
         for loop in self.loops.values():
             self._spawn(loop.ref, loop.run)
         for job_loop in self.job_loops.values():
@@ -244,7 +252,7 @@ class LocalRuntime:
 
     @staticmethod
     def _offset(index: int, count: int, interval: float) -> float:
-        return min(float(interval), SPREAD_PER_OBJECT * count) * index / count
+        return spread_offset(index, count, interval)
 
     async def _initial_replicas(self) -> None:
         """Resume where the last run stopped (no flapping after a restart); unscaled groups run `replicas`."""

@@ -21,6 +21,14 @@ from ebb.targets.base import ScaleTarget
 #: A push only wakes an idle object, and not more often than this (seconds): a busy stream must not turn
 #: push notifications into a poll storm.
 PUSH_MIN_GAP = 0.05
+#: Polls of many objects are spread over at most this many seconds per object (never over more than the
+#: polling interval), so that ten thousand objects do not all poll in the same instant.
+SPREAD_PER_OBJECT = 0.005
+
+
+def spread_offset(index: int, count: int, interval: float) -> float:
+    """When the `index`-th of `count` objects first polls: evenly over min(interval, 5 ms per object)."""
+    return min(float(interval), SPREAD_PER_OBJECT * count) * index / max(1, count)
 
 
 async def read_trigger(scaler: Scaler) -> TriggerResult:
@@ -73,6 +81,11 @@ def rescale_event(current: int, desired: int, decision: Decision, results: Seque
     )
 
 
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
 class ScaledObjectLoop:
     """Polls at pollingInterval (or at once when a push scaler signals work for an idle target)."""
 
@@ -107,7 +120,9 @@ class ScaledObjectLoop:
         self.last_decision: Decision | None = None
         self.last_results: tuple[TriggerResult, ...] = ()
         self._current = 0
-        self._wake = asyncio.Event()
+        self._woken = False
+        self._waiter: asyncio.Future[None] | None = None
+        self._deferred: asyncio.TimerHandle | None = None
         self._last_poll = 0.0
 
     @property
@@ -115,9 +130,50 @@ class ScaledObjectLoop:
         return self._current <= self.idle_replicas
 
     def notify(self) -> None:
-        """Called by push scalers: poll now if the target is idle (activation must not wait for the timer)."""
-        if self.idle and time.monotonic() - self._last_poll >= PUSH_MIN_GAP:
-            self._wake.set()
+        """Called by push scalers: poll now if the target is idle (activation must not wait for the timer).
+
+        A push within PUSH_MIN_GAP of the last poll's start is deferred to the end of the gap, not dropped:
+        that poll may have read the source just before the new work arrived.
+        """
+        if not self.idle or self._woken:
+            return
+        wait = PUSH_MIN_GAP - (time.monotonic() - self._last_poll)
+        if wait <= 0:
+            self._wake()
+        elif self._deferred is None:
+            self._deferred = asyncio.get_running_loop().call_later(wait, self._deferred_wake)
+
+    def _deferred_wake(self) -> None:
+        self._deferred = None
+        if self.idle:
+            self._wake()
+
+    def _wake(self) -> None:
+        if self._deferred is not None:  # this wake-up covers it
+            self._deferred.cancel()
+            self._deferred = None
+        self._woken = True
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def _sleep_until(self, when: float) -> bool:
+        """Wait until loop time `when`, or less if woken; True if woken.
+
+        One future and one timer handle per wait: with thousands of objects, a task per wait (what
+        `wait_for(event.wait())` costs) is measurable CPU and memory churn.
+        """
+        if not self._woken:
+            loop = asyncio.get_running_loop()
+            waiter: asyncio.Future[None] = loop.create_future()
+            self._waiter = waiter
+            handle = loop.call_at(when, _resolve, waiter)
+            try:
+                await waiter
+            finally:
+                handle.cancel()
+                self._waiter = None
+        woken, self._woken = self._woken, False
+        return woken
 
     def interval(self) -> float:
         if self.idle and self.idle_polling_interval is not None:
@@ -131,13 +187,8 @@ class ScaledObjectLoop:
             self._current = await self.target.get_replicas()
             next_at = loop.time() + self.start_offset
             while True:
-                woke = False
-                delay = next_at - loop.time()
-                if delay > 0:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), timeout=delay)
-                        woke = True
-                self._wake.clear()
+                woke = await self._sleep_until(next_at) if next_at > loop.time() else False
+                self._woken = False
                 started = loop.time()
                 lateness = 0.0 if woke else max(0.0, started - next_at)
                 await self.poll_once(lateness=lateness)
@@ -146,6 +197,9 @@ class ScaledObjectLoop:
                 if next_at < loop.time():  # fell behind: skip missed ticks instead of bursting
                     next_at = loop.time() + interval
         finally:
+            if self._deferred is not None:
+                self._deferred.cancel()
+                self._deferred = None
             for w in watchers:
                 w.cancel()
             await asyncio.gather(*watchers, return_exceptions=True)
@@ -167,7 +221,10 @@ class ScaledObjectLoop:
         """Read all triggers concurrently, decide, apply. Never raises for a failing source or target."""
         self._last_poll = time.monotonic()
         t0 = time.perf_counter()
-        results = tuple(await asyncio.gather(*(read_trigger(s) for s in self.scalers)))
+        if len(self.scalers) == 1:  # the common case, without gather's task per trigger
+            results: tuple[TriggerResult, ...] = (await read_trigger(self.scalers[0]),)
+        else:
+            results = tuple(await asyncio.gather(*(read_trigger(s) for s in self.scalers)))
         read_seconds = time.perf_counter() - t0
         now = self.clock()
         try:

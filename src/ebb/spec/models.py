@@ -1129,6 +1129,45 @@ class ConfigMap(KubeObject):
 
 # --- ProcessGroup (ebb.dev/v1alpha1) -----------------------------------------------------------------
 
+#: A resource.Quantity such as "500m" (cpu, in cores) or "256Mi" (memory, in bytes), or a plain YAML number.
+Quantity = Annotated[float, BeforeValidator(_quantity), Field(ge=0, allow_inf_nan=False)]
+
+
+class ResourceList(KubeModel):
+    """The resources a local worker is measured against: cpu in cores, memory in bytes."""
+
+    cpu: Quantity | None = None
+    memory: Quantity | None = None
+
+
+class ResourceRequirements(KubeModel):
+    """A container's `resources`, for the cpu and memory triggers' Utilization."""
+
+    requests: ResourceList = Field(default_factory=ResourceList)
+    limits: ResourceList = Field(default_factory=ResourceList)
+
+    @model_validator(mode="after")
+    def _requests_within_limits(self) -> ResourceRequirements:
+        issues: list[tuple[tuple[PathElement, ...], str]] = []
+        for name in ("cpu", "memory"):
+            request, limit = getattr(self.requests, name), getattr(self.limits, name)
+            if request is not None and limit is not None and request > limit:
+                issues.append((("requests", name), f"must be less than or equal to the {name} limit"))
+        if issues:
+            raise FieldIssue(*issues)
+        return self
+
+    def effective_requests(self) -> dict[str, float]:
+        """Requests by resource; as Kubernetes defaults them, a resource with only a limit requests its limit."""
+        out: dict[str, float] = {}
+        for name in ("cpu", "memory"):
+            value = getattr(self.requests, name)
+            if value is None:
+                value = getattr(self.limits, name)
+            if value is not None:
+                out[name] = value
+        return out
+
 
 class ProcessGroupSpec(KubeModel):
     """A set of identical local processes: what a Deployment is to pods, for `ebb run`."""
@@ -1141,6 +1180,8 @@ class ProcessGroupSpec(KubeModel):
     termination_grace_period_seconds: int = Field(default=30, ge=0)
     #: The count to hold when no ScaledObject scales this group.
     replicas: int | None = Field(default=None, ge=0)
+    #: Per worker; cpu and memory triggers with metricType Utilization measure against `requests`.
+    resources: ResourceRequirements | None = None
 
     @model_validator(mode="after")
     def _local_sources_only(self) -> ProcessGroupSpec:

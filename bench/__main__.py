@@ -1,0 +1,18 @@
+"""`python -m bench`: every benchmark in turn, one line each; results in bench/results/<name>.json."""
+
+from __future__ import annotations
+
+import sys
+
+from bench import activation, decisions, objects
+
+
+def main() -> int:
+    decisions.main()
+    activation.main([])
+    objects.main([])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

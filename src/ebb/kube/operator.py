@@ -1,0 +1,493 @@
+"""The ScaledObject controller: reconcile and delete, one scaling loop per object, metrics for the HPA.
+
+Kubernetes-facing and thin: the decisions come from `ScaledObjectDecider` (mode "hpa" or "direct") run by
+`ScaledObjectLoop` over a /scale target; the manifests come from hpa.py and status.py. kopf calls
+`reconcile` and `delete` (see `register_handlers`); tests call them directly against a fake API server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from lightkube.types import PatchType
+
+from ebb.errors import EbbError, ScalerError, SpecError
+from ebb.kube import status as st
+from ebb.kube.auth import PrefetchedStore, container_env, prefetch_auth, template_containers
+from ebb.kube.client import API_ERRORS, EVENT, HPA, SCALED_OBJECT, AsyncClient, api_message, is_not_found, to_dict
+from ebb.kube.hpa import (
+    SCALED_OBJECT_LABEL,
+    TargetKind,
+    build_hpa,
+    external_metric_names,
+    hpa_needs_update,
+    resource_metric_names,
+)
+from ebb.kube.metrics_provider import ExternalMetricValue, MetricDescriptor, MetricNotFound
+from ebb.kube.resource_trigger import ResourceTrigger
+from ebb.kube.scale import KubeScaleTarget, resolve_target_kind
+from ebb.runtime.build import object_ref
+from ebb.runtime.observer import ObjectRef, Observer, PollRecord
+from ebb.runtime.scaled_object import ScaledObjectLoop, close_scalers, read_trigger
+from ebb.scalers import build_scaler
+from ebb.scalers.base import DEFAULT_TIMEOUT, MetricSpec, Scaler, TriggerContext
+from ebb.scaling.lifecycle import COMPOSITE_METRIC, ScaledObjectDecider
+from ebb.scaling.types import Condition, LifecycleState, ScalingEvent
+from ebb.spec import object_policy, parse_object, pause_state, resolve_triggers_auth
+from ebb.spec.models import ScaledObject
+
+log = logging.getLogger("ebb.operator")
+
+#: KEDA's finalizer on ScaledObjects (controllers/keda/scaledobject_finalizer.go).
+FINALIZER = "finalizer.keda.sh"
+#: Per-object override of the operator's --scaling mode.
+SCALING_ANNOTATION = "ebb.dev/scaling"
+#: An HPA with this annotation set to "false" is ignored by the ownership check (KEDA's webhook).
+HPA_OWNERSHIP_ANNOTATION = "validations.keda.sh/hpa-ownership"
+TRANSFER_HPA_ANNOTATION = "scaledobject.keda.sh/transfer-hpa-ownership"
+
+Mode = Literal["hpa", "direct"]
+
+
+@dataclass
+class OperatorOptions:
+    scaling: Mode = "hpa"
+    cluster_object_namespace: str = "ebb"
+    timeout: float = DEFAULT_TIMEOUT
+
+
+@dataclass
+class _Runtime:
+    """One ScaledObject's live parts."""
+
+    so: ScaledObject
+    uid: str
+    mode: Mode
+    loop: ScaledObjectLoop
+    scalers: list[Scaler]
+    specs: list[MetricSpec]
+    task: asyncio.Task[None] | None = None
+    writes: set[asyncio.Task[None]] = field(default_factory=set)
+
+
+def _error_text(exc: EbbError) -> str:
+    """`field: message`, so the Ready condition names the field at fault."""
+    if isinstance(exc, SpecError):
+        return f"{exc.field}: {exc.message}" if exc.field else exc.message
+    return str(exc)
+
+
+class _KubeObserver(Observer):
+    """Turns the loop's reports into status patches and Events (written in the background, in order)."""
+
+    def __init__(self, controller: ScaledObjectController, manifest_ref: dict[str, Any]) -> None:
+        self.controller = controller
+        self.manifest_ref = manifest_ref
+        self._lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def _spawn(self, coro: Any) -> None:
+        async def run() -> None:
+            async with self._lock:
+                try:
+                    await coro
+                except API_ERRORS as exc:
+                    log.warning("%s: cannot write to the API: %s", self.manifest_ref.get("name"), exc)
+
+        task = asyncio.create_task(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def poll(self, record: PollRecord) -> None:
+        self._spawn(self.controller._write_poll(self.manifest_ref, record))
+
+    def event(self, ref: ObjectRef, event: ScalingEvent, now: float) -> None:
+        self._spawn(self.controller.emit(self.manifest_ref, event))
+
+    def problem(self, ref: ObjectRef, message: str, now: float) -> None:
+        log.warning("%s: %s", ref, message)
+
+    async def drain(self) -> None:
+        if self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+
+class ScaledObjectController:
+    """Reconciles ScaledObjects and serves their metrics (implements kube.metrics_provider.MetricsProvider)."""
+
+    def __init__(
+        self, client: AsyncClient, options: OperatorOptions | None = None, *, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.client = client
+        self.options = options or OperatorOptions()
+        self.clock = clock
+        #: Start each object's loop on reconcile (tests turn this off and poll by hand).
+        self.autostart = True
+        self.runtimes: dict[tuple[str, str], _Runtime] = {}
+        self.states: dict[str, LifecycleState] = {}
+        self._observers: dict[tuple[str, str], _KubeObserver] = {}
+
+    # --- API writes ----------------------------------------------------------------------------------
+
+    async def emit(self, manifest_ref: Mapping[str, Any], event: ScalingEvent) -> None:
+        body = st.event_manifest(manifest_ref, event, self.clock())
+        await self.client.create(EVENT(body))
+
+    async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        await self.client.patch(
+            SCALED_OBJECT.Status, name, {"status": status}, namespace=namespace, patch_type=PatchType.MERGE
+        )
+
+    async def _current_status(self, namespace: str, name: str) -> dict[str, Any]:
+        try:
+            obj = to_dict(await self.client.get(SCALED_OBJECT, name, namespace=namespace))
+        except API_ERRORS as exc:
+            if is_not_found(exc):
+                return {}
+            raise
+        return dict(obj.get("status") or {})
+
+    async def _write_poll(self, manifest_ref: Mapping[str, Any], record: PollRecord) -> None:
+        if record.decision is None:
+            return
+        namespace, name = str(manifest_ref["namespace"]), str(manifest_ref["name"])
+        runtime = self.runtimes.get((namespace, name))
+        names = external_metric_names(runtime.so, runtime.specs) if runtime else ()
+        existing = await self._current_status(namespace, name)
+        patch = st.decision_status(record.decision, existing, record.time, external_metric_names=names)
+        await self.patch_status(namespace, name, patch)
+
+    async def _fail(self, body: Mapping[str, Any], reason: str, message: str) -> None:
+        meta = body.get("metadata") or {}
+        namespace, name = meta.get("namespace", "default"), meta.get("name", "")
+        log.warning("ScaledObject %s/%s: %s", namespace, name, message)
+        await self.patch_status(namespace, name, st.error_status(body.get("status"), reason, message, self.clock()))
+        await self.emit(st.object_reference(body), ScalingEvent(reason, message, "Warning"))
+
+    # --- reconcile ------------------------------------------------------------------------------------
+
+    async def reconcile(self, body: Mapping[str, Any]) -> None:
+        """Bring the cluster in line with one ScaledObject. Never raises for a broken object: it reports it."""
+        meta = body.get("metadata") or {}
+        key = (str(meta.get("namespace", "default")), str(meta.get("name", "")))
+        await self.stop(key)
+        obj, errors = parse_object(dict(body), label=f"ScaledObject {key[0]}/{key[1]}")
+        if errors or not isinstance(obj, ScaledObject):
+            message = "; ".join(_error_text(e) for e in errors) or "not a ScaledObject"
+            await self._fail(body, "ScaledObjectCheckFailed", message)
+            return
+        try:
+            await self._reconcile(obj, body)
+        except EbbError as exc:
+            await self._fail(body, "ScaledObjectCheckFailed", _error_text(exc))
+        except API_ERRORS as exc:
+            await self._fail(body, "ScaledObjectCheckFailed", f"Kubernetes API: {api_message(exc)}")
+
+    def mode_for(self, so: ScaledObject) -> Mode:
+        wanted = so.metadata.annotations.get(SCALING_ANNOTATION, self.options.scaling)
+        if wanted not in ("hpa", "direct"):
+            raise SpecError(
+                so.ref, f"metadata.annotations[{SCALING_ANNOTATION}]", f"expected hpa or direct, got {wanted!r}"
+            )
+        return "direct" if wanted == "direct" else "hpa"
+
+    async def _reconcile(self, so: ScaledObject, body: Mapping[str, Any]) -> None:
+        namespace, name = so.metadata.namespace, so.name
+        uid = str((body.get("metadata") or {}).get("uid") or "")
+        ref_dict = st.object_reference(body)
+        existing_status = dict(body.get("status") or {})
+        target_ref = so.spec.scale_target_ref
+        kind = await resolve_target_kind(self.client, target_ref.api_version, target_ref.kind)
+        target = KubeScaleTarget(self.client, kind, target_ref.name, namespace)
+        mode = self.mode_for(so)
+        await self._check_conflicts(so, kind)
+
+        current = await target.get_replicas()
+        status: dict[str, Any] = {
+            "scaleTargetKind": f"{kind.api_version}.{kind.kind}",
+            "scaleTargetGVKR": kind.as_status(),
+            "triggersTypes": st.triggers_types(so),
+            "authenticationsTypes": st.authentications_types(so),
+        }
+        if existing_status.get("originalReplicaCount") is None:
+            status["originalReplicaCount"] = current
+
+        pause = pause_state(so)
+        if pause.paused:
+            # KEDA: a paused object has no HPA and no loop; paused-replicas pins the target.
+            await self._delete_owned_hpa(so, uid)
+            if pause.paused_replicas is not None and current != pause.paused_replicas:
+                await target.set_replicas(pause.paused_replicas)
+            status["pausedReplicaCount"] = pause.paused_replicas
+            conditions = {"Paused": Condition("True", "ScaledObjectPaused", "ScaledObject is paused")}
+            status["conditions"] = st.merge_conditions(existing_status.get("conditions"), conditions, self.clock())
+            await self.patch_status(namespace, name, status)
+            if not any(
+                c.get("type") == "Paused" and c.get("status") == "True" for c in existing_status.get("conditions") or ()
+            ):
+                await self.emit(ref_dict, ScalingEvent("ScaledObjectPaused", "ScaledObject is paused"))
+            return
+        status["pausedReplicaCount"] = None
+
+        scalers = await self._build_scalers(so, target, mode)
+        try:
+            specs = await self._metric_specs(scalers)
+            status["externalMetricNames"] = external_metric_names(so, specs)
+            status["resourceMetricNames"] = resource_metric_names(specs)
+            if mode == "hpa":
+                hpa = build_hpa(so, specs, kind, uid=uid)
+                await self._apply_hpa(hpa)
+                status["hpaName"] = so.hpa_name
+            else:
+                await self._delete_owned_hpa(so, uid)
+                status["hpaName"] = None
+        except BaseException:
+            await close_scalers(scalers)
+            raise
+
+        ready = {
+            "Ready": Condition(
+                "True", "ScaledObjectReady", "ScaledObject is defined correctly and is ready for scaling"
+            )
+        }
+        status["conditions"] = st.merge_conditions(existing_status.get("conditions"), ready, self.clock())
+        await self.patch_status(namespace, name, status)
+
+        state = self.states.setdefault(uid or f"{namespace}/{name}", LifecycleState())
+        last_active = st.parse_rfc3339(existing_status.get("lastActiveTime"))
+        if state.last_active_time is None and last_active is not None:
+            state.last_active_time = last_active
+        decider = ScaledObjectDecider(
+            object_policy(so, now=self.clock()),
+            state,
+            mode=mode,
+            obj=so.ref,
+            target=target.label,
+            trigger_names=[t.name for t in so.spec.triggers if t.name and not t.is_resource],
+        )
+        observer = _KubeObserver(self, ref_dict)
+        loop = ScaledObjectLoop(
+            object_ref(so),
+            scalers,
+            target,
+            decider,
+            polling_interval=float(so.spec.polling_interval),
+            observer=observer,
+            annotations=so.metadata.annotations,
+            idle_replicas=so.spec.idle_replica_count,
+            clock=self.clock,
+        )
+        runtime = _Runtime(so=so, uid=uid, mode=mode, loop=loop, scalers=scalers, specs=specs)
+        self.runtimes[(namespace, name)] = runtime
+        self._observers[(namespace, name)] = observer
+        await self.emit(ref_dict, ScalingEvent("KEDAScalersStarted", f"Started scalers watch for {so.ref}"))
+        if self.autostart:
+            self.start((namespace, name))
+
+    def start(self, key: tuple[str, str]) -> None:
+        """Run the object's loop in the background (kopf's reconcile returns; the loop lives on)."""
+        runtime = self.runtimes.get(key)
+        if runtime is not None and runtime.task is None:
+            runtime.task = asyncio.create_task(runtime.loop.run(), name=f"ebb:{key[0]}/{key[1]}")
+
+    async def stop(self, key: tuple[str, str]) -> None:
+        """Stop the object's loop and release its scalers (before a rebuild, on delete or pause)."""
+        runtime = self.runtimes.pop(key, None)
+        if runtime is None:
+            return
+        if runtime.task is not None:
+            runtime.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await runtime.task
+        observer = self._observers.pop(key, None)
+        if observer is not None:
+            await observer.drain()
+        await close_scalers(runtime.scalers)
+
+    async def close(self) -> None:
+        for key in list(self.runtimes):
+            await self.stop(key)
+
+    async def delete(self, body: Mapping[str, Any]) -> None:
+        """The object is going: stop scaling, restore the original count if asked (the HPA goes by ownerReference)."""
+        meta = body.get("metadata") or {}
+        key = (str(meta.get("namespace", "default")), str(meta.get("name", "")))
+        await self.stop(key)
+        self.states.pop(str(meta.get("uid") or f"{key[0]}/{key[1]}"), None)
+        spec = body.get("spec") or {}
+        advanced = spec.get("advanced") or {}
+        original = (body.get("status") or {}).get("originalReplicaCount")
+        target_ref = spec.get("scaleTargetRef") or {}
+        if advanced.get("restoreToOriginalReplicaCount") and original is not None and target_ref.get("name"):
+            try:
+                kind = await resolve_target_kind(
+                    self.client, target_ref.get("apiVersion", "apps/v1"), target_ref.get("kind", "Deployment")
+                )
+                await KubeScaleTarget(self.client, kind, target_ref["name"], key[0]).set_replicas(int(original))
+            except EbbError as exc:
+                log.warning("ScaledObject %s/%s: cannot restore the original replica count: %s", *key, exc)
+        with contextlib.suppress(*API_ERRORS):
+            await self.emit(st.object_reference(body), ScalingEvent("ScaledObjectDeleted", "ScaledObject was deleted"))
+
+    # --- pieces ---------------------------------------------------------------------------------------
+
+    async def _check_conflicts(self, so: ScaledObject, kind: TargetKind) -> None:
+        """KEDA's webhook checks, as conditions: one ScaledObject per workload, no foreign HPA on it."""
+        namespace, target = so.metadata.namespace, so.spec.scale_target_ref
+        async for other in self.client.list(SCALED_OBJECT, namespace=namespace):
+            data = to_dict(other)
+            other_meta = data.get("metadata") or {}
+            ref = (data.get("spec") or {}).get("scaleTargetRef") or {}
+            if other_meta.get("name") == so.name or other_meta.get("deletionTimestamp"):
+                continue
+            if ref.get("name") == target.name and ref.get("kind", "Deployment") == target.kind:
+                raise SpecError(
+                    so.ref,
+                    "spec.scaleTargetRef",
+                    f"the workload '{target.name}' of type '{kind.api_version}.{kind.kind}' is already managed by "
+                    f"the ScaledObject '{other_meta.get('name')}'",
+                )
+        transfer = so.metadata.annotations.get(TRANSFER_HPA_ANNOTATION) == "true"
+        async for hpa in self.client.list(HPA, namespace=namespace):
+            data = to_dict(hpa)
+            hpa_meta = data.get("metadata") or {}
+            ref = (data.get("spec") or {}).get("scaleTargetRef") or {}
+            if ref.get("name") != target.name or ref.get("kind") != target.kind:
+                continue
+            owners = hpa_meta.get("ownerReferences") or []
+            if any(o.get("kind") == "ScaledObject" and o.get("name") == so.name for o in owners):
+                continue
+            if (hpa_meta.get("annotations") or {}).get(HPA_OWNERSHIP_ANNOTATION) == "false":
+                continue
+            if transfer and hpa_meta.get("name") == so.hpa_name:
+                continue
+            raise SpecError(
+                so.ref,
+                "spec.scaleTargetRef",
+                f"the workload '{target.name}' of type '{kind.api_version}.{kind.kind}' is already managed by "
+                f"the hpa '{hpa_meta.get('name')}'",
+            )
+
+    async def _build_scalers(self, so: ScaledObject, target: KubeScaleTarget, mode: Mode) -> list[Scaler]:
+        store = PrefetchedStore()
+        await prefetch_auth(
+            self.client, so, cluster_object_namespace=self.options.cluster_object_namespace, store=store
+        )
+        workload = await target.get_manifest()
+        containers = template_containers(workload)
+        env = (
+            await container_env(
+                self.client,
+                store,
+                containers,
+                so.metadata.namespace,
+                wanted=so.spec.scale_target_ref.env_source_container_name,
+                obj=f"{target.label} (the scale target of {so.ref})",
+                path="spec.template.spec.containers",
+            )
+            if containers
+            else None
+        )
+        auths = resolve_triggers_auth(so, store, env, cluster_object_namespace=self.options.cluster_object_namespace)
+        ref = object_ref(so)
+        modifiers = so.spec.scaling_modifiers is not None
+        scalers: list[Scaler] = []
+        for index, (trigger, auth) in enumerate(zip(so.spec.triggers, auths, strict=True)):
+            metric_type = trigger.metric_type or trigger.metadata.get("type") or "AverageValue"
+            if metric_type not in ("AverageValue", "Value", "Utilization"):
+                raise SpecError(so.ref, f"spec.triggers[{index}].metricType", "expected Utilization or AverageValue")
+            ctx = TriggerContext(
+                kind=ref.kind,
+                namespace=ref.namespace,
+                name=ref.name,
+                trigger_index=index,
+                trigger_type=trigger.type,
+                trigger_name=trigger.name,
+                metric_type=metric_type,  # type: ignore[arg-type]
+                timeout=self.options.timeout,
+                secrets=auth.secret_values | (env.secret_values if env is not None else frozenset()),
+                as_metric_source=modifiers,
+            )
+            if trigger.is_resource:
+                if mode == "direct":
+                    raise SpecError(
+                        so.ref,
+                        f"spec.triggers[{index}].type",
+                        f"{trigger.type} triggers need the HPA (metrics-server measures them): use scaling mode hpa",
+                    )
+                scalers.append(ResourceTrigger.from_trigger(ctx, trigger.metadata))
+            else:
+                scalers.append(
+                    build_scaler(trigger.type, trigger.metadata, ctx=ctx, auth_params=auth.params, resolved_env=env)
+                )
+        return scalers
+
+    async def _metric_specs(self, scalers: list[Scaler]) -> list[MetricSpec]:
+        specs: list[MetricSpec] = []
+        for scaler in scalers:
+            await scaler.prepare()
+            specs.append(scaler.metric_spec())
+        return specs
+
+    async def _apply_hpa(self, hpa: dict[str, Any]) -> None:
+        meta = hpa["metadata"]
+        try:
+            found = to_dict(await self.client.get(HPA, meta["name"], namespace=meta["namespace"]))
+        except API_ERRORS as exc:
+            if not is_not_found(exc):
+                raise
+            await self.client.create(HPA(hpa))
+            return
+        if hpa_needs_update(hpa, found):
+            await self.client.patch(HPA, meta["name"], hpa, namespace=meta["namespace"], patch_type=PatchType.MERGE)
+
+    async def _delete_owned_hpa(self, so: ScaledObject, uid: str) -> None:
+        try:
+            found = to_dict(await self.client.get(HPA, so.hpa_name, namespace=so.metadata.namespace))
+        except API_ERRORS as exc:
+            if is_not_found(exc):
+                return
+            raise
+        owners = (found.get("metadata") or {}).get("ownerReferences") or []
+        if any(o.get("kind") == "ScaledObject" and o.get("name") == so.name for o in owners):
+            with contextlib.suppress(*API_ERRORS):
+                await self.client.delete(HPA, so.hpa_name, namespace=so.metadata.namespace)
+
+    # --- MetricsProvider ------------------------------------------------------------------------------
+
+    def list_metrics(self) -> list[MetricDescriptor]:
+        out: list[MetricDescriptor] = []
+        for (namespace, name), runtime in self.runtimes.items():
+            if runtime.mode != "hpa":
+                continue
+            for metric in external_metric_names(runtime.so, runtime.specs):
+                out.append(MetricDescriptor(namespace, metric, name))
+        return out
+
+    async def get_metric(
+        self, namespace: str, metric_name: str, selector: Mapping[str, str]
+    ) -> list[ExternalMetricValue]:
+        so_name = selector.get(SCALED_OBJECT_LABEL)
+        runtime = self.runtimes.get((namespace, so_name or ""))
+        if runtime is None or metric_name not in external_metric_names(runtime.so, runtime.specs):
+            raise MetricNotFound(f"no ScaledObject {namespace}/{so_name} serving {metric_name}")
+        decision = runtime.loop.last_decision
+        now = self.clock()
+        if metric_name != COMPOSITE_METRIC:
+            index = next(i for i, s in enumerate(runtime.specs) if s.name == metric_name)
+            if not runtime.so.spec.triggers[index].use_cached_metrics:
+                result = await read_trigger(runtime.scalers[index])
+                if result.error is None and result.value is not None:
+                    return [ExternalMetricValue(metric_name, result.value, now)]
+                # A failing source: serve the fallback value of the last poll if fallback is active.
+                if decision is None or not runtime.loop.decider.state.fallback_active:
+                    raise ScalerError(runtime.so.ref, f"triggers[{index}]", result.error or "no value")
+        if decision is None or metric_name not in decision.metric_values:
+            raise ScalerError(runtime.so.ref, metric_name, "no value yet (the first poll has not completed)")
+        return [ExternalMetricValue(metric_name, decision.metric_values[metric_name], now)]

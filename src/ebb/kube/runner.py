@@ -1,0 +1,123 @@
+"""kopf wiring: the framework does watches, retries and finalizers; the controller does the work."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import kopf
+
+from ebb.kube.client import default_client
+from ebb.kube.jobs import ScaledJobController
+from ebb.kube.leader import LeaderElector, default_namespace, run_as_leader
+from ebb.kube.operator import FINALIZER, OperatorOptions, ScaledObjectController
+
+log = logging.getLogger("ebb.operator")
+SO = ("keda.sh", "v1alpha1", "scaledobjects")
+SJ = ("keda.sh", "v1alpha1", "scaledjobs")
+
+
+def register_handlers(
+    registry: kopf.OperatorRegistry, controller: ScaledObjectController, jobs: ScaledJobController | None = None
+) -> None:
+    """ScaledObject/ScaledJob create/update/resume reconcile; delete stops the loop (kopf holds FINALIZER
+    meanwhile)."""
+
+    @kopf.on.startup(registry=registry)
+    def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+        settings.persistence.finalizer = FINALIZER
+        # ebb writes status itself (KEDA's fields); kopf keeps its progress in annotations.
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="ebb.dev")
+        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="ebb.dev")
+        settings.posting.enabled = False
+
+    @kopf.on.resume(*SO, registry=registry)
+    @kopf.on.create(*SO, registry=registry)
+    @kopf.on.update(*SO, registry=registry)
+    async def scaled_object_changed(body: kopf.Body, **_: Any) -> None:
+        await controller.reconcile(dict(body))
+
+    @kopf.on.delete(*SO, registry=registry)
+    async def scaled_object_deleted(body: kopf.Body, **_: Any) -> None:
+        await controller.delete(dict(body))
+
+    if jobs is not None:
+
+        @kopf.on.resume(*SJ, registry=registry)
+        @kopf.on.create(*SJ, registry=registry)
+        @kopf.on.update(*SJ, registry=registry)
+        async def scaled_job_changed(body: kopf.Body, **_: Any) -> None:
+            await jobs.reconcile(dict(body))
+
+        @kopf.on.delete(*SJ, registry=registry)
+        async def scaled_job_deleted(body: kopf.Body, **_: Any) -> None:
+            await jobs.delete(dict(body))
+
+    @kopf.on.cleanup(registry=registry)
+    async def stop_loops(**_: Any) -> None:
+        await controller.close()
+        if jobs is not None:
+            await jobs.close()
+
+
+async def operator_main(
+    *,
+    namespaces: Sequence[str],
+    scaling: Literal["hpa", "direct"],
+    metrics_api_port: int,
+    cluster_object_namespace: str,
+    tls_cert_file: str | None = None,
+    tls_private_key_file: str | None = None,
+    leader_election: bool = True,
+    leader_election_namespace: str | None = None,
+) -> None:
+    from ebb.kube.metrics_api import MetricsAPIServer
+
+    client = default_client()
+    options = OperatorOptions(scaling=scaling, cluster_object_namespace=cluster_object_namespace)
+    controller = ScaledObjectController(client, options)
+    jobs = ScaledJobController(client, options)
+    registry = kopf.OperatorRegistry()
+    register_handlers(registry, controller, jobs)
+    ssl_context = None
+    if tls_cert_file and tls_private_key_file:
+        from ebb.kube.certs import load_files
+
+        ssl_context = load_files(tls_cert_file, tls_private_key_file).ssl_context()
+    else:
+        log.warning("no --tls-cert-file/--tls-private-key-file: the metrics API serves plain HTTP")
+    server = MetricsAPIServer(controller, port=metrics_api_port, ssl_context=ssl_context)
+    await server.start()
+
+    async def operate(stop_flag: asyncio.Event | None = None) -> None:
+        await kopf.operator(
+            registry=registry,
+            clusterwide=not namespaces,
+            namespaces=list(namespaces),
+            standalone=True,
+            stop_flag=stop_flag,
+        )
+
+    async def stop_loops() -> None:
+        await controller.close()
+        await jobs.close()
+
+    try:
+        if leader_election:
+            # kopf (watches, reconciles, loops) runs only on the Lease holder, as KEDA's manager starts its
+            # controllers only after winning; the other replicas wait and take over when the Lease expires.
+            elector = LeaderElector(client, namespace=leader_election_namespace or default_namespace())
+            log.info("leader election: lease %s/%s as %s", elector.namespace, elector.name, elector.identity)
+            await run_as_leader(elector, operate, on_lost=stop_loops)
+        else:
+            await operate()
+    finally:
+        await server.stop()
+        await stop_loops()
+        await client.aclose()
+
+
+def run_operator(**kwargs: Any) -> None:
+    asyncio.run(operator_main(**kwargs))

@@ -1,0 +1,135 @@
+"""ScaledObject status and Kubernetes Events, built from the core's Decisions. Pure: dicts in, dicts out.
+
+Condition types, reasons and messages are KEDA's (apis/keda/v1alpha1/condition_types.go,
+pkg/eventreason/eventreason.go). Unlike KEDA, ebb stamps `lastTransitionTime` when a condition's status changes.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from ebb.scaling.types import Condition, Decision, ScalingEvent
+from ebb.spec.models import ScaledJob, ScaledObject
+
+CONDITION_ORDER = ("Ready", "Active", "Fallback", "Paused")
+#: Who Events say they come from.
+COMPONENT = "ebb-operator"
+
+
+def rfc3339(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_rfc3339(text: str | None) -> float | None:
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def initial_conditions() -> dict[str, Condition]:
+    """What KEDA starts an object with: Ready/Active/Fallback Unknown, Paused False."""
+    return {
+        "Ready": Condition("Unknown", ""),
+        "Active": Condition("Unknown", ""),
+        "Fallback": Condition("Unknown", ""),
+        "Paused": Condition("False", ""),
+    }
+
+
+def merge_conditions(
+    existing: Sequence[Mapping[str, Any]] | None, updates: Mapping[str, Condition], now: float
+) -> list[dict[str, Any]]:
+    """The conditions after `updates`; a condition keeps its lastTransitionTime unless its status changes."""
+    current: dict[str, dict[str, Any]] = {str(c.get("type")): dict(c) for c in existing or () if c.get("type")}
+    if not current:
+        for kind, cond in initial_conditions().items():
+            current[kind] = {"type": kind, "status": cond.status, "reason": cond.reason, "message": cond.message}
+    for kind, cond in updates.items():
+        before = current.get(kind)
+        entry: dict[str, Any] = {"type": kind, "status": cond.status, "reason": cond.reason, "message": cond.message}
+        if before is not None and before.get("status") == cond.status and before.get("lastTransitionTime"):
+            entry["lastTransitionTime"] = before["lastTransitionTime"]
+        elif before is None or before.get("status") != cond.status:
+            entry["lastTransitionTime"] = rfc3339(now)
+        current[kind] = entry
+    ordered = [current.pop(kind) for kind in CONDITION_ORDER if kind in current]
+    return ordered + [current[k] for k in sorted(current)]
+
+
+def _unique_join(values: Sequence[str]) -> str:
+    return ",".join(dict.fromkeys(v for v in values if v))
+
+
+def triggers_types(obj: ScaledObject | ScaledJob) -> str:
+    return _unique_join([t.type for t in obj.spec.triggers])
+
+
+def authentications_types(obj: ScaledObject | ScaledJob) -> str:
+    return _unique_join([t.authentication_ref.name for t in obj.spec.triggers if t.authentication_ref])
+
+
+def decision_status(
+    decision: Decision, existing: Mapping[str, Any] | None, now: float, *, external_metric_names: Sequence[str] = ()
+) -> dict[str, Any]:
+    """The status fields one poll changes: conditions, lastActiveTime, health (KEDA's updateHealthStatus keeps
+    entries only for the object's current external metrics)."""
+    existing = existing or {}
+    patch: dict[str, Any] = {"conditions": merge_conditions(existing.get("conditions"), decision.conditions, now)}
+    if decision.last_active_time is not None:
+        patch["lastActiveTime"] = rfc3339(decision.last_active_time)
+    names = set(external_metric_names) if external_metric_names else None
+    patch["health"] = {
+        name: {"numberOfFailures": h.number_of_failures, "status": h.status}
+        for name, h in sorted(decision.health.items())
+        if names is None or name in names
+    }
+    return patch
+
+
+def error_status(existing: Mapping[str, Any] | None, reason: str, message: str, now: float) -> dict[str, Any]:
+    """Ready=False with `reason` (e.g. ScaledObjectCheckFailed) and the error as the message."""
+    conditions = (existing or {}).get("conditions")
+    return {"conditions": merge_conditions(conditions, {"Ready": Condition("False", reason, message)}, now)}
+
+
+def object_reference(manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """An ObjectReference (involvedObject) for a manifest."""
+    meta = manifest.get("metadata") or {}
+    ref = {
+        "apiVersion": manifest.get("apiVersion", ""),
+        "kind": manifest.get("kind", ""),
+        "name": meta.get("name", ""),
+        "namespace": meta.get("namespace", ""),
+    }
+    if meta.get("uid"):
+        ref["uid"] = meta["uid"]
+    if meta.get("resourceVersion"):
+        ref["resourceVersion"] = meta["resourceVersion"]
+    return ref
+
+
+def event_manifest(involved: Mapping[str, Any], event: ScalingEvent, now: float) -> dict[str, Any]:
+    """A core/v1 Event about `involved` (an ObjectReference) with KEDA's reason and type."""
+    stamp = rfc3339(now)
+    name = str(involved.get("name", "object"))
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": f"{name}.{uuid.uuid4().hex[:16]}", "namespace": involved.get("namespace") or "default"},
+        "involvedObject": dict(involved),
+        "reason": event.reason,
+        "message": event.message,
+        "type": event.type,
+        "count": 1,
+        "firstTimestamp": stamp,
+        "lastTimestamp": stamp,
+        "source": {"component": COMPONENT},
+        "reportingComponent": COMPONENT,
+        "reportingInstance": COMPONENT,
+    }

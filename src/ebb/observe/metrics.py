@@ -1,0 +1,305 @@
+"""Prometheus metrics for ebb: KEDA's names and labels where KEDA has one, `ebb_*` for the rest.
+
+Every runtime gets its own CollectorRegistry (never the global one), so two runtimes or two tests never share
+series. Labels carry object, trigger and metric names only: never a trigger's metadata, so never a secret.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import platform
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+import ebb
+from ebb.runtime.observer import ObjectRef, Observer, PollRecord
+from ebb.scaling.types import ScalingEvent, TriggerResult
+
+#: KEDA's per-trigger label set (`keda:pkg/metricscollector/prommetrics.go`).
+SCALER_LABELS = ("namespace", "metric", "scaledObject", "scaler", "triggerIndex", "type")
+#: Decision latency buckets (seconds): most activations are decided in the poll that sees the work.
+ACTIVATION_BUCKETS = (0.0, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+
+_INDEX = re.compile(r"^s(\d+)-")
+
+
+def _resource_type(kind: str) -> str:
+    return "scaledjob" if kind == "ScaledJob" else "scaledobject"
+
+
+@dataclass(frozen=True)
+class TriggerInfo:
+    """What the manifest says about one trigger, for the `scaler` label (KEDA: trigger name, else the type)."""
+
+    index: int
+    type: str
+    name: str | None = None
+
+
+@dataclass
+class _ObjectMemory:
+    triggers: dict[int, TriggerInfo] = field(default_factory=dict)
+    #: Label tuples this object has published, so `removed` can delete exactly them.
+    series: set[tuple[str, ...]] = field(default_factory=set)
+    #: When a poll first saw activity while the target ran zero replicas (for ebb_activation_latency_seconds).
+    active_since: float | None = None
+    registered: bool = False
+
+
+class EbbMetrics:
+    """The metric families, registered on one registry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.build_info = Gauge(
+            "keda_build_info",
+            "A metric with a constant '1' value labeled by version, git_commit and goversion from which ebb was built.",
+            ["version", "git_commit", "goversion", "goos", "goarch"],
+            registry=r,
+        )
+        self.build_info.labels(
+            ebb.__version__, "", f"python{platform.python_version()}", platform.system().lower(), platform.machine()
+        ).set(1)
+        self.scaler_metrics_value = Gauge(
+            "keda_scaler_metrics_value",
+            "The current value for each scaler's metric that would be used by the HPA in computing the target.",
+            SCALER_LABELS,
+            registry=r,
+        )
+        self.scaler_metrics_latency = Gauge(
+            "keda_scaler_metrics_latency_seconds",
+            "The latency of retrieving current metric from each scaler.",
+            SCALER_LABELS,
+            registry=r,
+        )
+        self.scaler_active = Gauge(
+            "keda_scaler_active",
+            "Indicates whether a scaler is active (1), or not (0).",
+            SCALER_LABELS,
+            registry=r,
+        )
+        self.scaler_detail_errors = Counter(
+            "keda_scaler_detail_errors",
+            "The number of errors encountered for each scaler.",
+            SCALER_LABELS,
+            registry=r,
+        )
+        self.scaled_object_errors = Counter(
+            "keda_scaled_object_errors",
+            "The number of errors that have occurred for each ScaledObject.",
+            ["namespace", "scaledObject"],
+            registry=r,
+        )
+        self.scaled_job_errors = Counter(
+            "keda_scaled_job_errors",
+            "Number of scaled job errors.",
+            ["namespace", "scaledJob"],
+            registry=r,
+        )
+        self.scaled_object_paused = Gauge(
+            "keda_scaled_object_paused",
+            "Indicates whether a ScaledObject is paused (1), or not (0).",
+            ["namespace", "scaledObject"],
+            registry=r,
+        )
+        # KEDA declares these two as gauges with a `_total` name (they go down when an object goes away).
+        self.resource_registered = Gauge(
+            "keda_resource_registered_total",
+            "Total number of KEDA custom resources per namespace for each custom resource type (CRD) registered.",
+            ["type", "namespace"],
+            registry=r,
+        )
+        self.trigger_registered = Gauge(
+            "keda_trigger_registered_total",
+            "Total number of triggers per trigger type registered.",
+            ["type"],
+            registry=r,
+        )
+        self.scale_loop_latency = Gauge(
+            "keda_internal_scale_loop_latency_seconds",
+            "Total deviation (in seconds) between the expected execution time and the actual execution time "
+            "for the scaling loop.",
+            ["namespace", "type", "resource"],
+            registry=r,
+        )
+        object_labels = ["namespace", "type", "name"]
+        self.desired_replicas = Gauge(
+            "ebb_desired_replicas", "Replicas ebb decided on at the last poll.", object_labels, registry=r
+        )
+        self.current_replicas = Gauge(
+            "ebb_current_replicas", "Replicas the target was set to at the last poll.", object_labels, registry=r
+        )
+        self.ready_replicas = Gauge(
+            "ebb_ready_replicas", "Replicas actually running (ready) at the last poll.", object_labels, registry=r
+        )
+        self.activation_latency = Histogram(
+            "ebb_activation_latency_seconds",
+            "Decision latency of a scale from zero: from the first poll that saw activity on an object at zero "
+            "replicas to the poll that scaled it up.",
+            ["namespace", "type", "name"],
+            buckets=ACTIVATION_BUCKETS,
+            registry=r,
+        )
+        self.scaling_events = Counter(
+            "ebb_scaling_events", "Scaling events emitted, by reason.", ["reason"], registry=r
+        )
+        self.cloudevents_emitted = Counter(
+            "keda_cloudeventsource_events_emitted",
+            "Measured the total number of emitted cloudevents.",
+            ["namespace", "cloudeventsource", "eventsink", "state"],
+            registry=r,
+        )
+        self.cloudevents_queued = Gauge(
+            "keda_cloudeventsource_events_queued",
+            "Indicates how many events are still queued.",
+            ["namespace"],
+            registry=r,
+        )
+        self.observer_dropped = Counter(
+            "ebb_observer_dropped",
+            "Records an observer dropped because its queue was full (scaling never waits for observers).",
+            ["observer"],
+            registry=r,
+        )
+
+
+class MetricsObserver(Observer):
+    """Keeps the Prometheus series of every scaled object up to date from polls, events and problems."""
+
+    def __init__(self, metrics: EbbMetrics | None = None) -> None:
+        self.metrics = metrics or EbbMetrics()
+        self._objects: dict[ObjectRef, _ObjectMemory] = {}
+
+    @property
+    def registry(self) -> CollectorRegistry:
+        return self.metrics.registry
+
+    def _memory(self, ref: ObjectRef) -> _ObjectMemory:
+        memory = self._objects.get(ref)
+        if memory is None:
+            memory = self._objects[ref] = _ObjectMemory()
+        return memory
+
+    def register(self, ref: ObjectRef, triggers: Iterable[TriggerInfo]) -> None:
+        """An object starts being scaled: count it and its triggers (keda_*_registered_total)."""
+        memory = self._memory(ref)
+        if memory.registered:
+            return
+        memory.registered = True
+        memory.triggers = {t.index: t for t in triggers}
+        self.metrics.resource_registered.labels(_resource_type(ref.kind), ref.namespace).inc()
+        for t in memory.triggers.values():
+            self.metrics.trigger_registered.labels(t.type).inc()
+
+    def _scaler_labels(self, ref: ObjectRef, memory: _ObjectMemory, position: int, r: TriggerResult) -> tuple[str, ...]:
+        match = _INDEX.match(r.metric_name)
+        index = int(match.group(1)) if match else position
+        info = memory.triggers.get(index)
+        if r.trigger_name:
+            scaler = r.trigger_name
+        elif info is not None:
+            scaler = info.name or info.type
+        else:
+            scaler = r.metric_name
+        return (ref.namespace, r.metric_name, ref.name, scaler, str(index), _resource_type(ref.kind))
+
+    def poll(self, record: PollRecord) -> None:
+        m = self.metrics
+        ref = record.ref
+        memory = self._memory(ref)
+        rtype = _resource_type(ref.kind)
+        any_error = False
+        any_active = False
+        for position, r in enumerate(record.triggers):
+            labels = self._scaler_labels(ref, memory, position, r)
+            memory.series.add(labels)
+            # Triggers are read concurrently: each one took at most the poll's read time.
+            m.scaler_metrics_latency.labels(*labels).set(record.read_seconds)
+            if r.error is not None:
+                any_error = True
+                m.scaler_detail_errors.labels(*labels).inc()
+                m.scaler_active.labels(*labels).set(0)
+                continue
+            m.scaler_metrics_value.labels(*labels).set(r.value if r.value is not None else 0.0)
+            m.scaler_active.labels(*labels).set(1 if r.active else 0)
+            any_active = any_active or r.active
+        if any_error:
+            if ref.kind == "ScaledJob":
+                m.scaled_job_errors.labels(ref.namespace, ref.name).inc()
+            else:
+                m.scaled_object_errors.labels(ref.namespace, ref.name).inc()
+        m.scale_loop_latency.labels(ref.namespace, rtype, ref.name).set(record.lateness)
+        obj = (ref.namespace, rtype, ref.name)
+        m.desired_replicas.labels(*obj).set(record.desired_replicas)
+        m.current_replicas.labels(*obj).set(record.current_replicas)
+        m.ready_replicas.labels(*obj).set(record.ready_replicas)
+        if record.decision is not None:
+            paused = record.decision.conditions.get("Paused")
+            m.scaled_object_paused.labels(ref.namespace, ref.name).set(
+                1 if paused is not None and paused.status == "True" else 0
+            )
+            any_active = record.decision.active
+        self._activation(memory, record, any_active)
+
+    def _activation(self, memory: _ObjectMemory, record: PollRecord, active: bool) -> None:
+        if record.current_replicas > 0:
+            memory.active_since = None
+            return
+        if not active:
+            memory.active_since = None
+            return
+        if memory.active_since is None:
+            memory.active_since = record.time
+        if record.desired_replicas > 0:
+            ref = record.ref
+            self.metrics.activation_latency.labels(ref.namespace, _resource_type(ref.kind), ref.name).observe(
+                max(0.0, record.time - memory.active_since)
+            )
+            memory.active_since = None
+
+    def event(self, ref: ObjectRef, event: ScalingEvent, now: float) -> None:
+        self.metrics.scaling_events.labels(event.reason).inc()
+
+    def problem(self, ref: ObjectRef, message: str, now: float) -> None:
+        if ref.kind == "ScaledJob":
+            self.metrics.scaled_job_errors.labels(ref.namespace, ref.name).inc()
+        elif ref.kind == "ScaledObject":
+            self.metrics.scaled_object_errors.labels(ref.namespace, ref.name).inc()
+
+    def removed(self, ref: ObjectRef) -> None:
+        memory = self._objects.pop(ref, None)
+        if memory is None:
+            return
+        m = self.metrics
+        for labels in memory.series:
+            for family in (m.scaler_metrics_value, m.scaler_metrics_latency, m.scaler_active, m.scaler_detail_errors):
+                _remove(family, labels)
+        rtype = _resource_type(ref.kind)
+        for per_object in (m.desired_replicas, m.current_replicas, m.ready_replicas, m.activation_latency):
+            _remove(per_object, (ref.namespace, rtype, ref.name))
+        _remove(m.scale_loop_latency, (ref.namespace, rtype, ref.name))
+        _remove(m.scaled_object_paused, (ref.namespace, ref.name))
+        if memory.registered:
+            m.resource_registered.labels(rtype, ref.namespace).dec()
+            for t in memory.triggers.values():
+                m.trigger_registered.labels(t.type).dec()
+
+
+def _remove(family: Gauge | Counter | Histogram, labels: tuple[str, ...]) -> None:
+    with contextlib.suppress(KeyError):
+        family.remove(*labels)
+
+
+def metrics_routes(registry: CollectorRegistry) -> list[web.RouteDef]:
+    """`GET /metrics` in Prometheus' text format, for any aiohttp app (ebb run's, the operator's)."""
+
+    async def handle(request: web.Request) -> web.Response:
+        body = generate_latest(registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    return [web.get("/metrics", handle)]

@@ -1,0 +1,119 @@
+"""Wires `ebb run`'s observers and background services: metrics, event log, history, web app, CloudEvents."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from ebb.observe.catalog import object_info
+from ebb.observe.cloudevents import CloudEventsObserver
+from ebb.observe.events import EventLog, EventLogObserver
+from ebb.observe.history import DEFAULT_RETENTION, HistoryObserver, HistoryStore
+from ebb.observe.metrics import MetricsObserver
+from ebb.runtime.observer import Observer, Observers
+from ebb.spec.models import ScaledJob, ScaledObject
+from ebb.web.server import DEFAULT_HOST, DEFAULT_PORT, Served, build_app, serve
+
+HISTORY_FILE = "history.db"
+EVENTS_FILE = "events.jsonl"
+
+
+class Services:
+    """Builds the observers for a run, then starts and stops what runs beside the scaling loops."""
+
+    def __init__(
+        self,
+        state_dir: Path,
+        *,
+        metrics_port: int = DEFAULT_PORT,
+        metrics_host: str = DEFAULT_HOST,
+        dashboard: bool = False,
+        history: bool = True,
+        retention: float = DEFAULT_RETENTION,
+        cloudevents_sink: str | None = None,
+        cloudevents_filter: tuple[Sequence[str], Sequence[str]] = ((), ()),
+        cluster_name: str = "ebb-local",
+        announce: Callable[[str], None] | None = None,
+    ) -> None:
+        self.state_dir = state_dir
+        self.metrics_port = metrics_port
+        self.metrics_host = metrics_host
+        self.dashboard = dashboard and metrics_port != 0
+        self.announce = announce
+        self.metrics = MetricsObserver() if metrics_port else None
+        self.store: HistoryStore | None = None
+        if history:
+            self.store = HistoryStore(state_dir / HISTORY_FILE, retention=retention)
+        elif self.dashboard:
+            self.store = HistoryStore(None, retention=retention)  # the dashboard needs history: keep it in memory
+        on_drop = None
+        if self.metrics is not None:
+            dropped = self.metrics.metrics.observer_dropped.labels("history")
+            on_drop = dropped.inc
+        self.history = HistoryObserver(self.store, on_drop=on_drop) if self.store is not None else None
+        self.event_log = EventLogObserver(EventLog(state_dir / EVENTS_FILE)) if history else None
+        included, excluded = cloudevents_filter
+        self.cloudevents = (
+            CloudEventsObserver(
+                cloudevents_sink,
+                cluster=cluster_name,
+                included=included,
+                excluded=excluded,
+                metrics=self.metrics.metrics if self.metrics is not None else None,
+            )
+            if cloudevents_sink
+            else None
+        )
+        self._tasks: list[asyncio.Task[None]] = []
+        self.served: Served | None = None
+
+    def observers(self, first: Observer, objects: Sequence[ScaledObject | ScaledJob]) -> Observers:
+        """`first` (the console) and every enabled observer; objects are registered for their metadata."""
+        infos = [object_info(o) for o in objects]
+        if self.metrics is not None:
+            for info in infos:
+                self.metrics.register(info.ref, info.triggers)
+        if self.store is not None:
+            self.store.register(infos)
+        chain: list[Observer] = [first]
+        for extra in (self.metrics, self.event_log, self.history, self.cloudevents):
+            if extra is not None:
+                chain.append(extra)
+        return Observers(chain)
+
+    async def start(self) -> None:
+        if self.history is not None:
+            self._tasks.append(asyncio.create_task(self.history.run()))
+        if self.cloudevents is not None:
+            self._tasks.append(asyncio.create_task(self.cloudevents.run()))
+        if self.metrics_port:
+            app = build_app(
+                registry=self.metrics.registry if self.metrics is not None else None,
+                history=self.store,
+                dashboard=self.dashboard,
+            )
+            try:
+                self.served = await serve(app, self.metrics_host, self.metrics_port)
+            except OSError as exc:
+                self._say(f"cannot serve metrics on {self.metrics_host}:{self.metrics_port}: {exc}")
+                return
+            page = f", dashboard on {self.served.url}/" if self.dashboard else ""
+            self._say(f"metrics on {self.served.url}/metrics{page}")
+
+    def _say(self, text: str) -> None:
+        if self.announce is not None:
+            self.announce(text)
+
+    async def stop(self) -> None:
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self.served is not None:
+            await self.served.close()
+            self.served = None
+        if self.store is not None:
+            with contextlib.suppress(Exception):
+                self.store.close()

@@ -1,0 +1,233 @@
+"""The Helm chart, rendered by Helm's own engine (Helm's Go SDK via the helm-python-sdk wheel; offline, so
+`lookup` finds nothing and a fresh certificate is generated each render)."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from ebb.kube import certs
+from ebb.kube.crds import all_crds, render
+
+helm = pytest.importorskip("helm_python", reason="helm-python-sdk (dev dependency) renders the chart")
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "deploy" / "helm" / "ebb"
+NAMESPACE = "ebb-system"
+
+
+def _render(values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    chart = helm.Chart.load(str(CHART))
+    try:
+        rendered = chart.render(values, name="ebb", namespace=NAMESPACE, is_install=True)
+    finally:
+        chart.close()
+    return [document for text in rendered.values() for document in yaml.safe_load_all(text) if document]
+
+
+def _one(documents: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
+    found = [d for d in documents if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)]
+    assert len(found) == 1, f"{kind} {name}: {len(found)} found"
+    return found[0]
+
+
+def _container(documents: list[dict[str, Any]]) -> dict[str, Any]:
+    container: dict[str, Any] = _one(documents, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    return container
+
+
+def _allows(rules: list[dict[str, Any]], group: str, resource: str, verb: str) -> bool:
+    return any(
+        (group in rule["apiGroups"] or "*" in rule["apiGroups"])
+        and resource in rule["resources"]
+        and verb in rule["verbs"]
+        for rule in rules
+    )
+
+
+def test_chart_lints_clean() -> None:
+    report = helm.lint(str(CHART), strict=True, namespace=NAMESPACE)
+    assert report["errors"] == []
+    assert [m for m in report["messages"] if m["severity"] >= 2] == []
+
+
+def test_default_render_has_every_object() -> None:
+    kinds = sorted((d["kind"], d["metadata"]["name"]) for d in _render())
+    assert kinds == sorted(
+        [
+            ("APIService", "v1beta1.external.metrics.k8s.io"),
+            ("ClusterRole", "ebb-external-metrics-reader"),
+            ("ClusterRole", "ebb-operator"),
+            ("ClusterRoleBinding", "ebb-auth-delegator"),
+            ("ClusterRoleBinding", "ebb-hpa-external-metrics"),
+            ("ClusterRoleBinding", "ebb-operator"),
+            ("Deployment", "ebb"),
+            ("Role", "ebb-leases"),
+            ("RoleBinding", "ebb-auth-reader"),
+            ("RoleBinding", "ebb-leases"),
+            ("Secret", "ebb-metrics-api-tls"),
+            ("Service", "ebb-metrics-api"),
+            ("ServiceAccount", "ebb"),
+        ]
+    )
+
+
+def test_apiservice_trusts_the_generated_serving_certificate() -> None:
+    documents = _render()
+    api_service = _one(documents, "APIService")["spec"]
+    service = _one(documents, "Service", "ebb-metrics-api")
+    assert (api_service["group"], api_service["version"]) == ("external.metrics.k8s.io", "v1beta1")
+    assert api_service["service"] == {"name": "ebb-metrics-api", "namespace": NAMESPACE, "port": 443}
+    assert "insecureSkipTLSVerify" not in api_service
+    secret = _one(documents, "Secret")
+    data = {key: base64.b64decode(value).decode() for key, value in secret["data"].items()}
+    bundle = certs.TLSBundle.from_secret_data(data)  # checks the key matches and the CA signed it
+    assert base64.b64decode(api_service["caBundle"]) == bundle.ca_cert
+    assert not bundle.needs_renewal(certs.service_dns_names("ebb-metrics-api", NAMESPACE))
+    assert service["spec"]["ports"][0]["targetPort"] == "https"
+
+
+def test_deployment_args_probes_and_resources() -> None:
+    documents = _render({"watchNamespaces": ["team-a", "team-b"], "logLevel": "DEBUG"})
+    container = _container(documents)
+    assert container["args"] == [
+        "--scaling=hpa",
+        "--log-level=DEBUG",
+        "--metrics-api-port=6443",
+        f"--cluster-object-namespace={NAMESPACE}",
+        "--namespace=team-a",
+        "--namespace=team-b",
+        "--tls-cert-file=/etc/ebb/tls/tls.crt",
+        "--tls-private-key-file=/etc/ebb/tls/tls.key",
+    ]
+    for probe, path in (("livenessProbe", "/livez"), ("readinessProbe", "/readyz")):
+        assert container[probe]["httpGet"] == {"path": path, "port": "https", "scheme": "HTTPS"}
+    assert container["resources"]["requests"] == {"cpu": "100m", "memory": "128Mi"}
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    pod = _one(documents, "Deployment")["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["serviceAccountName"] == "ebb"
+    [tls_volume] = [v for v in pod["volumes"] if v["name"] == "tls"]
+    assert tls_volume["secret"]["secretName"] == "ebb-metrics-api-tls"
+
+
+def test_deployment_args_are_options_of_the_operator_command() -> None:
+    typer = pytest.importorskip("typer")
+    from ebb.cli import app
+
+    command = typer.main.get_command(app)
+    operator = command.commands["operator"]  # type: ignore[attr-defined]
+    known = {name for param in operator.params for name in param.opts}
+    for arg in _container(_render({"watchNamespaces": ["x"]}))["args"]:
+        assert arg.split("=", 1)[0] in known, f"{arg}: `ebb operator` has no such option"
+
+
+def test_operator_rbac_is_what_the_operator_needs() -> None:
+    documents = _render()
+    rules = _one(documents, "ClusterRole", "ebb-operator")["rules"]
+    for group, resource, verb in [
+        ("keda.sh", "scaledobjects", "watch"),
+        ("keda.sh", "scaledobjects", "patch"),
+        ("keda.sh", "scaledobjects/status", "patch"),
+        ("keda.sh", "scaledjobs/status", "update"),
+        ("keda.sh", "clustertriggerauthentications", "list"),
+        ("apps", "*/scale", "update"),
+        ("argoproj.io", "*/scale", "patch"),
+        ("autoscaling", "horizontalpodautoscalers", "create"),
+        ("autoscaling", "horizontalpodautoscalers", "delete"),
+        ("batch", "jobs", "create"),
+        ("", "pods", "list"),
+        ("", "events", "create"),
+        ("", "secrets", "get"),
+        ("", "configmaps", "watch"),
+    ]:
+        assert _allows(rules, group, resource, verb), (group, resource, verb)
+    # Least privilege: reads only on Secrets, no pod or deployment writes, no wildcard resources.
+    for group, resource, verb in [
+        ("", "secrets", "create"),
+        ("", "secrets", "update"),
+        ("", "pods", "delete"),
+        ("apps", "deployments", "update"),
+        ("keda.sh", "scaledobjects", "delete"),
+    ]:
+        assert not _allows(rules, group, resource, verb), (group, resource, verb)
+    assert all("*" not in rule["resources"] for rule in rules)
+    leases = _one(documents, "Role", "ebb-leases")
+    assert leases["metadata"]["namespace"] == NAMESPACE
+    assert _allows(leases["rules"], "coordination.k8s.io", "leases", "update")
+
+
+def test_aggregated_api_bindings() -> None:
+    documents = _render()
+    delegator = _one(documents, "ClusterRoleBinding", "ebb-auth-delegator")
+    assert delegator["roleRef"]["name"] == "system:auth-delegator"
+    reader = _one(documents, "RoleBinding", "ebb-auth-reader")
+    assert (reader["metadata"]["namespace"], reader["roleRef"]) == (
+        "kube-system",
+        {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "extension-apiserver-authentication-reader"},
+    )
+    for binding in (delegator, reader, _one(documents, "ClusterRoleBinding", "ebb-operator")):
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "ebb", "namespace": NAMESPACE}]
+    hpa = _one(documents, "ClusterRoleBinding", "ebb-hpa-external-metrics")
+    assert hpa["subjects"] == [
+        {"kind": "ServiceAccount", "name": "horizontal-pod-autoscaler", "namespace": "kube-system"}
+    ]
+
+
+def test_direct_mode_without_metrics_api() -> None:
+    documents = _render({"scaling": {"mode": "direct"}, "metricsApi": {"enabled": False}})
+    kinds = {d["kind"] for d in documents}
+    assert "APIService" not in kinds and "Secret" not in kinds
+    container = _container(documents)
+    assert "--scaling=direct" in container["args"]
+    assert not any(arg.startswith("--tls-") for arg in container["args"])
+    assert container["readinessProbe"]["httpGet"]["scheme"] == "HTTP"
+    assert not any(d["metadata"]["name"] == "ebb-auth-delegator" for d in documents)
+
+
+def test_insecure_skip_and_existing_secret() -> None:
+    insecure = _one(_render({"metricsApi": {"apiService": {"insecureSkipTLSVerify": True}}}), "APIService")
+    assert insecure["spec"]["insecureSkipTLSVerify"] is True
+    assert "caBundle" not in insecure["spec"]
+    ca = certs.generate(["x"]).ca_cert.decode()
+    documents = _render({"metricsApi": {"tls": {"existingSecret": "my-tls", "caBundle": ca}}})
+    assert "Secret" not in {d["kind"] for d in documents}
+    assert base64.b64decode(_one(documents, "APIService")["spec"]["caBundle"]).decode() == ca
+    pod = _one(documents, "Deployment")["spec"]["template"]["spec"]
+    assert [v["secret"]["secretName"] for v in pod["volumes"] if v["name"] == "tls"] == ["my-tls"]
+
+
+def test_dashboard_flag_adds_port_and_service() -> None:
+    documents = _render({"dashboard": {"enabled": True, "port": 9000}})
+    service = _one(documents, "Service", "ebb-dashboard")
+    assert service["spec"]["ports"][0]["port"] == 9000
+    assert {"name": "dashboard", "containerPort": 9000, "protocol": "TCP"} in _container(documents)["ports"]
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"scaling": {"mode": "sideways"}}, "scaling.mode must be hpa or direct"),
+        ({"metricsApi": {"enabled": False}}, "needs metricsApi.enabled=true"),
+        ({"metricsApi": {"tls": {"existingSecret": "my-tls"}}}, "metricsApi.tls.caBundle is required"),
+    ],
+)
+def test_impossible_values_fail_to_render(values: dict[str, Any], message: str) -> None:
+    with pytest.raises(helm.HelmError, match=message):
+        _render(values)
+
+
+def test_chart_crds_are_the_generated_ones() -> None:
+    chart = helm.Chart.load(str(CHART))
+    try:
+        shipped = {Path(crd["name"]).name: crd["data"] for crd in chart.crds}
+    finally:
+        chart.close()
+    expected = {name: render(manifest) for name, manifest in all_crds().items()}
+    assert {name: yaml.safe_load(text) for name, text in shipped.items()} == {
+        name: yaml.safe_load(text) for name, text in expected.items()
+    }

@@ -1,0 +1,275 @@
+"""The ScaledObject controller driven through lightkube against kmock, a fake Kubernetes API server.
+
+kmock is a mock of a cluster (no kube-controller-manager, no real HPA): these tests assert on the objects
+the controller leaves in it. The scaler is real: a Redis list on the local server.
+"""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import kmock as km
+import pytest
+import redis.asyncio as aioredis
+
+from ebb.kube.client import client_for_url
+from ebb.kube.operator import OperatorOptions, ScaledObjectController
+
+NS = "ns"
+SO_RES = km.resource("keda.sh/v1alpha1/scaledobjects")
+DEPLOY_RES = km.resource("apps/v1/deployments")
+HPA_RES = km.resource("autoscaling/v2/horizontalpodautoscalers")
+EVENT_RES = km.resource("v1/events")
+SECRET_RES = km.resource("v1/secrets")
+TA_RES = km.resource("keda.sh/v1alpha1/triggerauthentications")
+T0 = 1_700_000_000.0
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+async def redis_list() -> AsyncIterator[tuple[aioredis.Redis, str]]:
+    client = aioredis.Redis(host="127.0.0.1", port=6379)
+    key = f"ebb-op-{uuid.uuid4().hex}"
+    yield client, key
+    await client.delete(key)
+    await client.aclose()
+
+
+@pytest.fixture
+def cluster(kmock: km.KubernetesEmulator) -> km.KubernetesEmulator:
+    for res in (SO_RES, DEPLOY_RES, HPA_RES, EVENT_RES, SECRET_RES, TA_RES, km.resource("v1/configmaps")):
+        kmock.resources[res] = {}
+    kmock.resources[km.resource("apiextensions.k8s.io/v1/customresourcedefinitions")] = {}
+    kmock.objects[DEPLOY_RES, NS, "web"] = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": NS},
+        "spec": {
+            "replicas": 0,
+            "template": {
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "app",
+                            "env": [
+                                {"name": "REDIS_HOST", "value": "127.0.0.1"},
+                                {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                            ],
+                        }
+                    ]
+                }
+            },
+        },
+        "status": {"replicas": 0},
+    }
+    return kmock
+
+
+@pytest.fixture
+async def controller(cluster: km.KubernetesEmulator) -> AsyncIterator[ScaledObjectController]:
+    client = client_for_url(str(cluster.url))
+    ctl = ScaledObjectController(client, OperatorOptions(), clock=Clock())
+    ctl.autostart = False
+    yield ctl
+    await ctl.close()
+    await client.aclose()
+
+
+def scaled_object(key: str, *, annotations: dict[str, str] | None = None, **spec: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "ScaledObject",
+        "metadata": {"name": "worker", "namespace": NS, "uid": "uid-1", "annotations": annotations or {}},
+        "spec": {
+            "scaleTargetRef": {"name": "web"},
+            "pollingInterval": 5,
+            "cooldownPeriod": 0,
+            "triggers": [
+                {
+                    "type": "redis",
+                    "metadata": {"hostFromEnv": "REDIS_HOST", "port": "6379", "listName": key, "listLength": "5"},
+                }
+            ],
+            **spec,
+        },
+    }
+    return body
+
+
+def put(cluster: km.KubernetesEmulator, body: dict[str, Any]) -> dict[str, Any]:
+    cluster.objects[SO_RES, NS, body["metadata"]["name"]] = body
+    return body
+
+
+def obj(cluster: km.KubernetesEmulator, res: km.resource, name: str) -> dict[str, Any]:
+    return dict(cluster.objects[res, NS, name].raw)
+
+
+def conditions(cluster: km.KubernetesEmulator, name: str = "worker") -> dict[str, dict[str, Any]]:
+    return {c["type"]: c for c in obj(cluster, SO_RES, name)["status"]["conditions"]}
+
+
+def event_reasons(cluster: km.KubernetesEmulator) -> list[str]:
+    return [o.raw["reason"] for (res, _, _), o in cluster.objects.items() if res == EVENT_RES]
+
+
+async def test_reconcile_creates_the_hpa_and_status_against_fake_apiserver(
+    cluster: km.KubernetesEmulator, controller: ScaledObjectController, redis_list: tuple[aioredis.Redis, str]
+) -> None:
+    _, key = redis_list
+    await controller.reconcile(put(cluster, scaled_object(key)))
+    hpa = obj(cluster, HPA_RES, "keda-hpa-worker")
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}
+    assert hpa["spec"]["metrics"][0]["external"]["metric"]["name"] == f"s0-redis-{key}"
+    assert hpa["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
+    status = obj(cluster, SO_RES, "worker")["status"]
+    assert status["hpaName"] == "keda-hpa-worker"
+    assert status["externalMetricNames"] == [f"s0-redis-{key}"]
+    assert status["originalReplicaCount"] == 0
+    assert status["scaleTargetKind"] == "apps/v1.Deployment"
+    assert status["scaleTargetGVKR"]["resource"] == "deployments"
+    assert status["triggersTypes"] == "redis"
+    assert conditions(cluster)["Ready"]["status"] == "True"
+    assert "KEDAScalersStarted" in event_reasons(cluster)
+
+
+async def test_poll_activates_from_zero_and_serves_metrics_against_fake_apiserver(
+    cluster: km.KubernetesEmulator, controller: ScaledObjectController, redis_list: tuple[aioredis.Redis, str]
+) -> None:
+    client, key = redis_list
+    await client.rpush(key, *[f"job{i}" for i in range(12)])
+    await controller.reconcile(put(cluster, scaled_object(key)))
+    runtime = controller.runtimes[(NS, "worker")]
+    await runtime.loop.poll_once()
+    await controller._observers[(NS, "worker")].drain()
+    assert obj(cluster, DEPLOY_RES, "web")["spec"]["replicas"] == 1
+    assert conditions(cluster)["Active"]["status"] == "True"
+    assert "KEDAScaleTargetActivated" in event_reasons(cluster)
+    [value] = await controller.get_metric(NS, f"s0-redis-{key}", {"scaledobject.keda.sh/name": "worker"})
+    assert value.value == 12
+    assert [m.metric_name for m in controller.list_metrics()] == [f"s0-redis-{key}"]
+
+    await client.delete(key)
+    assert isinstance(controller.clock, Clock)
+    controller.clock.now += 1  # cooldownPeriod 0: deactivation comes strictly after the last active poll
+    await runtime.loop.poll_once()
+    await controller._observers[(NS, "worker")].drain()
+    assert obj(cluster, DEPLOY_RES, "web")["spec"]["replicas"] == 0
+    assert conditions(cluster)["Active"]["status"] == "False"
+
+
+async def test_broken_object_gets_ready_false_naming_the_field_against_fake_apiserver(
+    cluster: km.KubernetesEmulator, controller: ScaledObjectController, redis_list: tuple[aioredis.Redis, str]
+) -> None:
+    _, key = redis_list
+    body = scaled_object(key)
+    body["spec"]["triggers"][0]["metadata"]["listLength"] = "lots"
+    await controller.reconcile(put(cluster, body))
+    ready = conditions(cluster)["Ready"]
+    assert (ready["status"], ready["reason"]) == ("False", "ScaledObjectCheckFailed")
+    assert "spec.triggers[0].metadata.listLength" in ready["message"]
+    assert "ScaledObjectCheckFailed" in event_reasons(cluster)
+    assert (HPA_RES, NS, "keda-hpa-worker") not in cluster.objects
+    assert (NS, "worker") not in controller.runtimes
+
+
+async def test_second_scaled_object_on_one_target_is_refused_against_fake_apiserver(
+    cluster: km.KubernetesEmulator, controller: ScaledObjectController, redis_list: tuple[aioredis.Redis, str]
+) -> None:
+    _, key = redis_list
+    await controller.reconcile(put(cluster, scaled_object(key)))
+    other = scaled_object(key)
+    other["metadata"].update(name="other", uid="uid-2")
+    await controller.reconcile(put(cluster, other))
+    ready = conditions(cluster, "other")["Ready"]
+    assert ready["status"] == "False"
+    assert "already managed by the ScaledObject 'worker'" in ready["message"]
+    assert conditions(cluster, "worker")["Ready"]["status"] == "True"
+
+
+async def test_foreign_hpa_on_the_target_is_refused_against_fake_apiserver(
+    cluster: km.KubernetesEmulator, controller: ScaledObjectController, redis_list: tuple[aioredis.Redis, str]
+) -> None:
+    _, key = redis_list
+    cluster.objects[HPA_RES, NS, "theirs"] = {
+        "metadata": {"name": "theirs", "namespace": NS},
+        "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}},
+    }
+    await controller.reconcile(put(cluster, scaled_object(key)))
+    assert "already managed by the hpa 'theirs'" in conditions(cluster)["Ready"]["message"]
+
+
+async def test_paused_object_has_no_hpa_and_pins_replicas_against_fake_apiserver(
+    cluster: km.KubernetesEmulator, controller: ScaledObjectController, redis_list: tuple[aioredis.Redis, str]
+) -> None:
+    _, key = redis_list
+    await controller.reconcile(put(cluster, scaled_object(key)))
+    assert (HPA_RES, NS, "keda-hpa-worker") in cluster.objects
+    paused = scaled_object(key, annotations={"autoscaling.keda.sh/paused-replicas": "3"})
+    paused["status"] = obj(cluster, SO_RES, "worker")["status"]
+    await controller.reconcile(put(cluster, paused))
+    assert cluster.objects[HPA_RES, NS, "keda-hpa-worker"].deleted
+    assert obj(cluster, DEPLOY_RES, "web")["spec"]["replicas"] == 3
+    assert conditions(cluster)["Paused"]["status"] == "True"
+    assert obj(cluster, SO_RES, "worker")["status"]["pausedReplicaCount"] == 3
+    assert (NS, "worker") not in controller.runtimes
+
+
+async def test_direct_mode_scales_without_an_hpa_against_fake_apiserver(
+    cluster: km.KubernetesEmulator, controller: ScaledObjectController, redis_list: tuple[aioredis.Redis, str]
+) -> None:
+    client, key = redis_list
+    await client.rpush(key, *[f"job{i}" for i in range(12)])
+    cluster.objects[DEPLOY_RES, NS, "web"].patch({"spec": {"replicas": 1}, "status": {"replicas": 1}})
+    await controller.reconcile(put(cluster, scaled_object(key, annotations={"ebb.dev/scaling": "direct"})))
+    assert (HPA_RES, NS, "keda-hpa-worker") not in cluster.objects
+    await controller.runtimes[(NS, "worker")].loop.poll_once()
+    assert obj(cluster, DEPLOY_RES, "web")["spec"]["replicas"] == 3  # ceil(12 / 5)
+
+
+async def test_trigger_authentication_secret_is_read_from_the_cluster_against_fake_apiserver(
+    cluster: km.KubernetesEmulator, controller: ScaledObjectController, redis_list: tuple[aioredis.Redis, str]
+) -> None:
+    _, key = redis_list
+    cluster.objects[SECRET_RES, NS, "redis"] = {
+        "metadata": {"name": "redis", "namespace": NS},
+        "data": {"host": base64.b64encode(b"127.0.0.1").decode()},
+    }
+    cluster.objects[TA_RES, NS, "redis-auth"] = {
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "TriggerAuthentication",
+        "metadata": {"name": "redis-auth", "namespace": NS},
+        "spec": {"secretTargetRef": [{"parameter": "host", "name": "redis", "key": "host"}]},
+    }
+    body = scaled_object(key)
+    body["spec"]["triggers"][0]["metadata"] = {"listName": key, "port": "6379"}
+    body["spec"]["triggers"][0]["authenticationRef"] = {"name": "redis-auth"}
+    await controller.reconcile(put(cluster, body))
+    assert conditions(cluster)["Ready"]["status"] == "True", conditions(cluster)["Ready"]
+    result = await controller.runtimes[(NS, "worker")].loop.poll_once()
+    assert result is not None and "s0-redis-" + key in result.metric_values
+
+
+async def test_delete_restores_the_original_replica_count_against_fake_apiserver(
+    cluster: km.KubernetesEmulator, controller: ScaledObjectController, redis_list: tuple[aioredis.Redis, str]
+) -> None:
+    _, key = redis_list
+    cluster.objects[DEPLOY_RES, NS, "web"].patch({"spec": {"replicas": 4}})
+    body = scaled_object(key, advanced={"restoreToOriginalReplicaCount": True})
+    await controller.reconcile(put(cluster, body))
+    assert obj(cluster, SO_RES, "worker")["status"]["originalReplicaCount"] == 4
+    cluster.objects[DEPLOY_RES, NS, "web"].patch({"spec": {"replicas": 9}})
+    await controller.delete(obj(cluster, SO_RES, "worker"))
+    assert obj(cluster, DEPLOY_RES, "web")["spec"]["replicas"] == 4
+    assert (NS, "worker") not in controller.runtimes
+    assert "ScaledObjectDeleted" in event_reasons(cluster)

@@ -1,0 +1,57 @@
+"""ScaledObject status and Events built from the core's decisions."""
+
+from __future__ import annotations
+
+from ebb.kube.status import decision_status, error_status, event_manifest, merge_conditions, rfc3339
+from ebb.scaling.types import Condition, Decision, MetricHealth, ScalingEvent
+
+T0 = 1_700_000_000.0
+
+
+def test_first_status_starts_from_keda_initial_conditions() -> None:
+    conditions = merge_conditions(None, {"Ready": Condition("True", "ScaledObjectReady", "ok")}, T0)
+    assert [(c["type"], c["status"]) for c in conditions] == [
+        ("Ready", "True"),
+        ("Active", "Unknown"),
+        ("Fallback", "Unknown"),
+        ("Paused", "False"),
+    ]
+    assert conditions[0]["lastTransitionTime"] == rfc3339(T0)
+
+
+def test_transition_time_changes_only_when_status_changes() -> None:
+    first = merge_conditions(None, {"Active": Condition("False", "ScalerNotActive", "m")}, T0)
+    same = merge_conditions(first, {"Active": Condition("False", "ScalerCooldown", "m2")}, T0 + 60)
+    active = {c["type"]: c for c in same}["Active"]
+    assert (active["reason"], active["lastTransitionTime"]) == ("ScalerCooldown", rfc3339(T0))
+    flipped = merge_conditions(same, {"Active": Condition("True", "ScalerActive", "m3")}, T0 + 120)
+    assert {c["type"]: c for c in flipped}["Active"]["lastTransitionTime"] == rfc3339(T0 + 120)
+
+
+def test_decision_status_carries_last_active_time_and_health_of_current_metrics() -> None:
+    decision = Decision(
+        desired_replicas=None,
+        active=True,
+        reason="ScalerActive",
+        conditions={"Ready": Condition("True", "ScaledObjectReady", "ok")},
+        health={"s0-redis-a": MetricHealth(2, "Failing"), "s9-gone": MetricHealth(0, "Happy")},
+        last_active_time=T0,
+    )
+    status = decision_status(decision, {}, T0, external_metric_names=["s0-redis-a"])
+    assert status["lastActiveTime"] == "2023-11-14T22:13:20Z"
+    assert status["health"] == {"s0-redis-a": {"numberOfFailures": 2, "status": "Failing"}}
+
+
+def test_error_status_names_the_problem_in_ready() -> None:
+    status = error_status({}, "ScaledObjectCheckFailed", "spec.triggers[0].metadata.listName: required", T0)
+    ready = status["conditions"][0]
+    assert (ready["type"], ready["status"], ready["reason"]) == ("Ready", "False", "ScaledObjectCheckFailed")
+    assert "spec.triggers[0].metadata.listName" in ready["message"]
+
+
+def test_event_refers_to_its_object_with_keda_reason() -> None:
+    ref = {"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject", "name": "w", "namespace": "ns", "uid": "u"}
+    event = event_manifest(ref, ScalingEvent("KEDAScalerFailed", "boom", "Warning"), T0)
+    assert event["involvedObject"] == ref
+    assert (event["reason"], event["type"], event["metadata"]["namespace"]) == ("KEDAScalerFailed", "Warning", "ns")
+    assert event["metadata"]["name"].startswith("w.")
