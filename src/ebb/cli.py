@@ -373,8 +373,12 @@ def run(
 def demo(
     quick: Annotated[bool, typer.Option(help="A shorter run (about 30 s) with smaller bursts.")] = False,
     directory: Annotated[
-        Path | None, typer.Option("--dir", help="Where to put the job database and manifest (default: a temp dir).")
+        Path | None,
+        typer.Option("--dir", help="Where to put the job database and manifest (default: .ebb/demo, replaced)."),
     ] = None,
+    state: Annotated[
+        Path, typer.Option(help="Where the demo's history and event log go (what `ebb dashboard` reads).")
+    ] = Path(".ebb"),
     live: Annotated[bool, typer.Option(help="Live view (on by default in a terminal).")] = True,
 ) -> None:
     """Watch real worker processes scale 0 -> N -> 0 on a SQLite job queue; ends by itself.
@@ -384,7 +388,7 @@ def demo(
     """
     from ebb.demo.run import run_demo
 
-    code = run_demo(console, quick=quick, directory=directory, live=live)
+    code = run_demo(console, quick=quick, directory=directory, live=live, state_dir=state)
     raise typer.Exit(code)
 
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import shutil
 import sys
-import tempfile
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -21,13 +21,16 @@ from rich.table import Table
 
 from ebb.demo import jobs
 from ebb.observe.console import ConsoleObserver
+from ebb.observe.services import EVENTS_FILE, HISTORY_FILE, Services
 from ebb.runtime.local import LocalRuntime, RuntimeOptions
 from ebb.runtime.observer import ObjectRef, Observer, Observers, PollRecord
 from ebb.scaling.types import ScalingEvent
 from ebb.spec.loader import load_files
+from ebb.spec.models import ScaledObject
 from ebb.targets.process import ProcessGroupTarget
 
 BARS = " ▁▂▃▄▅▆▇█"
+DEFAULT_STATE_DIR = Path(".ebb")
 
 
 @dataclass(frozen=True)
@@ -229,7 +232,7 @@ async def produce(db: Path, plan: Plan, rng: random.Random, started: float) -> N
         conn.close()
 
 
-async def demo_main(console: Console, plan: Plan, directory: Path, live: bool) -> int:
+async def demo_main(console: Console, plan: Plan, directory: Path, live: bool, state_dir: Path | None = None) -> int:
     db, manifest = write_manifest(directory, plan)
     log_path = directory / "workers.log"
     console.print(f"manifest: {manifest}\njob table: {db}\nworker output: {log_path}\n")
@@ -240,15 +243,19 @@ async def demo_main(console: Console, plan: Plan, directory: Path, live: bool) -
         return 1
     tracker = Tracker()
     total_jobs = sum(n for _, n in plan.bursts)
-    observers: list[Observer] = [tracker]
-    if not live:
-        observers.append(ConsoleObserver(console))
+    # The same history and event log `ebb run` keeps, so that `ebb dashboard` and `ebb events` show the demo.
+    services = Services(state_dir, metrics_port=0) if state_dir is not None else None
+    first: Observer = ConsoleObserver(console) if not live else Observers()
+    chain = services.observers(first, [*loaded.of(ScaledObject)]) if services else Observers([first])
+    observers = Observers([tracker, chain])
+    if services is not None:
+        await services.start()
     with log_path.open("a", buffering=1) as log:
 
         def sink(name: str, line: str) -> None:
             log.write(f"{time.time() - tracker.started:7.2f} [{name}] {line}\n")
 
-        runtime = LocalRuntime(loaded, Observers(observers), RuntimeOptions(state_path=None, output=sink))
+        runtime = LocalRuntime(loaded, observers, RuntimeOptions(state_path=None, output=sink))
         runner = asyncio.create_task(runtime.run())
         producer = asyncio.create_task(produce(db, plan, random.Random(7), tracker.started))
         conn = jobs.connect(db)
@@ -290,7 +297,14 @@ async def demo_main(console: Console, plan: Plan, directory: Path, live: bool) -
             await asyncio.gather(producer, runner, return_exceptions=True)
             counts = await asyncio.to_thread(jobs.counts, conn)
             conn.close()
+            if services is not None:
+                await services.stop()
     summarize(console, tracker, plan, counts, total_jobs, ok)
+    if services is not None:
+        console.print(
+            f"history kept in {state_dir}: see it with [bold]ebb dashboard --history {state_dir / HISTORY_FILE}[/] "
+            f"and [bold]ebb events --log {state_dir / EVENTS_FILE}[/]"
+        )
     return 0 if ok else 1
 
 
@@ -318,11 +332,21 @@ def summarize(console: Console, tracker: Tracker, plan: Plan, counts: jobs.Count
     console.print(table)
 
 
-def run_demo(console: Console, *, quick: bool = False, directory: Path | None = None, live: bool = True) -> int:
+def run_demo(
+    console: Console,
+    *,
+    quick: bool = False,
+    directory: Path | None = None,
+    live: bool = True,
+    state_dir: Path | None = DEFAULT_STATE_DIR,
+) -> int:
+    """The demo's job table and manifest go to `directory` (default `<state_dir>/demo`, kept so that the
+    manifest can be run again); its history and event log to `state_dir`, where `ebb dashboard` reads them."""
     plan = QUICK if quick else FULL
     use_live = live and console.is_terminal
-    if directory is not None:
-        directory.mkdir(parents=True, exist_ok=True)
-        return asyncio.run(demo_main(console, plan, directory, use_live))
-    with tempfile.TemporaryDirectory(prefix="ebb-demo-") as tmp:
-        return asyncio.run(demo_main(console, plan, Path(tmp), use_live))
+    if directory is None:
+        directory = (state_dir or DEFAULT_STATE_DIR) / "demo"
+    if directory.exists():  # a fresh queue each time
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    return asyncio.run(demo_main(console, plan, directory, use_live, state_dir))
