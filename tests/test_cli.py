@@ -203,3 +203,57 @@ def test_check_rejects_bad_metadata_even_for_cluster_targets(tmp_path: Path) -> 
     result = runner.invoke(app, ["check", str(path)])
     assert result.exit_code == 1
     assert "spec.triggers[0].metadata.listLength" in result.output
+
+
+def test_check_compiles_the_formula_and_names_it(tmp_path: Path) -> None:
+    path = tmp_path / "so.yaml"
+    path.write_text(
+        textwrap.dedent(
+            """\
+            apiVersion: keda.sh/v1alpha1
+            kind: ScaledObject
+            metadata: {name: f}
+            spec:
+              scaleTargetRef: {name: web}
+              advanced:
+                scalingModifiers: {formula: "a + missing", target: "2"}
+              triggers:
+                - type: cron
+                  name: a
+                  metadata: {timezone: UTC, start: "0 9 * * *", end: "0 17 * * *", desiredReplicas: "1"}
+            """
+        )
+    )
+    result = runner.invoke(app, ["check", str(path)])
+    assert result.exit_code == 1
+    assert "spec.advanced.scalingModifiers.formula" in result.output and "missing" in result.output
+
+
+def test_metrics_shows_cpu_triggers_as_measured_under_run_not_as_failures(tmp_path: Path) -> None:
+    path = tmp_path / "so.yaml"
+    path.write_text(
+        textwrap.dedent(
+            """\
+            apiVersion: ebb.dev/v1alpha1
+            kind: ProcessGroup
+            metadata: {name: w}
+            spec:
+              command: ["true"]
+              resources: {requests: {cpu: "500m"}}
+            ---
+            apiVersion: keda.sh/v1alpha1
+            kind: ScaledObject
+            metadata: {name: w}
+            spec:
+              scaleTargetRef: {apiVersion: ebb.dev/v1alpha1, kind: ProcessGroup, name: w}
+              minReplicaCount: 1
+              triggers:
+                - type: cpu
+                  metricType: Utilization
+                  metadata: {value: "60"}
+            """
+        )
+    )
+    result = runner.invoke(app, ["metrics", str(path)], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "measured from running workers" in result.output

@@ -26,6 +26,7 @@ from ebb.runtime.local import LocalRuntime, RuntimeOptions
 from ebb.runtime.scaled_object import close_scalers, read_trigger
 from ebb.scalers import available_types
 from ebb.scalers.base import DEFAULT_TIMEOUT, Scaler
+from ebb.scaling.modifiers import compile_formula
 from ebb.spec.auth import resolve_env, resolve_triggers_auth
 from ebb.spec.convert import hpa_name
 from ebb.spec.loader import LoadResult, load_files
@@ -93,8 +94,12 @@ def _scalers_for(
         if not cluster:
             raise
         return None, f"credentials resolve in the cluster, not here ({exc.field}: {exc.message})"
-    try:  # validation: every trigger's parameters
-        return build_scalers(obj, loaded.resources, values, env_secrets=secrets, timeout=timeout), None
+    try:  # validation: every trigger's parameters, and the formula over them
+        scalers = build_scalers(obj, loaded.resources, values, env_secrets=secrets, timeout=timeout)
+        if isinstance(obj, ScaledObject) and obj.spec.scaling_modifiers is not None:
+            names = [t.name for t in obj.spec.triggers if t.name]
+            compile_formula(obj.spec.scaling_modifiers.formula, names, obj.ref)
+        return scalers, None
     except SpecError as exc:
         if cluster and exc.field.endswith("FromEnv"):
             return None, f"{exc.field} resolves from the target's environment in the cluster"
@@ -232,7 +237,10 @@ def metrics(
                 await close_scalers(scalers)
             for scaler, r in zip(scalers, results, strict=True):
                 activation = scaler.activation_threshold()
-                if r.error is not None:
+                if r.error is not None and r.resource:
+                    value = "[dim]measured from running workers under `ebb run`[/]"
+                    active = "-"
+                elif r.error is not None:
                     failed = True
                     value = f"[red]{escape(r.error)}[/]"
                     active = "[red]error[/]"
