@@ -7,6 +7,7 @@ on the local server, whose host comes from the job template's container env.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -418,3 +419,19 @@ def test_history_to_delete_keeps_the_newest() -> None:
     )
     assert [j["metadata"]["name"] for j in found] == ["c1"]
     assert history_to_delete([job("f1", "Failed", "2024-01-01T00:00:00Z")], 5, 0)[0]["metadata"]["name"] == "f1"
+
+
+async def test_started_loop_polls_in_the_background_against_fake_apiserver(
+    cluster: km.KubernetesEmulator, controller: ScaledJobController, redis_list: tuple[aioredis.Redis, str]
+) -> None:
+    client, key = redis_list
+    await client.rpush(key, "a", "b")
+    controller.autostart = True
+    await controller.reconcile(put(cluster, scaled_job(key)))
+    for _ in range(200):  # the first poll runs at once; wait for it without assuming how long it takes
+        if len(jobs(cluster)) == 2:
+            break
+        await asyncio.sleep(0.01)
+    assert len(jobs(cluster)) == 2
+    await controller.delete(cluster.objects[SJ_RES, NS, "batch"].raw)
+    assert (NS, "batch") not in controller.runtimes

@@ -88,7 +88,13 @@ async def operator_main(
         ssl_context = load_files(tls_cert_file, tls_private_key_file).ssl_context()
     else:
         log.warning("no --tls-cert-file/--tls-private-key-file: the metrics API serves plain HTTP")
-    server = MetricsAPIServer(controller, port=metrics_api_port, ssl_context=ssl_context)
+    elector = (
+        LeaderElector(client, namespace=leader_election_namespace or default_namespace()) if leader_election else None
+    )
+    # Only the leader has values to serve: followers report not ready, so the Service (and the APIService
+    # behind it) sends the HPA's requests to the leader alone.
+    ready = (lambda: elector.is_leader) if elector is not None else None
+    server = MetricsAPIServer(controller, port=metrics_api_port, ssl_context=ssl_context, ready=ready)
     await server.start()
 
     async def operate(stop_flag: asyncio.Event | None = None) -> None:
@@ -105,10 +111,9 @@ async def operator_main(
         await jobs.close()
 
     try:
-        if leader_election:
+        if elector is not None:
             # kopf (watches, reconciles, loops) runs only on the Lease holder, as KEDA's manager starts its
             # controllers only after winning; the other replicas wait and take over when the Lease expires.
-            elector = LeaderElector(client, namespace=leader_election_namespace or default_namespace())
             log.info("leader election: lease %s/%s as %s", elector.namespace, elector.name, elector.identity)
             await run_as_leader(elector, operate, on_lost=stop_loops)
         else:
