@@ -237,7 +237,7 @@ def metrics(
                 await close_scalers(scalers)
             for scaler, r in zip(scalers, results, strict=True):
                 activation = scaler.activation_threshold()
-                if r.error is not None and r.resource:
+                if r.resource:
                     value = "[dim]measured from running workers under `ebb run`[/]"
                     active = "-"
                 elif r.error is not None:

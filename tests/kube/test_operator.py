@@ -273,3 +273,28 @@ async def test_delete_restores_the_original_replica_count_against_fake_apiserver
     assert obj(cluster, DEPLOY_RES, "web")["spec"]["replicas"] == 4
     assert (NS, "worker") not in controller.runtimes
     assert "ScaledObjectDeleted" in event_reasons(cluster)
+
+
+async def test_cpu_and_memory_triggers_become_resource_metrics_against_fake_apiserver(
+    cluster: km.KubernetesEmulator, controller: ScaledObjectController, redis_list: tuple[aioredis.Redis, str]
+) -> None:
+    _, key = redis_list
+    body = scaled_object(key, minReplicaCount=1)
+    body["spec"]["triggers"] += [
+        {"type": "cpu", "metricType": "Utilization", "metadata": {"value": "60"}},
+        {"type": "memory", "metricType": "AverageValue", "metadata": {"value": "512Mi", "containerName": "app"}},
+    ]
+    await controller.reconcile(put(cluster, body))
+    metrics = obj(cluster, HPA_RES, "keda-hpa-worker")["spec"]["metrics"]
+    by_type = {m["type"]: m for m in metrics}
+    assert by_type["Resource"]["resource"] == {
+        "name": "cpu",
+        "target": {"type": "Utilization", "averageUtilization": 60},
+    }
+    assert by_type["ContainerResource"]["containerResource"] == {
+        "name": "memory",
+        "container": "app",
+        "target": {"type": "AverageValue", "averageValue": str(512 * 1024 * 1024)},
+    }
+    assert conditions(cluster)["Ready"]["status"] == "True"
+    assert obj(cluster, SO_RES, "worker")["status"]["resourceMetricNames"] == ["cpu", "memory"]

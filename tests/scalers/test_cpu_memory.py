@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 import pytest
 
-from ebb.errors import ScalerError, SpecError
+from ebb.errors import SpecError
 from ebb.runtime.build import build_scalers
 from ebb.runtime.local import LocalRuntime, RuntimeOptions
 from ebb.scalers import TriggerContext, build_scaler
@@ -175,13 +175,12 @@ async def test_a_worker_that_exited_is_left_out(trigger_type: str) -> None:
 
 
 @pytest.mark.parametrize("trigger_type", ["cpu", "memory"])
-async def test_outside_a_local_process_group_reading_is_a_clear_error(trigger_type: str) -> None:
+async def test_outside_a_local_process_group_it_is_always_active_as_in_keda(trigger_type: str) -> None:
+    """In Kubernetes metrics-server measures cpu/memory for the HPA; KEDA's scalers report 0, active."""
     scaler = make(trigger_type, {"value": "50"}, "Utilization")  # as in Kubernetes: no pids, no requests
     assert scaler.metric_spec().target == 50
-    with pytest.raises(ScalerError) as info:
-        await scaler.get_metric_and_activity()
-    assert "local ProcessGroup" in str(info.value)
-    assert "HPA Resource metrics" in str(info.value)
+    reading = await scaler.get_metric_and_activity()
+    assert reading.value == 0 and reading.active
 
 
 # --- parameters ------------------------------------------------------------------------------------

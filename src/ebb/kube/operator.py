@@ -30,16 +30,14 @@ from ebb.kube.hpa import (
     resource_metric_names,
 )
 from ebb.kube.metrics_provider import ExternalMetricValue, MetricDescriptor, MetricNotFound
-from ebb.kube.resource_trigger import ResourceTrigger
 from ebb.kube.scale import KubeScaleTarget, resolve_target_kind
-from ebb.runtime.build import object_ref
+from ebb.runtime.build import build_scalers, object_ref
 from ebb.runtime.observer import ObjectRef, Observer, PollRecord
 from ebb.runtime.scaled_object import ScaledObjectLoop, close_scalers, read_trigger
-from ebb.scalers import build_scaler
-from ebb.scalers.base import DEFAULT_TIMEOUT, MetricSpec, Scaler, TriggerContext
+from ebb.scalers.base import DEFAULT_TIMEOUT, MetricSpec, Scaler
 from ebb.scaling.lifecycle import COMPOSITE_METRIC, ScaledObjectDecider
 from ebb.scaling.types import Condition, LifecycleState, ScalingEvent
-from ebb.spec import object_policy, parse_object, pause_state, resolve_triggers_auth
+from ebb.spec import object_policy, parse_object, pause_state
 from ebb.spec.models import ScaledObject
 
 log = logging.getLogger("ebb.operator")
@@ -394,39 +392,22 @@ class ScaledObjectController:
             if containers
             else None
         )
-        auths = resolve_triggers_auth(so, store, env, cluster_object_namespace=self.options.cluster_object_namespace)
-        ref = object_ref(so)
-        modifiers = so.spec.scaling_modifiers is not None
-        scalers: list[Scaler] = []
-        for index, (trigger, auth) in enumerate(zip(so.spec.triggers, auths, strict=True)):
-            metric_type = trigger.metric_type or trigger.metadata.get("type") or "AverageValue"
-            if metric_type not in ("AverageValue", "Value", "Utilization"):
-                raise SpecError(so.ref, f"spec.triggers[{index}].metricType", "expected Utilization or AverageValue")
-            ctx = TriggerContext(
-                kind=ref.kind,
-                namespace=ref.namespace,
-                name=ref.name,
-                trigger_index=index,
-                trigger_type=trigger.type,
-                trigger_name=trigger.name,
-                metric_type=metric_type,  # type: ignore[arg-type]
-                timeout=self.options.timeout,
-                secrets=auth.secret_values | (env.secret_values if env is not None else frozenset()),
-                as_metric_source=modifiers,
-            )
-            if trigger.is_resource:
-                if mode == "direct":
+        if mode == "direct":
+            for index, trigger in enumerate(so.spec.triggers):
+                if trigger.is_resource:
                     raise SpecError(
                         so.ref,
                         f"spec.triggers[{index}].type",
                         f"{trigger.type} triggers need the HPA (metrics-server measures them): use scaling mode hpa",
                     )
-                scalers.append(ResourceTrigger.from_trigger(ctx, trigger.metadata))
-            else:
-                scalers.append(
-                    build_scaler(trigger.type, trigger.metadata, ctx=ctx, auth_params=auth.params, resolved_env=env)
-                )
-        return scalers
+        return build_scalers(
+            so,
+            store,
+            env,
+            env_secrets=env.secret_values if env is not None else frozenset(),
+            timeout=self.options.timeout,
+            cluster_object_namespace=self.options.cluster_object_namespace,
+        )
 
     async def _metric_specs(self, scalers: list[Scaler]) -> list[MetricSpec]:
         specs: list[MetricSpec] = []

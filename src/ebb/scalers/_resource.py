@@ -134,10 +134,9 @@ class ResourceScaler(Scaler):
 
     async def read(self) -> ScalerReading:
         if self.ctx.target_pids is None:
-            raise self.error(
-                "cpu/memory triggers measure a local ProcessGroup's running workers, which only `ebb run` "
-                "starts; in Kubernetes they become HPA Resource metrics"
-            )
+            # Not a local ProcessGroup: in Kubernetes metrics-server measures these for the HPA, and for
+            # activation KEDA's cpu/memory scalers report 0 and always active. Nothing to read here.
+            return ScalerReading(value=0.0, active=True)
         usage = await self.average_usage(list(self.ctx.target_pids()))
         if self.ctx.metric_type == "Utilization":
             if self.request is None:
