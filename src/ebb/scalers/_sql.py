@@ -13,9 +13,6 @@ from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
-from ebb.errors import SpecError
-from ebb.scalers.base import TriggerContext
-
 #: What Go's strconv.ParseFloat accepts for decimal text (no spaces, no underscores, no hex floats).
 _NUMERIC_TEXT = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 
@@ -24,16 +21,6 @@ _EXPECTED = "the query must return one row whose single column is a number"
 
 class QueryResultError(ValueError):
     """The query ran but did not return a usable number. The message names what came back instead."""
-
-
-def refuse_utilization(ctx: TriggerContext) -> None:
-    """KEDA's GetMetricTargetType: external metrics take Value or AverageValue, never Utilization."""
-    if ctx.metric_type == "Utilization":
-        raise SpecError(
-            ctx.object_ref,
-            f"spec.triggers[{ctx.trigger_index}].metricType",
-            f"{ctx.trigger_type or 'this'} triggers take metricType AverageValue or Value, not Utilization",
-        )
 
 
 def _shown(value: str) -> str:

@@ -19,7 +19,7 @@ import aiomysql
 import pymysql
 
 from ebb.errors import SpecError
-from ebb.scalers._sql import QueryResultError, query_value, refuse_utilization
+from ebb.scalers._sql import QueryResultError, query_value
 from ebb.scalers.base import (
     MetricSpec,
     Scaler,
@@ -206,7 +206,6 @@ class MySQLScaler(Scaler):
         super().__init__(ctx, meta)
         assert isinstance(meta, MySQLMetadata)
         self.meta: MySQLMetadata = meta
-        refuse_utilization(ctx)
         self.address = self._address()
         if self.address.password:
             self.secrets = self.secrets | {self.address.password}

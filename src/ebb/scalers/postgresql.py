@@ -18,7 +18,7 @@ import asyncpg
 from pydantic import field_validator
 
 from ebb.errors import SpecError
-from ebb.scalers._sql import QueryResultError, query_value, refuse_utilization
+from ebb.scalers._sql import QueryResultError, query_value
 from ebb.scalers.base import (
     MetricSpec,
     Scaler,
@@ -282,7 +282,6 @@ class PostgreSQLScaler(Scaler):
         super().__init__(ctx, meta)
         assert isinstance(meta, PostgreSQLMetadata)
         self.meta: PostgreSQLMetadata = meta
-        refuse_utilization(ctx)
         self._args = self._connect_args()
         if self._args.password:
             self.secrets = self.secrets | {self._args.password}

@@ -15,7 +15,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from ebb.scalers._sql import QueryResultError, query_value, refuse_utilization
+from ebb.scalers._sql import QueryResultError, query_value
 from ebb.scalers.base import (
     MetricSpec,
     Scaler,
@@ -42,7 +42,6 @@ class SqliteScaler(Scaler):
     Metadata = SqliteMetadata
 
     def __init__(self, ctx: TriggerContext, meta: Any) -> None:
-        refuse_utilization(ctx)
         super().__init__(ctx, meta)
         self.meta: SqliteMetadata = meta
         # Resolved once: a later chdir in the process must not move the trigger to another file.
