@@ -59,7 +59,7 @@ def write_result(name: str, data: dict[str, Any]) -> Path:
     """bench/results/<name>.json, with when and where it was measured."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
-    payload = {"benchmark": name, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    payload: dict[str, Any] = {"benchmark": name, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     payload["machine"] = machine()
     payload.update(data)
     path.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")

@@ -108,7 +108,9 @@ async def run(n: int, interval: float, intervals: float, freeze: bool = True) ->
         gc.collect()
         rss0 = me.memory_info().rss
         tally = Tally()
+        t_build = time.perf_counter()
         loops = build(n, interval, port, tally)
+        build_seconds = time.perf_counter() - t_build
         loop = asyncio.get_running_loop()
         t_start = loop.time()
         if freeze:  # as LocalRuntime.start does
@@ -144,6 +146,7 @@ async def run(n: int, interval: float, intervals: float, freeze: bool = True) ->
     return {
         "objects": n,
         "gc_freeze": freeze,
+        "build_seconds": round(build_seconds, 1),
         "polling_interval": interval,
         "steady_seconds": round(seconds, 1),
         "polls": len(steady),

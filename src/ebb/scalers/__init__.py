@@ -6,6 +6,7 @@ and adding a trigger type is adding one file. Modules whose name starts with `_`
 
 from __future__ import annotations
 
+import functools
 import importlib
 import pkgutil
 from collections.abc import Mapping
@@ -35,17 +36,20 @@ def _module_name(trigger_type: str) -> str:
     return trigger_type.replace("-", "_")
 
 
+@functools.cache
+def _known_types() -> frozenset[str]:
+    names = [m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_") and m.name != "base"]
+    return frozenset(n.replace("_", "-") for n in names)
+
+
 def available_types() -> list[str]:
     """Every trigger type this installation knows, by the name users write."""
-    names = [m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_") and m.name != "base"]
-    return sorted(n.replace("_", "-") for n in names)
+    return sorted(_known_types())
 
 
 def scaler_class(trigger_type: str) -> type[Scaler]:
     """The class for `trigger_type`; KeyError if there is none."""
-    if trigger_type.replace("-", "_") != _module_name(trigger_type) or not trigger_type:
-        raise KeyError(trigger_type)
-    if trigger_type not in available_types():
+    if trigger_type not in _known_types():
         raise KeyError(trigger_type)
     module = importlib.import_module(f"{__name__}.{_module_name(trigger_type)}")
     for value in vars(module).values():

@@ -306,7 +306,8 @@ class Scaler(ABC):
     async def get_metric_and_activity(self) -> ScalerReading:
         """`read()` bounded by the timeout; every failure becomes a ScalerError naming object and trigger."""
         try:
-            reading = await asyncio.wait_for(self.read(), timeout=self.timeout)
+            async with asyncio.timeout(self.timeout):  # no extra task per read, unlike wait_for
+                reading = await self.read()
         except ScalerError as exc:
             raise self.error(exc.message) from None
         except TimeoutError:
