@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import sys
 
-from bench import activation, decisions, objects
+from bench import activation, decisions, metrics_api, objects
 
 
 def main() -> int:
     decisions.main()
     activation.main([])
     objects.main([])
+    metrics_api.main([])
     return 0
 
 
