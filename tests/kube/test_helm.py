@@ -101,6 +101,7 @@ def test_deployment_args_probes_and_resources() -> None:
         f"--cluster-object-namespace={NAMESPACE}",
         "--namespace=team-a",
         "--namespace=team-b",
+        "--metrics-port=8080",
         "--tls-cert-file=/etc/ebb/tls/tls.crt",
         "--tls-private-key-file=/etc/ebb/tls/tls.key",
     ]
@@ -206,6 +207,8 @@ def test_dashboard_flag_adds_port_and_service() -> None:
     service = _one(documents, "Service", "ebb-dashboard")
     assert service["spec"]["ports"][0]["port"] == 9000
     assert {"name": "dashboard", "containerPort": 9000, "protocol": "TCP"} in _container(documents)["ports"]
+    assert {"--metrics-port=9000", "--dashboard"} <= set(_container(documents)["args"])
+    assert "--dashboard" not in _container(_render({}))["args"]
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import kmock as km
@@ -17,6 +18,8 @@ import redis.asyncio as aioredis
 
 from ebb.kube.client import client_for_url
 from ebb.kube.operator import OperatorOptions, ScaledObjectController
+from ebb.observe.metrics import MetricsObserver
+from ebb.observe.services import Services
 
 NS = "ns"
 SO_RES = km.resource("keda.sh/v1alpha1/scaledobjects")
@@ -298,3 +301,38 @@ async def test_cpu_and_memory_triggers_become_resource_metrics_against_fake_apis
     }
     assert conditions(cluster)["Ready"]["status"] == "True"
     assert obj(cluster, SO_RES, "worker")["status"]["resourceMetricNames"] == ["cpu", "memory"]
+
+
+async def test_operator_feeds_prometheus_metrics_and_history_like_ebb_run_against_fake_apiserver(
+    cluster: km.KubernetesEmulator, redis_list: tuple[aioredis.Redis, str], tmp_path: Path
+) -> None:
+    client, key = redis_list
+    await client.rpush(key, *[f"job{i}" for i in range(7)])
+    services = Services(tmp_path, metrics_port=0, history=False, memory_history=True)
+    services.metrics = MetricsObserver()  # the registry /metrics would serve, without opening a port here
+    api = client_for_url(str(cluster.url))
+    ctl = ScaledObjectController(api, OperatorOptions(services=services), clock=Clock())
+    ctl.autostart = False
+    try:
+        await ctl.reconcile(put(cluster, scaled_object(key)))
+        await ctl.runtimes[(NS, "worker")].loop.poll_once()
+        value = services.metrics.registry.get_sample_value(
+            "keda_scaler_metrics_value",
+            {
+                "namespace": NS,
+                "scaledObject": "worker",
+                "metric": f"s0-redis-{key}",
+                "scaler": "redis",
+                "triggerIndex": "0",
+                "type": "scaledobject",
+            },
+        )
+        assert value == 7
+        assert services.history is not None and services.store is not None
+        await services.history.flush()
+        (info,) = services.store.objects()
+        assert (info["namespace"], info["name"], info["desired"]) == (NS, "worker", 1)
+    finally:
+        await ctl.close()
+        await api.aclose()
+        await services.stop()

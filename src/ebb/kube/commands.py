@@ -44,6 +44,15 @@ def register(app: typer.Typer) -> None:
             str | None,
             typer.Option(help="Namespace of the Lease. Default: POD_NAMESPACE, else the service account's."),
         ] = None,
+        metrics_port: Annotated[
+            int, typer.Option(help="Serve Prometheus /metrics (and the history API) on this port; 0 turns it off.")
+        ] = 8080,
+        metrics_host: Annotated[str, typer.Option(help="Address for --metrics-port.")] = "0.0.0.0",
+        dashboard: Annotated[bool, typer.Option(help="Serve the dashboard on --metrics-port too.")] = False,
+        history_dir: Annotated[
+            str | None,
+            typer.Option(help="Keep history and the event log here (a volume); without it history is in memory."),
+        ] = None,
     ) -> None:
         """Run the Kubernetes operator: ScaledObjects, their HPAs and the external metrics API."""
         from ebb.kube.runner import run_operator
@@ -58,4 +67,8 @@ def register(app: typer.Typer) -> None:
             tls_private_key_file=tls_private_key_file,
             leader_election=leader_election,
             leader_election_namespace=leader_election_namespace,
+            metrics_port=metrics_port,
+            metrics_host=metrics_host,
+            dashboard=dashboard,
+            history_dir=history_dir,
         )

@@ -31,6 +31,7 @@ from ebb.kube.hpa import (
 )
 from ebb.kube.metrics_provider import ExternalMetricValue, MetricDescriptor, MetricNotFound
 from ebb.kube.scale import KubeScaleTarget, resolve_target_kind
+from ebb.observe.services import Services
 from ebb.runtime.build import build_scalers, object_ref
 from ebb.runtime.observer import ObjectRef, Observer, PollRecord
 from ebb.runtime.scaled_object import ScaledObjectLoop, close_scalers, read_trigger
@@ -58,6 +59,8 @@ class OperatorOptions:
     scaling: Mode = "hpa"
     cluster_object_namespace: str = "ebb"
     timeout: float = DEFAULT_TIMEOUT
+    #: Prometheus metrics, history, event log and CloudEvents, as in `ebb run` (None: Kubernetes status only).
+    services: Services | None = None
 
 
 @dataclass
@@ -269,7 +272,9 @@ class ScaledObjectController:
             target=target.label,
             trigger_names=[t.name for t in so.spec.triggers if t.name and not t.is_resource],
         )
-        observer = _KubeObserver(self, ref_dict)
+        kube_observer = _KubeObserver(self, ref_dict)
+        services = self.options.services
+        observer: Observer = services.observers(kube_observer, [so]) if services is not None else kube_observer
         loop = ScaledObjectLoop(
             object_ref(so),
             scalers,
@@ -283,7 +288,7 @@ class ScaledObjectController:
         )
         runtime = _Runtime(so=so, uid=uid, mode=mode, loop=loop, scalers=scalers, specs=specs)
         self.runtimes[(namespace, name)] = runtime
-        self._observers[(namespace, name)] = observer
+        self._observers[(namespace, name)] = kube_observer
         await self.emit(ref_dict, ScalingEvent("KEDAScalersStarted", f"Started scalers watch for {so.ref}"))
         if self.autostart:
             self.start((namespace, name))

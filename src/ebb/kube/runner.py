@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import kopf
@@ -13,6 +14,7 @@ from ebb.kube.client import default_client
 from ebb.kube.jobs import ScaledJobController
 from ebb.kube.leader import LeaderElector, default_namespace, run_as_leader
 from ebb.kube.operator import FINALIZER, OperatorOptions, ScaledObjectController
+from ebb.observe.services import Services
 
 log = logging.getLogger("ebb.operator")
 SO = ("keda.sh", "v1alpha1", "scaledobjects")
@@ -72,11 +74,28 @@ async def operator_main(
     tls_private_key_file: str | None = None,
     leader_election: bool = True,
     leader_election_namespace: str | None = None,
+    metrics_port: int = 0,
+    metrics_host: str = "0.0.0.0",
+    dashboard: bool = False,
+    history_dir: str | None = None,
 ) -> None:
     from ebb.kube.metrics_api import MetricsAPIServer
 
     client = default_client()
-    options = OperatorOptions(scaling=scaling, cluster_object_namespace=cluster_object_namespace)
+    services = None
+    if metrics_port:
+        # /metrics, the history API and (with --dashboard) the page, as `ebb run` serves them; history lives on
+        # the volume given, or in memory.
+        services = Services(
+            Path(history_dir) if history_dir else Path("/tmp/ebb"),
+            metrics_port=metrics_port,
+            metrics_host=metrics_host,
+            dashboard=dashboard,
+            history=history_dir is not None,
+            memory_history=history_dir is None,
+            announce=log.info,
+        )
+    options = OperatorOptions(scaling=scaling, cluster_object_namespace=cluster_object_namespace, services=services)
     controller = ScaledObjectController(client, options)
     jobs = ScaledJobController(client, options)
     registry = kopf.OperatorRegistry()
@@ -96,6 +115,8 @@ async def operator_main(
     ready = (lambda: elector.is_leader) if elector is not None else None
     server = MetricsAPIServer(controller, port=metrics_api_port, ssl_context=ssl_context, ready=ready)
     await server.start()
+    if services is not None:
+        await services.start()
 
     async def operate(stop_flag: asyncio.Event | None = None) -> None:
         await kopf.operator(
@@ -119,6 +140,8 @@ async def operator_main(
         else:
             await operate()
     finally:
+        if services is not None:
+            await services.stop()
         await server.stop()
         await stop_loops()
         await client.aclose()

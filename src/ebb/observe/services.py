@@ -31,6 +31,7 @@ class Services:
         metrics_host: str = DEFAULT_HOST,
         dashboard: bool = False,
         history: bool = True,
+        memory_history: bool = False,
         retention: float = DEFAULT_RETENTION,
         cloudevents_sink: str | None = None,
         cloudevents_filter: tuple[Sequence[str], Sequence[str]] = ((), ()),
@@ -46,8 +47,8 @@ class Services:
         self.store: HistoryStore | None = None
         if history:
             self.store = HistoryStore(state_dir / HISTORY_FILE, retention=retention)
-        elif self.dashboard:
-            self.store = HistoryStore(None, retention=retention)  # the dashboard needs history: keep it in memory
+        elif self.dashboard or memory_history:
+            self.store = HistoryStore(None, retention=retention)  # no file: the same store, in memory
         on_drop = None
         if self.metrics is not None:
             dropped = self.metrics.metrics.observer_dropped.labels("history")
