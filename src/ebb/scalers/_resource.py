@@ -25,7 +25,7 @@ from ebb.scalers.base import (
     metric_name,
     param,
 )
-from ebb.scalers.metrics_api import parse_quantity
+from ebb.units import parse_quantity
 
 ResourceName = Literal["cpu", "memory"]
 

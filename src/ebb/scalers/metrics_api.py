@@ -12,14 +12,12 @@ import asyncio
 import base64
 import ipaddress
 import json
-import math
 import os
 import re
 import ssl
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 from urllib.parse import quote, quote_plus
 from xml.etree import ElementTree
@@ -45,6 +43,7 @@ from ebb.scalers.base import (
     param,
     require_target_unless_metric_source,
 )
+from ebb.units import parse_duration, parse_quantity
 
 Format = Literal["json", "xml", "yaml", "prometheus"]
 AuthMode = Literal["apiKey", "basic", "tls", "bearer", "custom", "oauth"]
@@ -52,38 +51,6 @@ _SUPPORTED_AUTH = ("apiKey", "basic", "tls", "bearer")
 _AUTH: tuple[Source, ...] = ("triggerMetadata", "authParams")
 
 # ---------------------------------------------------------------------------------------------------------
-# Kubernetes quantities (k8s.io/apimachinery resource.ParseQuantity), which KEDA accepts for string values.
-
-_QUANTITY = re.compile(r"([+-]?(?:\d+\.?\d*|\.\d+))(?:([eE][+-]?\d+)|(Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]))?")
-_SUFFIX = {
-    "n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"),
-    "k": Decimal("1e3"), "M": Decimal("1e6"), "G": Decimal("1e9"),
-    "T": Decimal("1e12"), "P": Decimal("1e15"), "E": Decimal("1e18"),
-    "Ki": Decimal(2**10), "Mi": Decimal(2**20), "Gi": Decimal(2**30),
-    "Ti": Decimal(2**40), "Pi": Decimal(2**50), "Ei": Decimal(2**60),
-}  # fmt: skip
-
-
-def parse_quantity(text: str) -> float:
-    """A Kubernetes quantity ("12", "1.5k", "500m", "2Gi", "1e3") as a float; ValueError otherwise."""
-    match = _QUANTITY.fullmatch(text)
-    if match is None:
-        raise ValueError(f"{text!r} is not a quantity")
-    number, exponent, suffix = match.groups()
-    try:
-        value = Decimal(number)
-        if exponent:
-            value = value.scaleb(int(exponent[1:]))
-        elif suffix:
-            value *= _SUFFIX[suffix]
-    except (InvalidOperation, ValueError, OverflowError):
-        raise ValueError(f"{text!r} is not a quantity") from None
-    result = float(value)
-    if not math.isfinite(result):
-        raise ValueError(f"{text!r} is out of range")
-    return result
-
-
 # ---------------------------------------------------------------------------------------------------------
 # GJSON paths (https://github.com/tidwall/gjson/blob/master/SYNTAX.md), the subset a metric lookup needs:
 # `a.b.c` keys, `a.0` array index, `a.#` array length, `a.#.b` every element's b, `*`/`?` key wildcards,
@@ -427,30 +394,6 @@ def _describe(value: Any) -> str:
 # Metadata
 
 
-_DURATION_PART = re.compile(r"(\d+\.?\d*|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
-_DURATION_UNIT = {
-    "ns": 1e-9,
-    "us": 1e-6,
-    "µs": 1e-6,
-    "μs": 1e-6,
-    "ms": 1e-3,
-    "s": 1.0,
-    "m": 60.0,
-    "h": 3600.0,
-}
-
-
-def parse_timeout(text: str) -> float:
-    """KEDA's duration parameters: a Go duration ("1.5s", "300ms", "1m30s") or whole milliseconds."""
-    text = text.strip()
-    if re.fullmatch(r"\d+", text):
-        return int(text) / 1000
-    parts = _DURATION_PART.findall(text)
-    if not parts or "".join(n + u for n, u in parts) != text:
-        raise ValueError(text)
-    return sum(float(n) * _DURATION_UNIT[u] for n, u in parts)
-
-
 class MetricsApiMetadata(ScalerMetadata):
     url: str = param(name="url", description="the endpoint to GET")
     format: Format = param("json", name="format")
@@ -504,7 +447,7 @@ class MetricsApiMetadata(ScalerMetadata):
         if not isinstance(value, str):
             return value
         try:
-            seconds = parse_timeout(value)
+            seconds = parse_duration(value)
         except ValueError:
             raise PydanticCustomError(
                 "duration", "timeout must be milliseconds or a duration such as 500ms, 2s or 1m"

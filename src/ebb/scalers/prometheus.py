@@ -31,32 +31,12 @@ from ebb.scalers.base import (
     metric_name,
     param,
 )
+from ebb.units import parse_duration
 
 #: Auth modes this trigger applies (KEDA's `authModes` values that make sense for a Prometheus query).
 AUTH_MODES = ("basic", "bearer", "tls", "custom")
 #: KEDA accepts these in `authModes` for every HTTP scaler, but its prometheus scaler never applies them.
 _UNSUPPORTED_MODES = ("apiKey", "oauth")
-
-_GO_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
-_GO_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def parse_go_duration(text: str) -> float:
-    """Seconds from KEDA's duration syntax: a Go duration (`500ms`, `1m30s`) or a number of milliseconds."""
-    text = text.strip()
-    if re.fullmatch(r"\d+", text):
-        return int(text) / 1000.0
-    pos, total = 0, 0.0
-    for match in _GO_DURATION.finditer(text):
-        if match.start() != pos:
-            break
-        total += float(match.group(1)) * _GO_UNITS[match.group(2)]
-        pos = match.end()
-    if pos != len(text) or not text:
-        raise ValueError(
-            f"{text!r} is not a duration: give a number of milliseconds or a duration such as 500ms, 5s, 1m"
-        )
-    return total
 
 
 def parse_key_values(text: str) -> dict[str, str]:
@@ -111,7 +91,7 @@ class PrometheusMetadata(ScalerMetadata):
     @field_validator("timeout", mode="before")
     @classmethod
     def _duration(cls, value: Any) -> Any:
-        return parse_go_duration(value) if isinstance(value, str) else value
+        return parse_duration(value) if isinstance(value, str) else value
 
     @field_validator("auth_modes", mode="before")
     @classmethod

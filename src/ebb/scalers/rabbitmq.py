@@ -44,6 +44,7 @@ from ebb.scalers.base import (
     metric_name,
     param,
 )
+from ebb.units import parse_duration
 
 Mode = Literal[
     "QueueLength",
@@ -63,25 +64,7 @@ DEFAULT_QUEUE_LENGTH = 20.0
 
 # KEDA's anonymisation of `user:password@` in error text, kept as a second line of defence after redaction.
 _USERINFO = re.compile(r"([^ /:]+):([^/:]+)@")
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
 _CLOSE_TIMEOUT = 1.0
-_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def parse_duration(text: str) -> float:
-    """Seconds from a Go duration (`500ms`, `1m30s`) or an integer of milliseconds (KEDA's `timeout`)."""
-    text = text.strip()
-    if text.isdigit():
-        return int(text) / 1000.0
-    pos, total = 0, 0.0
-    for match in _DURATION_PART.finditer(text):
-        if match.start() != pos:
-            break
-        total += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-        pos = match.end()
-    if pos != len(text) or not text:
-        raise ValueError("expected a duration such as '500ms' or '5s', or a number of milliseconds")
-    return total
 
 
 def basic_auth(username: str, password: str) -> str:

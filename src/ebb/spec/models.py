@@ -30,6 +30,8 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from ebb.units import parse_quantity
+
 KEDA_API_VERSION: Final = "keda.sh/v1alpha1"
 EBB_API_VERSION: Final = "ebb.dev/v1alpha1"
 CORE_API_VERSION: Final = "v1"
@@ -171,37 +173,14 @@ def parse_float(text: str) -> float | None:
         return None
 
 
-_QUANTITY = re.compile(r"^([+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+))(?:[eE]([+-]?[0-9]+)|(Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E))?$")
-_QUANTITY_SUFFIX = {
-    "m": 1e-3,
-    "k": 1e3,
-    "M": 1e6,
-    "G": 1e9,
-    "T": 1e12,
-    "P": 1e15,
-    "E": 1e18,
-    "Ki": 2.0**10,
-    "Mi": 2.0**20,
-    "Gi": 2.0**30,
-    "Ti": 2.0**40,
-    "Pi": 2.0**50,
-    "Ei": 2.0**60,
-}
-
-
 def _quantity(value: Any) -> Any:
     # HPA `tolerance` is a resource.Quantity: a YAML number or a string such as "0.1" or "100m".
     if isinstance(value, bool) or not isinstance(value, str):
         return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
-    match = _QUANTITY.match(value.strip())
-    if not match:
-        raise ValueError(f"expected a quantity such as 0.1 or 100m, got {describe(value)}")
-    number = float(match.group(1))
-    if match.group(2):
-        number *= 10.0 ** int(match.group(2))
-    if match.group(3):
-        number *= _QUANTITY_SUFFIX[match.group(3)]
-    return number
+    try:
+        return parse_quantity(value.strip())
+    except ValueError:
+        raise ValueError(f"expected a quantity such as 0.1 or 100m, got {describe(value)}") from None
 
 
 # --- Bases ------------------------------------------------------------------------------------------
