@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from ebb.runtime.observer import ObjectRef, Observer, PollRecord
-from ebb.runtime.scaled_object import close_scalers, read_trigger
+from ebb.runtime.scaled_object import close_scalers, read_trigger, watch_scaler
 from ebb.scalers.base import Scaler
 from ebb.scaling.jobs import JobDecision, JobStrategy, decide_jobs
 from ebb.scaling.types import ScalingEvent
@@ -69,13 +69,7 @@ class ScaledJobLoop:
             await asyncio.gather(*watchers, return_exceptions=True)
 
     async def _watch(self, scaler: Scaler) -> None:
-        while True:
-            try:
-                await scaler.watch(self.notify)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # push only speeds things up; polling goes on
-                await asyncio.sleep(5.0)
+        await watch_scaler(scaler, self.notify, self.ref, self.observer, self.clock)
 
     async def poll_once(self, lateness: float = 0.0) -> JobDecision | None:
         if self.paused:

@@ -205,17 +205,7 @@ class ScaledObjectLoop:
             await asyncio.gather(*watchers, return_exceptions=True)
 
     async def _watch(self, scaler: Scaler) -> None:
-        backoff = 1.0
-        while True:
-            try:
-                await scaler.watch(self.notify)
-                backoff = 1.0
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # push is an accelerator: polling carries on without it
-                self.observer.problem(self.ref, f"{scaler.ctx.trigger_ref}: push unavailable: {exc}", self.clock())
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 60.0)
+        await watch_scaler(scaler, self.notify, self.ref, self.observer, self.clock)
 
     async def poll_once(self, lateness: float = 0.0) -> Decision | None:
         """Read all triggers concurrently, decide, apply. Never raises for a failing source or target."""
@@ -277,6 +267,23 @@ class ScaledObjectLoop:
     async def close(self) -> None:
         """Release every scaler's connections (bounded: a hung close never holds up shutdown)."""
         await close_scalers(self.scalers)
+
+
+async def watch_scaler(
+    scaler: Scaler, notify: Callable[[], None], ref: ObjectRef, observer: Observer, clock: Callable[[], float]
+) -> None:
+    """Keep a push scaler's `watch` running until cancelled; failures are reported and retried with backoff."""
+    backoff = 1.0
+    while True:
+        try:
+            await scaler.watch(notify)
+            backoff = 1.0
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # push is an accelerator: polling carries on without it
+            observer.problem(ref, f"{scaler.ctx.trigger_ref}: push unavailable: {exc}", clock())
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 60.0)
 
 
 async def close_scalers(scalers: Sequence[Scaler], grace: float = 5.0) -> None:
