@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import kmock as km
@@ -20,6 +21,8 @@ from ebb import __version__
 from ebb.kube.client import client_for_url
 from ebb.kube.jobs import ScaledJobController, build_job, history_to_delete, is_pending
 from ebb.kube.operator import OperatorOptions
+from ebb.observe.metrics import MetricsObserver
+from ebb.observe.services import Services
 
 
 class GenerateNameEmulator(km.KubernetesEmulator):
@@ -435,3 +438,44 @@ async def test_started_loop_polls_in_the_background_against_fake_apiserver(
     assert len(jobs(cluster)) == 2
     await controller.delete(cluster.objects[SJ_RES, NS, "batch"].raw)
     assert (NS, "batch") not in controller.runtimes
+
+
+async def test_scaled_jobs_feed_prometheus_and_triggers_activity_against_fake_apiserver(
+    cluster: km.KubernetesEmulator, redis_list: tuple[aioredis.Redis, str], tmp_path: Path
+) -> None:
+    client, key = redis_list
+    await client.rpush(key, "a", "b")
+    services = Services(tmp_path, metrics_port=0, history=False, memory_history=False)
+    services.metrics = MetricsObserver()  # the registry /metrics would serve, without opening a port here
+    api = client_for_url(str(cluster.url))
+    ctl = ScaledJobController(api, OperatorOptions(services=services), clock=lambda: T0)
+    ctl.autostart = False
+    labels = {
+        "namespace": NS,
+        "scaledObject": "batch",
+        "metric": f"s0-redis-{key}",
+        "scaler": "redis",
+        "triggerIndex": "0",
+        "type": "scaledjob",
+    }
+    try:
+        await ctl.reconcile(put(cluster, scaled_job(key)))
+        await ctl.poll_once((NS, "batch"))
+        registry = services.metrics.registry
+        assert registry.get_sample_value("keda_scaler_metrics_value", labels) == 2
+        assert registry.get_sample_value("keda_scaler_active", labels) == 1
+        status = cluster.objects[SJ_RES, NS, "batch"].raw["status"]
+        assert status["triggersActivity"] == {f"s0-redis-{key}": {"isActive": True}}
+
+        await client.delete(key)
+        await ctl.poll_once((NS, "batch"))
+        assert registry.get_sample_value("keda_scaler_active", labels) == 0
+        status = cluster.objects[SJ_RES, NS, "batch"].raw["status"]
+        assert status["triggersActivity"] == {f"s0-redis-{key}": {"isActive": False}}
+
+        await ctl.delete(cluster.objects[SJ_RES, NS, "batch"].raw)
+        assert registry.get_sample_value("keda_scaler_metrics_value", labels) is None  # its series went with it
+    finally:
+        await ctl.close()
+        await api.aclose()
+        await services.stop()

@@ -332,7 +332,79 @@ async def test_operator_feeds_prometheus_metrics_and_history_like_ebb_run_agains
         await services.history.flush()
         (info,) = services.store.objects()
         assert (info["namespace"], info["name"], info["desired"]) == (NS, "worker", 1)
+
+        await ctl.delete(obj(cluster, SO_RES, "worker"))
+        gone = services.metrics.registry.get_sample_value(
+            "keda_scaler_metrics_value",
+            {
+                "namespace": NS,
+                "scaledObject": "worker",
+                "metric": f"s0-redis-{key}",
+                "scaler": "redis",
+                "triggerIndex": "0",
+                "type": "scaledobject",
+            },
+        )
+        assert gone is None  # a deleted object's series go with it
     finally:
         await ctl.close()
         await api.aclose()
         await services.stop()
+
+
+async def test_status_reports_triggers_activity_and_hpa_health_against_fake_apiserver(
+    cluster: km.KubernetesEmulator, controller: ScaledObjectController, redis_list: tuple[aioredis.Redis, str]
+) -> None:
+    client, key = redis_list
+    await client.rpush(key, "a", "b")
+    await controller.reconcile(put(cluster, scaled_object(key)))
+    # kmock runs no HPA controller: play its part and report the HPA healthy.
+    hpa = obj(cluster, HPA_RES, "keda-hpa-worker")
+    hpa["status"] = {"conditions": [{"type": "ScalingActive", "status": "True", "reason": "ValidMetricFound"}]}
+    cluster.objects[HPA_RES, NS, "keda-hpa-worker"] = hpa
+    runtime = controller.runtimes[(NS, "worker")]
+    await runtime.loop.poll_once()
+    await controller._observers[(NS, "worker")].drain()
+    status = obj(cluster, SO_RES, "worker")["status"]
+    assert status["triggersActivity"] == {f"s0-redis-{key}": {"isActive": True}}
+    assert (conditions(cluster)["HPAActive"]["status"], conditions(cluster)["HPAActive"]["reason"]) == (
+        "True",
+        "HPAActive",
+    )
+
+    await client.delete(key)
+    hpa["status"] = {
+        "conditions": [
+            {"type": "ScalingActive", "status": "False", "reason": "FailedGetExternalMetric", "message": "boom"}
+        ]
+    }
+    cluster.objects[HPA_RES, NS, "keda-hpa-worker"] = hpa
+    assert isinstance(controller.clock, Clock)
+    controller.clock.now += 1
+    await runtime.loop.poll_once()
+    await controller._observers[(NS, "worker")].drain()
+    status = obj(cluster, SO_RES, "worker")["status"]
+    assert status["triggersActivity"] == {f"s0-redis-{key}": {"isActive": False}}
+    hpa_active = conditions(cluster)["HPAActive"]
+    assert (hpa_active["status"], hpa_active["reason"]) == ("False", "FailedGetExternalMetric")
+    assert "boom" in hpa_active["message"]
+
+
+def status_patches(cluster: km.KubernetesEmulator) -> int:
+    return sum(1 for r in cluster if r.method == "PATCH" and r.subresource == "status" and r.resource == SO_RES)
+
+
+async def test_a_poll_that_changes_nothing_writes_no_status_against_fake_apiserver(
+    cluster: km.KubernetesEmulator, controller: ScaledObjectController, redis_list: tuple[aioredis.Redis, str]
+) -> None:
+    _, key = redis_list
+    await controller.reconcile(put(cluster, scaled_object(key)))
+    runtime = controller.runtimes[(NS, "worker")]
+    await runtime.loop.poll_once()
+    await controller._observers[(NS, "worker")].drain()
+    patches_before = status_patches(cluster)
+    await runtime.loop.poll_once()
+    await controller._observers[(NS, "worker")].drain()
+    patches_after = status_patches(cluster)
+    assert patches_before >= 1
+    assert patches_after == patches_before

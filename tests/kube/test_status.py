@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from ebb.kube.status import decision_status, error_status, event_manifest, merge_conditions, rfc3339
+from ebb.kube.status import (
+    decision_status,
+    error_status,
+    event_manifest,
+    hpa_active_condition,
+    merge_conditions,
+    patch_changes,
+    rfc3339,
+)
 from ebb.scaling.types import Condition, Decision, MetricHealth, ScalingEvent
 
 T0 = 1_700_000_000.0
@@ -55,3 +63,64 @@ def test_event_refers_to_its_object_with_keda_reason() -> None:
     assert event["involvedObject"] == ref
     assert (event["reason"], event["type"], event["metadata"]["namespace"]) == ("KEDAScalerFailed", "Warning", "ns")
     assert event["metadata"]["name"].startswith("w.")
+
+
+def _decision(**kw: object) -> Decision:
+    return Decision(desired_replicas=None, active=True, reason="ScalerActive", **kw)  # type: ignore[arg-type]
+
+
+def test_triggers_activity_names_every_external_metric_and_drops_stale_ones() -> None:
+    existing = {"triggersActivity": {"s1-old": {"isActive": True}}, "health": {"s1-old": {"numberOfFailures": 0}}}
+    status = decision_status(
+        _decision(),
+        existing,
+        T0,
+        external_metric_names=["s0-redis-a", "s1-cron"],
+        active_metrics=["s0-redis-a"],
+    )
+    assert status["triggersActivity"] == {
+        "s0-redis-a": {"isActive": True},
+        "s1-cron": {"isActive": False},
+        "s1-old": None,  # a merge patch deletes it
+    }
+    assert status["health"]["s1-old"] is None
+
+
+def test_hpa_active_mirrors_the_hpa_scaling_active_condition() -> None:
+    def hpa(**cond: str) -> dict[str, object]:
+        return {
+            "status": {"conditions": [{"type": "AbleToScale", "status": "True"}, {"type": "ScalingActive", **cond}]}
+        }
+
+    assert hpa_active_condition(hpa(status="True", reason="ValidMetricFound")) == Condition(
+        "True", "HPAActive", "HPA is actively scaling"
+    )
+    idle = hpa_active_condition(hpa(status="False", reason="ScalingDisabled", message="scaling is disabled"))
+    assert idle == Condition("True", "ScalingDisabled", "scaling is disabled")
+    failing = hpa_active_condition(hpa(status="False", reason="FailedGetExternalMetric", message="no metric"))
+    assert failing == Condition("False", "FailedGetExternalMetric", "HPA is not actively scaling: no metric")
+    assert hpa_active_condition(hpa(status="False", message="x")) == Condition(
+        "False", "HPAMetricsUnavailable", "HPA is not actively scaling: x"
+    )
+    # No HPA yet, or no ScalingActive reported: KEDA leaves HPAActive untouched.
+    assert hpa_active_condition(None) is None
+    assert hpa_active_condition({"status": {"conditions": [{"type": "AbleToScale", "status": "True"}]}}) is None
+
+
+def test_hpa_active_joins_the_conditions_after_keda_four() -> None:
+    status = decision_status(_decision(), {}, T0, hpa_active=Condition("True", "HPAActive", "HPA is actively scaling"))
+    assert [c["type"] for c in status["conditions"]] == ["Ready", "Active", "Fallback", "Paused", "HPAActive"]
+
+
+def test_patch_changes_sees_only_real_changes() -> None:
+    existing = {
+        "conditions": [{"type": "Ready", "status": "True"}],
+        "health": {"a": {"numberOfFailures": 0, "status": "Happy"}},
+        "lastActiveTime": "t1",
+    }
+    assert not patch_changes({"conditions": [{"type": "Ready", "status": "True"}]}, existing)
+    assert not patch_changes({"health": {"a": {"numberOfFailures": 0, "status": "Happy"}, "gone": None}}, existing)
+    assert patch_changes({"health": {"a": {"numberOfFailures": 1, "status": "Happy"}}}, existing)
+    assert patch_changes({"lastActiveTime": "t2"}, existing)
+    assert patch_changes({"health": {"a": None}}, existing)
+    assert patch_changes({"triggersActivity": {"a": {"isActive": True}}}, existing)

@@ -26,7 +26,8 @@ from ebb.kube.auth import PrefetchedStore, container_env, prefetch_auth
 from ebb.kube.client import API_ERRORS, EVENT, JOB, POD, SCALED_JOB, AsyncClient, api_message, to_dict
 from ebb.kube.hpa import MANAGED_BY, owner_reference
 from ebb.kube.operator import OperatorOptions, _error_text
-from ebb.runtime.build import build_scalers
+from ebb.runtime.build import build_scalers, object_ref
+from ebb.runtime.observer import ObjectRef, Observer, PollRecord
 from ebb.runtime.scaled_object import close_scalers, read_trigger
 from ebb.scalers.base import Scaler
 from ebb.scaling.jobs import JobDecision, JobStrategy, decide_jobs
@@ -175,6 +176,12 @@ class _JobRuntime:
     task: asyncio.Task[None] | None = None
     failing: set[str] = field(default_factory=set)
     last_decision: JobDecision | None = None
+    #: Prometheus metrics, history, event log and CloudEvents (OperatorOptions.services), as in `ebb run`.
+    observer: Observer = field(default_factory=Observer)
+
+    @property
+    def ref(self) -> ObjectRef:
+        return object_ref(self.sj)
 
 
 class ScaledJobController:
@@ -304,6 +311,7 @@ class ScaledJobController:
             await close_scalers(scalers)
             raise
         strategy = sj.spec.scaling_strategy
+        services = self.options.services
         self.runtimes[(namespace, name)] = _JobRuntime(
             sj=sj,
             body=body,
@@ -317,6 +325,7 @@ class ScaledJobController:
             was_active=any(
                 c.get("type") == "Active" and c.get("status") == "True" for c in existing.get("conditions") or ()
             ),
+            observer=services.observers(Observer(), [sj]) if services is not None else Observer(),
         )
         await self._ready(body, existing, conditions, status, message or READY_MESSAGE, was_ready=was_ready)
         if self.autostart:
@@ -414,21 +423,31 @@ class ScaledJobController:
 
     # --- the loop -------------------------------------------------------------------------------------
 
-    async def poll_once(self, key: tuple[str, str]) -> JobDecision | None:
+    async def _report(self, runtime: _JobRuntime, event: ScalingEvent) -> None:
+        """A Kubernetes Event, and the same to the observers (event log, metrics, CloudEvents)."""
+        await self.emit(runtime.body, event)
+        runtime.observer.event(runtime.ref, event, self.clock())
+
+    async def poll_once(self, key: tuple[str, str], lateness: float = 0.0) -> JobDecision | None:
         """One poll of KEDA's RequestJobScale: read triggers, count Jobs, create, update status, clean up."""
         runtime = self.runtimes.get(key)
         if runtime is None:
             return None
-        sj, body = runtime.sj, runtime.body
+        sj = runtime.sj
         namespace, name = key
+        started = time.perf_counter()
         results = tuple(await asyncio.gather(*(read_trigger(s) for s in runtime.scalers)))
+        read_seconds = time.perf_counter() - started
         now = self.clock()
         for r in results:
             if r.error is not None and r.metric_name not in runtime.failing:
                 runtime.failing.add(r.metric_name)
-                await self.emit(body, ScalingEvent("KEDAScalerFailed", f"{r.metric_name}: {r.error}", "Warning"))
+                await self._report(runtime, ScalingEvent("KEDAScalerFailed", f"{r.metric_name}: {r.error}", "Warning"))
             elif r.error is None and r.metric_name in runtime.failing:
                 runtime.failing.discard(r.metric_name)
+                runtime.observer.event(
+                    runtime.ref, ScalingEvent("ScalerRecovered", f"{r.metric_name} answers again"), now
+                )
         jobs = await self.list_jobs(namespace, name)
         running, pending = await self.count_jobs(sj, jobs)
         decision = decide_jobs(
@@ -439,31 +458,49 @@ class ScaledJobController:
         if decision.active:
             status["lastActiveTime"] = st.rfc3339(now)
             if decision.jobs_to_create > 0:
-                await self._create_jobs(body, decision.jobs_to_create)
+                await self._create_jobs(runtime, decision.jobs_to_create)
         if decision.active != runtime.was_active:
             reason = "ScaledJobActive" if decision.active else "ScaledJobInactive"
             message = decision.conditions["Active"].message
-            await self.emit(body, ScalingEvent(reason, message))
+            await self._report(runtime, ScalingEvent(reason, message))
             runtime.was_active = decision.active
+        runtime.observer.poll(
+            PollRecord(
+                ref=runtime.ref,
+                time=now,
+                triggers=results,
+                decision=None,
+                current_replicas=running,
+                desired_replicas=running + decision.jobs_to_create,
+                ready_replicas=running - pending,
+                lateness=lateness,
+                read_seconds=read_seconds,
+            )
+        )
         try:
             existing = await self._current_status(namespace, name)
             status["conditions"] = st.merge_conditions(existing.get("conditions"), decision.conditions, now)
-            await self.patch_status(namespace, name, status)
+            active = {r.metric_name for r in results if r.active}
+            activity = {r.metric_name: {"isActive": r.metric_name in active} for r in results}
+            stale = existing.get("triggersActivity") or {}
+            status["triggersActivity"] = {**{k: None for k in stale if k not in activity}, **activity}
+            if st.patch_changes(status, existing):
+                await self.patch_status(namespace, name, status)
         except API_ERRORS as exc:
             log.warning("ScaledJob %s/%s: cannot write status: %s", namespace, name, api_message(exc))
         await self._clean_up(sj, await self.list_jobs(namespace, name))
         return decision
 
-    async def _create_jobs(self, body: Mapping[str, Any], count: int) -> None:
-        manifest = build_job(body)
+    async def _create_jobs(self, runtime: _JobRuntime, count: int) -> None:
+        manifest = build_job(runtime.body)
         for _ in range(count):
             try:
                 await self.client.create(JOB(copy.deepcopy(manifest)))
             except API_ERRORS as exc:
                 message = f"Failed to create job {manifest['metadata']['generateName']}: {api_message(exc)}"
-                await self.emit(body, ScalingEvent("KEDAJobCreateFailed", message, "Warning"))
+                await self._report(runtime, ScalingEvent("KEDAJobCreateFailed", message, "Warning"))
         # KEDA reports the count it asked for, whatever failed.
-        await self.emit(body, ScalingEvent("KEDAJobsCreated", f"Created {count} jobs"))
+        await self._report(runtime, ScalingEvent("KEDAJobsCreated", f"Created {count} jobs"))
 
     async def _clean_up(self, sj: ScaledJob, jobs: Sequence[Mapping[str, Any]]) -> None:
         """Delete finished Jobs beyond the history limits (KEDA deletes them with background propagation)."""
@@ -478,15 +515,17 @@ class ScaledJobController:
 
     async def _run(self, key: tuple[str, str], interval: float) -> None:
         loop = asyncio.get_running_loop()
+        next_at = loop.time()
         while True:
             started = loop.time()
             try:
-                await self.poll_once(key)
+                await self.poll_once(key, lateness=max(0.0, started - next_at))
             except API_ERRORS as exc:
                 log.warning("ScaledJob %s/%s: %s", key[0], key[1], api_message(exc))
             except Exception:
                 log.exception("ScaledJob %s/%s: poll failed", *key)
-            await asyncio.sleep(max(0.0, started + interval - loop.time()))
+            next_at = started + interval
+            await asyncio.sleep(max(0.0, next_at - loop.time()))
 
     def start(self, key: tuple[str, str]) -> None:
         runtime = self.runtimes.get(key)
@@ -512,7 +551,11 @@ class ScaledJobController:
     async def delete(self, body: Mapping[str, Any]) -> None:
         """The ScaledJob is going: stop its loop (its Jobs go with it by ownerReference)."""
         meta = body.get("metadata") or {}
-        await self.stop((str(meta.get("namespace", "default")), str(meta.get("name", ""))))
+        key = (str(meta.get("namespace", "default")), str(meta.get("name", "")))
+        runtime = self.runtimes.get(key)
+        await self.stop(key)
+        if runtime is not None:
+            runtime.observer.removed(runtime.ref)  # its Prometheus series go; CloudEvents says it was removed
 
 
 async def _metric_name(scaler: Scaler) -> str:

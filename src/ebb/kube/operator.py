@@ -161,8 +161,30 @@ class ScaledObjectController:
         runtime = self.runtimes.get((namespace, name))
         names = external_metric_names(runtime.so, runtime.specs) if runtime else ()
         existing = await self._current_status(namespace, name)
-        patch = st.decision_status(record.decision, existing, record.time, external_metric_names=names)
-        await self.patch_status(namespace, name, patch)
+        hpa_active = None
+        if runtime is not None and runtime.mode == "hpa":
+            hpa_active = st.hpa_active_condition(await self._get_hpa(namespace, runtime.so.hpa_name))
+        patch = st.decision_status(
+            record.decision,
+            existing,
+            record.time,
+            external_metric_names=names,
+            active_metrics=(t.metric_name for t in record.triggers if t.active),
+            hpa_active=hpa_active,
+        )
+        # Most polls change nothing: skip the write, as KEDA does, to spare the API server at scale.
+        if st.patch_changes(patch, existing):
+            await self.patch_status(namespace, name, patch)
+
+    async def _get_hpa(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The HPA as the API server has it, or None when it is missing or cannot be read (KEDA then leaves
+        HPAActive as it was)."""
+        try:
+            return to_dict(await self.client.get(HPA, name, namespace=namespace))
+        except API_ERRORS as exc:
+            if not is_not_found(exc):
+                log.debug("cannot read HPA %s/%s: %s", namespace, name, api_message(exc))
+            return None
 
     async def _fail(self, body: Mapping[str, Any], reason: str, message: str) -> None:
         meta = body.get("metadata") or {}
@@ -321,7 +343,10 @@ class ScaledObjectController:
         """The object is going: stop scaling, restore the original count if asked (the HPA goes by ownerReference)."""
         meta = body.get("metadata") or {}
         key = (str(meta.get("namespace", "default")), str(meta.get("name", "")))
+        runtime = self.runtimes.get(key)
         await self.stop(key)
+        if runtime is not None:
+            runtime.loop.observer.removed(runtime.loop.ref)  # its Prometheus series go with it
         self.states.pop(str(meta.get("uid") or f"{key[0]}/{key[1]}"), None)
         spec = body.get("spec") or {}
         advanced = spec.get("advanced") or {}

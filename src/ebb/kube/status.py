@@ -7,14 +7,14 @@ pkg/eventreason/eventreason.go). Unlike KEDA, ebb stamps `lastTransitionTime` wh
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from ebb.scaling.types import Condition, Decision, ScalingEvent
 from ebb.spec.models import ScaledJob, ScaledObject
 
-CONDITION_ORDER = ("Ready", "Active", "Fallback", "Paused")
+CONDITION_ORDER = ("Ready", "Active", "Fallback", "Paused", "HPAActive")
 #: Who Events say they come from.
 COMPONENT = "ebb-operator"
 
@@ -75,21 +75,76 @@ def authentications_types(obj: ScaledObject | ScaledJob) -> str:
 
 
 def decision_status(
-    decision: Decision, existing: Mapping[str, Any] | None, now: float, *, external_metric_names: Sequence[str] = ()
+    decision: Decision,
+    existing: Mapping[str, Any] | None,
+    now: float,
+    *,
+    external_metric_names: Sequence[str] = (),
+    active_metrics: Iterable[str] = (),
+    hpa_active: Condition | None = None,
 ) -> dict[str, Any]:
-    """The status fields one poll changes: conditions, lastActiveTime, health (KEDA's updateHealthStatus keeps
-    entries only for the object's current external metrics)."""
+    """The status fields one poll changes, as a merge patch against `existing`: conditions (with HPAActive when
+    `hpa_active` is known), lastActiveTime, health and triggersActivity. KEDA keeps health and triggersActivity
+    entries only for the object's current external metrics; entries that are gone are patched to null."""
     existing = existing or {}
-    patch: dict[str, Any] = {"conditions": merge_conditions(existing.get("conditions"), decision.conditions, now)}
+    updates = dict(decision.conditions)
+    if hpa_active is not None:
+        updates["HPAActive"] = hpa_active
+    patch: dict[str, Any] = {"conditions": merge_conditions(existing.get("conditions"), updates, now)}
     if decision.last_active_time is not None:
         patch["lastActiveTime"] = rfc3339(decision.last_active_time)
     names = set(external_metric_names) if external_metric_names else None
-    patch["health"] = {
+    health: dict[str, Any] = {
         name: {"numberOfFailures": h.number_of_failures, "status": h.status}
         for name, h in sorted(decision.health.items())
         if names is None or name in names
     }
+    patch["health"] = _with_removals(health, existing.get("health"))
+    if external_metric_names:
+        active = set(active_metrics)
+        activity = {name: {"isActive": name in active} for name in external_metric_names}
+        patch["triggersActivity"] = _with_removals(activity, existing.get("triggersActivity"))
     return patch
+
+
+def _with_removals(wanted: dict[str, Any], existing: Any) -> dict[str, Any]:
+    """`wanted`, plus a null for each key of `existing` it lacks (a merge patch deletes those)."""
+    out: dict[str, Any] = dict(wanted)
+    if isinstance(existing, Mapping):
+        for key in existing:
+            out.setdefault(str(key), None)
+    return out
+
+
+def patch_changes(patch: Mapping[str, Any], existing: Mapping[str, Any] | None) -> bool:
+    """Whether applying merge patch `patch` to `existing` would change anything (skip the write if not)."""
+    existing = existing or {}
+    for key, value in patch.items():
+        if value is None:
+            if existing.get(key) is not None:
+                return True
+        elif isinstance(value, Mapping) and isinstance(existing.get(key), Mapping):
+            if patch_changes(value, existing[key]):
+                return True
+        elif existing.get(key) != value:
+            return True
+    return False
+
+
+def hpa_active_condition(hpa: Mapping[str, Any] | None) -> Condition | None:
+    """KEDA's HPAActive condition mirrored from an HPA's ScalingActive condition, or None while the HPA has not
+    reported one (KEDA then leaves HPAActive as it was)."""
+    for cond in ((hpa or {}).get("status") or {}).get("conditions") or ():
+        if cond.get("type") != "ScalingActive":
+            continue
+        if cond.get("status") == "True":
+            return Condition("True", "HPAActive", "HPA is actively scaling")
+        if cond.get("reason") == "ScalingDisabled":
+            # The HPA idles while ebb holds the target at zero: healthy, and said so.
+            return Condition("True", "ScalingDisabled", str(cond.get("message") or ""))
+        reason = str(cond.get("reason") or "HPAMetricsUnavailable")
+        return Condition("False", reason, f"HPA is not actively scaling: {cond.get('message') or ''}")
+    return None
 
 
 def error_status(existing: Mapping[str, Any] | None, reason: str, message: str, now: float) -> dict[str, Any]:
