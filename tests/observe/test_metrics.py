@@ -198,3 +198,14 @@ def test_no_trigger_metadata_reaches_a_label() -> None:
     for family in obs.registry.collect():
         for sample in family.samples:
             assert all(secret not in v for v in sample.labels.values())
+
+
+def test_scaler_latency_is_each_triggers_own_read_time() -> None:
+    obs = MetricsObserver()
+    obs.register(SO, [TriggerInfo(0, "redis"), TriggerInfo(1, "redis")])
+    fast = TriggerResult(metric_name="s0-redis-orders", target=5.0, value=1.0, read_seconds=0.01)
+    slow = TriggerResult(metric_name="s1-redis-orders", target=5.0, value=1.0, read_seconds=0.4)
+    obs.poll(record(SO, 100.0, (fast, slow), current=1, desired=1, read_seconds=0.4))
+    assert value(obs, "keda_scaler_metrics_latency_seconds", **SCALER) == 0.01
+    second = {**SCALER, "metric": "s1-redis-orders", "triggerIndex": "1"}
+    assert value(obs, "keda_scaler_metrics_latency_seconds", **second) == 0.4

@@ -218,8 +218,9 @@ class MetricsObserver(Observer):
         for position, r in enumerate(record.triggers):
             labels = self._scaler_labels(ref, memory, position, r)
             memory.series.add(labels)
-            # Triggers are read concurrently: each one took at most the poll's read time.
-            m.scaler_metrics_latency.labels(*labels).set(record.read_seconds)
+            # The trigger's own read time (KEDA's per-scaler latency); the poll's when the scaler was not timed.
+            latency = r.read_seconds if r.read_seconds is not None else record.read_seconds
+            m.scaler_metrics_latency.labels(*labels).set(latency)
             if r.error is not None:
                 any_error = True
                 m.scaler_detail_errors.labels(*labels).inc()

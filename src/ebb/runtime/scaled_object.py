@@ -46,6 +46,7 @@ async def read_trigger(scaler: Scaler) -> TriggerResult:
             trigger_name=name,
         )
     resource = spec.source == "Resource"
+    started = time.perf_counter()
     try:
         reading = await scaler.get_metric_and_activity()
     except ScalerError as exc:
@@ -56,6 +57,7 @@ async def read_trigger(scaler: Scaler) -> TriggerResult:
             error=exc.message,
             trigger_name=name,
             resource=resource,
+            read_seconds=time.perf_counter() - started,
         )
     return TriggerResult(
         metric_name=spec.name,
@@ -65,6 +67,7 @@ async def read_trigger(scaler: Scaler) -> TriggerResult:
         active=reading.active,
         trigger_name=name,
         resource=resource,
+        read_seconds=time.perf_counter() - started,
     )
 
 

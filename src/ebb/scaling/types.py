@@ -108,6 +108,8 @@ class TriggerResult:
     trigger_name: str | None = None
     #: cpu/memory triggers: always active, not counted for fallback, HPA resource metrics.
     resource: bool = False
+    #: How long the scaler took to answer, in seconds (None when it was not asked: a bad spec).
+    read_seconds: float | None = None
 
 
 # --- Decisions --------------------------------------------------------------------------------------
