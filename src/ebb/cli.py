@@ -96,9 +96,10 @@ def _scalers_for(
         return None, f"credentials resolve in the cluster, not here ({exc.field}: {exc.message})"
     try:  # validation: every trigger's parameters, and the formula over them
         scalers = build_scalers(obj, loaded.resources, values, env_secrets=secrets, timeout=timeout)
-        if isinstance(obj, ScaledObject) and obj.spec.scaling_modifiers is not None:
+        modifiers = obj.spec.scaling_modifiers if isinstance(obj, ScaledObject) else None
+        if modifiers is not None and modifiers.formula is not None:
             names = [t.name for t in obj.spec.triggers if t.name]
-            compile_formula(obj.spec.scaling_modifiers.formula, names, obj.ref)
+            compile_formula(modifiers.formula, names, obj.ref)
         return scalers, None
     except SpecError as exc:
         if cluster and exc.field.endswith("FromEnv"):
@@ -344,7 +345,7 @@ def run(
     from ebb.observe.console import ConsoleObserver
 
     loaded = _load(files)
-    if not (loaded.of(ScaledObject) or loaded.of(ScaledJob) or loaded.of(ProcessGroup)):
+    if not any(isinstance(o, (ScaledObject, ScaledJob, ProcessGroup)) for o in loaded.objects):
         err_console.print("[red]nothing to run[/]: no valid ScaledObject, ScaledJob or ProcessGroup in the files")
         raise typer.Exit(1)
     try:
@@ -553,7 +554,7 @@ def dashboard(
         try:
             await asyncio.Event().wait()
         finally:
-            await served.close()
+            await served.stop()
             store.close()
 
     with contextlib.suppress(KeyboardInterrupt):

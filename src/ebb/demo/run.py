@@ -300,7 +300,7 @@ async def demo_main(console: Console, plan: Plan, directory: Path, live: bool, s
             if services is not None:
                 await services.stop()
     summarize(console, tracker, plan, counts, total_jobs, ok)
-    if services is not None:
+    if services is not None and state_dir is not None:
         console.print(
             f"history kept in {state_dir}: see it with [bold]ebb dashboard --history {state_dir / HISTORY_FILE}[/] "
             f"and [bold]ebb events --log {state_dir / EVENTS_FILE}[/]"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -222,12 +223,12 @@ class LocalRuntime:
         count = max(1, len(scaled) + len(jobs))
         for i, so in enumerate(scaled):
             offset = self._offset(i, count, so.spec.polling_interval)
-            loop = self._guarded(so, lambda so=so, offset=offset: self._build_scaled_object(so, offset))
+            loop = self._guarded(so, functools.partial(self._build_scaled_object, so, offset))
             if loop is not None:
                 self.loops[loop.ref] = loop
         for j, sj in enumerate(jobs):
             offset = self._offset(len(scaled) + j, count, sj.spec.polling_interval)
-            job_loop = self._guarded(sj, lambda sj=sj, offset=offset: self._build_scaled_job(sj, offset))
+            job_loop = self._guarded(sj, functools.partial(self._build_scaled_job, sj, offset))
             if job_loop is not None:
                 self.job_loops[job_loop.ref] = job_loop
         await self._initial_replicas()
