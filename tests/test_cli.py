@@ -257,3 +257,41 @@ def test_metrics_shows_cpu_triggers_as_measured_under_run_not_as_failures(tmp_pa
     result = runner.invoke(app, ["metrics", str(path)], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert "measured from running workers" in result.output
+
+
+KUBECONFIG_NOWHERE = """\
+apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "https://127.0.0.1:1"}}]
+users: [{name: u, user: {token: t}}]
+contexts: [{name: x, context: {cluster: c, user: u}}]
+current-context: x
+"""
+
+
+@pytest.mark.parametrize(
+    ("kubeconfig", "args", "expected"),
+    [
+        (None, [], "no Kubernetes configuration"),
+        (KUBECONFIG_NOWHERE, ["--tls-cert-file", "/nope.crt", "--tls-private-key-file", "/nope.key"], "/nope.crt"),
+        (KUBECONFIG_NOWHERE, ["--metrics-api-port", "0"], "extension-apiserver-authentication"),
+    ],
+)
+def test_operator_that_cannot_start_says_why_without_a_traceback(
+    tmp_path: Path, kubeconfig: str | None, args: list[str], expected: str
+) -> None:
+    config = tmp_path / "kubeconfig"
+    if kubeconfig is not None:
+        config.write_text(kubeconfig)
+    env = {**os.environ, "KUBECONFIG": str(config), "HOME": str(tmp_path)}
+    env.pop("KUBERNETES_SERVICE_HOST", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "ebb.cli", "operator", "--metrics-port", "0", "--webhook-port", "0", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout

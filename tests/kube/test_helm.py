@@ -72,6 +72,7 @@ def test_default_render_has_every_object() -> None:
             ("Secret", "ebb-metrics-api-tls"),
             ("Service", "ebb-metrics-api"),
             ("ServiceAccount", "ebb"),
+            ("ValidatingWebhookConfiguration", "ebb-admission"),
         ]
     )
 
@@ -104,6 +105,8 @@ def test_deployment_args_probes_and_resources() -> None:
         "--metrics-port=8080",
         "--tls-cert-file=/etc/ebb/tls/tls.crt",
         "--tls-private-key-file=/etc/ebb/tls/tls.key",
+        "--metrics-api-auth=delegated",
+        "--webhook-port=9443",
     ]
     for probe, path in (("livenessProbe", "/livez"), ("readinessProbe", "/readyz")):
         assert container[probe]["httpGet"] == {"path": path, "port": "https", "scheme": "HTTPS"}
@@ -145,6 +148,7 @@ def test_operator_rbac_is_what_the_operator_needs() -> None:
         ("", "events", "create"),
         ("", "secrets", "get"),
         ("", "configmaps", "watch"),
+        ("", "limitranges", "list"),  # the admission webhook's cpu/memory check
     ]:
         assert _allows(rules, group, resource, verb), (group, resource, verb)
     # Least privilege: reads only on Secrets, no pod or deployment writes, no wildcard resources.
@@ -179,13 +183,21 @@ def test_aggregated_api_bindings() -> None:
     ]
 
 
+def test_metrics_api_auth_can_be_turned_off() -> None:
+    assert "--metrics-api-auth=none" in _container(_render({"metricsApi": {"auth": "none"}}))["args"]
+
+
 def test_direct_mode_without_metrics_api() -> None:
-    documents = _render({"scaling": {"mode": "direct"}, "metricsApi": {"enabled": False}})
+    documents = _render(
+        {"scaling": {"mode": "direct"}, "metricsApi": {"enabled": False}, "webhooks": {"enabled": False}}
+    )
     kinds = {d["kind"] for d in documents}
     assert "APIService" not in kinds and "Secret" not in kinds
     container = _container(documents)
     assert "--scaling=direct" in container["args"]
     assert not any(arg.startswith("--tls-") for arg in container["args"])
+    # No auth-delegator/extension-apiserver-authentication-reader bindings: the operator must not need them.
+    assert "--metrics-api-auth=none" in container["args"]
     assert container["readinessProbe"]["httpGet"]["scheme"] == "HTTP"
     assert not any(d["metadata"]["name"] == "ebb-auth-delegator" for d in documents)
 
@@ -211,12 +223,109 @@ def test_dashboard_flag_adds_port_and_service() -> None:
     assert "--dashboard" not in _container(_render({}))["args"]
 
 
+def _webhooks(documents: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    configuration = _one(documents, "ValidatingWebhookConfiguration", "ebb-admission")
+    return {webhook["name"]: webhook for webhook in configuration["webhooks"]}
+
+
+def test_admission_webhooks_are_kedas_and_trust_the_serving_certificate() -> None:
+    documents = _render()
+    webhooks = _webhooks(documents)
+    assert sorted(webhooks) == [
+        "vclustertriggerauthentication.ebb.dev",
+        "vscaledjob.ebb.dev",
+        "vscaledobject.ebb.dev",
+        "vtriggerauthentication.ebb.dev",
+    ]
+    ca_bundle = _one(documents, "APIService")["spec"]["caBundle"]
+    secret = _one(documents, "Secret")
+    ca_cert = base64.b64decode(secret["data"]["ca.crt"])
+    for name, webhook in webhooks.items():
+        resource = name.split(".")[0][1:]
+        assert webhook["clientConfig"] == {
+            "service": {
+                "name": "ebb-metrics-api",
+                "namespace": NAMESPACE,
+                "path": f"/validate-keda-sh-v1alpha1-{resource}",
+                "port": 9443,
+            },
+            "caBundle": ca_bundle,
+        }
+        assert base64.b64decode(webhook["clientConfig"]["caBundle"]) == ca_cert
+        assert webhook["rules"] == [
+            {
+                "apiGroups": ["keda.sh"],
+                "apiVersions": ["v1alpha1"],
+                "operations": ["CREATE", "UPDATE"],
+                "resources": [f"{resource}s"],
+            }
+        ]
+        assert (webhook["sideEffects"], webhook["admissionReviewVersions"], webhook["failurePolicy"]) == (
+            "None",
+            ["v1"],
+            "Ignore",
+        )
+        assert "namespaceSelector" not in webhook
+    service = _one(documents, "Service", "ebb-metrics-api")
+    assert {"name": "webhook", "port": 9443, "targetPort": "webhook", "protocol": "TCP"} in service["spec"]["ports"]
+    assert {"name": "webhook", "containerPort": 9443, "protocol": "TCP"} in _container(documents)["ports"]
+    # The serving certificate is valid for the name the API server dials for a webhook: <service>.<namespace>.svc.
+    data = {key: base64.b64decode(value).decode() for key, value in secret["data"].items()}
+    assert f"ebb-metrics-api.{NAMESPACE}.svc" in certs.TLSBundle.from_secret_data(data).dns_names
+
+
+def test_webhook_values() -> None:
+    documents = _render({"webhooks": {"port": 8443, "failurePolicy": "Fail"}, "watchNamespaces": ["team-a"]})
+    webhook = _webhooks(documents)["vscaledobject.ebb.dev"]
+    assert webhook["failurePolicy"] == "Fail"
+    assert webhook["clientConfig"]["service"]["port"] == 8443
+    assert webhook["namespaceSelector"] == {
+        "matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["team-a"]}]
+    }
+    assert "--webhook-port=8443" in _container(documents)["args"]
+    disabled = _render({"webhooks": {"enabled": False}})
+    assert "ValidatingWebhookConfiguration" not in {d["kind"] for d in disabled}
+    assert "--webhook-port=0" in _container(disabled)["args"]
+    assert [p["name"] for p in _one(disabled, "Service", "ebb-metrics-api")["spec"]["ports"]] == ["https"]
+
+
+def test_webhook_without_metrics_api_still_has_its_certificate() -> None:
+    documents = _render({"scaling": {"mode": "direct"}, "metricsApi": {"enabled": False}})
+    kinds = {d["kind"] for d in documents}
+    assert "APIService" not in kinds and "Secret" in kinds
+    service = _one(documents, "Service", "ebb-metrics-api")
+    assert [p["name"] for p in service["spec"]["ports"]] == ["webhook"]
+    container = _container(documents)
+    assert {
+        "--webhook-port=9443",
+        "--tls-cert-file=/etc/ebb/tls/tls.crt",
+        "--tls-private-key-file=/etc/ebb/tls/tls.key",
+    } <= set(container["args"])
+    assert container["readinessProbe"]["httpGet"]["scheme"] == "HTTPS"
+    secret = _one(documents, "Secret")
+    ca_bundle = _webhooks(documents)["vscaledobject.ebb.dev"]["clientConfig"]["caBundle"]
+    assert base64.b64decode(ca_bundle) == base64.b64decode(secret["data"]["ca.crt"])
+
+
+def test_existing_secret_ca_bundle_goes_to_the_webhooks() -> None:
+    ca = certs.generate(["x"]).ca_cert.decode()
+    documents = _render({"metricsApi": {"tls": {"existingSecret": "my-tls", "caBundle": ca}}})
+    for webhook in _webhooks(documents).values():
+        assert base64.b64decode(webhook["clientConfig"]["caBundle"]).decode() == ca
+
+
 @pytest.mark.parametrize(
     ("values", "message"),
     [
         ({"scaling": {"mode": "sideways"}}, "scaling.mode must be hpa or direct"),
         ({"metricsApi": {"enabled": False}}, "needs metricsApi.enabled=true"),
+        ({"metricsApi": {"auth": "anonymous"}}, "metricsApi.auth must be delegated or none"),
         ({"metricsApi": {"tls": {"existingSecret": "my-tls"}}}, "metricsApi.tls.caBundle is required"),
+        (
+            {"metricsApi": {"tls": {"existingSecret": "my-tls"}, "apiService": {"insecureSkipTLSVerify": True}}},
+            "webhooks.enabled needs metricsApi.tls.caBundle",
+        ),
+        ({"webhooks": {"failurePolicy": "Sometimes"}}, "webhooks.failurePolicy must be Ignore or Fail"),
     ],
 )
 def test_impossible_values_fail_to_render(values: dict[str, Any], message: str) -> None:

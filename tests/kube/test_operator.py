@@ -16,6 +16,7 @@ import kmock as km
 import pytest
 import redis.asyncio as aioredis
 
+from ebb.kube.admission import ConflictIndex
 from ebb.kube.client import client_for_url
 from ebb.kube.operator import OperatorOptions, ScaledObjectController
 from ebb.observe.metrics import MetricsObserver
@@ -408,3 +409,40 @@ async def test_a_poll_that_changes_nothing_writes_no_status_against_fake_apiserv
     patches_after = status_patches(cluster)
     assert patches_before >= 1
     assert patches_after == patches_before
+
+
+async def test_with_watches_running_a_poll_reads_status_from_them_not_the_api_against_fake_apiserver(
+    cluster: km.KubernetesEmulator, redis_list: tuple[aioredis.Redis, str]
+) -> None:
+    client, key = redis_list
+    await client.rpush(key, "a")
+    conflicts = ConflictIndex()
+    conflicts.replace([], [])  # loaded: the watches cover every namespace
+    api = client_for_url(str(cluster.url))
+    ctl = ScaledObjectController(api, OperatorOptions(conflicts=conflicts), clock=Clock())
+    ctl.autostart = False
+    try:
+        await ctl.reconcile(put(cluster, scaled_object(key)))
+        # What kopf's event handlers hand over (see register_handlers): the objects as the watch saw them.
+        ctl.observe("ScaledObject", obj(cluster, SO_RES, "worker"))
+        hpa = obj(cluster, HPA_RES, "keda-hpa-worker")
+        hpa["status"] = {"conditions": [{"type": "ScalingActive", "status": "True", "reason": "ValidMetricFound"}]}
+        ctl.observe("HorizontalPodAutoscaler", hpa)
+        before = len(list(cluster))
+        await ctl.runtimes[(NS, "worker")].loop.poll_once()
+        await ctl._observers[(NS, "worker")].drain()
+        during = [(r.method, r.resource) for r in list(cluster)[before:]]
+        assert ("GET", SO_RES) not in during and ("GET", HPA_RES) not in during
+        assert conditions(cluster)["HPAActive"]["status"] == "True"
+        assert obj(cluster, SO_RES, "worker")["status"]["triggersActivity"] == {f"s0-redis-{key}": {"isActive": True}}
+
+        # The HPA is deleted (the watch says so): HPAActive is left as it was, and still no GET.
+        ctl.observe("HorizontalPodAutoscaler", hpa, deleted=True)
+        before = len(list(cluster))
+        await ctl.runtimes[(NS, "worker")].loop.poll_once()
+        await ctl._observers[(NS, "worker")].drain()
+        assert ("GET", HPA_RES) not in [(r.method, r.resource) for r in list(cluster)[before:]]
+        assert conditions(cluster)["HPAActive"]["status"] == "True"
+    finally:
+        await ctl.close()
+        await api.aclose()

@@ -15,7 +15,7 @@ from ebb.observe.cloudevents import CloudEventsObserver, event_type
 from ebb.observe.metrics import EbbMetrics
 from ebb.runtime.observer import ObjectRef
 from ebb.scaling.types import ScalingEvent
-from ebb.web.server import Served, serve
+from ebb.web.server import AppServer, serve
 
 SO = ObjectRef("ScaledObject", "shop", "orders")
 SJ = ObjectRef("ScaledJob", "batch", "reports")
@@ -23,7 +23,7 @@ SJ = ObjectRef("ScaledJob", "batch", "reports")
 
 @dataclass
 class Sink:
-    served: Served
+    served: AppServer
     received: list[dict[str, Any]] = field(default_factory=list)
     content_types: list[str] = field(default_factory=list)
     failures_left: int = 0
@@ -54,7 +54,7 @@ async def sink() -> AsyncIterator[Sink]:
     try:
         yield holder[0]
     finally:
-        await served.close()
+        await served.stop()
 
 
 async def drain(observer: CloudEventsObserver, expected: int) -> None:

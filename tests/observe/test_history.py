@@ -207,4 +207,4 @@ async def test_json_api(store: HistoryStore) -> None:
                 assert resp.status == 200  # a relative range: nothing that recent here
                 assert (await resp.json())["events"] == []
     finally:
-        await served.close()
+        await served.stop()

@@ -179,7 +179,7 @@ async def test_metrics_endpoint_serves_the_registry_over_http() -> None:
             assert resp.headers["Content-Type"].startswith("text/plain")
             text = await resp.text()
     finally:
-        await served.close()
+        await served.stop()
     samples = {
         (s.name, tuple(sorted(s.labels.items()))): s.value
         for family in text_string_to_metric_families(text)

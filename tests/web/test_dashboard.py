@@ -18,7 +18,7 @@ from ebb.observe.history import HistoryStore
 from ebb.observe.metrics import TriggerInfo
 from ebb.runtime.observer import ObjectRef
 from ebb.scaling.types import ScalingEvent
-from ebb.web.server import Served, build_app, serve
+from ebb.web.server import AppServer, build_app, serve
 from tests.observe._records import burst
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
@@ -28,7 +28,7 @@ SO = ObjectRef("ScaledObject", "shop", "orders")
 
 
 @pytest.fixture
-async def dashboard(tmp_path: Path) -> AsyncIterator[Served]:
+async def dashboard(tmp_path: Path) -> AsyncIterator[AppServer]:
     store = HistoryStore(tmp_path / "history.db")
     start = time.time() - 40 * 60
     records = burst(SO, start, step=20.0, polls=120)
@@ -51,7 +51,7 @@ async def dashboard(tmp_path: Path) -> AsyncIterator[Served]:
     try:
         yield served
     finally:
-        await served.close()
+        await served.stop()
         store.close()
 
 
@@ -79,7 +79,7 @@ async def _chromium(tmp_path: Path, *args: str) -> str:
     return out.decode(errors="replace")
 
 
-async def test_page_and_assets_are_served_without_a_cdn(dashboard: Served) -> None:
+async def test_page_and_assets_are_served_without_a_cdn(dashboard: AppServer) -> None:
     async with aiohttp.ClientSession(dashboard.url) as http:
         async with http.get("/") as resp:
             page = await resp.text()
@@ -91,7 +91,7 @@ async def test_page_and_assets_are_served_without_a_cdn(dashboard: Served) -> No
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium (Debian package `chromium`)")
-async def test_dashboard_draws_charts_legends_and_events(dashboard: Served, tmp_path: Path) -> None:
+async def test_dashboard_draws_charts_legends_and_events(dashboard: AppServer, tmp_path: Path) -> None:
     url = f"{dashboard.url}/#{SO.key}"
     dom = await _chromium(tmp_path, "--dump-dom", url)
     assert 'data-ready="1"' in dom

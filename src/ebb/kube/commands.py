@@ -14,6 +14,11 @@ class Scaling(StrEnum):
     direct = "direct"
 
 
+class MetricsAPIAuth(StrEnum):
+    delegated = "delegated"
+    none = "none"
+
+
 def register(app: typer.Typer) -> None:
     """Add the Kubernetes commands to `app`."""
 
@@ -33,6 +38,14 @@ def register(app: typer.Typer) -> None:
         ] = "ebb",
         tls_cert_file: Annotated[str | None, typer.Option(help="Metrics API serving certificate (PEM).")] = None,
         tls_private_key_file: Annotated[str | None, typer.Option(help="Its private key (PEM).")] = None,
+        metrics_api_auth: Annotated[
+            MetricsAPIAuth,
+            typer.Option(
+                help="delegated: authenticate and authorize metrics API callers through the kube-apiserver "
+                "(TokenReview, SubjectAccessReview, kube-system/extension-apiserver-authentication), as any "
+                "aggregated API server; none: serve everyone who reaches it."
+            ),
+        ] = MetricsAPIAuth.delegated,
         leader_election: Annotated[
             bool,
             typer.Option(
@@ -53,6 +66,13 @@ def register(app: typer.Typer) -> None:
             str | None,
             typer.Option(help="Keep history and the event log here (a volume); without it history is in memory."),
         ] = None,
+        webhook_port: Annotated[
+            int,
+            typer.Option(
+                help="Serve KEDA's validating admission webhook (HTTPS, the metrics API's certificate) on this "
+                "port; 0 turns it off."
+            ),
+        ] = 9443,
     ) -> None:
         """Run the Kubernetes operator: ScaledObjects, their HPAs and the external metrics API."""
         from ebb.kube.runner import run_operator
@@ -65,10 +85,12 @@ def register(app: typer.Typer) -> None:
             cluster_object_namespace=cluster_object_namespace,
             tls_cert_file=tls_cert_file,
             tls_private_key_file=tls_private_key_file,
+            metrics_api_auth=metrics_api_auth.value,
             leader_election=leader_election,
             leader_election_namespace=leader_election_namespace,
             metrics_port=metrics_port,
             metrics_host=metrics_host,
             dashboard=dashboard,
             history_dir=history_dir,
+            webhook_port=webhook_port,
         )

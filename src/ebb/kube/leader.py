@@ -105,7 +105,7 @@ class LeaderElector:
     async def wait_following(self) -> None:
         await self._following.wait()
 
-    def _set_leading(self, leading: bool) -> None:
+    def _set_leading(self, leading: bool, *, released: bool = False) -> None:
         if leading == self.is_leader:
             return
         if leading:
@@ -113,7 +113,10 @@ class LeaderElector:
             self._following.clear()
             self._leading.set()
         else:
-            log.warning("%s: lost the lease %s/%s", self.identity, self.namespace, self.name)
+            if released:  # handed back on shutdown: nothing went wrong
+                log.info("%s: releasing the lease %s/%s", self.identity, self.namespace, self.name)
+            else:
+                log.warning("%s: lost the lease %s/%s", self.identity, self.namespace, self.name)
             self._leading.clear()
             self._following.set()
 
@@ -202,7 +205,7 @@ class LeaderElector:
     async def release(self) -> None:
         """Give the Lease up (holder cleared, 1 s duration) so a follower takes over without waiting."""
         was_leader = self.is_leader
-        self._set_leading(False)
+        self._set_leading(False, released=True)
         if not was_leader:
             return
         try:

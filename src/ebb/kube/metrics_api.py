@@ -21,9 +21,20 @@ from decimal import Decimal
 from typing import Any, Final
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from ebb.errors import ScalerError
+from ebb.kube.authn import (
+    ALWAYS_ALLOW_PATHS,
+    AuthorizationError,
+    DelegatedAuthenticator,
+    DelegatedAuthorizer,
+    Unauthenticated,
+    forbidden,
+    request_attributes,
+)
 from ebb.kube.metrics_provider import ExternalMetricValue, MetricNotFound, MetricsProvider
+from ebb.web.server import AppServer
 
 log = logging.getLogger(__name__)
 
@@ -219,6 +230,8 @@ class ApiResponse:
 
 _REASONS = {
     400: "BadRequest",
+    401: "Unauthorized",
+    403: "Forbidden",
     404: "NotFound",
     405: "MethodNotAllowed",
     500: "InternalError",
@@ -387,8 +400,51 @@ def _json(response: ApiResponse) -> web.Response:
     )
 
 
-def make_app(provider: MetricsProvider, ready: Callable[[], bool] | None = None) -> web.Application:
-    """The aiohttp application serving the API for `provider` (no TLS: that belongs to the site)."""
+def auth_middleware(authenticator: DelegatedAuthenticator, authorizer: DelegatedAuthorizer | None) -> Middleware:
+    """Authentication, then authorization, in front of every path but the health checks: what the generic
+    apiserver's WithAuthentication and WithAuthorization filters do. 401 and 403 carry a Status; an authorizer
+    that cannot be asked gives 500, as the apiserver answers."""
+
+    @web.middleware
+    async def authenticate(request: web.Request, handler: Callable[[web.Request], Any]) -> web.StreamResponse:
+        if request.path in ALWAYS_ALLOW_PATHS:
+            response: web.StreamResponse = await handler(request)
+            return response
+        try:
+            user = await authenticator.authenticate(request)
+        except Unauthenticated as refusal:
+            log.debug("metrics API: %s %s: 401 (%s)", request.method, request.path, refusal)
+            return _json(error(401, "Unauthorized"))
+        if authorizer is not None:
+            attributes = request_attributes(request.method, request.path, request.query)
+            try:
+                decision = await authorizer.authorize(user, attributes)
+            except AuthorizationError as problem:
+                return _json(error(500, f"Internal Server Error: {request.path}: {problem}"))
+            if not decision.allowed:
+                message, details = forbidden(user, attributes, decision.reason)
+                log.debug("metrics API: %s %s: 403 for %s (%s)", request.method, request.path, user.name, user.method)
+                return _json(error(403, message, details))
+        response = await handler(request)
+        return response
+
+    return authenticate
+
+
+def make_app(
+    provider: MetricsProvider,
+    ready: Callable[[], bool] | None = None,
+    *,
+    authenticator: DelegatedAuthenticator | None = None,
+    authorizer: DelegatedAuthorizer | None = None,
+) -> web.Application:
+    """The aiohttp application serving the API for `provider` (no TLS: that belongs to the site).
+
+    With `authenticator` (and `authorizer`), requests are authenticated (and authorized) as an aggregated API
+    server does; without, every request is served.
+    """
+    if authorizer is not None and authenticator is None:
+        raise ValueError("an authorizer needs an authenticator: it authorizes the user that one finds")
 
     async def apis(_: web.Request) -> web.Response:
         return _json(ApiResponse(200, api_group_list()))
@@ -433,7 +489,10 @@ def make_app(provider: MetricsProvider, ready: Callable[[], bool] | None = None)
         except web.HTTPMethodNotAllowed:
             return _json(error(405, f"{request.method} is not supported on {request.path}"))
 
-    app = web.Application(middlewares=[statuses])
+    middlewares: list[Middleware] = [statuses]
+    if authenticator is not None:
+        middlewares.append(auth_middleware(authenticator, authorizer))
+    app = web.Application(middlewares=middlewares)
     base = f"/apis/{GROUP}/{VERSION}"
     app.router.add_get("/apis", apis)
     app.router.add_get(f"/apis/{GROUP}", group)
@@ -448,8 +507,14 @@ def make_app(provider: MetricsProvider, ready: Callable[[], bool] | None = None)
     return app
 
 
-class MetricsAPIServer:
-    """Serves `external.metrics.k8s.io/v1beta1` for `provider` on host:port (port 0 picks a free port)."""
+class MetricsAPIServer(AppServer):
+    """Serves `external.metrics.k8s.io/v1beta1` for `provider` on host:port (port 0 picks a free port).
+
+    With an `authenticator`, the server's SSL context asks clients for certificates signed by its CAs, and the
+    authenticator re-reads its configuration while the server runs.
+    """
+
+    label = "external metrics API"
 
     def __init__(
         self,
@@ -459,53 +524,24 @@ class MetricsAPIServer:
         ssl_context: ssl.SSLContext | None = None,
         *,
         ready: Callable[[], bool] | None = None,
+        authenticator: DelegatedAuthenticator | None = None,
+        authorizer: DelegatedAuthorizer | None = None,
     ) -> None:
+        super().__init__(host, port, ssl_context)
         self.provider = provider
-        self.host = host
-        self.port = port
-        self.ssl_context = ssl_context
+        self.authenticator = authenticator
+        self.authorizer = authorizer
         self._ready = ready
-        self._runner: web.AppRunner | None = None
 
-    @property
-    def running(self) -> bool:
-        return self._runner is not None
+    def make_app(self) -> web.Application:
+        if self.authenticator is not None and self.ssl_context is not None:
+            self.authenticator.attach(self.ssl_context)
+        return make_app(self.provider, self._ready, authenticator=self.authenticator, authorizer=self.authorizer)
 
-    @property
-    def url(self) -> str:
-        scheme = "https" if self.ssl_context is not None else "http"
-        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
-        host = f"[{host}]" if ":" in host else host
-        return f"{scheme}://{host}:{self.port}"
+    async def started(self) -> None:
+        if self.authenticator is not None:
+            await self.authenticator.start()
 
-    async def start(self) -> None:
-        """Bind and start serving; `port` holds the bound port afterwards."""
-        if self._runner is not None:
-            return
-        runner = web.AppRunner(make_app(self.provider, self._ready), access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, self.host, self.port, ssl_context=self.ssl_context)
-        try:
-            await site.start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        self._runner = runner
-        for address in runner.addresses:
-            if isinstance(address, tuple) and len(address) >= 2:
-                self.port = int(address[1])
-                break
-        log.info("external metrics API listening on %s", self.url)
-
-    async def stop(self) -> None:
-        """Stop serving and close open connections."""
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
-
-    async def __aenter__(self) -> MetricsAPIServer:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        await self.stop()
+    async def stopping(self) -> None:
+        if self.authenticator is not None:
+            await self.authenticator.stop()

@@ -19,6 +19,7 @@ from lightkube.types import PatchType
 
 from ebb.errors import EbbError, ScalerError, SpecError
 from ebb.kube import status as st
+from ebb.kube.admission import ConflictIndex, check_conflicts
 from ebb.kube.auth import PrefetchedStore, container_env, prefetch_auth, template_containers
 from ebb.kube.client import API_ERRORS, EVENT, HPA, SCALED_OBJECT, AsyncClient, api_message, is_not_found, to_dict
 from ebb.kube.hpa import (
@@ -31,6 +32,7 @@ from ebb.kube.hpa import (
 )
 from ebb.kube.metrics_provider import ExternalMetricValue, MetricDescriptor, MetricNotFound
 from ebb.kube.scale import KubeScaleTarget, resolve_target_kind
+from ebb.kube.webhook import KubeCluster
 from ebb.observe.services import Services
 from ebb.runtime.build import build_scalers, object_ref
 from ebb.runtime.observer import ObjectRef, Observer, PollRecord
@@ -47,9 +49,6 @@ log = logging.getLogger("ebb.operator")
 FINALIZER = "finalizer.keda.sh"
 #: Per-object override of the operator's --scaling mode.
 SCALING_ANNOTATION = "ebb.dev/scaling"
-#: An HPA with this annotation set to "false" is ignored by the ownership check (KEDA's webhook).
-HPA_OWNERSHIP_ANNOTATION = "validations.keda.sh/hpa-ownership"
-TRANSFER_HPA_ANNOTATION = "scaledobject.keda.sh/transfer-hpa-ownership"
 
 Mode = Literal["hpa", "direct"]
 
@@ -61,6 +60,8 @@ class OperatorOptions:
     timeout: float = DEFAULT_TIMEOUT
     #: Prometheus metrics, history, event log and CloudEvents, as in `ebb run` (None: Kubernetes status only).
     services: Services | None = None
+    #: ScaledObjects and HPAs indexed from watch events (runner.py); None: the conflict check lists the namespace.
+    conflicts: ConflictIndex | None = None
 
 
 @dataclass
@@ -133,6 +134,9 @@ class ScaledObjectController:
         self.runtimes: dict[tuple[str, str], _Runtime] = {}
         self.states: dict[str, LifecycleState] = {}
         self._observers: dict[tuple[str, str], _KubeObserver] = {}
+        #: Status of ScaledObjects and HPAs as the watches last delivered it ((kind, namespace, name) -> status):
+        #: where the watches run (OperatorOptions.conflicts covers the namespace), polls read it, not the API.
+        self._seen: dict[tuple[str, str, str], dict[str, Any]] = {}
 
     # --- API writes ----------------------------------------------------------------------------------
 
@@ -141,11 +145,30 @@ class ScaledObjectController:
         await self.client.create(EVENT(body))
 
     async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
-        await self.client.patch(
+        patched = await self.client.patch(
             SCALED_OBJECT.Status, name, {"status": status}, namespace=namespace, patch_type=PatchType.MERGE
         )
+        key = ("ScaledObject", namespace, name)
+        if key in self._seen:  # the next poll compares against what was written, not a watch event behind it
+            self._seen[key] = dict(to_dict(patched).get("status") or {})
+
+    def observe(self, kind: str, body: Mapping[str, Any], *, deleted: bool = False) -> None:
+        """A watch event for a ScaledObject or an HPA: remember its status, so that polls need no GET."""
+        meta = body.get("metadata") or {}
+        key = (kind, str(meta.get("namespace") or "default"), str(meta.get("name") or ""))
+        if deleted:
+            self._seen.pop(key, None)
+        else:
+            self._seen[key] = dict(body.get("status") or {})
+
+    def _watched(self, namespace: str) -> bool:
+        conflicts = self.options.conflicts
+        return conflicts is not None and conflicts.covers(namespace)
 
     async def _current_status(self, namespace: str, name: str) -> dict[str, Any]:
+        seen = self._seen.get(("ScaledObject", namespace, name))
+        if seen is not None and self._watched(namespace):
+            return dict(seen)
         try:
             obj = to_dict(await self.client.get(SCALED_OBJECT, name, namespace=namespace))
         except API_ERRORS as exc:
@@ -177,8 +200,11 @@ class ScaledObjectController:
             await self.patch_status(namespace, name, patch)
 
     async def _get_hpa(self, namespace: str, name: str) -> dict[str, Any] | None:
-        """The HPA as the API server has it, or None when it is missing or cannot be read (KEDA then leaves
-        HPAActive as it was)."""
+        """The HPA (its status at least), or None when it is missing or cannot be read (KEDA then leaves HPAActive
+        as it was). From the watch where it runs, else from the API."""
+        if self._watched(namespace):
+            seen = self._seen.get(("HorizontalPodAutoscaler", namespace, name))
+            return {"status": seen} if seen is not None else None
         try:
             return to_dict(await self.client.get(HPA, name, namespace=namespace))
         except API_ERRORS as exc:
@@ -338,6 +364,7 @@ class ScaledObjectController:
     async def close(self) -> None:
         for key in list(self.runtimes):
             await self.stop(key)
+        self._seen.clear()  # the watches stop with the loops; the next term's replay fills it again
 
     async def delete(self, body: Mapping[str, Any]) -> None:
         """The object is going: stop scaling, restore the original count if asked (the HPA goes by ownerReference)."""
@@ -366,41 +393,14 @@ class ScaledObjectController:
     # --- pieces ---------------------------------------------------------------------------------------
 
     async def _check_conflicts(self, so: ScaledObject, kind: TargetKind) -> None:
-        """KEDA's webhook checks, as conditions: one ScaledObject per workload, no foreign HPA on it."""
-        namespace, target = so.metadata.namespace, so.spec.scale_target_ref
-        async for other in self.client.list(SCALED_OBJECT, namespace=namespace):
-            data = to_dict(other)
-            other_meta = data.get("metadata") or {}
-            ref = (data.get("spec") or {}).get("scaleTargetRef") or {}
-            if other_meta.get("name") == so.name or other_meta.get("deletionTimestamp"):
-                continue
-            if ref.get("name") == target.name and ref.get("kind", "Deployment") == target.kind:
-                raise SpecError(
-                    so.ref,
-                    "spec.scaleTargetRef",
-                    f"the workload '{target.name}' of type '{kind.api_version}.{kind.kind}' is already managed by "
-                    f"the ScaledObject '{other_meta.get('name')}'",
-                )
-        transfer = so.metadata.annotations.get(TRANSFER_HPA_ANNOTATION) == "true"
-        async for hpa in self.client.list(HPA, namespace=namespace):
-            data = to_dict(hpa)
-            hpa_meta = data.get("metadata") or {}
-            ref = (data.get("spec") or {}).get("scaleTargetRef") or {}
-            if ref.get("name") != target.name or ref.get("kind") != target.kind:
-                continue
-            owners = hpa_meta.get("ownerReferences") or []
-            if any(o.get("kind") == "ScaledObject" and o.get("name") == so.name for o in owners):
-                continue
-            if (hpa_meta.get("annotations") or {}).get(HPA_OWNERSHIP_ANNOTATION) == "false":
-                continue
-            if transfer and hpa_meta.get("name") == so.hpa_name:
-                continue
-            raise SpecError(
-                so.ref,
-                "spec.scaleTargetRef",
-                f"the workload '{target.name}' of type '{kind.api_version}.{kind.kind}' is already managed by "
-                f"the hpa '{hpa_meta.get('name')}'",
-            )
+        """KEDA's webhook conflict checks, as conditions: one ScaledObject per workload and per HPA name, no
+        foreign HPA on the workload. Lookups in the watch-fed index when one is wired and loaded, else one
+        listing of the namespace per kind (kube.admission.check_conflicts)."""
+        denial = await check_conflicts(
+            so, self.options.conflicts, KubeCluster(self.client), target_type=f"{kind.api_version}.{kind.kind}"
+        )
+        if denial is not None:
+            raise denial
 
     async def _build_scalers(self, so: ScaledObject, target: KubeScaleTarget, mode: Mode) -> list[Scaler]:
         store = PrefetchedStore()

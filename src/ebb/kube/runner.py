@@ -3,22 +3,31 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import signal
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import kopf
+from lightkube.core.exceptions import ConfigError
 
+from ebb.kube.admission import ClusterUnavailable, ConflictIndex
+from ebb.kube.authn import AuthConfigError, delegated_auth
 from ebb.kube.client import default_client
 from ebb.kube.jobs import ScaledJobController
 from ebb.kube.leader import LeaderElector, default_namespace, run_as_leader
 from ebb.kube.operator import FINALIZER, OperatorOptions, ScaledObjectController
+from ebb.kube.webhook import DEFAULT_PORT as DEFAULT_WEBHOOK_PORT
+from ebb.kube.webhook import KubeCluster, WebhookMetrics, WebhookServer, load_conflicts
 from ebb.observe.services import Services
 
 log = logging.getLogger("ebb.operator")
 SO = ("keda.sh", "v1alpha1", "scaledobjects")
 SJ = ("keda.sh", "v1alpha1", "scaledjobs")
+HPAS = ("autoscaling", "v2", "horizontalpodautoscalers")
 
 
 def register_handlers(
@@ -26,6 +35,12 @@ def register_handlers(
 ) -> None:
     """ScaledObject/ScaledJob create/update/resume reconcile; delete stops the loop (kopf holds FINALIZER
     meanwhile)."""
+
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        # What lightkube's default_client() uses too: the pod's service account, else the kubeconfig. A registry
+        # of our own has none of kopf's default login handlers ("Ran out of valid credentials" without this).
+        return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
 
     @kopf.on.startup(registry=registry)
     def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
@@ -57,6 +72,24 @@ def register_handlers(
         async def scaled_job_deleted(body: kopf.Body, **_: Any) -> None:
             await jobs.delete(dict(body))
 
+    conflicts = controller.options.conflicts
+    if conflicts is not None:
+        # Every ScaledObject and HPA event updates the conflict index (async: kopf runs sync handlers in threads).
+        # operator_main loads it from full listings before the watches start; the watches' own initial listing
+        # arrives here too, which also covers objects created in between.
+        # The same events keep the controller's view of status current (no GET per poll).
+        @kopf.on.event(*SO, registry=registry)
+        async def index_scaled_object(event: kopf.RawEvent, **_: Any) -> None:
+            deleted = event["type"] == "DELETED"
+            conflicts.apply("ScaledObject", event["object"], deleted=deleted)
+            controller.observe("ScaledObject", event["object"], deleted=deleted)
+
+        @kopf.on.event(*HPAS, registry=registry)
+        async def index_hpa(event: kopf.RawEvent, **_: Any) -> None:
+            deleted = event["type"] == "DELETED"
+            conflicts.apply("HorizontalPodAutoscaler", event["object"], deleted=deleted)
+            controller.observe("HorizontalPodAutoscaler", event["object"], deleted=deleted)
+
     @kopf.on.cleanup(registry=registry)
     async def stop_loops(**_: Any) -> None:
         await controller.close()
@@ -72,12 +105,17 @@ async def operator_main(
     cluster_object_namespace: str,
     tls_cert_file: str | None = None,
     tls_private_key_file: str | None = None,
+    metrics_api_auth: Literal["delegated", "none"] = "delegated",
     leader_election: bool = True,
     leader_election_namespace: str | None = None,
+    leader_election_lease_duration: float = 15.0,
+    leader_election_renew_deadline: float = 10.0,
+    leader_election_retry_period: float = 5.0,
     metrics_port: int = 0,
     metrics_host: str = "0.0.0.0",
     dashboard: bool = False,
     history_dir: str | None = None,
+    webhook_port: int = DEFAULT_WEBHOOK_PORT,
 ) -> None:
     from ebb.kube.metrics_api import MetricsAPIServer
 
@@ -95,43 +133,101 @@ async def operator_main(
             memory_history=history_dir is None,
             announce=log.info,
         )
-    options = OperatorOptions(scaling=scaling, cluster_object_namespace=cluster_object_namespace, services=services)
+    conflicts = ConflictIndex()
+    options = OperatorOptions(
+        scaling=scaling, cluster_object_namespace=cluster_object_namespace, services=services, conflicts=conflicts
+    )
     controller = ScaledObjectController(client, options)
     jobs = ScaledJobController(client, options)
     registry = kopf.OperatorRegistry()
     register_handlers(registry, controller, jobs)
     ssl_context = None
+    bundle = None
     if tls_cert_file and tls_private_key_file:
         from ebb.kube.certs import load_files
 
-        ssl_context = load_files(tls_cert_file, tls_private_key_file).ssl_context()
+        bundle = load_files(tls_cert_file, tls_private_key_file)
+        ssl_context = bundle.ssl_context()
     else:
         log.warning("no --tls-cert-file/--tls-private-key-file: the metrics API serves plain HTTP")
+    authenticator, authorizer = None, None
+    if metrics_api_auth == "delegated":
+        try:
+            authenticator, authorizer = await delegated_auth(client)
+        except AuthConfigError:
+            await client.aclose()
+            raise
+    else:
+        log.warning("--metrics-api-auth=none: whoever reaches the metrics API can read every metric")
     elector = (
-        LeaderElector(client, namespace=leader_election_namespace or default_namespace()) if leader_election else None
+        LeaderElector(
+            client,
+            namespace=leader_election_namespace or default_namespace(),
+            lease_duration=leader_election_lease_duration,
+            renew_deadline=leader_election_renew_deadline,
+            retry_period=leader_election_retry_period,
+        )
+        if leader_election
+        else None
     )
     # Only the leader has values to serve: followers report not ready, so the Service (and the APIService
     # behind it) sends the HPA's requests to the leader alone.
     ready = (lambda: elector.is_leader) if elector is not None else None
-    server = MetricsAPIServer(controller, port=metrics_api_port, ssl_context=ssl_context, ready=ready)
-    await server.start()
+    server = MetricsAPIServer(
+        controller,
+        port=metrics_api_port,
+        ssl_context=ssl_context,
+        ready=ready,
+        authenticator=authenticator,
+        authorizer=authorizer,
+    )
+    try:
+        await server.start()
+    except BaseException:  # the port is taken, say: nothing else was started yet
+        await client.aclose()
+        raise
+    # The admission webhook: the metrics API's certificate (same Service), never a client certificate asked
+    # for (the kube-apiserver calls webhooks without one).
+    cluster = KubeCluster(client)
+    webhook = None
+    if webhook_port:
+        if bundle is None:
+            log.warning("no --tls-cert-file/--tls-private-key-file: the admission webhook serves plain HTTP")
+        webhook = WebhookServer(
+            conflicts,
+            cluster,
+            port=webhook_port,
+            ssl_context=bundle.ssl_context() if bundle is not None else None,
+            metrics=WebhookMetrics(services.metrics.registry if services and services.metrics else None),
+        )
     if services is not None:
         await services.start()
 
     async def operate(stop_flag: asyncio.Event | None = None) -> None:
-        await kopf.operator(
-            registry=registry,
-            clusterwide=not namespaces,
-            namespaces=list(namespaces),
-            standalone=True,
-            stop_flag=stop_flag,
-        )
+        try:
+            await load_conflicts(cluster, conflicts, namespaces)
+        except ClusterUnavailable as exc:
+            # Not ready: reconciles and the webhook list the namespace instead (admission.check_conflicts).
+            log.warning("conflict index not loaded, conflict checks list each namespace: %s", exc)
+        try:
+            await kopf.operator(
+                registry=registry,
+                clusterwide=not namespaces,
+                namespaces=list(namespaces),
+                standalone=True,
+                stop_flag=stop_flag,
+            )
+        finally:
+            conflicts.clear()  # without the watches it goes stale; the next leader term loads it again
+            drop_kopf_signal_handlers()
 
     async def stop_loops() -> None:
         await controller.close()
         await jobs.close()
 
     try:
+        if webhook is not None:
+            await webhook.start()
         if elector is not None:
             # kopf (watches, reconciles, loops) runs only on the Lease holder, as KEDA's manager starts its
             # controllers only after winning; the other replicas wait and take over when the Lease expires.
@@ -143,9 +239,34 @@ async def operator_main(
         if services is not None:
             await services.stop()
         await server.stop()
+        if webhook is not None:
+            await webhook.stop()
         await stop_loops()
         await client.aclose()
 
 
+def drop_kopf_signal_handlers() -> None:
+    """kopf.operator, in the main thread, sets SIGINT/SIGTERM handlers on the loop for its own graceful stop and
+    leaves them when it returns: a replica that lost the Lease would then ignore both (and wait for SIGKILL).
+    Removing them brings back the default handling a replica has before it first leads."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):  # loops without signal support (Windows)
+            loop.remove_signal_handler(sig)
+
+
 def run_operator(**kwargs: Any) -> None:
-    asyncio.run(operator_main(**kwargs))
+    try:
+        asyncio.run(operator_main(**kwargs))
+    except AuthConfigError as problem:
+        # The apiserver's --authentication-tolerate-lookup-failure=false: without its CAs, refuse to start.
+        raise SystemExit(f"ebb operator: metrics API authentication: {problem}") from None
+    except ConfigError as problem:
+        raise SystemExit(
+            f"ebb operator: no Kubernetes configuration ({problem}); in a pod the service account is used, "
+            "elsewhere set KUBECONFIG"
+        ) from None
+    except OSError as problem:  # a port in use, a certificate file missing: said plainly, no traceback
+        raise SystemExit(f"ebb operator: {problem}") from None

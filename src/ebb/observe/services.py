@@ -14,7 +14,7 @@ from ebb.observe.history import DEFAULT_RETENTION, HistoryObserver, HistoryStore
 from ebb.observe.metrics import MetricsObserver
 from ebb.runtime.observer import Observer, Observers
 from ebb.spec.models import ScaledJob, ScaledObject
-from ebb.web.server import DEFAULT_HOST, DEFAULT_PORT, Served, build_app, serve
+from ebb.web.server import DEFAULT_HOST, DEFAULT_PORT, AppServer, build_app, serve
 
 HISTORY_FILE = "history.db"
 EVENTS_FILE = "events.jsonl"
@@ -68,7 +68,7 @@ class Services:
             else None
         )
         self._tasks: list[asyncio.Task[None]] = []
-        self.served: Served | None = None
+        self.served: AppServer | None = None
 
     def observers(self, first: Observer, objects: Sequence[ScaledObject | ScaledJob]) -> Observers:
         """`first` (the console) and every enabled observer; objects are registered for their metadata."""
@@ -113,7 +113,7 @@ class Services:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         if self.served is not None:
-            await self.served.close()
+            await self.served.stop()
             self.served = None
         if self.store is not None:
             with contextlib.suppress(Exception):

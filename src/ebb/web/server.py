@@ -5,7 +5,9 @@ The operator mounts the same routes on its own app (`metrics_routes`, `api_route
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+import ssl
+from typing import Self
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -13,6 +15,8 @@ from prometheus_client import CollectorRegistry
 from ebb.observe.api import api_routes
 from ebb.observe.history import HistoryStore
 from ebb.observe.metrics import metrics_routes
+
+log = logging.getLogger(__name__)
 
 #: Loopback by default: the dashboard and the API show object names and metric values to whoever connects.
 DEFAULT_HOST = "127.0.0.1"
@@ -38,29 +42,88 @@ def build_app(
     return app
 
 
-@dataclass
-class Served:
-    runner: web.AppRunner
-    host: str
-    port: int
+class AppServer:
+    """An aiohttp application served on host:port, over TLS with `ssl_context`; port 0 picks a free port, and
+    `port` holds the bound one once started. Subclasses build the app (`make_app`) and may hook `started` and
+    `stopping`."""
+
+    #: What the log line says is listening.
+    label = "HTTP server"
+
+    def __init__(self, host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> None:
+        self.host = host
+        self.port = port
+        self.ssl_context = ssl_context
+        self._runner: web.AppRunner | None = None
+
+    def make_app(self) -> web.Application:
+        raise NotImplementedError
+
+    async def started(self) -> None:
+        """Called once the socket is bound."""
+
+    async def stopping(self) -> None:
+        """Called before the connections close."""
+
+    @property
+    def running(self) -> bool:
+        return self._runner is not None
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        scheme = "https" if self.ssl_context is not None else "http"
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else "::1" if self.host == "::" else self.host
+        host = f"[{host}]" if ":" in host else host
+        return f"{scheme}://{host}:{self.port}"
 
-    async def close(self) -> None:
-        await self.runner.cleanup()
+    async def start(self) -> None:
+        """Bind and serve (a second call does nothing)."""
+        if self._runner is not None:
+            return
+        runner = web.AppRunner(self.make_app(), access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, self.host, self.port, ssl_context=self.ssl_context)
+        try:
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        for address in runner.addresses:
+            if isinstance(address, tuple) and len(address) >= 2:
+                self.port = int(address[1])
+                break
+        await self.started()
+        log.info("%s listening on %s", self.label, self.url)
+
+    async def stop(self) -> None:
+        """Stop serving and close open connections."""
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await self.stopping()
+            await runner.cleanup()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.stop()
 
 
-async def serve(app: web.Application, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> Served:
-    """Start serving `app`; port 0 picks a free port (the chosen one is in the result)."""
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
-    server = site._server
-    actual = port
-    sockets = getattr(server, "sockets", None)
-    if sockets:
-        actual = sockets[0].getsockname()[1]
-    return Served(runner, host, actual)
+class _Served(AppServer):
+    label = "ebb"
+
+    def __init__(self, app: web.Application, host: str, port: int) -> None:
+        super().__init__(host, port)
+        self._app = app
+
+    def make_app(self) -> web.Application:
+        return self._app
+
+
+async def serve(app: web.Application, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> AppServer:
+    """Start serving `app`; port 0 picks a free port (the chosen one is in the result's `port`)."""
+    server = _Served(app, host, port)
+    await server.start()
+    return server

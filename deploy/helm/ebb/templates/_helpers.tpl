@@ -49,4 +49,7 @@ app.kubernetes.io/part-of: ebb
 {{- if and (eq .Values.scaling.mode "hpa") (not .Values.metricsApi.enabled) -}}
 {{- fail "scaling.mode=hpa needs metricsApi.enabled=true: the HPAs read their metrics from it" -}}
 {{- end -}}
+{{- if not (has .Values.metricsApi.auth (list "delegated" "none")) -}}
+{{- fail (printf "metricsApi.auth must be delegated or none, got %q" .Values.metricsApi.auth) -}}
+{{- end -}}
 {{- end -}}
