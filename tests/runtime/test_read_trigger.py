@@ -6,7 +6,9 @@ import sqlite3
 from pathlib import Path
 
 from ebb.runtime.build import build_scalers
+from ebb.runtime.scaled_job import trigger_failure_events
 from ebb.runtime.scaled_object import close_scalers, read_trigger
+from ebb.scaling.types import TriggerResult
 from ebb.spec.loader import load_text
 
 MANIFEST = """\
@@ -54,3 +56,16 @@ async def test_each_reading_carries_its_own_read_time(tmp_path: Path) -> None:
         await close_scalers(scalers)
     assert failed.error is not None and failed.value is None
     assert failed.read_seconds is not None
+
+
+def test_a_failing_trigger_is_reported_once_and_again_when_it_recovers() -> None:
+    ok = TriggerResult(metric_name="s0-redis-q", target=1.0, value=2.0)
+    broken = TriggerResult(metric_name="s0-redis-q", target=1.0, error="connection refused")
+    failing: set[str] = set()
+    assert [e.reason for e in trigger_failure_events([ok], failing)] == []
+    (event,) = trigger_failure_events([broken], failing)
+    assert (event.reason, event.type) == ("KEDAScalerFailed", "Warning")
+    assert event.message == "s0-redis-q: connection refused"
+    assert trigger_failure_events([broken], failing) == []  # still failing: said once
+    assert [e.reason for e in trigger_failure_events([ok], failing)] == ["ScalerRecovered"]
+    assert failing == set()

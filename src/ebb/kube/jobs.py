@@ -28,6 +28,7 @@ from ebb.kube.hpa import MANAGED_BY, owner_reference
 from ebb.kube.operator import OperatorOptions, _error_text
 from ebb.runtime.build import build_scalers, object_ref
 from ebb.runtime.observer import ObjectRef, Observer, PollRecord
+from ebb.runtime.scaled_job import trigger_failure_events
 from ebb.runtime.scaled_object import close_scalers, read_trigger
 from ebb.scalers.base import Scaler
 from ebb.scaling.jobs import JobDecision, JobStrategy, decide_jobs
@@ -439,15 +440,8 @@ class ScaledJobController:
         results = tuple(await asyncio.gather(*(read_trigger(s) for s in runtime.scalers)))
         read_seconds = time.perf_counter() - started
         now = self.clock()
-        for r in results:
-            if r.error is not None and r.metric_name not in runtime.failing:
-                runtime.failing.add(r.metric_name)
-                await self._report(runtime, ScalingEvent("KEDAScalerFailed", f"{r.metric_name}: {r.error}", "Warning"))
-            elif r.error is None and r.metric_name in runtime.failing:
-                runtime.failing.discard(r.metric_name)
-                runtime.observer.event(
-                    runtime.ref, ScalingEvent("ScalerRecovered", f"{r.metric_name} answers again"), now
-                )
+        for event in trigger_failure_events(results, runtime.failing):
+            await self._report(runtime, event)
         jobs = await self.list_jobs(namespace, name)
         running, pending = await self.count_jobs(sj, jobs)
         decision = decide_jobs(

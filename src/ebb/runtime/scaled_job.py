@@ -11,8 +11,22 @@ from ebb.runtime.observer import ObjectRef, Observer, PollRecord
 from ebb.runtime.scaled_object import close_scalers, read_trigger, watch_scaler
 from ebb.scalers.base import Scaler
 from ebb.scaling.jobs import JobDecision, JobStrategy, decide_jobs
-from ebb.scaling.types import ScalingEvent
+from ebb.scaling.types import ScalingEvent, TriggerResult
 from ebb.targets.jobs import JobRunner
+
+
+def trigger_failure_events(results: Sequence[TriggerResult], failing: set[str]) -> list[ScalingEvent]:
+    """Like the ScaledObject decider: KEDAScalerFailed when a trigger starts failing, ScalerRecovered when it
+    answers again. `failing` holds the metric names failing so far and is updated."""
+    events: list[ScalingEvent] = []
+    for r in results:
+        if r.error is not None and r.metric_name not in failing:
+            failing.add(r.metric_name)
+            events.append(ScalingEvent("KEDAScalerFailed", f"{r.metric_name}: {r.error}", "Warning"))
+        elif r.error is None and r.metric_name in failing:
+            failing.discard(r.metric_name)
+            events.append(ScalingEvent("ScalerRecovered", f"{r.metric_name} answers again"))
+    return events
 
 
 class ScaledJobLoop:
@@ -82,15 +96,8 @@ class ScaledJobLoop:
         decision = decide_jobs(
             results, running, self.runner.pending(), self.min_replicas, self.max_replicas, self.strategy
         )
-        for r in results:  # like the ScaledObject decider: an event when a trigger starts and stops failing
-            if r.error is not None and r.metric_name not in self._failing:
-                self._failing.add(r.metric_name)
-                self.observer.event(
-                    self.ref, ScalingEvent("KEDAScalerFailed", f"{r.metric_name}: {r.error}", "Warning"), now
-                )
-            elif r.error is None and r.metric_name in self._failing:
-                self._failing.discard(r.metric_name)
-                self.observer.event(self.ref, ScalingEvent("ScalerRecovered", f"{r.metric_name} answers again"), now)
+        for event in trigger_failure_events(results, self._failing):
+            self.observer.event(self.ref, event, now)
         if self._active is not None and decision.active != self._active:
             reason = "ScaledJobActive" if decision.active else "ScaledJobInactive"
             self.observer.event(self.ref, ScalingEvent(reason, decision.message or reason), now)
