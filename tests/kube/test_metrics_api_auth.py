@@ -263,7 +263,7 @@ def specs(cluster: km.KubernetesEmulator) -> list[dict[str, Any]]:
 # --- authentication -------------------------------------------------------------------------------------
 
 
-async def test_front_proxy_certificate_vouches_for_the_headers(
+async def test_front_proxy_certificate_vouches_for_the_headers_against_fake_apiserver(
     server: MetricsAPIServer, cluster: km.KubernetesEmulator, serving: certs.TLSBundle, front_proxy_client: Any
 ) -> None:
     headers = CIMultiDict(
@@ -296,7 +296,7 @@ async def test_front_proxy_certificate_vouches_for_the_headers(
     assert len(cluster[TOKEN_REVIEWS]) == 0
 
 
-async def test_front_proxy_certificate_with_another_cn_is_401(
+async def test_front_proxy_certificate_with_another_cn_is_401_against_fake_apiserver(
     server: MetricsAPIServer, cluster: km.KubernetesEmulator, serving: certs.TLSBundle, front_proxy_ca: Any
 ) -> None:
     impostor = certs.generate(["kubectl-proxy"], ca=front_proxy_ca, client_auth=True)
@@ -315,7 +315,7 @@ async def test_front_proxy_certificate_with_another_cn_is_401(
     assert len(cluster[ACCESS_REVIEWS]) == 0
 
 
-async def test_front_proxy_certificate_without_a_user_header_is_401(
+async def test_front_proxy_certificate_without_a_user_header_is_401_against_fake_apiserver(
     server: MetricsAPIServer, serving: certs.TLSBundle, front_proxy_client: Any
 ) -> None:
     async with session_as(serving, front_proxy_client) as session:
@@ -323,7 +323,7 @@ async def test_front_proxy_certificate_without_a_user_header_is_401(
     assert status == 401
 
 
-async def test_user_certificate_is_cn_and_organizations(
+async def test_user_certificate_is_cn_and_organizations_against_fake_apiserver(
     server: MetricsAPIServer, cluster: km.KubernetesEmulator, serving: certs.TLSBundle, client_ca: certs.TLSBundle
 ) -> None:
     carol = user_certificate(client_ca, "carol", ["ops", "team-a"])
@@ -340,7 +340,9 @@ async def test_user_certificate_is_cn_and_organizations(
     assert spec["nonResourceAttributes"] == {"path": "/apis", "verb": "get"}
 
 
-async def test_certificate_from_an_unknown_ca_is_refused(server: MetricsAPIServer, serving: certs.TLSBundle) -> None:
+async def test_certificate_from_an_unknown_ca_is_refused_against_fake_apiserver(
+    server: MetricsAPIServer, serving: certs.TLSBundle
+) -> None:
     # Python's TLS layer checks client certificates in the handshake: an unknown CA ends the connection.
     mallory = certs.generate(["front-proxy-client"], client_auth=True, common_name="mallory")
     async with session_as(serving, mallory) as session:
@@ -348,7 +350,7 @@ async def test_certificate_from_an_unknown_ca_is_refused(server: MetricsAPIServe
             await fetch(session, server.url + METRIC_PATH, {"X-Remote-User": HPA_USER}, SELECTOR)
 
 
-async def test_bearer_token_is_reviewed_once_then_cached(
+async def test_bearer_token_is_reviewed_once_then_cached_against_fake_apiserver(
     server: MetricsAPIServer, cluster: km.KubernetesEmulator, serving: certs.TLSBundle, clock: Clock
 ) -> None:
     auth = {"Authorization": f"Bearer {GOOD_TOKEN}"}
@@ -368,7 +370,7 @@ async def test_bearer_token_is_reviewed_once_then_cached(
     assert (len(cluster[TOKEN_REVIEWS]), len(cluster[ACCESS_REVIEWS])) == (2, 2)
 
 
-async def test_rejected_token_is_401_and_cached_too(
+async def test_rejected_token_is_401_and_cached_too_against_fake_apiserver(
     server: MetricsAPIServer, cluster: km.KubernetesEmulator, serving: certs.TLSBundle
 ) -> None:
     async with session_as(serving) as session:
@@ -383,7 +385,7 @@ async def test_rejected_token_is_401_and_cached_too(
     assert len(cluster[ACCESS_REVIEWS]) == 0
 
 
-async def test_no_credentials_is_401_but_health_is_open(
+async def test_no_credentials_is_401_but_health_is_open_against_fake_apiserver(
     server: MetricsAPIServer, cluster: km.KubernetesEmulator, serving: certs.TLSBundle
 ) -> None:
     async with session_as(serving) as session:
@@ -395,7 +397,7 @@ async def test_no_credentials_is_401_but_health_is_open(
     assert len(cluster[TOKEN_REVIEWS]) == len(cluster[ACCESS_REVIEWS]) == 0
 
 
-async def test_token_review_failure_is_401_and_not_cached(
+async def test_token_review_failure_is_401_and_not_cached_against_fake_apiserver(
     server: MetricsAPIServer, cluster: km.KubernetesEmulator, serving: certs.TLSBundle
 ) -> None:
     down = {"kind": "Status", "code": 503, "message": "etcd is down"}
@@ -413,7 +415,7 @@ async def test_token_review_failure_is_401_and_not_cached(
 # --- authorization --------------------------------------------------------------------------------------
 
 
-async def test_denied_access_review_is_403_with_a_status(
+async def test_denied_access_review_is_403_with_a_status_against_fake_apiserver(
     server: MetricsAPIServer, cluster: km.KubernetesEmulator, serving: certs.TLSBundle, front_proxy_client: Any
 ) -> None:
     async with session_as(serving, front_proxy_client) as session:
@@ -441,7 +443,7 @@ async def test_denied_access_review_is_403_with_a_status(
     assert len(cluster[ACCESS_REVIEWS]) == 2
 
 
-async def test_access_review_failure_is_500(
+async def test_access_review_failure_is_500_against_fake_apiserver(
     server: MetricsAPIServer, cluster: km.KubernetesEmulator, serving: certs.TLSBundle, front_proxy_client: Any
 ) -> None:
     refusal = {
@@ -456,7 +458,7 @@ async def test_access_review_failure_is_500(
     assert "SubjectAccessReview failed: HTTP 403" in body["message"]
 
 
-async def test_system_masters_skip_the_access_review(
+async def test_system_masters_skip_the_access_review_against_fake_apiserver(
     server: MetricsAPIServer, cluster: km.KubernetesEmulator, serving: certs.TLSBundle, front_proxy_client: Any
 ) -> None:
     headers = {"X-Remote-User": "kubernetes-admin", "X-Remote-Group": "system:masters"}
@@ -469,7 +471,7 @@ async def test_system_masters_skip_the_access_review(
 # --- secrets stay out of logs ---------------------------------------------------------------------------
 
 
-async def test_tokens_and_certificates_never_reach_the_log(
+async def test_tokens_and_certificates_never_reach_the_log_against_fake_apiserver(
     server: MetricsAPIServer,
     cluster: km.KubernetesEmulator,
     serving: certs.TLSBundle,
@@ -499,7 +501,7 @@ async def test_tokens_and_certificates_never_reach_the_log(
 # --- configuration --------------------------------------------------------------------------------------
 
 
-async def test_config_map_is_parsed(
+async def test_config_map_is_parsed_against_fake_apiserver(
     client: AsyncClient, front_proxy_ca: certs.TLSBundle, client_ca: certs.TLSBundle
 ) -> None:
     config = await load_authentication_config(client)
@@ -515,7 +517,7 @@ async def test_config_map_is_parsed(
     assert config.uid_headers == ()  # absent: that header is not read
 
 
-async def test_missing_config_map_leaves_bearer_tokens(
+async def test_missing_config_map_leaves_bearer_tokens_against_fake_apiserver(
     cluster: km.KubernetesEmulator, client: AsyncClient, serving: certs.TLSBundle, client_ca: certs.TLSBundle
 ) -> None:
     del cluster.objects[CM_RES, "kube-system", CM_NAME]
@@ -542,7 +544,7 @@ async def test_missing_config_map_leaves_bearer_tokens(
         ("requestheader-username-headers", '[" "]', "requestheader-username-headers lists an empty header"),
     ],
 )
-async def test_config_map_errors_name_the_key(
+async def test_config_map_errors_name_the_key_against_fake_apiserver(
     cluster: km.KubernetesEmulator,
     client: AsyncClient,
     front_proxy_ca: certs.TLSBundle,
@@ -555,7 +557,7 @@ async def test_config_map_errors_name_the_key(
         await load_authentication_config(client)
 
 
-async def test_unreadable_config_map_fails_with_the_rbac_hint(
+async def test_unreadable_config_map_fails_with_the_rbac_hint_against_fake_apiserver(
     cluster: km.KubernetesEmulator, client: AsyncClient
 ) -> None:
     cluster["get", CM_RES] << 403 << {"kind": "Status", "code": 403, "message": "configmaps is forbidden"}
@@ -563,7 +565,7 @@ async def test_unreadable_config_map_fails_with_the_rbac_hint(
         await delegated_auth(client)
 
 
-async def test_refresh_picks_up_a_rotated_front_proxy_ca(
+async def test_refresh_picks_up_a_rotated_front_proxy_ca_against_fake_apiserver(
     server: MetricsAPIServer,
     cluster: km.KubernetesEmulator,
     serving: certs.TLSBundle,
@@ -586,7 +588,7 @@ async def test_refresh_picks_up_a_rotated_front_proxy_ca(
         assert (await fetch(session, server.url + METRIC_PATH, headers, SELECTOR))[0] == 401
 
 
-async def test_refresh_keeps_the_configuration_when_the_read_fails(
+async def test_refresh_keeps_the_configuration_when_the_read_fails_against_fake_apiserver(
     server: MetricsAPIServer, cluster: km.KubernetesEmulator, caplog: pytest.LogCaptureFixture
 ) -> None:
     assert server.authenticator is not None
@@ -597,7 +599,7 @@ async def test_refresh_keeps_the_configuration_when_the_read_fails(
     assert "etcd is down; keeping the configuration loaded before" in caplog.text
 
 
-async def test_expired_certificate_is_401(
+async def test_expired_certificate_is_401_against_fake_apiserver(
     client: AsyncClient, serving: certs.TLSBundle, front_proxy_client: certs.TLSBundle
 ) -> None:
     # OpenSSL refuses expired certificates itself; the authenticator's own check uses its clock.
@@ -613,7 +615,7 @@ async def test_expired_certificate_is_401(
 # --- plumbing -------------------------------------------------------------------------------------------
 
 
-def test_authorizer_needs_an_authenticator(client: AsyncClient) -> None:
+def test_authorizer_needs_an_authenticator_against_fake_apiserver(client: AsyncClient) -> None:
     with pytest.raises(ValueError, match="an authorizer needs an authenticator"):
         make_app(OneMetric(), authorizer=DelegatedAuthorizer(client))
 

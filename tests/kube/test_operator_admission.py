@@ -92,7 +92,7 @@ def listings(cluster: km.KubernetesEmulator, since: int) -> list[tuple[str, str 
     ]
 
 
-async def test_reconcile_finds_the_conflict_in_the_index_without_listing(
+async def test_reconcile_finds_the_conflict_in_the_index_without_listing_against_fake_apiserver(
     cluster: km.KubernetesEmulator, client: AsyncClient, controller: ScaledObjectController
 ) -> None:
     cluster.objects[SO_RES, NS, "first"] = scaled_object("first", "uid-1")
@@ -113,7 +113,7 @@ async def test_reconcile_finds_the_conflict_in_the_index_without_listing(
     assert reads == [(km.action.FETCH, "first")]  # the hit is confirmed, once
 
 
-async def test_index_entry_of_a_deleted_object_does_not_fail_the_reconcile(
+async def test_index_entry_of_a_deleted_object_does_not_fail_the_reconcile_against_fake_apiserver(
     cluster: km.KubernetesEmulator, controller: ScaledObjectController
 ) -> None:
     index = controller.options.conflicts
@@ -127,7 +127,7 @@ async def test_index_entry_of_a_deleted_object_does_not_fail_the_reconcile(
     assert len(index) == 0
 
 
-async def test_index_not_loaded_yet_falls_back_to_listing(
+async def test_index_not_loaded_yet_falls_back_to_listing_against_fake_apiserver(
     cluster: km.KubernetesEmulator, controller: ScaledObjectController
 ) -> None:
     cluster.objects[SO_RES, NS, "first"] = scaled_object("first", "uid-1")
@@ -152,7 +152,9 @@ def watched(cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
 
 
 @pytest.mark.kmock(cls=Cluster)
-async def test_watch_events_keep_the_index_current(watched: Cluster, client: AsyncClient) -> None:
+async def test_watch_events_keep_the_index_current_against_fake_apiserver(
+    watched: Cluster, client: AsyncClient
+) -> None:
     """register_handlers' event handlers, run by kopf: created and deleted HPAs and ScaledObjects reach the index."""
     index = ConflictIndex()
     index.replace([], [])  # operator_main loads it before the watches; here the cluster starts empty

@@ -118,7 +118,7 @@ async def post(session: aiohttp.ClientSession, path: str, body: Any) -> tuple[in
         return response.status, (json.loads(text) if response.content_type == "application/json" else None), text
 
 
-async def test_valid_scaled_object_is_allowed(webhook: Served) -> None:
+async def test_valid_scaled_object_is_allowed_against_fake_apiserver(webhook: Served) -> None:
     _, session, _ = webhook
     status, body, _ = await post(session, SO_PATH, admission_review(scaled_object()))
     assert status == 200
@@ -129,7 +129,7 @@ async def test_valid_scaled_object_is_allowed(webhook: Served) -> None:
     }
 
 
-async def test_index_entry_the_cluster_no_longer_has_is_not_believed(webhook: Served) -> None:
+async def test_index_entry_the_cluster_no_longer_has_is_not_believed_against_fake_apiserver(webhook: Served) -> None:
     server, session, _ = webhook
     assert server.index is not None
     server.index.upsert_hpa(
@@ -144,7 +144,7 @@ async def test_index_entry_the_cluster_no_longer_has_is_not_believed(webhook: Se
     assert len(server.index) == 0
 
 
-async def test_conflict_confirmed_by_the_cluster_is_refused_and_counted(
+async def test_conflict_confirmed_by_the_cluster_is_refused_and_counted_against_fake_apiserver(
     webhook: Served, cluster: km.KubernetesEmulator
 ) -> None:
     server, session, registry = webhook
@@ -179,7 +179,7 @@ async def test_conflict_confirmed_by_the_cluster_is_refused_and_counted(
     )
 
 
-async def test_cpu_trigger_is_checked_against_the_deployment_in_the_cluster(
+async def test_cpu_trigger_is_checked_against_the_deployment_in_the_cluster_against_fake_apiserver(
     webhook: Served, cluster: km.KubernetesEmulator
 ) -> None:
     _, session, registry = webhook
@@ -201,7 +201,7 @@ async def test_cpu_trigger_is_checked_against_the_deployment_in_the_cluster(
     assert registry.get_sample_value("keda_webhook_scaled_object_validation_errors_total", reason) == 1
 
 
-async def test_target_not_created_yet_is_not_read_for_requests(webhook: Served) -> None:
+async def test_target_not_created_yet_is_not_read_for_requests_against_fake_apiserver(webhook: Served) -> None:
     _, session, _ = webhook
     so = scaled_object(triggers=[CPU], minReplicaCount=1)
     so["spec"]["scaleTargetRef"]["name"] = "not-yet"
@@ -209,7 +209,7 @@ async def test_target_not_created_yet_is_not_read_for_requests(webhook: Served) 
     assert status == 200 and body["response"]["allowed"] is True
 
 
-async def test_warnings_are_returned(webhook: Served) -> None:
+async def test_warnings_are_returned_against_fake_apiserver(webhook: Served) -> None:
     _, session, _ = webhook
     status, body, _ = await post(
         session, SO_PATH, admission_review(scaled_object(minReplicaCount=1, cooldownPeriod=60))
@@ -221,7 +221,7 @@ async def test_warnings_are_returned(webhook: Served) -> None:
     ]
 
 
-async def test_finalizer_removal_is_let_through_uncounted(webhook: Served) -> None:
+async def test_finalizer_removal_is_let_through_uncounted_against_fake_apiserver(webhook: Served) -> None:
     _, session, registry = webhook
     old = scaled_object(minReplicaCount=9, maxReplicaCount=2)  # invalid, admitted before the webhook existed
     old["metadata"]["finalizers"] = ["finalizer.keda.sh"]
@@ -274,7 +274,9 @@ async def test_finalizer_removal_is_let_through_uncounted(webhook: Served) -> No
     ],
     ids=["scaledjob", "triggerauthentication", "clustertriggerauthentication"],
 )
-async def test_every_kind_has_its_path(webhook: Served, path: str, obj: dict[str, Any], allowed: bool) -> None:
+async def test_every_kind_has_its_path_against_fake_apiserver(
+    webhook: Served, path: str, obj: dict[str, Any], allowed: bool
+) -> None:
     _, session, _ = webhook
     status, body, _ = await post(session, path, admission_review(obj))
     assert status == 200 and body["response"]["uid"] == UID
@@ -283,7 +285,9 @@ async def test_every_kind_has_its_path(webhook: Served, path: str, obj: dict[str
         assert body["response"]["status"]["message"].startswith(f"{obj['kind']} ")
 
 
-async def test_inline_secret_never_leaves_the_webhook(webhook: Served, caplog: pytest.LogCaptureFixture) -> None:
+async def test_inline_secret_never_leaves_the_webhook_against_fake_apiserver(
+    webhook: Served, caplog: pytest.LogCaptureFixture
+) -> None:
     _, session, _ = webhook
     auth = {
         "apiVersion": "keda.sh/v1alpha1",
@@ -331,7 +335,9 @@ async def test_inline_secret_never_leaves_the_webhook(webhook: Served, caplog: p
         (admission_review({**scaled_object(), "kind": "ScaledJob"}), "this path validates ScaledObject objects"),
     ],
 )
-async def test_malformed_request_is_a_400_with_a_message(webhook: Served, body: Any, problem: str) -> None:
+async def test_malformed_request_is_a_400_with_a_message_against_fake_apiserver(
+    webhook: Served, body: Any, problem: str
+) -> None:
     _, session, _ = webhook
     status, answer, text = await post(session, SO_PATH, body)
     assert status == 400
@@ -341,7 +347,7 @@ async def test_malformed_request_is_a_400_with_a_message(webhook: Served, body: 
     assert "Traceback" not in text
 
 
-async def test_other_paths_and_methods(webhook: Served) -> None:
+async def test_other_paths_and_methods_against_fake_apiserver(webhook: Served) -> None:
     _, session, _ = webhook
     status, _, _ = await post(session, "/validate-keda-sh-v1alpha1-scaledthing", admission_review(scaled_object()))
     assert status == 404
@@ -349,7 +355,7 @@ async def test_other_paths_and_methods(webhook: Served) -> None:
         assert response.status == 405
 
 
-async def test_load_conflicts_reads_the_cluster(cluster: km.KubernetesEmulator) -> None:
+async def test_load_conflicts_reads_the_cluster_against_fake_apiserver(cluster: km.KubernetesEmulator) -> None:
     for namespace in (NS, "other"):
         cluster.objects[SO_RES, namespace, "first"] = {
             **scaled_object("first"),
