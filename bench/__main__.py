@@ -12,6 +12,7 @@ def main() -> int:
     activation.main([])
     objects.main([])
     metrics_api.main([])
+    metrics_api.main(["--auth"])
     return 0
 
 

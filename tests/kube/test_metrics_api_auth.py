@@ -7,6 +7,7 @@ SubjectAccessReviews the way the tests program it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import json
@@ -693,3 +694,14 @@ def test_request_attributes_follow_the_apiservers_request_info(
     method: str, path: str, query: dict[str, str], expected: RequestAttributes
 ) -> None:
     assert request_attributes(method, path, query) == expected
+
+
+async def test_concurrent_requests_share_one_access_review_against_fake_apiserver(
+    server: MetricsAPIServer, cluster: km.KubernetesEmulator, serving: certs.TLSBundle, front_proxy_client: Any
+) -> None:
+    async with session_as(serving, front_proxy_client) as session:
+        answers = await asyncio.gather(
+            *(fetch(session, server.url + METRIC_PATH, {"X-Remote-User": HPA_USER}, SELECTOR) for _ in range(8))
+        )
+    assert [status for status, _ in answers] == [200] * 8
+    assert len(cluster[ACCESS_REVIEWS]) == 1

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import hashlib
 import hmac
 import json
@@ -66,6 +67,8 @@ EXTRA_PREFIXES_KEY: Final = "requestheader-extra-headers-prefix"
 DEFAULT_TOKEN_CACHE_TTL: Final = 10.0
 DEFAULT_ALLOW_CACHE_TTL: Final = 10.0
 DEFAULT_DENY_CACHE_TTL: Final = 10.0
+#: How long a client certificate's signature check is remembered (validity dates are checked on every request).
+SIGNATURE_CACHE_TTL: Final = 60.0
 #: How often the ConfigMap is read again, so that a rotated CA is picked up.
 DEFAULT_REFRESH_INTERVAL: Final = 60.0
 #: Time limit of one TokenReview/SubjectAccessReview/ConfigMap read (the apiserver's webhook timeouts).
@@ -216,9 +219,14 @@ def _common_name(cert: x509.Certificate) -> str:
 
 
 def _certificate_problem(
-    cert: x509.Certificate, cas: Sequence[x509.Certificate], now: dt.datetime, ca_name: str
+    cert: x509.Certificate,
+    cas: Sequence[x509.Certificate],
+    now: dt.datetime,
+    ca_name: str,
+    signed: Callable[[], bool] | None = None,
 ) -> str | None:
-    """Why `cert` is not a valid client certificate directly signed by one of `cas`, or None when it is."""
+    """Why `cert` is not a valid client certificate directly signed by one of `cas`, or None when it is.
+    `signed` answers the signature part (a cache of `_signed_by`)."""
     if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
         return "is outside its validity period"
     try:
@@ -229,6 +237,13 @@ def _certificate_problem(
         usages
     ):
         return "is not valid for client authentication"
+    if not (signed() if signed is not None else _signed_by(cert, cas, now)):
+        return f"is not signed by the {ca_name}"
+    return None
+
+
+def _signed_by(cert: x509.Certificate, cas: Sequence[x509.Certificate], now: dt.datetime) -> bool:
+    """Whether one of `cas`, valid now, signed `cert` directly."""
     for ca in cas:
         if not ca.not_valid_before_utc <= now <= ca.not_valid_after_utc:
             continue
@@ -236,8 +251,8 @@ def _certificate_problem(
             cert.verify_directly_issued_by(ca)
         except (ValueError, TypeError, InvalidSignature):
             continue
-        return None
-    return f"is not signed by the {ca_name}"
+        return True
+    return False
 
 
 def peer_certificate(request: web.Request) -> x509.Certificate | None:
@@ -247,7 +262,13 @@ def peer_certificate(request: web.Request) -> x509.Certificate | None:
     if ssl_object is None:
         return None
     der = ssl_object.getpeercert(binary_form=True)
-    return x509.load_der_x509_certificate(der) if der else None
+    return _parse_certificate(der) if der else None
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_certificate(der: bytes) -> x509.Certificate:
+    # A keep-alive connection presents the same certificate on every request: parse it once.
+    return x509.load_der_x509_certificate(der)
 
 
 # --- authentication -----------------------------------------------------------------------------------
@@ -285,6 +306,9 @@ class DelegatedAuthenticator:
         self._hash_key = secrets.token_bytes(32)
         self._tokens: dict[bytes, tuple[float, UserInfo | None]] = {}
         self._inflight: dict[bytes, asyncio.Future[UserInfo | None]] = {}
+        #: Signature checks already made ((certificate, CA role) -> (until, signed)): the TLS handshake verified
+        #: the certificate once per connection, the checks here would otherwise redo it on every request.
+        self._signatures: dict[tuple[x509.Certificate, str], tuple[float, bool]] = {}
         self._refresher: asyncio.Task[None] | None = None
 
     @property
@@ -296,6 +320,7 @@ class DelegatedAuthenticator:
         if config == self._config:
             return
         self._config = config
+        self._signatures.clear()
         for context in self._contexts:
             self._trust(context)
         log.info("metrics API authentication: loaded %s (%s)", CONFIG_MAP_REF, config.describe())
@@ -375,7 +400,7 @@ class DelegatedAuthenticator:
         config = self._config
         if certificate is None or not config.requestheader_cas:
             return None
-        problem = _certificate_problem(certificate, config.requestheader_cas, self._wall_clock(), "front-proxy CA")
+        problem = self._certificate_problem(certificate, config.requestheader_cas, "front-proxy CA")
         if problem is not None:
             raise _NotAccepted(f"front-proxy check: client certificate {problem}")
         common_name = _common_name(certificate)
@@ -394,11 +419,31 @@ class DelegatedAuthenticator:
                     extra[key] = (*extra.get(key, ()), value)
         return UserInfo(name, uid, groups, extra, method="front-proxy")
 
+    def _certificate_problem(
+        self, certificate: x509.Certificate, cas: Sequence[x509.Certificate], ca_name: str
+    ) -> str | None:
+        now = self._wall_clock()
+
+        def signed() -> bool:
+            key = (certificate, ca_name)
+            moment = self._clock()
+            cached = self._signatures.get(key)
+            if cached is not None and cached[0] > moment:
+                return cached[1]
+            answer = _signed_by(certificate, cas, now)
+            if len(self._signatures) >= _MAX_CACHED:
+                self._signatures.clear()
+            # Re-checked now and then all the same, for a CA that expires meanwhile.
+            self._signatures[key] = (moment + SIGNATURE_CACHE_TTL, answer)
+            return answer
+
+        return _certificate_problem(certificate, cas, now, ca_name, signed)
+
     async def _client_certificate(self, certificate: x509.Certificate | None) -> UserInfo | None:
         config = self._config
         if certificate is None or not config.client_cas:
             return None
-        problem = _certificate_problem(certificate, config.client_cas, self._wall_clock(), "client CA")
+        problem = self._certificate_problem(certificate, config.client_cas, "client CA")
         if problem is not None:
             raise _NotAccepted(f"client certificate check: client certificate {problem}")
         common_name = _common_name(certificate)
@@ -585,6 +630,7 @@ class DelegatedAuthorizer:
         self.deny_cache_ttl = deny_cache_ttl
         self._clock = clock
         self._decisions: dict[str, tuple[float, Decision]] = {}
+        self._inflight: dict[str, asyncio.Future[Decision]] = {}
 
     async def authorize(self, user: UserInfo, attributes: RequestAttributes) -> Decision:
         """Allowed or not; AuthorizationError when the SubjectAccessReview cannot be made."""
@@ -596,14 +642,30 @@ class DelegatedAuthorizer:
         cached = self._decisions.get(key)
         if cached is not None and cached[0] > now:
             return cached[1]
+        # Concurrent requests with the same attributes share one SubjectAccessReview.
+        pending = self._inflight.get(key)
+        if pending is None:
+            pending = asyncio.ensure_future(self._review_and_cache(key, spec))
+            self._inflight[key] = pending
+
+            def settled(task: asyncio.Future[Decision]) -> None:
+                self._inflight.pop(key, None)
+                if not task.cancelled():
+                    task.exception()  # retrieved here too, in case every waiting request went away
+
+            pending.add_done_callback(settled)
+        return await asyncio.shield(pending)
+
+    async def _review_and_cache(self, key: str, spec: dict[str, Any]) -> Decision:
         review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview", "spec": spec}
         answer = await _create_review(self._client, SUBJECT_ACCESS_REVIEW, review, AuthorizationError)
         status = answer.get("status") or {}
         # Denied and "no opinion" both forbid; both are cached for the deny TTL.
         decision = Decision(bool(status.get("allowed")) and not status.get("denied"), str(status.get("reason") or ""))
         now = self._clock()
-        for stale in [k for k, (expiry, _) in self._decisions.items() if expiry <= now]:
-            del self._decisions[stale]
+        if len(self._decisions) >= _MAX_CACHED:
+            for stale in [k for k, (expiry, _) in self._decisions.items() if expiry <= now]:
+                del self._decisions[stale]
         while len(self._decisions) >= _MAX_CACHED:
             del self._decisions[next(iter(self._decisions))]
         self._decisions[key] = (now + (self.allow_cache_ttl if decision.allowed else self.deny_cache_ttl), decision)
