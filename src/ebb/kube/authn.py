@@ -29,7 +29,7 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Generic, TypeVar
 from urllib.parse import unquote
 
 from aiohttp import web
@@ -274,6 +274,48 @@ def _parse_certificate(der: bytes) -> x509.Certificate:
 # --- authentication -----------------------------------------------------------------------------------
 
 
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+
+class _ReviewCache(Generic[_K, _V]):
+    """The kube-apiserver's answers to reviews, each kept for its TTL (at most _MAX_CACHED, oldest out first).
+    Concurrent asks for one key share one review (the apiserver's singleflight); a failed review is not kept."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._answers: dict[_K, tuple[float, _V]] = {}
+        self._inflight: dict[_K, asyncio.Future[_V]] = {}
+
+    async def get(self, key: _K, review: Callable[[], Awaitable[_V]], ttl: Callable[[_V], float]) -> _V:
+        cached = self._answers.get(key)
+        if cached is not None and cached[0] > self._clock():
+            return cached[1]
+        pending = self._inflight.get(key)
+        if pending is None:
+            pending = asyncio.ensure_future(self._review(key, review, ttl))
+            self._inflight[key] = pending
+
+            def settled(task: asyncio.Future[_V]) -> None:
+                self._inflight.pop(key, None)
+                if not task.cancelled():
+                    task.exception()  # retrieved here too, in case every waiting request went away
+
+            pending.add_done_callback(settled)
+        return await asyncio.shield(pending)
+
+    async def _review(self, key: _K, review: Callable[[], Awaitable[_V]], ttl: Callable[[_V], float]) -> _V:
+        answer = await review()
+        now = self._clock()
+        if len(self._answers) >= _MAX_CACHED:
+            for stale in [k for k, (expiry, _) in self._answers.items() if expiry <= now]:
+                del self._answers[stale]
+        while len(self._answers) >= _MAX_CACHED:
+            del self._answers[next(iter(self._answers))]
+        self._answers[key] = (now + ttl(answer), answer)
+        return answer
+
+
 class _NotAccepted(Exception):
     """One authenticator refused the credentials it understood; the next one is tried."""
 
@@ -304,8 +346,7 @@ class DelegatedAuthenticator:
         self._contexts: list[ssl.SSLContext] = []
         # Tokens are cached under a keyed hash: the cache never holds a token, and its keys reveal nothing.
         self._hash_key = secrets.token_bytes(32)
-        self._tokens: dict[bytes, tuple[float, UserInfo | None]] = {}
-        self._inflight: dict[bytes, asyncio.Future[UserInfo | None]] = {}
+        self._tokens: _ReviewCache[bytes, UserInfo | None] = _ReviewCache(clock)
         #: Signature checks already made ((certificate, CA role) -> (until, signed)): the TLS handshake verified
         #: the certificate once per connection, the checks here would otherwise redo it on every request.
         self._signatures: dict[tuple[x509.Certificate, str], tuple[float, bool]] = {}
@@ -471,34 +512,9 @@ class DelegatedAuthenticator:
         return user
 
     async def _review_cached(self, token: str) -> UserInfo | None:
-        key = hmac.new(self._hash_key, token.encode(), hashlib.sha256).digest()
-        cached = self._tokens.get(key)
-        if cached is not None and cached[0] > self._clock():
-            return cached[1]
-        # Concurrent requests with one token share a single TokenReview (the apiserver's singleflight).
-        pending = self._inflight.get(key)
-        if pending is None:
-            pending = asyncio.ensure_future(self._review_and_cache(key, token))
-            self._inflight[key] = pending
-
-            def settled(task: asyncio.Future[UserInfo | None]) -> None:
-                self._inflight.pop(key, None)
-                if not task.cancelled():
-                    task.exception()  # retrieved here too, in case every waiting request went away
-
-            pending.add_done_callback(settled)
-        return await asyncio.shield(pending)
-
-    async def _review_and_cache(self, key: bytes, token: str) -> UserInfo | None:
-        user = await self._token_review(token)
         # Both answers are cached for the TTL (cache.New(..., CacheTTL, CacheTTL)); failed calls are not.
-        now = self._clock()
-        for stale in [k for k, (expiry, _) in self._tokens.items() if expiry <= now]:
-            del self._tokens[stale]
-        while len(self._tokens) >= _MAX_CACHED:
-            del self._tokens[next(iter(self._tokens))]
-        self._tokens[key] = (now + self.token_cache_ttl, user)
-        return user
+        key = hmac.new(self._hash_key, token.encode(), hashlib.sha256).digest()
+        return await self._tokens.get(key, lambda: self._token_review(token), lambda _: self.token_cache_ttl)
 
     async def _token_review(self, token: str) -> UserInfo | None:
         review = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token}}
@@ -629,8 +645,7 @@ class DelegatedAuthorizer:
         self.allow_cache_ttl = allow_cache_ttl
         self.deny_cache_ttl = deny_cache_ttl
         self._clock = clock
-        self._decisions: dict[str, tuple[float, Decision]] = {}
-        self._inflight: dict[str, asyncio.Future[Decision]] = {}
+        self._decisions: _ReviewCache[str, Decision] = _ReviewCache(clock)
 
     async def authorize(self, user: UserInfo, attributes: RequestAttributes) -> Decision:
         """Allowed or not; AuthorizationError when the SubjectAccessReview cannot be made."""
@@ -638,38 +653,18 @@ class DelegatedAuthorizer:
             return Decision(True, "always allowed group")
         spec = subject_access_review_spec(user, attributes)
         key = json.dumps(spec, sort_keys=True, separators=(",", ":"))
-        now = self._clock()
-        cached = self._decisions.get(key)
-        if cached is not None and cached[0] > now:
-            return cached[1]
-        # Concurrent requests with the same attributes share one SubjectAccessReview.
-        pending = self._inflight.get(key)
-        if pending is None:
-            pending = asyncio.ensure_future(self._review_and_cache(key, spec))
-            self._inflight[key] = pending
+        return await self._decisions.get(
+            key,
+            lambda: self._access_review(spec),
+            lambda decision: self.allow_cache_ttl if decision.allowed else self.deny_cache_ttl,
+        )
 
-            def settled(task: asyncio.Future[Decision]) -> None:
-                self._inflight.pop(key, None)
-                if not task.cancelled():
-                    task.exception()  # retrieved here too, in case every waiting request went away
-
-            pending.add_done_callback(settled)
-        return await asyncio.shield(pending)
-
-    async def _review_and_cache(self, key: str, spec: dict[str, Any]) -> Decision:
+    async def _access_review(self, spec: dict[str, Any]) -> Decision:
         review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview", "spec": spec}
         answer = await _create_review(self._client, SUBJECT_ACCESS_REVIEW, review, AuthorizationError)
         status = answer.get("status") or {}
         # Denied and "no opinion" both forbid; both are cached for the deny TTL.
-        decision = Decision(bool(status.get("allowed")) and not status.get("denied"), str(status.get("reason") or ""))
-        now = self._clock()
-        if len(self._decisions) >= _MAX_CACHED:
-            for stale in [k for k, (expiry, _) in self._decisions.items() if expiry <= now]:
-                del self._decisions[stale]
-        while len(self._decisions) >= _MAX_CACHED:
-            del self._decisions[next(iter(self._decisions))]
-        self._decisions[key] = (now + (self.allow_cache_ttl if decision.allowed else self.deny_cache_ttl), decision)
-        return decision
+        return Decision(bool(status.get("allowed")) and not status.get("denied"), str(status.get("reason") or ""))
 
 
 def subject_access_review_spec(user: UserInfo, attributes: RequestAttributes) -> dict[str, Any]:
