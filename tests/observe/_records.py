@@ -24,11 +24,14 @@ def poll(
     current: int,
     desired: int,
     ready: int | None = None,
+    active: bool | None = None,
     paused: bool = False,
+    lateness: float = 0.0,
+    read_seconds: float = 0.0,
 ) -> PollRecord:
     decision = Decision(
         desired_replicas=desired,
-        active=any(r.active for r in triggers),
+        active=any(r.active for r in triggers) if active is None else active,
         reason="test",
         conditions={"Paused": Condition("True" if paused else "False", "x")},
     )
@@ -40,6 +43,8 @@ def poll(
         current_replicas=current,
         desired_replicas=desired,
         ready_replicas=current if ready is None else ready,
+        lateness=lateness,
+        read_seconds=read_seconds,
     )
 
 

@@ -8,51 +8,15 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import ebb
 from ebb.observe.metrics import MetricsObserver, TriggerInfo
-from ebb.runtime.observer import ObjectRef, PollRecord
-from ebb.scaling.types import Condition, Decision, ScalingEvent, TriggerResult
+from ebb.runtime.observer import ObjectRef
+from ebb.scaling.types import ScalingEvent, TriggerResult
 from ebb.web.server import build_app, serve
 
-SO = ObjectRef("ScaledObject", "shop", "orders")
+from ._records import SO
+from ._records import poll as record
+from ._records import trigger as trig
+
 SJ = ObjectRef("ScaledJob", "shop", "reports")
-
-
-def trig(index: int, value: float | None, *, active: bool = False, error: str | None = None, name: str | None = None):
-    return TriggerResult(
-        metric_name=f"s{index}-redis-orders", target=5.0, value=value, active=active, error=error, trigger_name=name
-    )
-
-
-def record(
-    ref: ObjectRef,
-    t: float,
-    triggers: tuple[TriggerResult, ...],
-    *,
-    current: int,
-    desired: int,
-    ready: int | None = None,
-    active: bool | None = None,
-    paused: bool = False,
-    lateness: float = 0.0,
-    read_seconds: float = 0.0,
-) -> PollRecord:
-    conditions = {"Paused": Condition("True" if paused else "False", "x")}
-    decision = Decision(
-        desired_replicas=desired,
-        active=any(r.active for r in triggers) if active is None else active,
-        reason="test",
-        conditions=conditions,
-    )
-    return PollRecord(
-        ref=ref,
-        time=t,
-        triggers=triggers,
-        decision=decision if ref.kind == "ScaledObject" else None,
-        current_replicas=current,
-        desired_replicas=desired,
-        ready_replicas=current if ready is None else ready,
-        lateness=lateness,
-        read_seconds=read_seconds,
-    )
 
 
 def value(obs: MetricsObserver, family: str, **labels: str) -> float | None:

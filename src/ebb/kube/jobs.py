@@ -474,15 +474,15 @@ class ScaledJobController:
         try:
             existing = await self._current_status(namespace, name)
             status["conditions"] = st.merge_conditions(existing.get("conditions"), decision.conditions, now)
-            active = {r.metric_name for r in results if r.active}
-            activity = {r.metric_name: {"isActive": r.metric_name in active} for r in results}
-            stale = existing.get("triggersActivity") or {}
-            status["triggersActivity"] = {**{k: None for k in stale if k not in activity}, **activity}
+            status["triggersActivity"] = st.triggers_activity(
+                (r.metric_name for r in results), (r.metric_name for r in results if r.active), existing
+            )
             if st.patch_changes(status, existing):
                 await self.patch_status(namespace, name, status)
         except API_ERRORS as exc:
             log.warning("ScaledJob %s/%s: cannot write status: %s", namespace, name, api_message(exc))
-        await self._clean_up(sj, await self.list_jobs(namespace, name))
+        # The listing made before creating: Jobs just created are unfinished, so it holds every Job cleanup may delete.
+        await self._clean_up(sj, jobs)
         return decision
 
     async def _create_jobs(self, runtime: _JobRuntime, count: int) -> None:

@@ -101,10 +101,17 @@ def decision_status(
     }
     patch["health"] = _with_removals(health, existing.get("health"))
     if external_metric_names:
-        active = set(active_metrics)
-        activity = {name: {"isActive": name in active} for name in external_metric_names}
-        patch["triggersActivity"] = _with_removals(activity, existing.get("triggersActivity"))
+        patch["triggersActivity"] = triggers_activity(external_metric_names, active_metrics, existing)
     return patch
+
+
+def triggers_activity(
+    metric_names: Iterable[str], active_metrics: Iterable[str], existing: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """KEDA's `triggersActivity` ({metric: {isActive}}) as a merge patch: metrics no longer there become null."""
+    active = set(active_metrics)
+    activity = {name: {"isActive": name in active} for name in metric_names}
+    return _with_removals(activity, (existing or {}).get("triggersActivity"))
 
 
 def _with_removals(wanted: dict[str, Any], existing: Any) -> dict[str, Any]:
