@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -280,3 +282,26 @@ async def test_no_connection_or_descriptor_leak_over_1000_polls(moto: Moto, queu
     assert open_fds() <= fds
     # A closed scaler makes a new client if it is used again.
     assert await read_once(s) == (7.0, True)
+
+
+async def test_a_server_that_never_answers_is_bounded_by_the_timeout() -> None:
+    held: list[asyncio.StreamWriter] = []
+
+    async def accept_and_hold(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    server = await asyncio.start_server(accept_and_hold, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    metadata = {"queueURL": URL, "awsRegion": REGION, "awsEndpoint": f"http://127.0.0.1:{port}"}
+    s = scaler(metadata, auth_params=KEYS, ctx=replace(ctx(TYPE), timeout=0.5))
+    started = time.monotonic()
+    try:
+        with pytest.raises(ScalerError) as err:
+            await read_once(s)
+        assert time.monotonic() - started < 2.0
+        assert "timeout" in str(err.value).lower() or "no answer" in str(err.value)
+    finally:
+        for writer in held:
+            writer.close()
+        server.close()
+        await server.wait_closed()

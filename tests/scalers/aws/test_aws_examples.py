@@ -1,0 +1,65 @@
+"""`ebb metrics` reads each examples/aws-*.yaml through the CLI, against the moto server.
+
+The examples point at moto's default address with moto's any-key credentials; here they are pointed at the
+test server and its issued key, and the resource each example names is created first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from ebb.cli import app
+from tests.test_cli_metrics import WIDE, row_of
+
+from .conftest import Moto
+
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
+EXAMPLE_ENDPOINT = "http://127.0.0.1:5000"
+runner = CliRunner()
+
+
+def localised(path: Path, moto: Moto) -> str:
+    text = path.read_text()
+    assert EXAMPLE_ENDPOINT in text and "_ACCESS_KEY_ID: testing" in text and "_SECRET_ACCESS_KEY: testing" in text
+    text = text.replace(EXAMPLE_ENDPOINT, moto.endpoint)
+    text = text.replace("_ACCESS_KEY_ID: testing", f"_ACCESS_KEY_ID: '{moto.access_key_id}'")
+    return text.replace("_SECRET_ACCESS_KEY: testing", f"_SECRET_ACCESS_KEY: '{moto.secret_access_key}'")
+
+
+def sqs_orders(moto: Moto) -> float:
+    sqs = moto.client("sqs")
+    url = sqs.create_queue(QueueName="orders")["QueueUrl"]
+    for i in range(3):
+        sqs.send_message(QueueUrl=url, MessageBody=f"order {i}")
+    names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=names)["Attributes"]
+    return float(sum(int(attributes[n]) for n in names))
+
+
+SETUPS: dict[str, Callable[[Moto], float]] = {
+    "aws-sqs-queue": sqs_orders,
+}
+
+
+def test_every_aws_example_is_tested() -> None:
+    assert {p.stem for p in EXAMPLES.glob("aws-*.yaml")} == set(SETUPS)
+
+
+@pytest.mark.parametrize("trigger_type", sorted(SETUPS))
+def test_ebb_metrics_reads_the_example(moto: Moto, tmp_path: Path, trigger_type: str) -> None:
+    expected = SETUPS[trigger_type](moto)
+    path = tmp_path / f"{trigger_type}.yaml"
+    path.write_text(localised(EXAMPLES / f"{trigger_type}.yaml", moto))
+    result = runner.invoke(app, ["metrics", str(path)], env=WIDE)
+    assert result.exit_code == 0, result.output
+    row = row_of(result.output, f"[0] {trigger_type}")
+    assert row["value"] == f"{expected:g}", row
+    assert row["active"] == ("yes" if expected > float(row["activation"]) else "no")
+    assert moto.secret_access_key not in result.output
+    checked = runner.invoke(app, ["check", str(path)], env=WIDE)
+    assert checked.exit_code == 0, checked.output
+    assert moto.secret_access_key not in checked.output
