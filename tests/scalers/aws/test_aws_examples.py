@@ -40,8 +40,18 @@ def sqs_orders(moto: Moto) -> float:
     return float(sum(int(attributes[n]) for n in names))
 
 
+def kinesis_clicks(moto: Moto) -> float:
+    kinesis = moto.client("kinesis")
+    streams = kinesis.list_streams()["StreamNames"]
+    if "clicks" not in streams:
+        kinesis.create_stream(StreamName="clicks", ShardCount=4)
+    summary = kinesis.describe_stream_summary(StreamName="clicks")["StreamDescriptionSummary"]
+    return float(summary["OpenShardCount"])
+
+
 SETUPS: dict[str, Callable[[Moto], float]] = {
     "aws-sqs-queue": sqs_orders,
+    "aws-kinesis-stream": kinesis_clicks,
 }
 
 
