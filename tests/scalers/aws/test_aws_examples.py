@@ -49,7 +49,35 @@ def kinesis_clicks(moto: Moto) -> float:
     return float(summary["OpenShardCount"])
 
 
+def dynamodb_jobs(moto: Moto) -> float:
+    dynamodb = moto.client("dynamodb")
+    if "jobs" not in dynamodb.list_tables()["TableNames"]:
+        dynamodb.create_table(
+            TableName="jobs",
+            KeySchema=[{"AttributeName": "queue", "KeyType": "HASH"}, {"AttributeName": "id", "KeyType": "RANGE"}],
+            AttributeDefinitions=[
+                {"AttributeName": "queue", "AttributeType": "S"},
+                {"AttributeName": "id", "AttributeType": "S"},
+            ],
+            BillingMode="PAY_PER_REQUEST",
+        )
+    for i, (queue, status) in enumerate([("orders", "pending")] * 7 + [("orders", "done"), ("other", "pending")]):
+        item = {"queue": {"S": queue}, "id": {"S": str(i)}, "status": {"S": status}}
+        dynamodb.put_item(TableName="jobs", Item=item)
+    answer = dynamodb.query(
+        TableName="jobs",
+        Select="COUNT",
+        KeyConditionExpression="#q = :q",
+        FilterExpression="#s = :s",
+        ExpressionAttributeNames={"#q": "queue", "#s": "status"},
+        ExpressionAttributeValues={":q": {"S": "orders"}, ":s": {"S": "pending"}},
+    )
+    assert answer["Count"] == 7
+    return float(answer["Count"])
+
+
 SETUPS: dict[str, Callable[[Moto], float]] = {
+    "aws-dynamodb": dynamodb_jobs,
     "aws-sqs-queue": sqs_orders,
     "aws-kinesis-stream": kinesis_clicks,
 }
