@@ -116,7 +116,7 @@ def _session() -> AioSession:
 
 
 class AwsScaler(Scaler):
-    """One aiobotocore client per scaler, made on the first read and closed by `close()`."""
+    """One aiobotocore client per scaler (two for DynamoDB Streams), made on the first read, closed by `close()`."""
 
     #: botocore's service name: "sqs", "kinesis", "dynamodb", "dynamodbstreams", "cloudwatch".
     service: ClassVar[str]
@@ -127,7 +127,7 @@ class AwsScaler(Scaler):
         self._check_credentials()
         self._lock = asyncio.Lock()
         self._stack: contextlib.AsyncExitStack | None = None
-        self._client: Any = None
+        self._clients: dict[str, Any] = {}
 
     @classmethod
     def from_trigger(
@@ -181,9 +181,13 @@ class AwsScaler(Scaler):
         return self.aws.aws_endpoint or f"AWS {self.service} in {self.aws.aws_region}"
 
     async def client(self) -> Any:
-        """The scaler's client, made on first use. Typed by each subclass (types-aiobotocore)."""
+        """The scaler's client for its service, made on first use. Typed by each subclass (types-aiobotocore)."""
+        return await self.client_for(self.service)
+
+    async def client_for(self, service: str) -> Any:
+        """A client for `service` with this trigger's region, endpoint and credentials, kept until `close()`."""
         async with self._lock:
-            if self._client is None:
+            if service not in self._clients:
                 m = self.aws
                 config = AioConfig(
                     connect_timeout=self.timeout,
@@ -193,10 +197,11 @@ class AwsScaler(Scaler):
                     # Only awsEndpoint redirects calls, never AWS_ENDPOINT_URL* in ebb's own environment.
                     ignore_configured_endpoint_urls=True,
                 )
-                stack = contextlib.AsyncExitStack()
-                self._client = await stack.enter_async_context(
+                if self._stack is None:
+                    self._stack = contextlib.AsyncExitStack()
+                self._clients[service] = await self._stack.enter_async_context(
                     _session().create_client(
-                        self.service,  # type: ignore[call-overload]  # the service is a ClassVar str
+                        service,  # type: ignore[call-overload]  # any service name; typed per subclass
                         region_name=m.aws_region,
                         endpoint_url=m.aws_endpoint,
                         aws_access_key_id=m.aws_access_key_id,
@@ -205,8 +210,7 @@ class AwsScaler(Scaler):
                         config=config,
                     )
                 )
-                self._stack = stack
-            return self._client
+            return self._clients[service]
 
     async def read(self) -> ScalerReading:
         client = await self.client()
@@ -228,7 +232,7 @@ class AwsScaler(Scaler):
         """The activation threshold: active iff the value is strictly greater (KEDA's rule for all five)."""
 
     async def close(self) -> None:
-        stack, self._stack, self._client = self._stack, None, None
+        stack, self._stack, self._clients = self._stack, None, {}
         if stack is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(stack.aclose(), _CLOSE_TIMEOUT)

@@ -76,7 +76,22 @@ def dynamodb_jobs(moto: Moto) -> float:
     return float(answer["Count"])
 
 
+def dynamodb_orders_stream(moto: Moto) -> float:
+    dynamodb = moto.client("dynamodb")
+    if "orders" not in dynamodb.list_tables()["TableNames"]:
+        dynamodb.create_table(
+            TableName="orders",
+            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+            StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_IMAGE"},
+        )
+    arn = dynamodb.describe_table(TableName="orders")["Table"]["LatestStreamArn"]
+    return float(len(moto.client("dynamodbstreams").describe_stream(StreamArn=arn)["StreamDescription"]["Shards"]))
+
+
 SETUPS: dict[str, Callable[[Moto], float]] = {
+    "aws-dynamodb-streams": dynamodb_orders_stream,
     "aws-dynamodb": dynamodb_jobs,
     "aws-sqs-queue": sqs_orders,
     "aws-kinesis-stream": kinesis_clicks,
