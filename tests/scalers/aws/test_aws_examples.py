@@ -6,13 +6,16 @@ test server and its issued key, and the resource each example names is created f
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from ebb.cli import app
+from ebb.scalers.aws_cloudwatch import query_window
 from tests.test_cli_metrics import WIDE, row_of
 
 from .conftest import Moto
@@ -90,7 +93,45 @@ def dynamodb_orders_stream(moto: Moto) -> float:
     return float(len(moto.client("dynamodbstreams").describe_stream(StreamArn=arn)["StreamDescription"]["Shards"]))
 
 
+def cloudwatch_backlog(moto: Moto) -> float:
+    cloudwatch = moto.client("cloudwatch")
+    _, end = query_window(time.time(), 60, 0, 300)
+    dimensions = [{"Name": "Queue", "Value": "orders"}]
+    points = [(end - 30, 40.0), (end - 20, 44.0)]  # the minute just over: Average 42
+    cloudwatch.put_metric_data(
+        Namespace="App/Orders",
+        MetricData=[
+            {
+                "MetricName": "Backlog",
+                "Dimensions": dimensions,
+                "Timestamp": datetime.fromtimestamp(at, UTC),
+                "Value": v,
+            }
+            for at, v in points
+        ],
+    )
+    start, end = query_window(time.time(), 60, 0, 300)
+    answer = cloudwatch.get_metric_data(
+        StartTime=datetime.fromtimestamp(start, UTC),
+        EndTime=datetime.fromtimestamp(end, UTC),
+        ScanBy="TimestampDescending",
+        MetricDataQueries=[
+            {
+                "Id": "c1",
+                "MetricStat": {
+                    "Metric": {"Namespace": "App/Orders", "MetricName": "Backlog", "Dimensions": dimensions},
+                    "Period": 60,
+                    "Stat": "Average",
+                },
+            }
+        ],
+    )
+    assert answer["MetricDataResults"][0]["Values"][0] == 42.0
+    return 42.0
+
+
 SETUPS: dict[str, Callable[[Moto], float]] = {
+    "aws-cloudwatch": cloudwatch_backlog,
     "aws-dynamodb-streams": dynamodb_orders_stream,
     "aws-dynamodb": dynamodb_jobs,
     "aws-sqs-queue": sqs_orders,
