@@ -157,3 +157,17 @@ def test_ebb_metrics_reads_the_example(moto: Moto, tmp_path: Path, trigger_type:
     checked = runner.invoke(app, ["check", str(path)], env=WIDE)
     assert checked.exit_code == 0, checked.output
     assert moto.secret_access_key not in checked.output
+
+
+@pytest.mark.parametrize("provider", ["aws", "aws-eks"])
+def test_pod_identity_is_refused_naming_the_field(moto: Moto, tmp_path: Path, provider: str) -> None:
+    text = localised(EXAMPLES / "aws-sqs-queue.yaml", moto)
+    text = text.replace(
+        "spec:\n  secretTargetRef:\n", f"spec:\n  podIdentity: {{provider: {provider}}}\n  secretTargetRef:\n", 1
+    )
+    path = tmp_path / "pod-identity.yaml"
+    path.write_text(text)
+    result = runner.invoke(app, ["metrics", str(path)], env=WIDE)
+    assert result.exit_code == 1, result.output
+    assert f"podIdentity (provider {provider})" in result.output
+    assert "authenticationRef" in result.output
