@@ -18,7 +18,7 @@ import redis.asyncio as aioredis
 
 from ebb.kube.admission import ConflictIndex
 from ebb.kube.client import client_for_url
-from ebb.kube.operator import OperatorOptions, ScaledObjectController
+from ebb.kube.operator import OperatorOptions, ScaledObjectController, retry_delay
 from ebb.observe.metrics import MetricsObserver
 from ebb.observe.services import Services
 
@@ -227,6 +227,61 @@ async def test_paused_object_has_no_hpa_and_pins_replicas_against_fake_apiserver
     assert conditions(cluster)["Paused"]["status"] == "True"
     assert obj(cluster, SO_RES, "worker")["status"]["pausedReplicaCount"] == 3
     assert (NS, "worker") not in controller.runtimes
+
+
+async def test_removing_the_pause_annotation_sets_paused_false_against_fake_apiserver(
+    cluster: km.KubernetesEmulator, controller: ScaledObjectController, redis_list: tuple[aioredis.Redis, str]
+) -> None:
+    """Regression (seen on a real cluster): Paused stayed True after the annotation went. KEDA: False,
+    ScaledObjectUnpaused, with an Event."""
+    _, key = redis_list
+    await controller.reconcile(put(cluster, scaled_object(key, annotations={"autoscaling.keda.sh/paused": "true"})))
+    assert conditions(cluster)["Paused"]["status"] == "True"
+    unpaused = scaled_object(key)
+    unpaused["status"] = obj(cluster, SO_RES, "worker")["status"]
+    assert await controller.reconcile(put(cluster, unpaused))
+    paused = conditions(cluster)["Paused"]
+    assert (paused["status"], paused["reason"]) == ("False", "ScaledObjectUnpaused")
+    assert paused["message"] == "pause annotation removed for ScaledObject"
+    assert "ScaledObjectUnpaused" in event_reasons(cluster)
+    assert (HPA_RES, NS, "keda-hpa-worker") in cluster.objects
+    assert conditions(cluster)["Ready"]["status"] == "True"
+
+
+async def test_without_fallback_the_fallback_condition_is_false_against_fake_apiserver(
+    cluster: km.KubernetesEmulator, controller: ScaledObjectController, redis_list: tuple[aioredis.Redis, str]
+) -> None:
+    """Regression: FALLBACK showed Unknown with no reason. KEDA: False, NoFallbackFound."""
+    _, key = redis_list
+    await controller.reconcile(put(cluster, scaled_object(key)))
+    fallback = conditions(cluster)["Fallback"]
+    assert (fallback["status"], fallback["reason"]) == ("False", "NoFallbackFound")
+    assert fallback["message"] == "No fallbacks are active on this scaled object"
+
+
+async def test_reconcile_of_an_object_whose_target_is_missing_asks_to_be_retried_against_fake_apiserver(
+    cluster: km.KubernetesEmulator, controller: ScaledObjectController, redis_list: tuple[aioredis.Redis, str]
+) -> None:
+    """Regression: a ScaledObject applied before its Deployment stayed Ready=False. reconcile says "try again"
+    (the kopf handler turns that into a retry with backoff); a spec that cannot parse is not retried."""
+    _, key = redis_list
+    body = scaled_object(key)
+    body["spec"]["scaleTargetRef"]["name"] = "later"
+    assert not await controller.reconcile(put(cluster, body))
+    assert conditions(cluster)["Ready"]["status"] == "False"
+    deployment = dict(obj(cluster, DEPLOY_RES, "web"))
+    deployment["metadata"] = {"name": "later", "namespace": NS}
+    cluster.objects[DEPLOY_RES, NS, "later"] = deployment
+    assert await controller.reconcile(obj(cluster, SO_RES, "worker") | {"spec": body["spec"]})
+    assert conditions(cluster)["Ready"]["status"] == "True"
+    broken = scaled_object(key, pollingInterval="soon")
+    assert await controller.reconcile(put(cluster, broken))
+    assert "spec.pollingInterval" in conditions(cluster)["Ready"]["message"]
+
+
+def test_retry_delay_backs_off_exponentially_up_to_five_minutes() -> None:
+    assert [retry_delay(n) for n in range(4)] == [1.0, 2.0, 4.0, 8.0]
+    assert retry_delay(9) == 300.0 and retry_delay(10_000) == 300.0
 
 
 async def test_direct_mode_scales_without_an_hpa_against_fake_apiserver(

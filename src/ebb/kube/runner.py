@@ -19,7 +19,7 @@ from ebb.kube.authn import AuthConfigError, delegated_auth
 from ebb.kube.client import default_client
 from ebb.kube.jobs import ScaledJobController
 from ebb.kube.leader import LeaderElector, default_namespace, run_as_leader
-from ebb.kube.operator import FINALIZER, OperatorOptions, ScaledObjectController
+from ebb.kube.operator import FINALIZER, OperatorOptions, ScaledObjectController, retry_delay
 from ebb.kube.webhook import DEFAULT_PORT as DEFAULT_WEBHOOK_PORT
 from ebb.kube.webhook import KubeCluster, WebhookMetrics, WebhookServer, load_conflicts
 from ebb.observe.services import Services
@@ -53,8 +53,10 @@ def register_handlers(
     @kopf.on.resume(*SO, registry=registry)
     @kopf.on.create(*SO, registry=registry)
     @kopf.on.update(*SO, registry=registry)
-    async def scaled_object_changed(body: kopf.Body, **_: Any) -> None:
-        await controller.reconcile(dict(body))
+    async def scaled_object_changed(body: kopf.Body, retry: int, **_: Any) -> None:
+        if not await controller.reconcile(dict(body)):
+            # Ready=False is written; kopf calls again after the delay (until the object changes or goes).
+            raise kopf.TemporaryError("reconcile failed, trying again", delay=retry_delay(retry))
 
     @kopf.on.delete(*SO, registry=registry)
     async def scaled_object_deleted(body: kopf.Body, **_: Any) -> None:
@@ -65,8 +67,9 @@ def register_handlers(
         @kopf.on.resume(*SJ, registry=registry)
         @kopf.on.create(*SJ, registry=registry)
         @kopf.on.update(*SJ, registry=registry)
-        async def scaled_job_changed(body: kopf.Body, **_: Any) -> None:
-            await jobs.reconcile(dict(body))
+        async def scaled_job_changed(body: kopf.Body, retry: int, **_: Any) -> None:
+            if not await jobs.reconcile(dict(body)):
+                raise kopf.TemporaryError("reconcile failed, trying again", delay=retry_delay(retry))
 
         @kopf.on.delete(*SJ, registry=registry)
         async def scaled_job_deleted(body: kopf.Body, **_: Any) -> None:
