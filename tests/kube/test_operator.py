@@ -7,6 +7,8 @@ the controller leaves in it. The scaler is real: a Redis list on the local serve
 from __future__ import annotations
 
 import base64
+import logging
+import socket
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -317,6 +319,48 @@ async def test_trigger_authentication_secret_is_read_from_the_cluster_against_fa
     assert conditions(cluster)["Ready"]["status"] == "True", conditions(cluster)["Ready"]
     result = await controller.runtimes[(NS, "worker")].loop.poll_once()
     assert result is not None and "s0-redis-" + key in result.metric_values
+
+
+async def test_a_failing_scaler_reaches_the_log_without_its_secrets_against_fake_apiserver(
+    cluster: km.KubernetesEmulator,
+    controller: ScaledObjectController,
+    redis_list: tuple[aioredis.Redis, str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Regression (real cluster): a scaler failure reached status and Events but not the log; and redis-py's
+    "Connect call failed ('host', port)" carried an address that came from a Secret into the Event."""
+    _, key = redis_list
+    with socket.socket() as closed:  # a port nobody listens on
+        closed.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{closed.getsockname()[1]}"
+    cluster.objects[SECRET_RES, NS, "redis"] = {
+        "metadata": {"name": "redis", "namespace": NS},
+        "data": {"address": base64.b64encode(address.encode()).decode()},
+    }
+    cluster.objects[TA_RES, NS, "redis-auth"] = {
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "TriggerAuthentication",
+        "metadata": {"name": "redis-auth", "namespace": NS},
+        "spec": {"secretTargetRef": [{"parameter": "address", "name": "redis", "key": "address"}]},
+    }
+    body = scaled_object(key)
+    body["spec"]["triggers"][0]["metadata"] = {"listName": key, "listLength": "5"}
+    body["spec"]["triggers"][0]["authenticationRef"] = {"name": "redis-auth"}
+    caplog.set_level(logging.INFO, logger="ebb")
+    assert await controller.reconcile(put(cluster, body))
+    await controller.runtimes[(NS, "worker")].loop.poll_once()
+    await controller._observers[(NS, "worker")].drain()
+    [line] = [r for r in caplog.records if "KEDAScalerFailed" in r.getMessage()]
+    assert line.levelno == logging.WARNING
+    assert "ScaledObject ns/worker" in line.getMessage() and f"s0-redis-{key}" in line.getMessage()
+    [event] = [
+        o.raw
+        for (res, _, _), o in cluster.objects.items()
+        if res == EVENT_RES and o.raw["reason"] == "KEDAScalerFailed"
+    ]
+    host, port = address.split(":")
+    for text in (line.getMessage(), event["message"], caplog.text):
+        assert host not in text and port not in text
 
 
 async def test_delete_restores_the_original_replica_count_against_fake_apiserver(

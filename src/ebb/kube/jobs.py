@@ -25,7 +25,7 @@ from ebb.kube import status as st
 from ebb.kube.auth import PrefetchedStore, container_env, prefetch_auth
 from ebb.kube.client import API_ERRORS, EVENT, JOB, POD, SCALED_JOB, AsyncClient, api_message, to_dict
 from ebb.kube.hpa import MANAGED_BY, owner_reference
-from ebb.kube.operator import OperatorOptions, _error_text
+from ebb.kube.operator import OperatorOptions, _error_text, log_event
 from ebb.runtime.build import build_scalers, object_ref
 from ebb.runtime.observer import ObjectRef, Observer, PollRecord
 from ebb.runtime.scaled_job import trigger_failure_events
@@ -37,6 +37,7 @@ from ebb.spec import parse_object, pause_state
 from ebb.spec.models import ScaledJob
 
 log = logging.getLogger("ebb.operator")
+
 
 SCALED_JOB_LABEL = "scaledjob.keda.sh/name"
 GENERATION_ANNOTATION = "scaledjob.keda.sh/generation"
@@ -427,7 +428,8 @@ class ScaledJobController:
     # --- the loop -------------------------------------------------------------------------------------
 
     async def _report(self, runtime: _JobRuntime, event: ScalingEvent) -> None:
-        """A Kubernetes Event, and the same to the observers (event log, metrics, CloudEvents)."""
+        """A Kubernetes Event, the same to the observers (event log, metrics, CloudEvents), and a log line."""
+        log_event(str(runtime.ref), event)
         await self.emit(runtime.body, event)
         runtime.observer.event(runtime.ref, event, self.clock())
 

@@ -92,6 +92,14 @@ class _Runtime:
     writes: set[asyncio.Task[None]] = field(default_factory=set)
 
 
+def log_event(obj: str, event: ScalingEvent) -> None:
+    """What a loop reports as an Event goes to the log too (KEDA logs scaler errors): Warnings (a scaler that
+    fails, a Job that cannot be created) at WARNING, the rest at INFO. Messages are the Events' own, which never
+    carry a secret value (errors.redact)."""
+    level = logging.WARNING if event.type == "Warning" else logging.INFO
+    log.log(level, "%s: %s: %s", obj, event.reason, event.message)
+
+
 def _error_text(exc: EbbError) -> str:
     """`field: message`, so the Ready condition names the field at fault."""
     if isinstance(exc, SpecError):
@@ -124,6 +132,7 @@ class _KubeObserver(Observer):
         self._spawn(self.controller._write_poll(self.manifest_ref, record))
 
     def event(self, ref: ObjectRef, event: ScalingEvent, now: float) -> None:
+        log_event(str(ref), event)
         self._spawn(self.controller.emit(self.manifest_ref, event))
 
     def problem(self, ref: ObjectRef, message: str, now: float) -> None:
