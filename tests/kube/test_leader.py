@@ -160,6 +160,41 @@ async def test_released_lease_is_taken_at_once_against_fake_apiserver(
     assert await b.step()
 
 
+async def test_resigned_elector_hands_the_lease_over_and_never_takes_it_again_against_fake_apiserver(
+    cluster: km.KubernetesEmulator, clients: list[AsyncClient]
+) -> None:
+    clock = Clock()
+    a, b = electors(clients, clock)
+    assert await a.step()
+    await a.resign()
+    assert (a.is_leader, a.resigned) == (False, True)
+    assert "holderIdentity" not in lease(cluster)["spec"]
+    clock.now += 60
+    assert not await a.step()  # the Lease is free, but a is on its way out
+    assert await b.step()
+
+
+async def test_run_as_leader_returns_when_the_work_resigns_against_fake_apiserver(
+    cluster: km.KubernetesEmulator, clients: list[AsyncClient]
+) -> None:
+    """A clean shutdown hands the Lease over from inside the work (kopf's cleanup), before the work ends."""
+    elector = LeaderElector(
+        clients[0], namespace=NS, identity="a", lease_duration=0.6, renew_deadline=0.4, retry_period=0.05
+    )
+    released = asyncio.Event()
+
+    async def work(stop: asyncio.Event) -> str:
+        await elector.resign()
+        released.set()
+        await asyncio.sleep(0.2)  # the rest of the shutdown
+        return "done"
+
+    task = asyncio.create_task(run_as_leader(elector, work))
+    await asyncio.wait_for(released.wait(), 5)
+    assert "holderIdentity" not in lease(cluster)["spec"]
+    assert await asyncio.wait_for(task, 5) == "done"
+
+
 async def test_run_as_leader_runs_the_work_on_one_replica_and_hands_over_against_fake_apiserver(
     cluster: km.KubernetesEmulator, clients: list[AsyncClient]
 ) -> None:

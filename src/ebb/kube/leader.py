@@ -70,7 +70,7 @@ class LeaderElector:
         identity: str | None = None,
         lease_duration: float = 15.0,
         renew_deadline: float = 10.0,
-        retry_period: float = 5.0,
+        retry_period: float = 2.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if not retry_period < renew_deadline < lease_duration:
@@ -89,10 +89,16 @@ class LeaderElector:
         self._leading = asyncio.Event()
         self._following = asyncio.Event()
         self._following.set()
+        self._resigned = False
 
     @property
     def is_leader(self) -> bool:
         return self._leading.is_set()
+
+    @property
+    def resigned(self) -> bool:
+        """True after `resign()`: this elector will not lead again."""
+        return self._resigned
 
     @property
     def holder(self) -> str | None:
@@ -174,6 +180,8 @@ class LeaderElector:
 
     async def step(self) -> bool:
         """`try_acquire_or_renew` plus the leading state: a conflict or an expired renew deadline ends leading."""
+        if self._resigned:
+            return False
         held: bool | None
         try:
             held = await self.try_acquire_or_renew()
@@ -201,6 +209,12 @@ class LeaderElector:
             if self.is_leader:
                 with contextlib.suppress(Exception):
                     await asyncio.shield(self.release())
+
+    async def resign(self) -> None:
+        """Hand the Lease back now and never take it again (a clean shutdown, once the work has stopped): the
+        others take over at their next check, not after the rest of the shutdown."""
+        self._resigned = True
+        await self.release()
 
     async def release(self) -> None:
         """Give the Lease up (holder cleared, 1 s duration) so a follower takes over without waiting."""
@@ -251,8 +265,10 @@ async def run_as_leader(
             if on_lost is not None:
                 await on_lost()
             stop.set()
-            await task
+            result = await task
             task = None
+            if elector.resigned:  # handed over on the way out: done, not waiting to lead again
+                return result
     finally:
         # The work stops before the Lease is handed back, so two replicas never run it at once.
         if task is not None and not task.done():

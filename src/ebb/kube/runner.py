@@ -7,7 +7,7 @@ import contextlib
 import logging
 import signal
 import threading
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -31,10 +31,14 @@ HPAS = ("autoscaling", "v2", "horizontalpodautoscalers")
 
 
 def register_handlers(
-    registry: kopf.OperatorRegistry, controller: ScaledObjectController, jobs: ScaledJobController | None = None
+    registry: kopf.OperatorRegistry,
+    controller: ScaledObjectController,
+    jobs: ScaledJobController | None = None,
+    *,
+    after_cleanup: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
     """ScaledObject/ScaledJob create/update/resume reconcile; delete stops the loop (kopf holds FINALIZER
-    meanwhile)."""
+    meanwhile). `after_cleanup` runs when kopf stops, once every loop has stopped."""
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -98,6 +102,8 @@ def register_handlers(
         await controller.close()
         if jobs is not None:
             await jobs.close()
+        if after_cleanup is not None:
+            await after_cleanup()
 
 
 async def operator_main(
@@ -113,7 +119,7 @@ async def operator_main(
     leader_election_namespace: str | None = None,
     leader_election_lease_duration: float = 15.0,
     leader_election_renew_deadline: float = 10.0,
-    leader_election_retry_period: float = 5.0,
+    leader_election_retry_period: float = 2.0,
     metrics_port: int = 0,
     metrics_host: str = "0.0.0.0",
     dashboard: bool = False,
@@ -143,7 +149,26 @@ async def operator_main(
     controller = ScaledObjectController(client, options)
     jobs = ScaledJobController(client, options)
     registry = kopf.OperatorRegistry()
-    register_handlers(registry, controller, jobs)
+    elector = (
+        LeaderElector(
+            client,
+            namespace=leader_election_namespace or default_namespace(),
+            lease_duration=leader_election_lease_duration,
+            renew_deadline=leader_election_renew_deadline,
+            retry_period=leader_election_retry_period,
+        )
+        if leader_election
+        else None
+    )
+
+    async def hand_over() -> None:
+        # kopf is stopping with the Lease still held: a shutdown (SIGTERM), not a lost Lease. Every loop and
+        # handler has stopped, so the Lease goes back now; kopf then waits up to 5 s for leftover tasks (open
+        # metrics API connections, say), which no longer delays the next leader.
+        if elector is not None and elector.is_leader:
+            await elector.resign()
+
+    register_handlers(registry, controller, jobs, after_cleanup=hand_over)
     ssl_context = None
     bundle = None
     if tls_cert_file and tls_private_key_file:
@@ -162,17 +187,6 @@ async def operator_main(
             raise
     else:
         log.warning("--metrics-api-auth=none: whoever reaches the metrics API can read every metric")
-    elector = (
-        LeaderElector(
-            client,
-            namespace=leader_election_namespace or default_namespace(),
-            lease_duration=leader_election_lease_duration,
-            renew_deadline=leader_election_renew_deadline,
-            retry_period=leader_election_retry_period,
-        )
-        if leader_election
-        else None
-    )
     # Only the leader has values to serve: followers report not ready, so the Service (and the APIService
     # behind it) sends the HPA's requests to the leader alone.
     ready = (lambda: elector.is_leader) if elector is not None else None
