@@ -14,6 +14,7 @@ import pytest
 
 from ebb.errors import ScalerError, SpecError
 from ebb.scalers import Scaler, TriggerContext, build_scaler
+from tests._skips import needs
 from tests.scalers._prometheus_server import (
     Certs,
     PrometheusFixture,
@@ -27,7 +28,7 @@ from tests.scalers._prometheus_server import (
 def prom() -> Iterator[PrometheusFixture]:
     binary = prometheus_binary()
     if binary is None:
-        pytest.skip("prometheus binary not installed (apt-get install prometheus)")
+        pytest.skip(needs("Prometheus", "apt-get install prometheus"))
     fixture = PrometheusFixture(binary)
     try:
         fixture.start()

@@ -22,6 +22,7 @@ import pytest
 from ebb.errors import ScalerError, SpecError
 from ebb.scalers import Scaler, TriggerContext, build_scaler
 from ebb.scalers.rabbitmq import basic_auth
+from tests._skips import needs
 
 from ._servers import free_port
 
@@ -92,10 +93,7 @@ async def mgmt() -> AsyncIterator[aiohttp.ClientSession]:
         reachable = False
     if not reachable:
         await session.close()
-        pytest.skip(
-            "RabbitMQ management plugin not reachable on 127.0.0.1:15672 "
-            "(enable it: rabbitmq-plugins enable rabbitmq_management)"
-        )
+        pytest.skip(needs("RabbitMQ management", "rabbitmq-plugins enable rabbitmq_management"))
     yield session
     await session.close()
 

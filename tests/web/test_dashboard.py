@@ -19,6 +19,7 @@ from ebb.observe.metrics import TriggerInfo
 from ebb.runtime.observer import ObjectRef
 from ebb.scaling.types import ScalingEvent
 from ebb.web.server import AppServer, build_app, serve
+from tests._skips import needs
 from tests.observe._records import burst
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
@@ -90,7 +91,7 @@ async def test_page_and_assets_are_served_without_a_cdn(dashboard: AppServer) ->
                 assert asset.status == 200, src
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium (Debian package `chromium`)")
+@pytest.mark.skipif(CHROMIUM is None, reason=needs("Chromium", "apt-get install chromium"))
 async def test_dashboard_draws_charts_legends_and_events(dashboard: AppServer, tmp_path: Path) -> None:
     url = f"{dashboard.url}/#{SO.key}"
     dom = await _chromium(tmp_path, "--dump-dom", url)

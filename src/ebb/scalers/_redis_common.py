@@ -424,7 +424,7 @@ class RedisScalerBase(Scaler):
                     "(an ACL user needs permission for the channel, e.g. `&__keyspace@*`)"
                 ) from None
             finally:
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await pubsub.aclose()
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, _BACKOFF_MAX)
 
