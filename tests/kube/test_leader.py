@@ -15,9 +15,10 @@ import kmock as km
 import pytest
 
 from ebb.kube.client import AsyncClient, client_for_url
-from ebb.kube.leader import LeaderElector, run_as_leader
+from ebb.kube.leader import LEADER_LABEL, LeaderElector, LeaderPodLabel, run_as_leader
 
 LEASE_RES = km.resource("coordination.k8s.io/v1/leases")
+POD_RES = km.resource("v1/pods")
 NS = "ebb"
 
 
@@ -54,6 +55,7 @@ class Clock:
 @pytest.fixture
 def cluster(kmock: km.KubernetesEmulator) -> km.KubernetesEmulator:
     kmock.resources[LEASE_RES] = {}
+    kmock.resources[POD_RES] = {}
     return kmock
 
 
@@ -260,3 +262,22 @@ async def test_run_as_leader_stops_the_work_when_the_lease_is_lost_against_fake_
 def test_durations_must_nest() -> None:
     with pytest.raises(ValueError, match="retry_period < renew_deadline < lease_duration"):
         LeaderElector(None, namespace=NS, lease_duration=5, renew_deadline=10)  # type: ignore[arg-type]
+
+
+async def test_leader_labels_its_own_pod_and_no_other_against_fake_apiserver(
+    cluster: km.KubernetesEmulator, clients: list[AsyncClient]
+) -> None:
+    """The chart's Service selects the leader's pod by this label, so every replica can be Ready (a rolling
+    update then works with leader election). A label left on a pod whose process lost the Lease is taken away."""
+    for name, labels in (("op-old", {LEADER_LABEL: "true", "app": "ebb"}), ("op-new", {"app": "ebb"})):
+        cluster.objects[POD_RES, NS, name] = {"metadata": {"name": name, "namespace": NS, "labels": labels}}
+    labeler = LeaderPodLabel(clients[0], namespace=NS, pod="op-new")
+
+    def labels(name: str) -> dict[str, str]:
+        return dict(cluster.objects[POD_RES, NS, name].raw["metadata"].get("labels") or {})
+
+    await labeler.mark()
+    assert labels("op-new") == {"app": "ebb", LEADER_LABEL: "true"}
+    assert labels("op-old") == {"app": "ebb"}
+    await labeler.unmark()
+    assert labels("op-new") == {"app": "ebb"}

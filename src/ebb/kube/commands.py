@@ -86,6 +86,13 @@ def register(app: typer.Typer) -> None:
                 "port; 0 turns it off."
             ),
         ] = 9443,
+        leader_pod_label: Annotated[
+            bool,
+            typer.Option(
+                help="While leading, label the own pod (POD_NAME in POD_NAMESPACE) ebb.dev/leader=true, for a "
+                "Service that selects the leader; every replica then reports ready (the Helm chart sets it)."
+            ),
+        ] = False,
     ) -> None:
         """Run the Kubernetes operator: ScaledObjects, their HPAs and the external metrics API."""
         from ebb.kube.runner import run_operator
@@ -106,4 +113,5 @@ def register(app: typer.Typer) -> None:
             dashboard=dashboard,
             history_dir=history_dir,
             webhook_port=webhook_port,
+            leader_pod_label=leader_pod_label,
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import threading
 from collections.abc import Awaitable, Callable, Sequence
@@ -18,7 +19,7 @@ from ebb.kube.admission import ClusterUnavailable, ConflictIndex
 from ebb.kube.authn import AuthConfigError, delegated_auth
 from ebb.kube.client import default_client
 from ebb.kube.jobs import ScaledJobController
-from ebb.kube.leader import LeaderElector, default_namespace, run_as_leader
+from ebb.kube.leader import LeaderElector, LeaderPodLabel, default_namespace, run_as_leader
 from ebb.kube.operator import FINALIZER, OperatorOptions, ScaledObjectController, retry_delay
 from ebb.kube.webhook import DEFAULT_PORT as DEFAULT_WEBHOOK_PORT
 from ebb.kube.webhook import KubeCluster, WebhookMetrics, WebhookServer, load_conflicts
@@ -125,6 +126,7 @@ async def operator_main(
     dashboard: bool = False,
     history_dir: str | None = None,
     webhook_port: int = DEFAULT_WEBHOOK_PORT,
+    leader_pod_label: bool = False,
 ) -> None:
     from ebb.kube.metrics_api import MetricsAPIServer
 
@@ -161,10 +163,20 @@ async def operator_main(
         else None
     )
 
+    labeler = None
+    if leader_pod_label and elector is not None:
+        pod, pod_namespace = os.environ.get("POD_NAME"), os.environ.get("POD_NAMESPACE")
+        if pod and pod_namespace:
+            labeler = LeaderPodLabel(client, namespace=pod_namespace, pod=pod)
+        else:
+            log.warning("--leader-pod-label needs POD_NAME and POD_NAMESPACE (the pod's own): not labelling")
+
     async def hand_over() -> None:
         # kopf is stopping with the Lease still held: a shutdown (SIGTERM), not a lost Lease. Every loop and
         # handler has stopped, so the Lease goes back now; kopf then waits up to 5 s for leftover tasks (open
         # metrics API connections, say), which no longer delays the next leader.
+        if labeler is not None:
+            await labeler.unmark()
         if elector is not None and elector.is_leader:
             await elector.resign()
 
@@ -188,8 +200,9 @@ async def operator_main(
     else:
         log.warning("--metrics-api-auth=none: whoever reaches the metrics API can read every metric")
     # Only the leader has values to serve: followers report not ready, so the Service (and the APIService
-    # behind it) sends the HPA's requests to the leader alone.
-    ready = (lambda: elector.is_leader) if elector is not None else None
+    # behind it) sends the HPA's requests to the leader alone. With the leader's pod labelled, the Service
+    # selects that label instead, and every replica is ready (a rolling update can wait for a new pod).
+    ready = (lambda: elector.is_leader) if elector is not None and labeler is None else None
     server = MetricsAPIServer(
         controller,
         port=metrics_api_port,
@@ -221,6 +234,8 @@ async def operator_main(
         await services.start()
 
     async def operate(stop_flag: asyncio.Event | None = None) -> None:
+        if labeler is not None:
+            await labeler.mark()
         try:
             await load_conflicts(cluster, conflicts, namespaces)
         except ClusterUnavailable as exc:
@@ -242,6 +257,11 @@ async def operator_main(
         await controller.close()
         await jobs.close()
 
+    async def lost() -> None:
+        if labeler is not None:
+            await labeler.unmark()
+        await stop_loops()
+
     try:
         if webhook is not None:
             await webhook.start()
@@ -249,7 +269,7 @@ async def operator_main(
             # kopf (watches, reconciles, loops) runs only on the Lease holder, as KEDA's manager starts its
             # controllers only after winning; the other replicas wait and take over when the Lease expires.
             log.info("leader election: lease %s/%s as %s", elector.namespace, elector.name, elector.identity)
-            await run_as_leader(elector, operate, on_lost=stop_loops)
+            await run_as_leader(elector, operate, on_lost=lost)
         else:
             await operate()
     finally:
