@@ -20,9 +20,10 @@ import redis.asyncio as aioredis
 
 from ebb.kube.admission import ConflictIndex
 from ebb.kube.client import client_for_url
-from ebb.kube.operator import OperatorOptions, ScaledObjectController, retry_delay
+from ebb.kube.operator import OperatorOptions, ScaledObjectController, _KubeObserver, retry_delay
 from ebb.observe.metrics import MetricsObserver
 from ebb.observe.services import Services
+from ebb.runtime.observer import ObjectRef
 
 NS = "ns"
 SO_RES = km.resource("keda.sh/v1alpha1/scaledobjects")
@@ -361,6 +362,23 @@ async def test_a_failing_scaler_reaches_the_log_without_its_secrets_against_fake
     host, port = address.split(":")
     for text in (line.getMessage(), event["message"], caplog.text):
         assert host not in text and port not in text
+
+
+async def test_a_problem_that_persists_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    """Seen on a real cluster: "push unavailable" (retried with backoff) was a third of the log."""
+    client = client_for_url("http://127.0.0.1:1")  # never called
+    observer = _KubeObserver(ScaledObjectController(client), {"name": "worker"})
+    ref = ObjectRef("ScaledObject", NS, "worker")
+    caplog.set_level(logging.DEBUG, logger="ebb.operator")
+    for message in ("push unavailable: x", "push unavailable: x", "push unavailable: y"):
+        observer.problem(ref, message, T0)
+    levels = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "ebb.operator"]
+    assert levels == [
+        (logging.WARNING, "ScaledObject ns/worker: push unavailable: x"),
+        (logging.DEBUG, "ScaledObject ns/worker: push unavailable: x"),
+        (logging.WARNING, "ScaledObject ns/worker: push unavailable: y"),
+    ]
+    await client.aclose()
 
 
 async def test_delete_restores_the_original_replica_count_against_fake_apiserver(

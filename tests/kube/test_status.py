@@ -66,6 +66,8 @@ def test_error_status_names_the_problem_in_ready() -> None:
     ready = status["conditions"][0]
     assert (ready["type"], ready["status"], ready["reason"]) == ("Ready", "False", "ScaledObjectCheckFailed")
     assert "spec.triggers[0].metadata.listName" in ready["message"]
+    active = status["conditions"][1]
+    assert (active["type"], active["status"], active["reason"]) == ("Active", "Unknown", "UnknownState")
 
 
 def test_event_refers_to_its_object_with_keda_reason() -> None:

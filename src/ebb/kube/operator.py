@@ -115,6 +115,7 @@ class _KubeObserver(Observer):
         self.manifest_ref = manifest_ref
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._last_problem: str | None = None
 
     def _spawn(self, coro: Any) -> None:
         async def run() -> None:
@@ -136,7 +137,10 @@ class _KubeObserver(Observer):
         self._spawn(self.controller.emit(self.manifest_ref, event))
 
     def problem(self, ref: ObjectRef, message: str, now: float) -> None:
-        log.warning("%s: %s", ref, message)
+        # A problem that persists (push unavailable, retried with backoff) is said once, then at DEBUG.
+        repeated = message == self._last_problem
+        self._last_problem = message
+        log.log(logging.DEBUG if repeated else logging.WARNING, "%s: %s", ref, message)
 
     async def drain(self) -> None:
         if self._tasks:

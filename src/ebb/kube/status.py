@@ -157,9 +157,14 @@ def hpa_active_condition(hpa: Mapping[str, Any] | None) -> Condition | None:
 
 
 def error_status(existing: Mapping[str, Any] | None, reason: str, message: str) -> dict[str, Any]:
-    """Ready=False with `reason` (e.g. ScaledObjectCheckFailed) and the error as the message."""
+    """Ready=False with `reason` (e.g. ScaledObjectCheckFailed) and the error as the message; Active Unknown, as
+    KEDA's reconcile sets it when the check fails (scaledobject_controller.go)."""
     conditions = (existing or {}).get("conditions")
-    return {"conditions": merge_conditions(conditions, {"Ready": Condition("False", reason, message)})}
+    updates = {
+        "Ready": Condition("False", reason, message),
+        "Active": Condition("Unknown", "UnknownState", "ScaledObject check failed"),
+    }
+    return {"conditions": merge_conditions(conditions, updates)}
 
 
 def object_reference(manifest: Mapping[str, Any]) -> dict[str, Any]:
