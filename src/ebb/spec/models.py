@@ -1191,6 +1191,302 @@ class ProcessGroup(KubeObject):
     spec: ProcessGroupSpec
 
 
+# --- HTTPScaledObject (the KEDA HTTP add-on, http.keda.sh/v1alpha1) ----------------------------------
+#
+# Field names, defaults and checks follow kedacore/http-add-on: operator/apis/http/v1alpha1 (types, kubebuilder
+# defaults and CEL rules), the operator's reconciler (concurrency and requestRate are mutually exclusive),
+# pkg/k8s/scaledobject.go (the ScaledObject it creates) and scaler/handlers.go (the metric and its target).
+
+HTTP_API_VERSION: Final = "http.keda.sh/v1alpha1"
+#: The add-on's ScaledObject polls its external scaler every 15 s (pkg/k8s/scaledobject.go).
+HTTP_POLLING_INTERVAL: Final = 15
+#: The add-on's default target for either metric (targetPendingRequests, concurrency and requestRate).
+HTTP_DEFAULT_TARGET: Final = 100
+#: coldStartTimeoutFailoverRef.timeoutSeconds' kubebuilder default.
+HTTP_FAILOVER_TIMEOUT: Final = 30
+
+_GO_DURATION = re.compile(r"^[-+]?((\d+(\.\d*)?|\.\d+)(ns|us|\u00b5s|\u03bcs|ms|s|m|h))+$")
+_GO_UNIT = {"ns": 1e-9, "us": 1e-6, "\u00b5s": 1e-6, "\u03bcs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+_GO_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|\u00b5s|\u03bcs|ms|s|m|h)")
+
+
+def go_duration_seconds(text: str) -> float:
+    """Seconds in a Go duration string as metav1.Duration reads it (`1m`, `1m30s`, `500ms`, `0`)."""
+    text = text.strip()
+    if text in ("0", "+0", "-0"):
+        return 0.0
+    if not _GO_DURATION.match(text):
+        raise ValueError(f"{text!r} is not a duration: write it as Go does, e.g. 500ms, 20s, 1m, 1h30m")
+    sign = -1.0 if text.startswith("-") else 1.0
+    return sign * sum(float(number) * _GO_UNIT[unit] for number, unit in _GO_PART.findall(text))
+
+
+def _check_go_duration(value: str) -> str:
+    go_duration_seconds(value)
+    return value
+
+
+GoDuration = Annotated[str, BeforeValidator(scalar_text)]
+
+
+class _PortRef(KubeModel):
+    """Exactly one of `port` and `portName`: the add-on's CEL rule `has(self.portName) != has(self.port)`."""
+
+    @model_validator(mode="after")
+    def _one_port(self) -> _PortRef:
+        fields_set = self.model_fields_set
+        if ("port" in fields_set) == ("port_name" in fields_set):
+            raise FieldIssue.at((), "must define either the 'portName' or the 'port'")
+        return self
+
+
+class HTTPScaleTargetRef(_PortRef):
+    """`spec.scaleTargetRef`: the workload to scale and the Service (locally: the port) to route to."""
+
+    name: str = ""
+    api_version: str = ""
+    kind: str = ""
+    service: str
+    port: int | None = Field(default=None, ge=-(2**31), lt=2**31)
+    port_name: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _process_group_api_version(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("kind") == "ProcessGroup" and not data.get("apiVersion"):
+            return {**data, "apiVersion": EBB_API_VERSION}
+        return data
+
+    @property
+    def is_process_group(self) -> bool:
+        return self.kind == "ProcessGroup" and self.api_version == EBB_API_VERSION
+
+
+class ColdStartTimeoutFailoverRef(_PortRef):
+    service: str
+    port: int | None = Field(default=None, ge=-(2**31), lt=2**31)
+    port_name: str | None = None
+    timeout_seconds: int = Field(default=HTTP_FAILOVER_TIMEOUT, ge=-(2**31), lt=2**31)
+
+
+class HTTPReplicas(KubeModel):
+    min: int | None = Field(default=None, ge=-(2**31), lt=2**31)
+    max: int | None = Field(default=None, ge=-(2**31), lt=2**31)
+
+
+class ConcurrencyMetric(KubeModel):
+    target_value: int = HTTP_DEFAULT_TARGET
+
+
+class RequestRateMetric(KubeModel):
+    target_value: int = HTTP_DEFAULT_TARGET
+    window: GoDuration = "1m"
+    granularity: GoDuration = "1s"
+
+    @field_validator("window", "granularity")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        return _check_go_duration(value)
+
+    @property
+    def window_seconds(self) -> float:
+        return go_duration_seconds(self.window)
+
+    @property
+    def granularity_seconds(self) -> float:
+        return go_duration_seconds(self.granularity)
+
+
+class HTTPScalingMetric(KubeModel):
+    concurrency: ConcurrencyMetric | None = None
+    request_rate: RequestRateMetric | None = None
+
+    @model_validator(mode="after")
+    def _exclusive(self) -> HTTPScalingMetric:
+        if self.concurrency is not None and self.request_rate is not None:
+            raise FieldIssue.at((), "concurrency and requestRate are mutually exclusive")
+        return self
+
+
+class HTTPTimeouts(KubeModel):
+    condition_wait: GoDuration = "0s"
+    response_header: GoDuration = "0s"
+
+    @field_validator("condition_wait", "response_header")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        return _check_go_duration(value)
+
+
+class HTTPHeader(KubeModel):
+    name: str = Field(min_length=1)
+    value: str | None = None
+
+
+class HTTPScaledObjectSpec(KubeModel):
+    hosts: list[str] = Field(default_factory=list)
+    path_prefixes: list[str] = Field(default_factory=list)
+    headers: list[HTTPHeader] = Field(default_factory=list)
+    scale_target_ref: HTTPScaleTargetRef
+    cold_start_timeout_failover_ref: ColdStartTimeoutFailoverRef | None = None
+    replicas: HTTPReplicas | None = None
+    target_pending_requests: int | None = Field(default=None, ge=-(2**31), lt=2**31)
+    scaledown_period: int | None = Field(default=None, ge=-(2**31), lt=2**31)
+    initial_cooldown_period: int | None = Field(default=None, ge=-(2**31), lt=2**31)
+    scaling_metric: HTTPScalingMetric | None = None
+    timeouts: HTTPTimeouts | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> HTTPScaledObjectSpec:
+        issues: list[tuple[tuple[PathElement, ...], str]] = []
+        seen: set[str] = set()
+        for index, header in enumerate(self.headers):
+            # listType=map with listMapKey=name: the API server refuses two entries with one name.
+            if header.name in seen:
+                issues.append((("headers", index, "name"), f"duplicate header {header.name!r}"))
+            seen.add(header.name)
+        # The ScaledObject the add-on creates must pass KEDA's checks, or nothing scales.
+        if self.min_replicas > self.max_replicas:
+            issues.append(
+                (
+                    ("replicas", "min"),
+                    f"min ({self.min_replicas}) must be less than or equal to max ({self.max_replicas})",
+                )
+            )
+        if self.min_replicas < 0:
+            issues.append((("replicas", "min"), "must be 0 or more"))
+        if self.max_replicas < 1:
+            issues.append((("replicas", "max"), "must be 1 or more"))
+        if self.metric_target <= 0:
+            where: tuple[PathElement, ...] = ("targetPendingRequests",)
+            if self.scaling_metric is not None and self.scaling_metric.concurrency is not None:
+                where = ("scalingMetric", "concurrency", "targetValue")
+            elif self.scaling_metric is not None and self.scaling_metric.request_rate is not None:
+                where = ("scalingMetric", "requestRate", "targetValue")
+            issues.append((where, f"must be greater than 0, got {self.metric_target}"))
+        rate = self.scaling_metric.request_rate if self.scaling_metric is not None else None
+        if rate is not None:
+            if rate.granularity_seconds <= 0:
+                issues.append((("scalingMetric", "requestRate", "granularity"), "must be greater than 0"))
+            elif rate.window_seconds < rate.granularity_seconds:
+                issues.append(
+                    (("scalingMetric", "requestRate", "window"), "must be at least as long as the granularity")
+                )
+        for name in ("scaledown_period", "initial_cooldown_period"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                issues.append(((to_camel(name),), "must be 0 or more"))
+        if self.timeouts is not None:
+            for name in ("condition_wait", "response_header"):
+                if go_duration_seconds(getattr(self.timeouts, name)) < 0:
+                    issues.append((("timeouts", to_camel(name)), "must not be negative"))
+        if issues:
+            raise FieldIssue(*issues)
+        return self
+
+    # --- the add-on's defaults, as the ScaledObject it creates and its scaler see them -----------------
+
+    @property
+    def min_replicas(self) -> int:
+        value = self.replicas.min if self.replicas is not None else None
+        return 0 if value is None else value
+
+    @property
+    def max_replicas(self) -> int:
+        value = self.replicas.max if self.replicas is not None else None
+        return 100 if value is None else value
+
+    @property
+    def metric(self) -> Literal["concurrency", "requestRate"]:
+        if self.scaling_metric is not None and self.scaling_metric.request_rate is not None:
+            return "requestRate"
+        return "concurrency"
+
+    @property
+    def metric_target(self) -> int:
+        """scaler/handlers.go: targetPendingRequests (default 100), overridden by the scalingMetric's targetValue."""
+        target = self.target_pending_requests if self.target_pending_requests is not None else HTTP_DEFAULT_TARGET
+        if self.scaling_metric is not None:
+            if self.scaling_metric.concurrency is not None:
+                target = self.scaling_metric.concurrency.target_value
+            if self.scaling_metric.request_rate is not None:
+                target = self.scaling_metric.request_rate.target_value
+        return target
+
+    @property
+    def condition_wait_seconds(self) -> float | None:
+        """How long a request waits for a ready replica; None when the manifest leaves it to the interceptor.
+
+        pkg/routing/table.go: a failover's timeoutSeconds (> 0) wins over timeouts.conditionWait.
+        """
+        failover = self.cold_start_timeout_failover_ref
+        if failover is not None and failover.timeout_seconds > 0:
+            return float(failover.timeout_seconds)
+        if self.timeouts is not None:
+            seconds = go_duration_seconds(self.timeouts.condition_wait)
+            if seconds > 0:
+                return seconds
+        return None
+
+    @property
+    def response_header_seconds(self) -> float | None:
+        if self.timeouts is not None:
+            seconds = go_duration_seconds(self.timeouts.response_header)
+            if seconds > 0:
+                return seconds
+        return None
+
+
+class HTTPScaledObject(KubeObject):
+    api_version: Literal["http.keda.sh/v1alpha1"] = HTTP_API_VERSION
+    kind: Literal["HTTPScaledObject"] = "HTTPScaledObject"
+    metadata: ObjectMeta
+    spec: HTTPScaledObjectSpec
+
+    def scaled_object(self) -> ScaledObject:
+        """The ScaledObject the add-on's operator creates for this object (pkg/k8s/scaledobject.go).
+
+        Same name, labels and annotations; polling every 15 s; one external-push trigger naming this object.
+        """
+        spec = self.spec
+        target = spec.scale_target_ref
+        so_spec: dict[str, Any] = {
+            "scaleTargetRef": {
+                "name": target.name,
+                "kind": target.kind or "Deployment",
+                "apiVersion": target.api_version or "apps/v1",
+            },
+            "pollingInterval": HTTP_POLLING_INTERVAL,
+            "minReplicaCount": spec.min_replicas,
+            "maxReplicaCount": spec.max_replicas,
+            "advanced": {"restoreToOriginalReplicaCount": True},
+            "triggers": [
+                {
+                    "type": "external-push",
+                    "metadata": {"scalerAddress": "ebb-interceptor", "httpScaledObject": self.metadata.name},
+                }
+            ],
+        }
+        if spec.scaledown_period is not None:
+            so_spec["cooldownPeriod"] = spec.scaledown_period
+        if spec.initial_cooldown_period is not None:
+            so_spec["initialCooldownPeriod"] = spec.initial_cooldown_period
+        metadata: dict[str, Any] = {
+            "name": self.metadata.name,
+            "namespace": self.metadata.namespace,
+            "labels": dict(self.metadata.labels),
+            "annotations": dict(self.metadata.annotations),
+        }
+        if self.metadata.creation_timestamp is not None:
+            metadata["creationTimestamp"] = self.metadata.creation_timestamp
+        so = ScaledObject.model_validate(
+            {"apiVersion": KEDA_API_VERSION, "kind": "ScaledObject", "metadata": metadata, "spec": so_spec},
+            strict=False,
+        )
+        so.set_source(self.source)
+        return so
+
+
 #: Every kind the loader reads, by (apiVersion, kind).
 KINDS: dict[tuple[str, str], type[KubeObject]] = {
     (KEDA_API_VERSION, "ScaledObject"): ScaledObject,
@@ -1200,6 +1496,7 @@ KINDS: dict[tuple[str, str], type[KubeObject]] = {
     (CORE_API_VERSION, "Secret"): Secret,
     (CORE_API_VERSION, "ConfigMap"): ConfigMap,
     (EBB_API_VERSION, "ProcessGroup"): ProcessGroup,
+    (HTTP_API_VERSION, "HTTPScaledObject"): HTTPScaledObject,
 }
 
 ScalableObject = ScaledObject | ScaledJob
