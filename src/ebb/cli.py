@@ -22,7 +22,7 @@ from ebb.errors import EbbError, SpecError
 from ebb.observe.api import parse_duration
 from ebb.observe.services import Services as _Services
 from ebb.runtime.build import build_scalers, object_ref
-from ebb.runtime.local import LocalRuntime, RuntimeOptions
+from ebb.runtime.local import LocalRuntime, RuntimeExtension, RuntimeOptions
 from ebb.runtime.scaled_object import close_scalers, read_trigger
 from ebb.scalers import available_types
 from ebb.scalers.base import DEFAULT_TIMEOUT, Scaler
@@ -30,7 +30,7 @@ from ebb.scaling.modifiers import compile_formula
 from ebb.spec.auth import resolve_env, resolve_triggers_auth
 from ebb.spec.convert import hpa_name
 from ebb.spec.loader import LoadResult, load_files
-from ebb.spec.models import ProcessGroup, ScaledJob, ScaledObject
+from ebb.spec.models import HTTPScaledObject, ProcessGroup, ScaledJob, ScaledObject
 from ebb.web.server import DEFAULT_HOST, DEFAULT_PORT
 
 app = typer.Typer(
@@ -197,6 +197,14 @@ def check(
             console.print(f"{label}{escape(spec_text)}{act_text}\n      [dim]{escape(params)}[/]")
         if note:
             console.print(f"  [dim]{escape(note)}[/]")
+    for httpso in loaded.resources.all(HTTPScaledObject):
+        from ebb.http.describe import describe_http
+
+        console.print(f"[green]✓[/] [bold]{escape(httpso.ref)}[/]")
+        table = Table(show_header=False, box=None, padding=(0, 2))
+        for label, value in describe_http(httpso):
+            table.add_row(label, escape(value))
+        console.print(table)
     for pg in loaded.resources.process_groups():
         console.print(
             f"[green]✓[/] [bold]ProcessGroup {escape(pg.metadata.namespace)}/{escape(pg.metadata.name)}[/]: "
@@ -335,6 +343,10 @@ def run(
     cluster_name: Annotated[
         str, typer.Option(help="The cluster name in CloudEvents' source and subject.")
     ] = "ebb-local",
+    http_host: Annotated[
+        str, typer.Option(help="Address of the HTTP interceptor (started when an HTTPScaledObject is loaded).")
+    ] = "127.0.0.1",
+    http_port: Annotated[int, typer.Option(help="Port of the HTTP interceptor.")] = 8080,
 ) -> None:
     """Scale local process groups from the given manifests until Ctrl-C.
 
@@ -345,8 +357,10 @@ def run(
     from ebb.observe.console import ConsoleObserver
 
     loaded = _load(files)
-    if not any(isinstance(o, (ScaledObject, ScaledJob, ProcessGroup)) for o in loaded.objects):
-        err_console.print("[red]nothing to run[/]: no valid ScaledObject, ScaledJob or ProcessGroup in the files")
+    if not any(isinstance(o, (ScaledObject, ScaledJob, ProcessGroup, HTTPScaledObject)) for o in loaded.objects):
+        err_console.print(
+            "[red]nothing to run[/]: no valid ScaledObject, ScaledJob, HTTPScaledObject or ProcessGroup in the files"
+        )
         raise typer.Exit(1)
     try:
         retention = parse_duration(history_retention)
@@ -368,12 +382,21 @@ def run(
         cluster_name=cluster_name,
         announce=lambda text: console.print(f"[dim]{escape(text)}[/]"),
     )
-    observer = services.observers(ConsoleObserver(console, verbose=verbose), _scaled(loaded))
+    http_objects = loaded.resources.all(HTTPScaledObject)
+    scaled = [*_scaled(loaded), *(obj.scaled_object() for obj in http_objects)]
+    observer = services.observers(ConsoleObserver(console, verbose=verbose), scaled)
     options = RuntimeOptions(state_path=None if no_state else state, scaler_timeout=timeout, output=_console_sink)
-    runtime = LocalRuntime(loaded, observer, options)
+    extensions: list[RuntimeExtension] = []
+    if http_objects:
+        from ebb.http.local import HTTPFrontend, HTTPOptions
+
+        announce = lambda text: console.print(f"[dim]{escape(text)}[/]")  # noqa: E731
+        extensions.append(HTTPFrontend(HTTPOptions(host=http_host, port=http_port, announce=announce)))
+    runtime = LocalRuntime(loaded, observer, options, extensions)
     console.print(
         f"[bold]ebb {ebb.__version__}[/]: {len(loaded.of(ScaledObject))} ScaledObject(s), "
-        f"{len(loaded.of(ScaledJob))} ScaledJob(s), {len(loaded.of(ProcessGroup))} ProcessGroup(s)"
+        f"{len(loaded.of(ScaledJob))} ScaledJob(s), {len(http_objects)} HTTPScaledObject(s), "
+        f"{len(loaded.of(ProcessGroup))} ProcessGroup(s)"
     )
     asyncio.run(_run_until_signalled(runtime, services))
 

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from ebb.errors import EbbError
 from ebb.runtime.build import build_scalers, object_ref
@@ -48,6 +48,17 @@ class RuntimeOptions:
     clock: Callable[[], float] = field(default=time.time)
 
 
+class RuntimeExtension(Protocol):
+    """More objects in the same runtime (the HTTP interceptor's routes): `build` adds loops once the targets
+    exist; `start` runs after the loops started; `stop` runs first when the runtime stops."""
+
+    def build(self, runtime: LocalRuntime) -> None: ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
 def _idle_polling_interval(so: ScaledObject) -> float | None:
     raw = so.metadata.annotations.get(IDLE_POLLING_ANNOTATION)
     if raw is None:
@@ -66,7 +77,14 @@ def _idle_polling_interval(so: ScaledObject) -> float | None:
 class LocalRuntime:
     """Owns the targets and loops of one `ebb run`. `run()` until cancelled; everything stops gracefully."""
 
-    def __init__(self, loaded: LoadResult, observer: Observer, options: RuntimeOptions | None = None) -> None:
+    def __init__(
+        self,
+        loaded: LoadResult,
+        observer: Observer,
+        options: RuntimeOptions | None = None,
+        extensions: list[RuntimeExtension] | None = None,
+    ) -> None:
+        self.extensions = list(extensions or [])
         self.loaded = loaded
         self.resources = loaded.resources
         self.observer = observer
@@ -231,6 +249,8 @@ class LocalRuntime:
             job_loop = self._guarded(sj, functools.partial(self._build_scaled_job, sj, offset))
             if job_loop is not None:
                 self.job_loops[job_loop.ref] = job_loop
+        for extension in self.extensions:
+            extension.build(self)
         await self._initial_replicas()
         freeze_heap()
         intervals = [loop.polling_interval for loop in self.loops.values()]
@@ -242,6 +262,8 @@ class LocalRuntime:
         for job_loop in self.job_loops.values():
             self._spawn(job_loop.ref, job_loop.run)
         self._tasks.append(asyncio.create_task(self.state.run_flusher()))
+        for extension in self.extensions:
+            await extension.start()
 
     def _guarded(self, obj: ScaledObject | ScaledJob, build: Callable[[], L | None]) -> L | None:
         """Build one object's loop; an unexpected failure is that object's problem, not the runtime's."""
@@ -299,6 +321,11 @@ class LocalRuntime:
 
     async def stop(self) -> None:
         """Cancel loops, close scalers, stop every worker gracefully (SIGTERM, grace, SIGKILL), save state."""
+        for extension in self.extensions:
+            try:
+                await extension.stop()
+            except Exception as exc:
+                self.observer.problem(ObjectRef("runtime", "", "ebb"), f"while stopping: {exc}", time.time())
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             task.cancel()
@@ -315,5 +342,5 @@ class LocalRuntime:
 
 
 def loop_target_name(loop: ScaledObjectLoop) -> str:
-    target = loop.target
-    return target.name if isinstance(target, ProcessGroupTarget) else ""
+    name = getattr(loop.target, "name", "")
+    return name if isinstance(name, str) else ""

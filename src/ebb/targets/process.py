@@ -15,7 +15,7 @@ import contextlib
 import os
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -133,6 +133,8 @@ class ProcessGroupTarget:
         self._terminating: set[_Worker] = set()
         self._exits: deque[WorkerExit] = deque(maxlen=EXIT_HISTORY)
         self._closed = False
+        #: More environment per replica, by index (the HTTP interceptor gives each replica its port).
+        self.replica_env: Callable[[int], Mapping[str, str]] | None = None
 
     # --- ScaleTarget -------------------------------------------------------------------------------
 
@@ -207,6 +209,7 @@ class ProcessGroupTarget:
             **self.env,
             "EBB_REPLICA_INDEX": str(worker.index),
             "EBB_PROCESS_GROUP": self.name,
+            **(self.replica_env(worker.index) if self.replica_env is not None else {}),
         }
 
     async def _supervise(self, worker: _Worker) -> None:

@@ -1,0 +1,227 @@
+"""HTTPScaledObjects under `ebb run`: a route and a scaling loop each, and one interceptor for all.
+
+Each HTTPScaledObject becomes what the add-on's operator would create, a ScaledObject of the same name with
+one push trigger, scaled by the same loop and core as any ScaledObject; its trigger reads the interceptor's
+counts for the route. Its ProcessGroup's replicas listen on scaleTargetRef.port + their index (PORT and
+EBB_PORT in their environment); `service` is not used locally (replicas are on 127.0.0.1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from ebb.errors import EbbError
+from ebb.http.interceptor import (
+    DEFAULT_CONDITION_WAIT,
+    DEFAULT_HOST,
+    DEFAULT_MAX_HELD,
+    DEFAULT_PORT,
+    DEFAULT_RESPONSE_HEADER_TIMEOUT,
+    Interceptor,
+    Route,
+)
+from ebb.http.pool import DrainingTarget, ReplicaPool, replica_env
+from ebb.http.rate import RequestRate
+from ebb.http.routing import HeaderMatch, RouteRule, RoutingTable
+from ebb.http.scaler import InterceptorScaler
+from ebb.runtime.build import object_ref
+from ebb.runtime.observer import ObjectRef
+from ebb.runtime.scaled_object import ScaledObjectLoop
+from ebb.scalers.base import TriggerContext
+from ebb.scaling.lifecycle import ScaledObjectDecider, pause_state
+from ebb.spec.convert import created_at, object_policy
+from ebb.spec.models import HTTPScaledObject
+
+if TYPE_CHECKING:
+    from ebb.runtime.local import LocalRuntime
+
+#: ebb's annotation on an HTTPScaledObject: poll this often instead of the add-on's fixed 15 s.
+POLLING_ANNOTATION = "ebb.dev/polling-interval"
+#: ebb's annotation: readiness is a GET of this path (answering below 400) instead of a TCP connect.
+READINESS_PATH_ANNOTATION = "ebb.dev/readiness-path"
+
+
+@dataclass
+class HTTPOptions:
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    max_held: int = DEFAULT_MAX_HELD
+    condition_wait: float = DEFAULT_CONDITION_WAIT
+    response_header: float = DEFAULT_RESPONSE_HEADER_TIMEOUT
+    #: Called with the address once the interceptor listens.
+    announce: Callable[[str], None] | None = None
+
+
+def _polling_interval(obj: HTTPScaledObject, default: int) -> float:
+    raw = obj.metadata.annotations.get(POLLING_ANNOTATION)
+    if raw is None:
+        return float(default)
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise EbbError(
+            f"{obj.ref}: metadata.annotations[{POLLING_ANNOTATION}]: expected a number of seconds > 0, got {raw!r}"
+        )
+    return value
+
+
+@dataclass
+class HTTPFrontend:
+    """Builds routes and loops into a LocalRuntime (`build`), then serves them (`start` / `stop`)."""
+
+    options: HTTPOptions = field(default_factory=HTTPOptions)
+    routes: dict[ObjectRef, Route] = field(default_factory=dict)
+    pools: list[ReplicaPool] = field(default_factory=list)
+    targets: list[DrainingTarget] = field(default_factory=list)
+    problem: Callable[[ObjectRef, str], None] | None = None
+    interceptor: Interceptor | None = None
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def build(self, runtime: LocalRuntime) -> None:
+        self.problem = lambda ref, message: runtime.observer.problem(ref, message, runtime.options.clock())
+        rules: list[RouteRule[Route]] = []
+        claimed: dict[tuple[str, str], str] = {
+            (loop.ref.namespace, name): str(loop.ref)
+            for loop in runtime.loops.values()
+            if (name := getattr(loop.target, "name", None))
+        }
+        for obj in runtime.resources.all(HTTPScaledObject):
+            try:
+                route = self._build_one(runtime, obj, claimed)
+            except EbbError as exc:
+                self.problem(ObjectRef(obj.kind, obj.metadata.namespace, obj.name), str(exc))
+                route = Route(ref=obj.ref, target="?", pool=None, broken=str(exc))
+            spec = obj.spec
+            rules.append(
+                RouteRule(
+                    route=route,
+                    hosts=tuple(spec.hosts),
+                    path_prefixes=tuple(spec.path_prefixes),
+                    headers=tuple(HeaderMatch(h.name, h.value) for h in spec.headers),
+                    order=(created_at(obj.scaled_object()), obj.metadata.namespace, obj.name),
+                )
+            )
+        self.interceptor = Interceptor(
+            RoutingTable(rules),
+            [rule.route for rule in rules],
+            host=self.options.host,
+            port=self.options.port,
+            max_held=self.options.max_held,
+        )
+
+    def _build_one(self, runtime: LocalRuntime, obj: HTTPScaledObject, claimed: dict[tuple[str, str], str]) -> Route:
+        spec = obj.spec
+        ref = obj.ref
+        target_ref = spec.scale_target_ref
+        if not target_ref.is_process_group:
+            raise EbbError(
+                f"{ref}: spec.scaleTargetRef: ebb run scales ProcessGroups (kind: ProcessGroup); "
+                f"{target_ref.kind or 'Deployment'} {target_ref.name!r} needs a cluster"
+            )
+        if target_ref.port is None:
+            raise EbbError(f"{ref}: spec.scaleTargetRef.portName: locally, give `port` (replica i listens on port + i)")
+        if not 0 < target_ref.port < 65536:
+            raise EbbError(f"{ref}: spec.scaleTargetRef.port: expected 1..65535, got {target_ref.port}")
+        failover_url = None
+        failover = spec.cold_start_timeout_failover_ref
+        if failover is not None:
+            if failover.port is None or not 0 < failover.port < 65536:
+                raise EbbError(f"{ref}: spec.coldStartTimeoutFailoverRef.port: locally, give a port (1..65535)")
+            failover_url = f"http://127.0.0.1:{failover.port}"
+        namespace = obj.metadata.namespace
+        key = (namespace, target_ref.name)
+        group = runtime.targets.get(key)
+        if group is None:
+            raise EbbError(f"{ref}: spec.scaleTargetRef: ProcessGroup {namespace}/{target_ref.name} is not loaded")
+        if key in claimed:
+            raise EbbError(
+                f"{ref}: spec.scaleTargetRef: ProcessGroup {target_ref.name!r} is already scaled by {claimed[key]}"
+            )
+        so = obj.scaled_object()
+        so_ref = object_ref(so)
+        base_port = target_ref.port
+        group.replica_env = lambda index: replica_env(base_port, index)
+        pool = ReplicaPool(group, base_port, readiness_path=obj.metadata.annotations.get(READINESS_PATH_ANNOTATION))
+        rate_spec = spec.scaling_metric.request_rate if spec.scaling_metric is not None else None
+        route = Route(
+            ref=ref,
+            target=f"ProcessGroup {namespace}/{target_ref.name}",
+            pool=pool,
+            condition_wait=spec.condition_wait_seconds or self.options.condition_wait,
+            response_header=spec.response_header_seconds or self.options.response_header,
+            failover=failover_url,
+            rate=RequestRate(rate_spec.window_seconds, rate_spec.granularity_seconds)
+            if rate_spec is not None
+            else RequestRate(60.0, 1.0),
+        )
+        ctx = TriggerContext(
+            kind=so_ref.kind,
+            namespace=so_ref.namespace,
+            name=so_ref.name,
+            trigger_index=0,
+            trigger_type="external-push",
+            metric_type="AverageValue",
+            timeout=runtime.options.scaler_timeout,
+        )
+        scaler = InterceptorScaler(ctx, route, spec.metric, float(spec.metric_target), clock=runtime.options.clock)
+        pause_state(so.metadata.annotations, str(so_ref))
+        decider = ScaledObjectDecider(
+            object_policy(so, now=runtime.options.clock()),
+            state=runtime.state.lifecycle(so_ref.key),
+            mode="direct",
+            obj=str(so_ref),
+            target=route.target,
+            trigger_names=[],
+        )
+        draining = DrainingTarget(group, pool)
+        self.targets.append(draining)
+        loop = ScaledObjectLoop(
+            so_ref,
+            [scaler],
+            draining,
+            decider,
+            polling_interval=_polling_interval(obj, so.spec.polling_interval),
+            observer=runtime.observer,
+            annotations=so.metadata.annotations,
+            state=runtime.state,
+            clock=runtime.options.clock,
+        )
+        runtime.loops[so_ref] = loop
+        claimed[key] = str(ref)
+        self.routes[so_ref] = route
+        self.pools.append(pool)
+        return route
+
+    async def start(self) -> None:
+        assert self.interceptor is not None
+        for pool in self.pools:
+            self._tasks.append(asyncio.create_task(pool.run(), name=f"ebb-http-probe-{pool.group.name}"))
+        try:
+            await self.interceptor.start()
+        except OSError as exc:
+            where = f"{self.options.host}:{self.options.port}"
+            if self.problem is not None:
+                self.problem(
+                    ObjectRef("interceptor", "", "ebb"), f"cannot serve HTTP on {where}: {exc.strerror or exc}"
+                )
+            self.interceptor = None
+            return
+        if self.options.announce is not None:
+            self.options.announce(f"HTTP interceptor on http://{self.options.host}:{self.interceptor.bound_port}")
+
+    async def stop(self, grace: float = 30.0) -> None:
+        if self.interceptor is not None:
+            await self.interceptor.stop(grace)
+        for target in self.targets:
+            await target.cancel()
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(*tasks, return_exceptions=True)

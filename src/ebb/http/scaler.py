@@ -1,0 +1,63 @@
+"""A route's load as a trigger of its scaling loop: the add-on's external-push scaler, in process.
+
+The value is what the add-on's scaler reports (scaler/handlers.go): requests in flight for `concurrency`, or
+the ceiling of the windowed request rate for `requestRate`; the target is the HTTPScaledObject's target; the
+object is active when the value is above 0. `watch` makes the loop poll at once when a request is held.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Callable
+from typing import ClassVar, Literal
+
+from ebb.http.interceptor import Route
+from ebb.scalers.base import MetricSpec, Scaler, ScalerMetadata, ScalerReading, TriggerContext, metric_name
+
+
+class InterceptorMetadata(ScalerMetadata):
+    """The trigger the add-on's operator writes: scalerAddress and httpScaledObject; nothing to parse."""
+
+
+class InterceptorScaler(Scaler):
+    type_name: ClassVar[str] = "external-push"
+    Metadata: ClassVar[type[ScalerMetadata]] = InterceptorMetadata
+    supports_push: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        ctx: TriggerContext,
+        route: Route,
+        metric: Literal["concurrency", "requestRate"],
+        target: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(ctx, InterceptorMetadata())
+        self.route = route
+        self.metric = metric
+        self.target = target
+        self.clock = clock
+
+    def metric_spec(self) -> MetricSpec:
+        return MetricSpec(name=metric_name(self.ctx, f"http-{self.metric}"), target=self.target)
+
+    def value(self) -> float:
+        if self.metric == "requestRate" and self.route.rate is not None:
+            return float(math.ceil(self.route.rate.average(self.clock())))
+        return float(self.route.in_flight)
+
+    async def read(self) -> ScalerReading:
+        value = self.value()
+        return ScalerReading(value=value, active=value > 0)
+
+    async def watch(self, notify: Callable[[], None]) -> None:
+        self.route.listeners.append(notify)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            self.route.listeners.remove(notify)
+
+    def describe(self) -> dict[str, object]:
+        return {"metric": self.metric, "targetValue": self.target}
