@@ -169,7 +169,7 @@ class ReplicaPool:
             if not waiter.done():
                 waiter.set_result(None)
 
-    def _sync(self) -> None:
+    def sync(self) -> None:
         """Follow the group's processes: a new process is a new replica, not ready until probed."""
         running: dict[int, int] = {}
         for status in self.group.status():
@@ -205,7 +205,7 @@ class ReplicaPool:
 
     async def probe_once(self) -> bool:
         """Sync with the group and probe every replica not ready yet; True if any is still starting."""
-        self._sync()
+        self.sync()
         pending = [r for r in self.replicas.values() if not r.ready]
         if pending:
             results = await asyncio.gather(*(self._probe(r) for r in pending))
@@ -266,6 +266,8 @@ class DrainingTarget:
             async with asyncio.timeout(self.group.termination_grace_period):
                 await self.pool.drained(n)
         await self.group.set_replicas(n)
+        # The stopped replicas leave the pool before the limit goes: none of them can be picked in between.
+        self.pool.sync()
         self.pool.limit = None
         self.pool.kick()
 
