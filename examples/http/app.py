@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import time
 
 from aiohttp import web
@@ -52,6 +53,19 @@ async def headers(request: web.Request) -> web.Response:
     return web.Response(text="\n".join(lines) + "\n", headers={"X-Replica": REPLICA})
 
 
+async def serve(app: web.Application, port: int) -> None:
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=30)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    print(f"listening {time.time():.6f}", flush=True)  # the benchmark reads when the app became ready
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    await stop.wait()
+    await runner.cleanup()  # stops listening, lets requests in flight finish (up to shutdown_timeout)
+
+
 def main() -> None:
     delay = float(os.environ.get("APP_START_DELAY", "0"))
     if delay:
@@ -62,7 +76,7 @@ def main() -> None:
     app.router.add_get("/stream", stream)
     app.router.add_get("/headers", headers)
     app.router.add_route("*", "/{tail:.*}", hello)
-    web.run_app(app, host="127.0.0.1", port=int(os.environ["PORT"]), print=None, access_log=None, shutdown_timeout=30)
+    asyncio.run(serve(app, int(os.environ["PORT"])))
 
 
 if __name__ == "__main__":
