@@ -294,14 +294,14 @@ class Interceptor:
             # A small body of known size goes out with the headers in one write: on loopback the syscalls,
             # not the copying, are what a proxied request costs.
             try:
-                body = await upstream.read()
+                payload = await upstream.read()
             except (aiohttp.ClientError, ConnectionError) as exc:
                 upstream.release()
                 return _text(502, f"{route.ref}: {route.target} failed mid-response: {type(exc).__name__}")
             finally:
                 upstream.release()
             headers_out.popall("Content-Length", None)
-            return web.Response(status=upstream.status, reason=upstream.reason, headers=headers_out, body=body)
+            return web.Response(status=upstream.status, reason=upstream.reason, headers=headers_out, body=payload)
         response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
         response.headers.extend(headers_out)
         try:
