@@ -73,6 +73,13 @@ def register(app: typer.Typer) -> None:
                 "port; 0 turns it off."
             ),
         ] = 9443,
+        cluster_name: Annotated[
+            str,
+            typer.Option(
+                help="The cluster name in CloudEvents' source and subject, unless a CloudEventSource sets "
+                "spec.clusterName (KEDA's --k8sClusterName)."
+            ),
+        ] = "kubernetes-default",
     ) -> None:
         """Run the Kubernetes operator: ScaledObjects, their HPAs and the external metrics API."""
         from ebb.kube.runner import run_operator
@@ -93,4 +100,5 @@ def register(app: typer.Typer) -> None:
             dashboard=dashboard,
             history_dir=history_dir,
             webhook_port=webhook_port,
+            cluster_name=cluster_name,
         )

@@ -201,6 +201,8 @@ class ScaledJobController:
     # --- API ------------------------------------------------------------------------------------------
 
     async def emit(self, body: Mapping[str, Any], event: ScalingEvent) -> None:
+        if self.options.cloudevents is not None:
+            self.options.cloudevents.kube_event(st.object_reference(body), event, self.clock())
         try:
             await self.client.create(EVENT(st.event_manifest(st.object_reference(body), event, self.clock())))
         except API_ERRORS as exc:

@@ -33,6 +33,7 @@ from ebb.kube.hpa import (
 from ebb.kube.metrics_provider import ExternalMetricValue, MetricDescriptor, MetricNotFound
 from ebb.kube.scale import KubeScaleTarget, resolve_target_kind
 from ebb.kube.webhook import KubeCluster
+from ebb.observe.cloudevents import CloudEventHub
 from ebb.observe.services import Services
 from ebb.runtime.build import build_scalers, object_ref
 from ebb.runtime.observer import ObjectRef, Observer, PollRecord
@@ -62,6 +63,8 @@ class OperatorOptions:
     services: Services | None = None
     #: ScaledObjects and HPAs indexed from watch events (runner.py); None: the conflict check lists the namespace.
     conflicts: ConflictIndex | None = None
+    #: CloudEventSources' sinks (kube/eventing.py): every Event the controllers post also goes here.
+    cloudevents: CloudEventHub | None = None
 
 
 @dataclass
@@ -141,6 +144,8 @@ class ScaledObjectController:
     # --- API writes ----------------------------------------------------------------------------------
 
     async def emit(self, manifest_ref: Mapping[str, Any], event: ScalingEvent) -> None:
+        if self.options.cloudevents is not None:
+            self.options.cloudevents.kube_event(manifest_ref, event, self.clock())
         body = st.event_manifest(manifest_ref, event, self.clock())
         await self.client.create(EVENT(body))
 
@@ -307,6 +312,11 @@ class ScaledObjectController:
         }
         status["conditions"] = st.merge_conditions(existing_status.get("conditions"), ready, self.clock())
         await self.patch_status(namespace, name, status)
+        if not any(
+            c.get("type") == "Ready" and c.get("status") == "True" for c in existing_status.get("conditions") or ()
+        ):
+            # KEDA: an Event (and CloudEvent) the first time the object is ready, or when it was not before.
+            await self.emit(ref_dict, ScalingEvent("ScaledObjectReady", "ScaledObject is ready for scaling"))
 
         state = self.states.setdefault(uid or f"{namespace}/{name}", LifecycleState())
         last_active = st.parse_rfc3339(existing_status.get("lastActiveTime"))
