@@ -149,6 +149,12 @@ def test_operator_rbac_is_what_the_operator_needs() -> None:
         ("", "secrets", "get"),
         ("", "configmaps", "watch"),
         ("", "limitranges", "list"),  # the admission webhook's cpu/memory check
+        ("eventing.keda.sh", "cloudeventsources", "watch"),
+        ("eventing.keda.sh", "clustercloudeventsources", "patch"),  # kopf's finalizer
+        ("eventing.keda.sh", "cloudeventsources/status", "patch"),  # the Active condition
+        ("eventing.keda.sh", "clustercloudeventsources/status", "patch"),
+        ("discovery.k8s.io", "endpointslices", "list"),  # metrics-api aggregateFromKubeServiceEndpoints
+        ("discovery.k8s.io", "endpointslices", "watch"),
     ]:
         assert _allows(rules, group, resource, verb), (group, resource, verb)
     # Least privilege: reads only on Secrets, no pod or deployment writes, no wildcard resources.
@@ -158,6 +164,8 @@ def test_operator_rbac_is_what_the_operator_needs() -> None:
         ("", "pods", "delete"),
         ("apps", "deployments", "update"),
         ("keda.sh", "scaledobjects", "delete"),
+        ("eventing.keda.sh", "cloudeventsources", "delete"),
+        ("discovery.k8s.io", "endpointslices", "get"),
     ]:
         assert not _allows(rules, group, resource, verb), (group, resource, verb)
     assert all("*" not in rule["resources"] for rule in rules)
