@@ -24,6 +24,7 @@ from ebb.errors import EbbError, SpecError
 from ebb.kube import status as st
 from ebb.kube.auth import PrefetchedStore, container_env, prefetch_auth
 from ebb.kube.client import API_ERRORS, EVENT, JOB, POD, SCALED_JOB, AsyncClient, api_message, to_dict
+from ebb.kube.endpoints import endpoint_slice_lister
 from ebb.kube.hpa import MANAGED_BY, owner_reference
 from ebb.kube.operator import OperatorOptions, _error_text
 from ebb.runtime.build import build_scalers, object_ref
@@ -422,6 +423,7 @@ class ScaledJobController:
             env_secrets=env.secret_values,
             timeout=self.options.timeout,
             cluster_object_namespace=self.options.cluster_object_namespace,
+            endpoint_slices=endpoint_slice_lister(self.client),
         )
 
     # --- the loop -------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from ebb.kube import status as st
 from ebb.kube.admission import ConflictIndex, check_conflicts
 from ebb.kube.auth import PrefetchedStore, container_env, prefetch_auth, template_containers
 from ebb.kube.client import API_ERRORS, EVENT, HPA, SCALED_OBJECT, AsyncClient, api_message, is_not_found, to_dict
+from ebb.kube.endpoints import endpoint_slice_lister
 from ebb.kube.hpa import (
     SCALED_OBJECT_LABEL,
     TargetKind,
@@ -447,6 +448,7 @@ class ScaledObjectController:
             env_secrets=env.secret_values if env is not None else frozenset(),
             timeout=self.options.timeout,
             cluster_object_namespace=self.options.cluster_object_namespace,
+            endpoint_slices=endpoint_slice_lister(self.client),
         )
 
     async def _metric_specs(self, scalers: list[Scaler]) -> list[MetricSpec]:
