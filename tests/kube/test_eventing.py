@@ -13,7 +13,7 @@ from typing import Any
 import kmock as km
 import pytest
 
-from ebb.kube.client import SCALED_OBJECT, AsyncClient, client_for_url
+from ebb.kube.client import SCALED_OBJECT, TRIGGER_AUTHENTICATION, AsyncClient, client_for_url
 from ebb.kube.eventing import CLOUD_EVENT_SOURCE, CLUSTER_CLOUD_EVENT_SOURCE, CloudEventSourceController
 from ebb.observe.cloudevents import ACTIVE_MESSAGE, ACTIVE_REASON, FAILED_MESSAGE, FAILED_REASON, CloudEventHub
 from ebb.scaling.types import ScalingEvent
@@ -201,3 +201,26 @@ async def test_an_invalid_source_reports_kedas_refusal_against_fake_apiserver(
     assert condition["status"] == "False"
     assert "at the same time is not supported" in condition["message"]
     assert not controller.hub.sinks
+
+
+async def test_trigger_authentication_events_reach_the_sources_against_fake_apiserver(
+    cluster: Cluster, kubectl: AsyncClient, operators: Callable[[], Awaitable[Replica]], sink: Receiver
+) -> None:
+    """KEDA's TriggerAuthentication controller: created, updated, removed (sent to sources without an include list)."""
+    await operators()
+    await kubectl.create(CLOUD_EVENT_SOURCE(ces("audit", sink.url)))
+    await eventually(lambda: active(cluster, CES_RES, "audit").get("status") == "True", "the source to start")
+    body = {
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "TriggerAuthentication",
+        "metadata": {"name": "db-auth", "namespace": NS},
+        "spec": {"secretTargetRef": [{"parameter": "password", "name": "db", "key": "password"}]},
+    }
+    await kubectl.create(TRIGGER_AUTHENTICATION(body))
+    (created,) = await sink.wait_for(1, within=30)
+    assert created.attributes["type"] == "keda.authentication.triggerauthentication.created.v1"
+    assert created.attributes["subject"] == f"/kubernetes-default/{NS}/triggerauthentication/db-auth"
+    assert created.data == {"reason": "TriggerAuthenticationAdded", "message": "New TriggerAuthentication configured"}
+    await kubectl.delete(TRIGGER_AUTHENTICATION, "db-auth", namespace=NS)
+    events = await sink.wait_for(2, within=30)
+    assert events[1].attributes["type"] == "keda.authentication.triggerauthentication.removed.v1"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import kopf
@@ -27,7 +27,9 @@ from ebb.kube.client import (
     is_not_found,
     namespaced,
 )
+from ebb.kube.status import object_reference
 from ebb.observe.cloudevents import ACTIVE_MESSAGE, ACTIVE_REASON, FAILED_REASON, CloudEventHub, SourceKey
+from ebb.scaling.types import ScalingEvent
 from ebb.spec import parse_object
 from ebb.spec.models import AnyCloudEventSource, CloudEventSource, ClusterCloudEventSource
 
@@ -39,6 +41,11 @@ CLUSTER_CLOUD_EVENT_SOURCE = global_resource(
 )
 CES = ("eventing.keda.sh", "v1alpha1", "cloudeventsources")
 CCES = ("eventing.keda.sh", "v1alpha1", "clustercloudeventsources")
+TA = ("keda.sh", "v1alpha1", "triggerauthentications")
+CTA = ("keda.sh", "v1alpha1", "clustertriggerauthentications")
+
+#: Posts a Kubernetes Event about an object (and hands it to the CloudEventHub): ScaledObjectController.emit.
+Emit = Callable[[Mapping[str, Any], ScalingEvent], Awaitable[None]]
 
 
 def _label(body: Mapping[str, Any]) -> str:
@@ -160,3 +167,32 @@ def register_eventing_handlers(registry: kopf.OperatorRegistry, controller: Clou
         @kopf.on.delete(*resource, registry=registry)
         async def source_deleted(body: kopf.Body, **_: Any) -> None:
             controller.delete(dict(body))
+
+
+def register_authentication_events(registry: kopf.OperatorRegistry, emit: Emit) -> None:
+    """KEDA's (Cluster)TriggerAuthentication controllers post an Event (and so a CloudEvent) when one is created,
+    updated or deleted: `...Added`, `...Updated`, `...Deleted`. Deletion is seen on the watch, without a finalizer."""
+    for resource, kind in ((TA, "TriggerAuthentication"), (CTA, "ClusterTriggerAuthentication")):
+
+        async def post(body: Mapping[str, Any], event: ScalingEvent) -> None:
+            try:
+                await emit(object_reference(body), event)
+            except API_ERRORS as exc:  # no retry: the CloudEvent went out already
+                log.warning("%s: cannot post an Event: %s", _label(body), api_message(exc))
+
+        def handlers(kind: str = kind, resource: tuple[str, str, str] = resource) -> None:
+            @kopf.on.create(*resource, registry=registry)
+            async def created(body: kopf.Body, **_: Any) -> None:
+                await post(body, ScalingEvent(f"{kind}Added", f"New {kind} configured"))
+
+            @kopf.on.update(*resource, registry=registry)
+            async def updated(body: kopf.Body, **_: Any) -> None:
+                name = (body.get("metadata") or {}).get("name", "")
+                await post(body, ScalingEvent(f"{kind}Updated", f"{kind} {name} is updated"))
+
+            @kopf.on.event(*resource, registry=registry)
+            async def deleted(event: kopf.RawEvent, **_: Any) -> None:
+                if event["type"] == "DELETED":
+                    await post(event["object"], ScalingEvent(f"{kind}Deleted", f"{kind} was deleted"))
+
+        handlers()

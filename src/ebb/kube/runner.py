@@ -17,7 +17,11 @@ from lightkube.core.exceptions import ConfigError
 from ebb.kube.admission import ClusterUnavailable, ConflictIndex
 from ebb.kube.authn import AuthConfigError, delegated_auth
 from ebb.kube.client import default_client
-from ebb.kube.eventing import CloudEventSourceController, register_eventing_handlers
+from ebb.kube.eventing import (
+    CloudEventSourceController,
+    register_authentication_events,
+    register_eventing_handlers,
+)
 from ebb.kube.jobs import ScaledJobController
 from ebb.kube.leader import LeaderElector, default_namespace, run_as_leader
 from ebb.kube.operator import FINALIZER, OperatorOptions, ScaledObjectController
@@ -156,6 +160,7 @@ async def operator_main(
     registry = kopf.OperatorRegistry()
     register_handlers(registry, controller, jobs)
     register_eventing_handlers(registry, sources)
+    register_authentication_events(registry, controller.emit)
     ssl_context = None
     bundle = None
     if tls_cert_file and tls_private_key_file:
