@@ -223,6 +223,8 @@ def _loaded_sources(loaded: LoadResult) -> list[AnyCloudEventSource]:
 def _check_cloudevent_sources(loaded: LoadResult) -> None:
     """Each CloudEventSource: where it sends and what. What KEDA accepts but ebb cannot send to (Azure Event
     Grid), or a TriggerAuthentication that is not in the files, is a warning: the manifest is valid."""
+    from yarl import URL
+
     from ebb.observe.cloudevents import check_authentication, http_uri
 
     for source in _loaded_sources(loaded):
@@ -247,7 +249,10 @@ def _check_cloudevent_sources(loaded: LoadResult) -> None:
         else:
             events = "all"
         if uri is not None:
-            table.add_row("destination", f"http {uri}")
+            shown = URL(uri)
+            if shown.password:  # credentials in the URL are masked, as every output masks secrets
+                shown = shown.with_password("***")
+            table.add_row("destination", f"http {shown}")
         table.add_row("cluster", source.spec.cluster_name or "(the runner's: ebb run --cluster-name)")
         table.add_row("events", events)
         if source.spec.authentication_ref is not None:

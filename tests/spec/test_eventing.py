@@ -208,3 +208,15 @@ def test_check_refuses_what_kedas_webhook_refuses(tmp_path: Path) -> None:
     assert result.exit_code == 1
     out = " ".join(result.output.split())
     assert "includedEventTypes and excludedEventTypes at the same time is not supported" in out
+
+
+def test_check_masks_credentials_in_the_destination(tmp_path: Path) -> None:
+    path = tmp_path / "events.yaml"
+    path.write_text(
+        "apiVersion: eventing.keda.sh/v1alpha1\nkind: CloudEventSource\nmetadata: {name: s}\nspec:\n"
+        "  destination: {http: {uri: 'https://ebb:s3cr3t-pass@events.example.com/in'}}\n"
+    )
+    result = runner.invoke(app, ["check", str(path)], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    assert "s3cr3t-pass" not in result.output
+    assert "https://ebb:***@events.example.com/in" in " ".join(result.output.split())
