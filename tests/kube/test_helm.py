@@ -240,6 +240,8 @@ def test_admission_webhooks_are_kedas_and_trust_the_serving_certificate() -> Non
     documents = _render()
     webhooks = _webhooks(documents)
     assert sorted(webhooks) == [
+        "vcloudeventsource.ebb.dev",
+        "vclustercloudeventsource.ebb.dev",
         "vclustertriggerauthentication.ebb.dev",
         "vscaledjob.ebb.dev",
         "vscaledobject.ebb.dev",
@@ -250,11 +252,12 @@ def test_admission_webhooks_are_kedas_and_trust_the_serving_certificate() -> Non
     ca_cert = base64.b64decode(secret["data"]["ca.crt"])
     for name, webhook in webhooks.items():
         resource = name.split(".")[0][1:]
+        group = "eventing.keda.sh" if "cloudeventsource" in resource else "keda.sh"
         assert webhook["clientConfig"] == {
             "service": {
                 "name": "ebb-metrics-api",
                 "namespace": NAMESPACE,
-                "path": f"/validate-keda-sh-v1alpha1-{resource}",
+                "path": f"/validate-{group.replace('.', '-')}-v1alpha1-{resource}",
                 "port": 9443,
             },
             "caBundle": ca_bundle,
@@ -262,7 +265,7 @@ def test_admission_webhooks_are_kedas_and_trust_the_serving_certificate() -> Non
         assert base64.b64decode(webhook["clientConfig"]["caBundle"]) == ca_cert
         assert webhook["rules"] == [
             {
-                "apiGroups": ["keda.sh"],
+                "apiGroups": [group],
                 "apiVersions": ["v1alpha1"],
                 "operations": ["CREATE", "UPDATE"],
                 "resources": [f"{resource}s"],

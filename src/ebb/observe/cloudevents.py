@@ -126,10 +126,6 @@ SourceKey = tuple[str, str, str]  # (kind, namespace or "", name)
 StatusCallback = Callable[[str, str, str], None]  # (status, reason, message) of the Active condition
 
 
-def source_key(source: AnyCloudEventSource) -> SourceKey:
-    return source.key
-
-
 def http_uri(source: AnyCloudEventSource) -> str:
     """Where the source sends; SpecError when ebb cannot send there (Azure Event Grid)."""
     destination = source.spec.destination
