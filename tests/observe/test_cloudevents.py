@@ -291,8 +291,9 @@ def test_the_flag_shortcut_builds_a_cloudeventsource_with_kedas_checks() -> None
 # --- ebb run's loops to KEDA's events ------------------------------------------------------------------
 
 
-def poll(ref: ObjectRef, decided: bool = True) -> PollRecord:
-    decision = Decision(desired_replicas=1, active=True, reason="polled") if decided else None
+def poll(ref: ObjectRef) -> PollRecord:
+    # A ScaledJob's polls carry no Decision: a poll is what makes an object ready, whatever it decided.
+    decision = Decision(desired_replicas=1, active=True, reason="polled") if ref.kind == "ScaledObject" else None
     return PollRecord(ref, T0, (), decision, 1, 1, 1)
 
 

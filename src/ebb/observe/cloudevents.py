@@ -352,7 +352,7 @@ class CloudEventsObserver(Observer):
 
     def poll(self, record: PollRecord) -> None:
         ref = record.ref
-        if record.decision is None or ref in self._ready or ref.kind not in _READY_MESSAGES:
+        if ref in self._ready or ref.kind not in _READY_MESSAGES:
             return
         self._ready.add(ref)
         self._last_problem.pop(ref, None)
