@@ -1299,7 +1299,7 @@ class EventSubscription(KubeModel):
                         (
                             (alias, index),
                             f"{name} is not supported in a subscription (KEDA filters only the scaledobject and "
-                            "scaledjob types; authentication events go to every source that does not exclude them)",
+                            "scaledjob types; authentication events go to every source without includedEventTypes)",
                         )
                     )
         if issues:
