@@ -1,19 +1,27 @@
 """CloudEventSource and ClusterCloudEventSource in the operator: kopf-handled, the Active condition, KEDA's
 CloudEvents for what the ScaledObject controller does, delivered to a real receiver on loopback.
 
-The end-to-end tests run the real `operator_main` (as test_operator_e2e does) against kmock with ebb's CRDs;
-the controller tests drive CloudEventSourceController directly against the same fake API server.
+The end-to-end tests run the real `operator_main` with test_operator_e2e's fixtures (kmock with ebb's CRDs, and a
+real API server when EBB_TEST_KUBECONFIG names one); the controller tests drive CloudEventSourceController directly
+against the fake API server.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 import kmock as km
 import pytest
 
-from ebb.kube.client import SCALED_OBJECT, TRIGGER_AUTHENTICATION, AsyncClient, client_for_url
+from ebb.kube.client import (
+    API_ERRORS,
+    SCALED_OBJECT,
+    TRIGGER_AUTHENTICATION,
+    client_for_url,
+    is_not_found,
+    to_dict,
+)
 from ebb.kube.eventing import CLOUD_EVENT_SOURCE, CLUSTER_CLOUD_EVENT_SOURCE, CloudEventSourceController
 from ebb.observe.cloudevents import ACTIVE_MESSAGE, ACTIVE_REASON, FAILED_MESSAGE, FAILED_REASON, CloudEventHub
 from ebb.scaling.types import ScalingEvent
@@ -21,16 +29,15 @@ from tests.observe._receiver import Receiver, receiver
 
 from . import test_operator_e2e as e2e
 from ._fakecluster import Cluster, eventually
-from .test_operator_e2e import NS, Replica
+from .test_operator_e2e import Replica, World
 
-# The end-to-end fixtures: the fake cluster with ebb's CRDs, a kubeconfig for it, kubectl, operator replicas.
-cluster = e2e.cluster
-kubeconfig = e2e.kubeconfig
-kubectl = e2e.kubectl
+# The end-to-end fixtures: an API server (kmock, or a real one with EBB_TEST_KUBECONFIG) and operator replicas.
+world = e2e.world
 operators = e2e.operators
 
 pytestmark = pytest.mark.kmock(cls=Cluster)
 
+NS = "ns"
 CES_RES = km.resource("eventing.keda.sh/v1alpha1/cloudeventsources")
 CCES_RES = km.resource("eventing.keda.sh/v1alpha1/clustercloudeventsources")
 TA_RES = km.resource("keda.sh/v1alpha1/triggerauthentications")
@@ -42,12 +49,12 @@ async def sink() -> AsyncIterator[Receiver]:
         yield r
 
 
-def ces(name: str, uri: str | None = None, **spec: Any) -> dict[str, Any]:
+def ces(name: str, uri: str | None = None, namespace: str = NS, **spec: Any) -> dict[str, Any]:
     destination = {"http": {"uri": uri}} if uri else spec.pop("destination")
     return {
         "apiVersion": "eventing.keda.sh/v1alpha1",
         "kind": "CloudEventSource",
-        "metadata": {"name": name, "namespace": NS},
+        "metadata": {"name": name, "namespace": namespace},
         "spec": {"destination": destination, **spec},
     }
 
@@ -61,71 +68,143 @@ def cces(name: str, **spec: Any) -> dict[str, Any]:
     }
 
 
-def active(cluster: Cluster, res: km.resource, name: str, namespace: str | None = NS) -> dict[str, Any]:
+def active(cluster: km.KubernetesEmulator, res: km.resource, name: str, namespace: str | None = NS) -> dict[str, Any]:
     found = cluster.objects[res, namespace, name]
-    for condition in (found.raw.get("status") or {}).get("conditions") or ():
+    return _active(found.raw)
+
+
+def _active(body: Mapping[str, Any]) -> dict[str, Any]:
+    for condition in (body.get("status") or {}).get("conditions") or ():
         if condition["type"] == "Active":
             return dict(condition)
     return {}
 
 
+async def live_active(world: World, res: Any, name: str, namespace: str | None) -> dict[str, Any]:
+    try:
+        if namespace is None:
+            return _active(to_dict(await world.client.get(res, name)))
+        return _active(to_dict(await world.client.get(res, name, namespace=namespace)))
+    except API_ERRORS as exc:
+        if is_not_found(exc):
+            return {}
+        raise
+
+
+async def gone(world: World, res: Any, name: str, namespace: str | None) -> bool:
+    return not await _exists(world, res, name, namespace)
+
+
+async def _exists(world: World, res: Any, name: str, namespace: str | None) -> bool:
+    try:
+        if namespace is None:
+            await world.client.get(res, name)
+        else:
+            await world.client.get(res, name, namespace=namespace)
+    except API_ERRORS as exc:
+        if is_not_found(exc):
+            return False
+        raise
+    return True
+
+
 # --- the operator, end to end ----------------------------------------------------------------------------
 
 
-async def test_sources_are_kopf_handled_and_get_kedas_events_against_fake_apiserver(
-    cluster: Cluster, kubectl: AsyncClient, operators: Callable[[], Awaitable[Replica]], sink: Receiver
+async def test_sources_are_kopf_handled_and_get_kedas_events(
+    world: World, operators: Callable[..., Awaitable[Replica]], sink: Receiver
 ) -> None:
     await operators()
-    await kubectl.create(
-        CLOUD_EVENT_SOURCE(
-            ces("failures", sink.url, eventSubscription={"excludedEventTypes": ["keda.scaledobject.ready.v1"]})
-        )
+    grid_name = f"grid-{world.ns}"  # cluster-scoped: unique on a shared cluster
+    subscription = {"excludedEventTypes": ["keda.scaledobject.ready.v1"]}
+    await world.client.create(
+        CLOUD_EVENT_SOURCE(ces("failures", sink.url, namespace=world.ns, eventSubscription=subscription))
     )
-    await kubectl.create(
+    await world.client.create(
         CLUSTER_CLOUD_EVENT_SOURCE(
-            cces("grid", destination={"azureEventGridTopic": {"endpoint": "https://t.eventgrid.azure.net/api/events"}})
+            cces(grid_name, destination={"azureEventGridTopic": {"endpoint": "https://t.eventgrid.azure.net/api/e"}})
         )
     )
-    await eventually(lambda: active(cluster, CES_RES, "failures"), "the CloudEventSource's Active condition")
-    assert active(cluster, CES_RES, "failures") == {
-        "type": "Active",
-        "status": "True",
-        "reason": ACTIVE_REASON,
-        "message": ACTIVE_MESSAGE,
-    }
-    grid = await eventually(lambda: active(cluster, CCES_RES, "grid", None), "the cluster source's condition")
-    assert grid["status"] == "False" and grid["reason"] == FAILED_REASON
-    assert "Azure Event Grid topics are not supported by ebb" in grid["message"]
-
-    # A paused ScaledObject: the controller posts ScaledObjectPaused, the source sends keda.scaledobject.paused.v1.
-    await kubectl.create(
-        SCALED_OBJECT(
-            {
-                "apiVersion": "keda.sh/v1alpha1",
-                "kind": "ScaledObject",
-                "metadata": {"name": "orders", "namespace": NS, "annotations": {"autoscaling.keda.sh/paused": "true"}},
-                "spec": {
-                    "scaleTargetRef": {"name": "web"},
-                    "triggers": [{"type": "cron", "metadata": {"timezone": "UTC", "start": "0 * * * *",
-                                                                 "end": "30 * * * *", "desiredReplicas": "2"}}],
-                },
-            }
+    try:
+        condition = await eventually(
+            lambda: live_active(world, CLOUD_EVENT_SOURCE, "failures", world.ns), "the source's Active condition"
         )
-    )  # fmt: skip
-    (paused,) = await sink.wait_for(1, within=30)
-    assert paused.attributes["type"] == "keda.scaledobject.paused.v1"
-    assert paused.attributes["source"] == "/kubernetes-default/ebb/keda"
-    assert paused.attributes["subject"] == f"/kubernetes-default/{NS}/scaledobject/orders"
-    assert paused.data == {"reason": "ScaledObjectPaused", "message": "ScaledObject is paused"}
+        assert condition == {"type": "Active", "status": "True", "reason": ACTIVE_REASON, "message": ACTIVE_MESSAGE}
+        grid = await eventually(
+            lambda: live_active(world, CLUSTER_CLOUD_EVENT_SOURCE, grid_name, None), "the cluster source's condition"
+        )
+        assert grid["status"] == "False" and grid["reason"] == FAILED_REASON
+        assert "Azure Event Grid topics are not supported by ebb" in grid["message"]
 
-    await kubectl.delete(SCALED_OBJECT, "orders", namespace=NS)
-    events = await sink.wait_for(2, within=30)
-    assert events[1].attributes["type"] == "keda.scaledobject.removed.v1"
-    assert events[1].data == {"reason": "ScaledObjectDeleted", "message": "ScaledObject was deleted"}
+        # A paused ScaledObject: the controller posts ScaledObjectPaused; the source sends keda.scaledobject.paused.v1.
+        await world.client.create(
+            SCALED_OBJECT(
+                {
+                    "apiVersion": "keda.sh/v1alpha1",
+                    "kind": "ScaledObject",
+                    "metadata": {
+                        "name": "orders",
+                        "namespace": world.ns,
+                        "annotations": {"autoscaling.keda.sh/paused": "true"},
+                    },
+                    "spec": {
+                        "scaleTargetRef": {"name": "web"},
+                        "triggers": [{"type": "cron", "metadata": {"timezone": "UTC", "start": "0 * * * *",
+                                                                     "end": "30 * * * *", "desiredReplicas": "2"}}],
+                    },
+                }
+            )
+        )  # fmt: skip
+        (paused,) = await sink.wait_for(1, within=30)
+        assert paused.attributes["type"] == "keda.scaledobject.paused.v1"
+        assert paused.attributes["source"] == f"/kubernetes-default/{world.ns}/keda"  # the cluster object namespace
+        assert paused.attributes["subject"] == f"/kubernetes-default/{world.ns}/scaledobject/orders"
+        assert paused.data == {"reason": "ScaledObjectPaused", "message": "ScaledObject is paused"}
 
-    # Deleted: the source stops (kopf holds the finalizer until the handler has run).
-    await kubectl.delete(CLOUD_EVENT_SOURCE, "failures", namespace=NS)
-    await eventually(lambda: cluster.objects[CES_RES, NS, "failures"].deleted, "the source to go")
+        await world.client.delete(SCALED_OBJECT, "orders", namespace=world.ns)
+        events = await sink.wait_for(2, within=30)
+        assert events[1].attributes["type"] == "keda.scaledobject.removed.v1"
+        assert events[1].data == {"reason": "ScaledObjectDeleted", "message": "ScaledObject was deleted"}
+    finally:
+        # Deleted while the operator runs: kopf's finalizer comes off once the handler has run.
+        await world.client.delete(CLOUD_EVENT_SOURCE, "failures", namespace=world.ns)
+        await world.client.delete(CLUSTER_CLOUD_EVENT_SOURCE, grid_name)
+        await eventually(lambda: gone(world, CLOUD_EVENT_SOURCE, "failures", world.ns), "the source to go")
+        await eventually(lambda: gone(world, CLUSTER_CLOUD_EVENT_SOURCE, grid_name, None), "the cluster source to go")
+
+
+async def test_trigger_authentication_events_reach_the_sources(
+    world: World, operators: Callable[..., Awaitable[Replica]], sink: Receiver
+) -> None:
+    """KEDA's TriggerAuthentication controller: created, updated, removed (sent to sources without an include list)."""
+    await operators()
+    await world.client.create(CLOUD_EVENT_SOURCE(ces("audit", sink.url, namespace=world.ns)))
+    try:
+        await eventually(
+            lambda: live_active(world, CLOUD_EVENT_SOURCE, "audit", world.ns),
+            "the source to start",
+            ok=lambda c: c.get("status") == "True",
+        )
+        body = {
+            "apiVersion": "keda.sh/v1alpha1",
+            "kind": "TriggerAuthentication",
+            "metadata": {"name": "db-auth", "namespace": world.ns},
+            "spec": {"secretTargetRef": [{"parameter": "password", "name": "db", "key": "password"}]},
+        }
+        await world.client.create(TRIGGER_AUTHENTICATION(body))
+        (created,) = await sink.wait_for(1, within=30)
+        assert created.attributes["type"] == "keda.authentication.triggerauthentication.created.v1"
+        assert created.attributes["subject"] == f"/kubernetes-default/{world.ns}/triggerauthentication/db-auth"
+        assert created.data == {
+            "reason": "TriggerAuthenticationAdded",
+            "message": "New TriggerAuthentication configured",
+        }
+        await world.client.delete(TRIGGER_AUTHENTICATION, "db-auth", namespace=world.ns)
+        events = await sink.wait_for(2, within=30)
+        assert events[1].attributes["type"] == "keda.authentication.triggerauthentication.removed.v1"
+    finally:
+        await world.client.delete(CLOUD_EVENT_SOURCE, "audit", namespace=world.ns)
+        await eventually(lambda: gone(world, CLOUD_EVENT_SOURCE, "audit", world.ns), "the source to go")
 
 
 # --- the controller against the fake API server ----------------------------------------------------------
@@ -201,26 +280,3 @@ async def test_an_invalid_source_reports_kedas_refusal_against_fake_apiserver(
     assert condition["status"] == "False"
     assert "at the same time is not supported" in condition["message"]
     assert not controller.hub.sinks
-
-
-async def test_trigger_authentication_events_reach_the_sources_against_fake_apiserver(
-    cluster: Cluster, kubectl: AsyncClient, operators: Callable[[], Awaitable[Replica]], sink: Receiver
-) -> None:
-    """KEDA's TriggerAuthentication controller: created, updated, removed (sent to sources without an include list)."""
-    await operators()
-    await kubectl.create(CLOUD_EVENT_SOURCE(ces("audit", sink.url)))
-    await eventually(lambda: active(cluster, CES_RES, "audit").get("status") == "True", "the source to start")
-    body = {
-        "apiVersion": "keda.sh/v1alpha1",
-        "kind": "TriggerAuthentication",
-        "metadata": {"name": "db-auth", "namespace": NS},
-        "spec": {"secretTargetRef": [{"parameter": "password", "name": "db", "key": "password"}]},
-    }
-    await kubectl.create(TRIGGER_AUTHENTICATION(body))
-    (created,) = await sink.wait_for(1, within=30)
-    assert created.attributes["type"] == "keda.authentication.triggerauthentication.created.v1"
-    assert created.attributes["subject"] == f"/kubernetes-default/{NS}/triggerauthentication/db-auth"
-    assert created.data == {"reason": "TriggerAuthenticationAdded", "message": "New TriggerAuthentication configured"}
-    await kubectl.delete(TRIGGER_AUTHENTICATION, "db-auth", namespace=NS)
-    events = await sink.wait_for(2, within=30)
-    assert events[1].attributes["type"] == "keda.authentication.triggerauthentication.removed.v1"
