@@ -8,6 +8,7 @@ token and Microsoft Entra ID, so ebb refuses it (naming the parameter) instead o
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar, Literal, NoReturn, TypeVar
@@ -42,6 +43,8 @@ PRIVATE_CLOUD = "private"
 AZURITE_ACCOUNT = "devstoreaccount1"
 
 _ACCOUNT_KEY = "accountkey"
+#: Error codes of a key or token the service does not accept.
+_AUTH_CODES = frozenset({"AuthenticationFailed", "AuthorizationFailure", "InvalidAuthenticationInfo"})
 _SAS = "sharedaccesssignature"
 
 
@@ -150,6 +153,8 @@ class AzureStorageScaler(Scaler):
             "connection_timeout": self.timeout,
             "read_timeout": self.timeout,
             "retry_total": 0,
+            # azure-core logs every request at INFO; a poll every few seconds is no news.
+            "http_logging_level": logging.DEBUG,
         }
 
     def make_client(self) -> Any:
@@ -172,16 +177,19 @@ class AzureStorageScaler(Scaler):
         client = self.client()
         try:
             return await what(client)
-        except ClientAuthenticationError as exc:
-            raise self.error(
-                f"Azure Storage at {self.endpoint} refused the credentials ({_code(exc)}): check AccountKey or "
-                "SharedAccessSignature in the connection string"
-            ) from None
-        except ResourceNotFoundError as exc:
-            raise self.error(f"{missing} not found at {self.endpoint} ({_code(exc)})") from None
         except HttpResponseError as exc:
+            code = _code(exc)
+            # Listing blobs reports a refused key as a plain HttpResponseError; reading a queue as
+            # ClientAuthenticationError.
+            if isinstance(exc, ClientAuthenticationError) or code in _AUTH_CODES:
+                raise self.error(
+                    f"Azure Storage at {self.endpoint} refused the credentials ({code}): check AccountKey or "
+                    "SharedAccessSignature in the connection string"
+                ) from None
+            if isinstance(exc, ResourceNotFoundError) or exc.status_code == 404:
+                raise self.error(f"{missing} not found at {self.endpoint} ({code})") from None
             raise self.error(
-                f"Azure Storage at {self.endpoint} answered {exc.status_code} {_code(exc)}: {_first_line(exc)}"
+                f"Azure Storage at {self.endpoint} answered {exc.status_code} {code}: {_first_line(exc)}"
             ) from None
         except (ServiceRequestError, ServiceResponseError) as exc:
             raise self.error(f"cannot reach Azure Storage at {self.endpoint}: {_first_line(exc)}") from None
