@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
 from azure.storage.blob.aio import ContainerClient
+from typer.testing import CliRunner
 
+from ebb.cli import app
 from ebb.errors import ScalerError, SpecError
 from ebb.scalers import Scaler, TriggerContext, build_scaler
 from ebb.scalers.azure_blob import glob_to_regex
+from tests.test_cli_metrics import row_of
 
-from ._azurite import ENABLE, KEY, Azurite, azurite
+from ._azurite import ENABLE, KEY, REPO, Azurite, azurite
 from ._servers import free_port
 
 FAKE = "DefaultEndpointsProtocol=https;AccountName=acct;AccountKey=c2VjcmV0LWtleQ==;EndpointSuffix=core.windows.net"
@@ -226,3 +231,31 @@ async def test_no_connection_or_fd_leak_over_1000_polls(server: Azurite, contain
     finally:
         await s.close()
     assert process.num_fds() < fds
+
+
+# --- the example, through the CLI -------------------------------------------------------------------
+
+
+def test_ebb_metrics_reads_the_example(server: Azurite, tmp_path: Path) -> None:
+    text = (REPO / "examples" / "azure-blob.yaml").read_text()
+    assert "127.0.0.1:10000" in text
+    path = tmp_path / "azure-blob.yaml"
+    path.write_text(text.replace("127.0.0.1:10000", f"127.0.0.1:{server.port}"))
+
+    async def fill() -> None:
+        async with ContainerClient.from_connection_string(server.connection_string(), "uploads") as client:
+            await client.create_container()
+            for name in ["incoming/a.csv", "incoming/b.csv", "incoming/old/c.csv", "incoming/d.txt", "e.csv"]:
+                await client.upload_blob(name, b"x")
+
+    asyncio.run(fill())
+    result = CliRunner().invoke(app, ["metrics", str(path)], env={"COLUMNS": "400"})
+    assert result.exit_code == 0, result.output
+    row = row_of(result.output, "[0] azure-blob")
+    assert (row["metric"], row["value"], row["target"], row["active"]) == (
+        "s0-azure-blob-uploads",
+        "3",
+        "10 (AverageValue)",
+        "yes",
+    )
+    assert KEY not in result.output

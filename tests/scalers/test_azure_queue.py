@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
 from azure.storage.queue.aio import QueueClient
+from typer.testing import CliRunner
 
+from ebb.cli import app
 from ebb.errors import ScalerError, SpecError
 from ebb.scalers import Scaler, TriggerContext, build_scaler
+from tests.test_cli_metrics import row_of
 
-from ._azurite import ENABLE, KEY, Azurite, azurite
+from ._azurite import ENABLE, KEY, REPO, Azurite, azurite
 from ._servers import free_port
 
 FAKE = "DefaultEndpointsProtocol=https;AccountName=acct;AccountKey=c2VjcmV0LWtleQ==;EndpointSuffix=core.windows.net"
@@ -252,3 +257,31 @@ async def test_no_connection_or_fd_leak_over_1000_polls(server: Azurite, queue: 
     finally:
         await s.close()
     assert process.num_fds() < fds
+
+
+# --- the example, through the CLI -------------------------------------------------------------------
+
+
+def test_ebb_metrics_reads_the_example(server: Azurite, tmp_path: Path) -> None:
+    text = (REPO / "examples" / "azure-queue.yaml").read_text()
+    assert "127.0.0.1:10001" in text
+    path = tmp_path / "azure-queue.yaml"
+    path.write_text(text.replace("127.0.0.1:10001", f"127.0.0.1:{server.port}"))
+
+    async def fill() -> None:
+        async with QueueClient.from_connection_string(server.connection_string(), "thumbnails") as client:
+            await client.create_queue()
+            for i in range(7):
+                await client.send_message(f"m{i}")
+
+    asyncio.run(fill())
+    result = CliRunner().invoke(app, ["metrics", str(path)], env={"COLUMNS": "400"})
+    assert result.exit_code == 0, result.output
+    row = row_of(result.output, "[0] azure-queue")
+    assert (row["metric"], row["value"], row["target"], row["active"]) == (
+        "s0-azure-queue-thumbnails",
+        "7",
+        "5 (AverageValue)",
+        "yes",
+    )
+    assert KEY not in result.output
