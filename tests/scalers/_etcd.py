@@ -28,15 +28,18 @@ class Etcd:
 
 
 @contextmanager
-def etcd_server(data_dir: Path, ports: Etcd | None = None, *, token_ttl: int = 300) -> Iterator[Etcd]:
+def etcd_server(
+    data_dir: Path, ports: Etcd | None = None, *, token_ttl: int = 300, tls: dict[str, Path] | None = None
+) -> Iterator[Etcd]:
     """A one-member etcd, stopped afterwards; `ports` of an earlier one restarts "the same" server.
 
-    FileNotFoundError when etcd is not installed.
+    With `tls` (paths of `ca.crt`, `srv.crt`, `srv.key`) clients speak TLS and must show a certificate
+    from that CA. FileNotFoundError when etcd is not installed.
     """
     if not Path(ETCD).exists():
         raise FileNotFoundError(ETCD)
     server = ports or Etcd(client_port=free_port(), peer_port=free_port())
-    client = f"http://127.0.0.1:{server.client_port}"
+    client = f"{'https' if tls else 'http'}://127.0.0.1:{server.client_port}"
     peer = f"http://127.0.0.1:{server.peer_port}"
     cmd = [
         ETCD,
@@ -61,6 +64,16 @@ def etcd_server(data_dir: Path, ports: Etcd | None = None, *, token_ttl: int = 3
         "--logger",
         "zap",
     ]
+    if tls:
+        cmd += [
+            "--cert-file",
+            str(tls["srv.crt"]),
+            "--key-file",
+            str(tls["srv.key"]),
+            "--trusted-ca-file",
+            str(tls["ca.crt"]),
+            "--client-cert-auth",
+        ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         _wait_listening(server.client_port, proc, 30.0)

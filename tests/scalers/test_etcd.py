@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
+import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -264,6 +266,58 @@ async def test_no_connection_or_fd_leak_over_1000_polls(server: Etcd, key: str) 
             break
         await asyncio.sleep(0.05)
     assert process.num_fds() < fds
+
+
+# --- TLS ------------------------------------------------------------------------------------------
+
+KEY_PASSWORD = "kp-" + uuid.uuid4().hex[:10]
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A throwaway CA, a server certificate for 127.0.0.1 and a client certificate with an encrypted key."""
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is needed to make test certificates")
+    d = tmp_path_factory.mktemp("etcd-pki")
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"]
+    _openssl(
+        "req", "-x509", *ec, "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "1", "-subj", "/CN=ca", cwd=d
+    )
+    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    (d / "client.ext").write_text("extendedKeyUsage=clientAuth\n")
+    _openssl("req", *ec, "-nodes", "-keyout", "srv.key", "-out", "srv.csr", "-subj", "/CN=127.0.0.1", cwd=d)
+    sign = ["x509", "-req", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-days", "1"]
+    _openssl(*sign, "-in", "srv.csr", "-out", "srv.crt", "-extfile", "san.ext", cwd=d)
+    _openssl(
+        "req", *ec, "-passout", f"pass:{KEY_PASSWORD}", "-keyout", "cl.key", "-out", "cl.csr", "-subj", "/CN=c", cwd=d
+    )
+    _openssl(*sign, "-in", "cl.csr", "-out", "cl.crt", "-extfile", "client.ext", cwd=d)
+    return {name: d / name for name in ("ca.crt", "srv.crt", "srv.key", "cl.crt", "cl.key")}
+
+
+async def test_tls_with_a_client_certificate(tmp_path: Path, pki: dict[str, Path]) -> None:
+    with etcd_server(tmp_path / "data", tls=pki) as srv:
+        tls = {
+            "tls": "enable",
+            "ca": pki["ca.crt"].read_text(),
+            "cert": pki["cl.crt"].read_text(),
+            "key": pki["cl.key"].read_text(),
+            "keyPassword": KEY_PASSWORD,
+        }
+        meta = {"endpoints": srv.endpoint, "watchKey": "/ebb-test/tls", "value": "5"}
+        s = scaler(meta, tls)
+        with pytest.raises(ScalerError, match="does not exist"):  # an answer: TLS and the certificate passed
+            await read_once(s)
+        no_cert = scaler(meta, {"tls": "enable", "ca": pki["ca.crt"].read_text()})
+        with pytest.raises(ScalerError, match="cannot reach etcd"):
+            await read_once(no_cert)
+        plain = scaler(meta)
+        with pytest.raises(ScalerError, match="cannot reach etcd"):
+            await read_once(plain)
 
 
 # --- push ------------------------------------------------------------------------------------------
