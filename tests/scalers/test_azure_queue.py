@@ -285,3 +285,21 @@ def test_ebb_metrics_reads_the_example(server: Azurite, tmp_path: Path) -> None:
         "yes",
     )
     assert KEY not in result.output
+
+
+def test_workload_identity_in_a_trigger_authentication_is_refused_naming_pod_identity(tmp_path: Path) -> None:
+    text = (
+        "apiVersion: ebb.dev/v1alpha1\nkind: ProcessGroup\nmetadata: {name: w}\nspec: {command: [worker]}\n---\n"
+        "apiVersion: keda.sh/v1alpha1\nkind: TriggerAuthentication\nmetadata: {name: wi}\n"
+        "spec: {podIdentity: {provider: azure-workload}}\n---\n"
+        "apiVersion: keda.sh/v1alpha1\nkind: ScaledObject\nmetadata: {name: w}\nspec:\n"
+        "  scaleTargetRef: {apiVersion: ebb.dev/v1alpha1, kind: ProcessGroup, name: w}\n"
+        "  triggers:\n    - type: azure-queue\n      metadata: {queueName: q, accountName: acct}\n"
+        "      authenticationRef: {name: wi}\n"
+    )
+    path = tmp_path / "wi.yaml"
+    path.write_text(text)
+    result = CliRunner().invoke(app, ["check", str(path)], env={"COLUMNS": "400"})
+    assert result.exit_code == 1
+    assert "spec.triggers[0].authenticationRef" in result.output
+    assert "podIdentity (provider azure-workload)" in result.output
