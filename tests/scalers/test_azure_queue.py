@@ -150,6 +150,12 @@ def test_cloud_picks_the_endpoint_suffix(cloud: str | None, suffix: str) -> None
     assert scaler(meta, {"connection": FAKE}).endpoint_suffix == suffix  # type: ignore[attr-defined]
 
 
+def test_development_storage_means_azurite_on_its_default_port() -> None:
+    s = scaler({"queueName": "q"}, {"connection": "UseDevelopmentStorage=true"})
+    assert s.endpoint == "http://127.0.0.1:10001/devstoreaccount1/q"  # type: ignore[attr-defined]
+    asyncio.run(s.close())
+
+
 def test_private_cloud_takes_endpoint_suffix() -> None:
     s = scaler({"queueName": "q", "cloud": "Private", "endpointSuffix": "queue.example.net"}, {"connection": FAKE})
     assert s.endpoint_suffix == "queue.example.net"  # type: ignore[attr-defined]
