@@ -16,6 +16,8 @@ import yaml
 
 from ebb.spec.models import (
     KEDA_API_VERSION,
+    CloudEventSource,
+    ClusterCloudEventSource,
     ClusterTriggerAuthentication,
     HTTPScaledObject,
     KubeObject,
@@ -236,6 +238,8 @@ HTTP_SCALED_OBJECT_STATUS: Final[Schema] = {
     },
 }
 
+CLOUD_EVENT_SOURCE_STATUS: Final[Schema] = {"type": "object", "properties": {"conditions": _conditions()}}
+
 TRIGGER_AUTHENTICATION_STATUS: Final[Schema] = {
     "type": "object",
     "properties": {"scaledjobs": {"type": "string"}, "scaledobjects": {"type": "string"}},
@@ -327,6 +331,15 @@ _KINDS: Final[list[tuple[type[KubeObject], str, str, list[str], list[Schema], Sc
         ],
         TRIGGER_AUTHENTICATION_STATUS,
     ),
+    (CloudEventSource, "cloudeventsources", "Namespaced", [], [_condition("Active")], CLOUD_EVENT_SOURCE_STATUS),
+    (
+        ClusterCloudEventSource,
+        "clustercloudeventsources",
+        "Cluster",
+        [],
+        [_condition("Active")],
+        CLOUD_EVENT_SOURCE_STATUS,
+    ),
     (
         HTTPScaledObject,
         "httpscaledobjects",
@@ -410,7 +423,12 @@ def crd(model: type[KubeObject]) -> dict[str, Any]:
 
 def all_crds() -> dict[str, dict[str, Any]]:
     """Every CRD by the file name KEDA (or the add-on) uses for it (`keda.sh_scaledobjects.yaml` ...)."""
-    return {f"{_group_version(model)[0]}_{plural}.yaml": crd(model) for model, plural, *_ in _KINDS}
+    return {f"{_group(model)}_{plural}.yaml": crd(model) for model, plural, *_ in _KINDS}
+
+
+def _group(model: type[KubeObject]) -> str:
+    """keda.sh, eventing.keda.sh for the CloudEventSource kinds, http.keda.sh for HTTPScaledObject."""
+    return _group_version(model)[0]
 
 
 def _group_version(model: type[KubeObject]) -> tuple[str, str]:
