@@ -1,4 +1,4 @@
-"""The `ebb` command: run, check, metrics, events, status, dashboard, demo, version."""
+"""The `ebb` command: run, check, metrics, events, status, dashboard, demo, simulate, version."""
 
 from __future__ import annotations
 
@@ -578,8 +578,10 @@ def main(argv: list[str] | None = None) -> Any:
 
 def _register_subcommands() -> None:
     from ebb.kube.commands import register as register_kube
+    from ebb.simulate.command import register as register_simulate
 
     register_kube(app)
+    register_simulate(app)
 
 
 _register_subcommands()

@@ -108,7 +108,8 @@ class SeasonalQuantile:
         idx = idx[(idx >= 0) & (idx < n)]
         if len(idx) == 0:
             return self._values[max(0, n - self.level_steps) : n]
-        return self._values[idx]
+        out: npt.NDArray[np.float64] = self._values[idx]
+        return out
 
     def _median(self, index: int) -> float:
         """The seasonal median for position `index`, as it was forecast before that step was observed."""
@@ -174,26 +175,28 @@ class HoltWinters:
     def observe(self, value: float) -> None:
         value = float(value)
         phase = self.count % self._period
-        if self.level is None:
-            self.level = value
-        else:
-            predicted = self.level + self.trend + self.season[phase]
-            self.errors.append(abs(value - predicted))
-            if len(self.errors) > self.error_steps:
-                del self.errors[0]
-            previous = self.level
-            self.level = self.alpha * (value - self.season[phase]) + (1 - self.alpha) * (previous + self.trend)
-            self.trend = self.beta * (self.level - previous) + (1 - self.beta) * self.trend
-            if self.count >= self._period:
-                self.season[phase] = self.gamma * (value - self.level) + (1 - self.gamma) * self.season[phase]
-            else:  # the first day only learns the shape
-                self.season[phase] = value - self.level
         self.count += 1
+        if self.level is None:
+            # the first day only learns the shape: level = its mean, season = each step's offset from it
+            self.season[phase] = value
+            if self.count == self._period:
+                self.level = float(np.mean(self.season))
+                self.season = [v - self.level for v in self.season]
+            return
+        predicted = self.level + self.trend + self.season[phase]
+        self.errors.append(abs(value - predicted))
+        if len(self.errors) > self.error_steps:
+            del self.errors[0]
+        previous = self.level
+        self.level = self.alpha * (value - self.season[phase]) + (1 - self.alpha) * (previous + self.trend)
+        self.trend = self.beta * (self.level - previous) + (1 - self.beta) * self.trend
+        self.season[phase] = self.gamma * (value - self.level) + (1 - self.gamma) * self.season[phase]
 
     def forecast(self, steps: int) -> Forecast:
-        if self.level is None:
-            zeros = (0.0,) * steps
-            return Forecast(self.step, zeros, zeros, zeros)
+        if self.level is None:  # less than a day: the recent mean, flat
+            seen = self.season[: self.count]
+            flat = (float(np.mean(seen[-12:])) if seen else 0.0,) * steps
+            return Forecast(self.step, flat, flat, flat)
         spread = self.z * (float(np.mean(self.errors)) if self.errors else 0.0)
         mean, lower, upper = [], [], []
         for k in range(steps):
@@ -266,17 +269,17 @@ class ForecastGuard:
 
 __all__ = [
     "MODELS",
+    "PREDICTIVE_ANNOTATION",
     "Forecast",
     "ForecastGuard",
     "Forecaster",
     "HoltWinters",
     "ModelName",
-    "PREDICTIVE_ANNOTATION",
     "PredictiveSettings",
     "SeasonalQuantile",
-    "parse_predictive",
     "forecast",
     "make_forecaster",
+    "parse_predictive",
 ]
 
 

@@ -293,7 +293,9 @@ class _Forecasting:
         self.buckets = buckets
         self.interval = interval
         self.model = make_forecaster(predictor.settings.model, interval)
-        self.guard = ForecastGuard(max_error=predictor.settings.max_error, resume_error=predictor.settings.max_error * 0.7)
+        self.guard = ForecastGuard(
+            max_error=predictor.settings.max_error, resume_error=predictor.settings.max_error * 0.7
+        )
         self.steps = max(1, math.ceil((predictor.settings.horizon + startup_delay) / interval)) + 1
         self.seen = 0
         self.bucket = -1

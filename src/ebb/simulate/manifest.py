@@ -20,13 +20,12 @@ from ebb.scaling.lifecycle import pause_state
 from ebb.scaling.types import ObjectPolicy
 from ebb.simulate.engine import (
     CorePolicy,
+    Policy,
     Predictor,
-    SchedulePolicy,
     SimTrigger,
     Workload,
     fixed_schedule,
     oracle_policy,
-    Policy,
 )
 from ebb.spec.auth import resolve_env
 from ebb.spec.convert import object_policy
@@ -160,9 +159,7 @@ def load_manifest(path: Path, overrides: Sequence[str], object_name: str | None)
     loaded = load_text(yaml.safe_dump_all(docs, sort_keys=False), str(path), ignore_unknown=True)
     if loaded.errors:
         raise SimulationError("; ".join(str(e) for e in loaded.errors))
-    objects = [
-        o for o in loaded.of(ScaledObject) if o.metadata.name == (target.get("metadata") or {}).get("name")
-    ]
+    objects = [o for o in loaded.of(ScaledObject) if o.metadata.name == (target.get("metadata") or {}).get("name")]
     if not objects:
         raise SimulationError(f"{path}: the ScaledObject did not load")
     return objects[0], loaded.resources
@@ -274,9 +271,9 @@ def build_policies(
     pol: ObjectPolicy = base.policy
     target = base.triggers[0].target if base.triggers else 1.0
     pred = predictor(st.predictive, service_rate, startup_delay)
-    manifest_predictor = pred if (st.has_predictkube or (
-        PREDICTIVE_ANNOTATION in st.obj.metadata.annotations
-    )) else None
+    manifest_predictor = (
+        pred if (st.has_predictkube or (PREDICTIVE_ANNOTATION in st.obj.metadata.annotations)) else None
+    )
     out: list[Policy] = []
     for name in names:
         if name == "manifest":

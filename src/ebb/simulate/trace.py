@@ -6,6 +6,7 @@ Every problem is a TraceError naming the file, the row (1-based, the header is r
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import math
 import sqlite3
@@ -90,9 +91,7 @@ def _parse_time(raw: str, where: str) -> float:
         try:
             stamp = datetime.fromisoformat(f"{head}.{frac[:6]}" if dot else head)
         except ValueError:
-            raise TraceError(
-                f"{where}: cannot read timestamp {raw!r} (expected ISO 8601 or Unix seconds)"
-            ) from None
+            raise TraceError(f"{where}: cannot read timestamp {raw!r} (expected ISO 8601 or Unix seconds)") from None
     if stamp.tzinfo is None:
         stamp = stamp.replace(tzinfo=UTC)
     return stamp.timestamp()
@@ -155,7 +154,9 @@ def read_counts(path: Path, gaps: GapPolicy = "error") -> Trace:
             raise TraceError(f"{field_where}: {raw} is too large (at most {MAX_COUNT:g} per interval)")
         if times and t <= times[-1]:
             order = "repeats" if t == times[-1] else "goes back before"
-            raise TraceError(f"{where}: timestamp {row[t_col].strip()!r} {order} row {rownums[-1]}'s: rows must be in time order")
+            raise TraceError(
+                f"{where}: timestamp {row[t_col].strip()!r} {order} row {rownums[-1]}'s: rows must be in time order"
+            )
         times.append(t)
         values.append(v)
         rownums.append(line)
@@ -163,7 +164,7 @@ def read_counts(path: Path, gaps: GapPolicy = "error") -> Trace:
         raise TraceError(f"{path}: the file has a header but no rows")
     if len(times) < 2:
         raise TraceError(f"{path}: one row is not a trace: need at least two intervals")
-    steps = Counter(round(b - a, 6) for a, b in zip(times, times[1:], strict=False))
+    steps = Counter(round(b - a, 6) for a, b in itertools.pairwise(times))
     interval = float(steps.most_common(1)[0][0])
     out: list[float] = [values[0]]
     filled = 0
@@ -199,7 +200,10 @@ def read_arrivals(path: Path) -> Trace:
             raise TraceError(f"{where}: expected {len(header)} fields, got {len(row)}")
         t = _parse_time(row[t_col], f"{where}, field {header[t_col]!r}")
         if times and t < times[-1]:
-            raise TraceError(f"{where}: timestamp {row[t_col].strip()!r} goes back before row {last_line}'s: rows must be in time order")
+            raise TraceError(
+                f"{where}: timestamp {row[t_col].strip()!r} goes back before row {last_line}'s: "
+                "rows must be in time order"
+            )
         times.append(t)
         last_line = line
     if not times:
@@ -236,7 +240,7 @@ def read_history(path: Path, obj: str | None = None) -> Trace:
     interval = float(np.median(np.diff(times)))
     if not interval > 0:
         raise TraceError(f"{path}: the recorded points are not spread over time")
-    n = int(math.ceil((times[-1] - times[0]) / interval)) + 1
+    n = math.ceil((times[-1] - times[0]) / interval) + 1
     idx = np.minimum(((times - times[0]) / interval).astype(int), n - 1)
     counts = np.zeros(n)
     np.maximum.at(counts, idx, values)
