@@ -300,6 +300,7 @@ class _Forecasting:
         self.seen = 0
         self.bucket = -1
         self.value = 0.0
+        self.expected = 0.0
         self.point: dict[int, float] = {}
         self.log: list[tuple[float, float, float]] = []
         self.guard_switches = 0
@@ -320,6 +321,8 @@ class _Forecasting:
             self.point[b] = fc.mean[0]
             peak = fc.peak(self.steps, self.p.settings.band) / self.interval
             self.value = peak if self.guard.enabled else 0.0
+            # activation follows the point forecast: the band sizes the pool, it does not wake it
+            self.expected = fc.peak(self.steps, "mean") / self.interval if self.guard.enabled else 0.0
             self.off_buckets += 0 if self.guard.enabled else 1
             self.log.append((b * self.interval, fc.mean[0] / self.interval, fc.upper[0] / self.interval))
             self.bucket = b
@@ -380,7 +383,7 @@ def run_core(
         predicted_active = False
         if forecasting is not None and policy.predictor is not None:
             rate = forecasting.at(t)
-            predicted_active = rate > policy.predictor.activation
+            predicted_active = forecasting.expected > policy.predictor.activation
             if not observe_only:
                 results.append(
                     TriggerResult(
