@@ -112,7 +112,7 @@ def render_png(report: Report, path: Path) -> None:
     except ImportError:
         raise EbbError(f"--plot {path}: {PNG_HINT}") from None
     data = series(report)
-    t = np.asarray(data["time"], dtype="datetime64[s]")
+    t = np.asarray(np.round(data["time"]), dtype=np.int64).astype("datetime64[s]")
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(12, 6), sharex=True)
     ax1.plot(t, data["load"], color="#555", lw=0.6, label="load (items/s)")
     for name, values in data["forecast"].items():
