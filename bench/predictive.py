@@ -46,15 +46,17 @@ def count_series(traces: Path) -> list[Path]:
     return out
 
 
-def scale_for(path: Path) -> float:
+def scale_for(path: Path, median_per_5min: float = MEDIAN_PER_5MIN) -> float:
     trace = read_counts(path, GAPS)
     assert trace.counts is not None
     per_5min = float(np.median(trace.counts)) * 300.0 / trace.interval
-    return MEDIAN_PER_5MIN / per_5min if per_5min > 0 else 1.0
+    return median_per_5min / per_5min if per_5min > 0 else 1.0
 
 
-def one(path: Path, overrides: tuple[str, ...], policies: tuple[str, ...] = POLICIES) -> dict[str, Any]:
-    scale = scale_for(path)
+def one(
+    path: Path, overrides: tuple[str, ...], policies: tuple[str, ...] = POLICIES, median: float = MEDIAN_PER_5MIN
+) -> dict[str, Any]:
+    scale = scale_for(path, median)
     started = time.perf_counter()
     report = simulate(
         MANIFEST,
@@ -110,7 +112,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--policies",
         help="Comma-separated policies (default: all five; the target needs predictive, keda-default and oracle).",
     )
+    parser.add_argument(
+        "--median", type=float, default=MEDIAN_PER_5MIN, help="Scale each series to this median 5-minute count."
+    )
     parser.add_argument("--jobs", type=int, default=1, help="Series simulated in parallel.")
+    parser.add_argument("--markdown", action="store_true", help="Also print the table for docs/performance.md.")
     parser.add_argument("--no-write", action="store_true", help="Print only; leave bench/results alone.")
     args = parser.parse_args(argv)
     if not TRACES.is_dir():
@@ -121,7 +127,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     policies = policies_arg(args.policies)
     started = time.perf_counter()
     with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        docs = list(pool.map(one, paths, [overrides] * len(paths), [policies] * len(paths)))
+        n = len(paths)
+        docs = list(pool.map(one, paths, [overrides] * n, [policies] * n, [args.median] * n))
     series: dict[str, dict[str, dict[str, Any]]] = {}
     per_series: dict[str, Any] = {}
     for path, doc in zip(paths, docs, strict=True):
@@ -155,7 +162,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "method": (
             f"ebb simulate on every count series in ../shared/traces with {MANIFEST.relative_to(ROOT)} "
             f"(+ {list(overrides)}), service rate {SERVICE_RATE}/s per replica, start-up {STARTUP_DELAY:g} s, "
-            f"seed {SEED}; each series scaled so its median 5-minute count is {MEDIAN_PER_5MIN:g} items; "
+            f"seed {SEED}; each series scaled so its median 5-minute count is {args.median:g} items; "
             f"missing intervals filled with the previous value; walk-forward forecasts only"
         ),
         "series": per_series,
@@ -166,6 +173,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if not args.no_write:
         write_result("predictive", result)
     print_table(per_series, median, verdict)
+    if args.markdown:
+        print(markdown(result))
     return result
 
 
@@ -190,3 +199,20 @@ def print_table(per_series: dict[str, Any], median: dict[str, dict[str, float]],
 
 if __name__ == "__main__":
     main(sys.argv[1:])
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The table docs/performance.md shows, from a result of `main`."""
+    lines = [
+        "| series (scale) | policy | replica-s | cold starts | wait p50 s | wait p95 s | wait p99 s |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    rows = [(f"{n} (x{s['scale']:.3g})", s["policies"]) for n, s in result["series"].items()]
+    rows.append(("**median over series**", [{"name": k, **v} for k, v in result["median_over_series"].items()]))
+    for label, policies in rows:
+        for p in policies:
+            lines.append(
+                f"| {label} | {p['name']} | {p['replica_seconds']:,.0f} | {p['cold_starts']:,.0f} | "
+                f"{p['wait_p50_s']:.1f} | {p['wait_p95_s']:.1f} | {p['wait_p99_s']:.1f} |"
+            )
+    return "\n".join(lines)
