@@ -43,7 +43,7 @@ def _container(documents: list[dict[str, Any]]) -> dict[str, Any]:
 def _allows(rules: list[dict[str, Any]], group: str, resource: str, verb: str) -> bool:
     return any(
         (group in rule["apiGroups"] or "*" in rule["apiGroups"])
-        and resource in rule["resources"]
+        and (resource in rule["resources"] or "*" in rule["resources"])
         and verb in rule["verbs"]
         for rule in rules
     )
@@ -97,6 +97,7 @@ def test_deployment_args_probes_and_resources() -> None:
     container = _container(documents)
     assert container["args"] == [
         "--scaling=hpa",
+        "--leader-pod-label",
         "--log-level=DEBUG",
         "--metrics-api-port=6443",
         f"--cluster-object-namespace={NAMESPACE}",
@@ -149,21 +150,54 @@ def test_operator_rbac_is_what_the_operator_needs() -> None:
         ("", "secrets", "get"),
         ("", "configmaps", "watch"),
         ("", "limitranges", "list"),  # the admission webhook's cpu/memory check
+        ("eventing.keda.sh", "cloudeventsources", "watch"),
+        ("eventing.keda.sh", "clustercloudeventsources", "patch"),  # kopf's finalizer
+        ("eventing.keda.sh", "cloudeventsources/status", "patch"),  # the Active condition
+        ("eventing.keda.sh", "clustercloudeventsources/status", "patch"),
+        ("discovery.k8s.io", "endpointslices", "list"),  # metrics-api aggregateFromKubeServiceEndpoints
+        ("discovery.k8s.io", "endpointslices", "watch"),
+        # Regression (real cluster): reading a ReplicaSet or a custom resource target was forbidden.
+        ("apps", "replicasets", "get"),
+        ("apps", "statefulsets", "get"),
+        ("argoproj.io", "rollouts", "get"),
     ]:
         assert _allows(rules, group, resource, verb), (group, resource, verb)
-    # Least privilege: reads only on Secrets, no pod or deployment writes, no wildcard resources.
+    # Least privilege: reads only on Secrets, no pod or deployment writes; the one wildcard is KEDA's `get`.
     for group, resource, verb in [
         ("", "secrets", "create"),
         ("", "secrets", "update"),
         ("", "pods", "delete"),
         ("apps", "deployments", "update"),
         ("keda.sh", "scaledobjects", "delete"),
+        ("eventing.keda.sh", "cloudeventsources", "delete"),
+        ("discovery.k8s.io", "endpointslices", "delete"),
     ]:
         assert not _allows(rules, group, resource, verb), (group, resource, verb)
-    assert all("*" not in rule["resources"] for rule in rules)
+    assert [rule["verbs"] for rule in rules if "*" in rule["resources"]] == [["get"]]
     leases = _one(documents, "Role", "ebb-leases")
     assert leases["metadata"]["namespace"] == NAMESPACE
     assert _allows(leases["rules"], "coordination.k8s.io", "leases", "update")
+    assert _allows(leases["rules"], "", "pods", "patch")  # the leader labels its own pod
+
+
+def test_replicas_roll_with_a_ready_standby_and_the_service_selects_the_leader() -> None:
+    """Regression: the chart hard-coded one replica and Recreate (each upgrade took the metrics API and the
+    webhook down). Every replica is Ready (--leader-pod-label); the Service selects the leader's label."""
+    documents = _render()
+    deployment = _one(documents, "Deployment")
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
+    assert "--leader-pod-label" in _container(documents)["args"]
+    service = _one(documents, "Service", "ebb-metrics-api")
+    assert service["spec"]["selector"]["ebb.dev/leader"] == "true"
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert {k: v for k, v in service["spec"]["selector"].items() if k != "ebb.dev/leader"}.items() <= pod_labels.items()
+    assert _one(_render({"replicaCount": 3}), "Deployment")["spec"]["replicas"] == 3
+    recreate = _one(_render({"strategy": {"type": "Recreate"}}), "Deployment")["spec"]["strategy"]
+    assert recreate == {"type": "Recreate"}
 
 
 def test_aggregated_api_bindings() -> None:
@@ -232,6 +266,8 @@ def test_admission_webhooks_are_kedas_and_trust_the_serving_certificate() -> Non
     documents = _render()
     webhooks = _webhooks(documents)
     assert sorted(webhooks) == [
+        "vcloudeventsource.ebb.dev",
+        "vclustercloudeventsource.ebb.dev",
         "vclustertriggerauthentication.ebb.dev",
         "vscaledjob.ebb.dev",
         "vscaledobject.ebb.dev",
@@ -242,11 +278,12 @@ def test_admission_webhooks_are_kedas_and_trust_the_serving_certificate() -> Non
     ca_cert = base64.b64decode(secret["data"]["ca.crt"])
     for name, webhook in webhooks.items():
         resource = name.split(".")[0][1:]
+        group = "eventing.keda.sh" if "cloudeventsource" in resource else "keda.sh"
         assert webhook["clientConfig"] == {
             "service": {
                 "name": "ebb-metrics-api",
                 "namespace": NAMESPACE,
-                "path": f"/validate-keda-sh-v1alpha1-{resource}",
+                "path": f"/validate-{group.replace('.', '-')}-v1alpha1-{resource}",
                 "port": 9443,
             },
             "caBundle": ca_bundle,
@@ -254,7 +291,7 @@ def test_admission_webhooks_are_kedas_and_trust_the_serving_certificate() -> Non
         assert base64.b64decode(webhook["clientConfig"]["caBundle"]) == ca_cert
         assert webhook["rules"] == [
             {
-                "apiGroups": ["keda.sh"],
+                "apiGroups": [group],
                 "apiVersions": ["v1alpha1"],
                 "operations": ["CREATE", "UPDATE"],
                 "resources": [f"{resource}s"],

@@ -22,6 +22,7 @@ from ebb.kube import status as st
 from ebb.kube.admission import ConflictIndex, check_conflicts
 from ebb.kube.auth import PrefetchedStore, container_env, prefetch_auth, template_containers
 from ebb.kube.client import API_ERRORS, EVENT, HPA, SCALED_OBJECT, AsyncClient, api_message, is_not_found, to_dict
+from ebb.kube.endpoints import endpoint_slice_lister
 from ebb.kube.hpa import (
     SCALED_OBJECT_LABEL,
     TargetKind,
@@ -33,12 +34,19 @@ from ebb.kube.hpa import (
 from ebb.kube.metrics_provider import ExternalMetricValue, MetricDescriptor, MetricNotFound
 from ebb.kube.scale import KubeScaleTarget, resolve_target_kind
 from ebb.kube.webhook import KubeCluster
+from ebb.observe.cloudevents import CloudEventHub
 from ebb.observe.services import Services
 from ebb.runtime.build import build_scalers, object_ref
 from ebb.runtime.observer import ObjectRef, Observer, PollRecord
 from ebb.runtime.scaled_object import ScaledObjectLoop, close_scalers, read_trigger
 from ebb.scalers.base import DEFAULT_TIMEOUT, MetricSpec, Scaler
-from ebb.scaling.lifecycle import COMPOSITE_METRIC, ScaledObjectDecider
+from ebb.scaling.lifecycle import (
+    COMPOSITE_METRIC,
+    NO_FALLBACK_MESSAGE,
+    PAUSED_MESSAGE,
+    UNPAUSED_MESSAGE,
+    ScaledObjectDecider,
+)
 from ebb.scaling.types import Condition, LifecycleState, ScalingEvent
 from ebb.spec import object_policy, parse_object, pause_state
 from ebb.spec.models import ScaledObject
@@ -51,6 +59,14 @@ FINALIZER = "finalizer.keda.sh"
 SCALING_ANNOTATION = "ebb.dev/scaling"
 
 Mode = Literal["hpa", "direct"]
+#: The longest wait between two attempts at a failing reconcile.
+MAX_RETRY_DELAY = 300.0
+
+
+def retry_delay(retry: int) -> float:
+    """Seconds before attempt `retry + 1` of a failed reconcile: 1, 2, 4 ... up to MAX_RETRY_DELAY (KEDA's
+    controller-runtime requeues failures with exponential backoff too)."""
+    return min(MAX_RETRY_DELAY, 2.0 ** min(retry, 16))
 
 
 @dataclass
@@ -62,6 +78,8 @@ class OperatorOptions:
     services: Services | None = None
     #: ScaledObjects and HPAs indexed from watch events (runner.py); None: the conflict check lists the namespace.
     conflicts: ConflictIndex | None = None
+    #: CloudEventSources' sinks (kube/eventing.py): every Event the controllers post also goes here.
+    cloudevents: CloudEventHub | None = None
 
 
 @dataclass
@@ -76,6 +94,14 @@ class _Runtime:
     specs: list[MetricSpec]
     task: asyncio.Task[None] | None = None
     writes: set[asyncio.Task[None]] = field(default_factory=set)
+
+
+def log_event(obj: str, event: ScalingEvent) -> None:
+    """What a loop reports as an Event goes to the log too (KEDA logs scaler errors): Warnings (a scaler that
+    fails, a Job that cannot be created) at WARNING, the rest at INFO. Messages are the Events' own, which never
+    carry a secret value (errors.redact)."""
+    level = logging.WARNING if event.type == "Warning" else logging.INFO
+    log.log(level, "%s: %s: %s", obj, event.reason, event.message)
 
 
 def _error_text(exc: EbbError) -> str:
@@ -93,6 +119,7 @@ class _KubeObserver(Observer):
         self.manifest_ref = manifest_ref
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._last_problem: str | None = None
 
     def _spawn(self, coro: Any) -> None:
         async def run() -> None:
@@ -110,10 +137,14 @@ class _KubeObserver(Observer):
         self._spawn(self.controller._write_poll(self.manifest_ref, record))
 
     def event(self, ref: ObjectRef, event: ScalingEvent, now: float) -> None:
+        log_event(str(ref), event)
         self._spawn(self.controller.emit(self.manifest_ref, event))
 
     def problem(self, ref: ObjectRef, message: str, now: float) -> None:
-        log.warning("%s: %s", ref, message)
+        # A problem that persists (push unavailable, retried with backoff) is said once, then at DEBUG.
+        repeated = message == self._last_problem
+        self._last_problem = message
+        log.log(logging.DEBUG if repeated else logging.WARNING, "%s: %s", ref, message)
 
     async def drain(self) -> None:
         if self._tasks:
@@ -141,6 +172,8 @@ class ScaledObjectController:
     # --- API writes ----------------------------------------------------------------------------------
 
     async def emit(self, manifest_ref: Mapping[str, Any], event: ScalingEvent) -> None:
+        if self.options.cloudevents is not None:
+            self.options.cloudevents.kube_event(manifest_ref, event, self.clock())
         body = st.event_manifest(manifest_ref, event, self.clock())
         await self.client.create(EVENT(body))
 
@@ -190,7 +223,6 @@ class ScaledObjectController:
         patch = st.decision_status(
             record.decision,
             existing,
-            record.time,
             external_metric_names=names,
             active_metrics=(t.metric_name for t in record.triggers if t.active),
             hpa_active=hpa_active,
@@ -216,13 +248,16 @@ class ScaledObjectController:
         meta = body.get("metadata") or {}
         namespace, name = meta.get("namespace", "default"), meta.get("name", "")
         log.warning("ScaledObject %s/%s: %s", namespace, name, message)
-        await self.patch_status(namespace, name, st.error_status(body.get("status"), reason, message, self.clock()))
+        await self.patch_status(namespace, name, st.error_status(body.get("status"), reason, message))
         await self.emit(st.object_reference(body), ScalingEvent(reason, message, "Warning"))
 
     # --- reconcile ------------------------------------------------------------------------------------
 
-    async def reconcile(self, body: Mapping[str, Any]) -> None:
-        """Bring the cluster in line with one ScaledObject. Never raises for a broken object: it reports it."""
+    async def reconcile(self, body: Mapping[str, Any]) -> bool:
+        """Bring the cluster in line with one ScaledObject. Never raises for a broken object: it reports it, and
+        returns False when trying again later may succeed (a target or Secret that does not exist yet, an API
+        error, a 403 until RBAC is fixed): the caller retries with backoff (`retry_delay`), as KEDA requeues.
+        A spec that does not parse is not retried: only an edit can fix it, and an edit reconciles again."""
         meta = body.get("metadata") or {}
         key = (str(meta.get("namespace", "default")), str(meta.get("name", "")))
         await self.stop(key)
@@ -230,13 +265,16 @@ class ScaledObjectController:
         if errors or not isinstance(obj, ScaledObject):
             message = "; ".join(_error_text(e) for e in errors) or "not a ScaledObject"
             await self._fail(body, "ScaledObjectCheckFailed", message)
-            return
+            return True
         try:
             await self._reconcile(obj, body)
         except EbbError as exc:
             await self._fail(body, "ScaledObjectCheckFailed", _error_text(exc))
+            return False
         except API_ERRORS as exc:
             await self._fail(body, "ScaledObjectCheckFailed", f"Kubernetes API: {api_message(exc)}")
+            return False
+        return True
 
     def mode_for(self, so: ScaledObject) -> Mode:
         wanted = so.metadata.annotations.get(SCALING_ANNOTATION, self.options.scaling)
@@ -274,15 +312,22 @@ class ScaledObjectController:
             if pause.paused_replicas is not None and current != pause.paused_replicas:
                 await target.set_replicas(pause.paused_replicas)
             status["pausedReplicaCount"] = pause.paused_replicas
-            conditions = {"Paused": Condition("True", "ScaledObjectPaused", "ScaledObject is paused")}
-            status["conditions"] = st.merge_conditions(existing_status.get("conditions"), conditions, self.clock())
+            conditions = {"Paused": Condition("True", "ScaledObjectPaused", PAUSED_MESSAGE)}
+            status["conditions"] = st.merge_conditions(existing_status.get("conditions"), conditions)
             await self.patch_status(namespace, name, status)
             if not any(
                 c.get("type") == "Paused" and c.get("status") == "True" for c in existing_status.get("conditions") or ()
             ):
-                await self.emit(ref_dict, ScalingEvent("ScaledObjectPaused", "ScaledObject is paused"))
+                await self.emit(ref_dict, ScalingEvent("ScaledObjectPaused", PAUSED_MESSAGE))
             return
         status["pausedReplicaCount"] = None
+        conditions = {}
+        if any(
+            c.get("type") == "Paused" and c.get("status") == "True" for c in existing_status.get("conditions") or ()
+        ):
+            # KEDA (scaledobject_controller.go): the annotation is gone, so the condition goes False, with an Event.
+            conditions["Paused"] = Condition("False", "ScaledObjectUnpaused", UNPAUSED_MESSAGE)
+            await self.emit(ref_dict, ScalingEvent("ScaledObjectUnpaused", UNPAUSED_MESSAGE))
 
         scalers = await self._build_scalers(so, target, mode)
         try:
@@ -300,14 +345,6 @@ class ScaledObjectController:
             await close_scalers(scalers)
             raise
 
-        ready = {
-            "Ready": Condition(
-                "True", "ScaledObjectReady", "ScaledObject is defined correctly and is ready for scaling"
-            )
-        }
-        status["conditions"] = st.merge_conditions(existing_status.get("conditions"), ready, self.clock())
-        await self.patch_status(namespace, name, status)
-
         state = self.states.setdefault(uid or f"{namespace}/{name}", LifecycleState())
         last_active = st.parse_rfc3339(existing_status.get("lastActiveTime"))
         if state.last_active_time is None and last_active is not None:
@@ -320,6 +357,19 @@ class ScaledObjectController:
             target=target.label,
             trigger_names=[t.name for t in so.spec.triggers if t.name and not t.is_resource],
         )
+        conditions["Ready"] = Condition(
+            "True", "ScaledObjectReady", "ScaledObject is defined correctly and is ready for scaling"
+        )
+        if not decider.fallback_enabled:
+            # KEDA's reconcile: no (valid) fallback, so none can be active. The loop's polls set it otherwise.
+            conditions["Fallback"] = Condition("False", "NoFallbackFound", NO_FALLBACK_MESSAGE)
+        status["conditions"] = st.merge_conditions(existing_status.get("conditions"), conditions)
+        await self.patch_status(namespace, name, status)
+        if not any(
+            c.get("type") == "Ready" and c.get("status") == "True" for c in existing_status.get("conditions") or ()
+        ):
+            # KEDA: an Event (and CloudEvent) the first time the object is ready, or when it was not before.
+            await self.emit(ref_dict, ScalingEvent("ScaledObjectReady", "ScaledObject is ready for scaling"))
         kube_observer = _KubeObserver(self, ref_dict)
         services = self.options.services
         observer: Observer = services.observers(kube_observer, [so]) if services is not None else kube_observer
@@ -437,6 +487,7 @@ class ScaledObjectController:
             env_secrets=env.secret_values if env is not None else frozenset(),
             timeout=self.options.timeout,
             cluster_object_namespace=self.options.cluster_object_namespace,
+            endpoint_slices=endpoint_slice_lister(self.client),
         )
 
     async def _metric_specs(self, scalers: list[Scaler]) -> list[MetricSpec]:
