@@ -28,7 +28,7 @@ from ebb.scalers.base import (
     metric_name,
     param,
 )
-from ebb.scaling.forecast import ForecastGuard, make_forecaster
+from ebb.scaling.forecast import ForecastGuard, PredictiveSettings, make_forecaster
 
 _DURATION = re.compile(r"(\d+(?:\.\d*)?)(ms|s|m|h|d|w)")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
@@ -131,7 +131,7 @@ class PredictKubeScaler(Scaler):
             latest = values[-1] if values else 0.0
             if self._pending is not None:
                 self.guard.record(self._pending, latest)
-            model = make_forecaster("seasonal", self.m.query_step)
+            model = make_forecaster(PredictiveSettings().model, self.m.query_step)
             for v in values:
                 model.observe(v)
             steps = max(1, math.ceil(self.m.predict_horizon / self.m.query_step))
