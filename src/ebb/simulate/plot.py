@@ -65,6 +65,10 @@ const D = {json.dumps(data)};
 const SUMMARY = {summary};
 const COLORS = {json.dumps(COLORS)};
 const width = Math.max(600, window.innerWidth - 40);
+// open on the last three days (drag to zoom, double-click for the whole trace)
+const last = D.time[D.time.length - 1];
+const view = {{x: {{min: Math.max(D.time[0], last - 3 * 86400), max: last}}}};
+const cursor = {{sync: {{key: "ebb"}}}};
 const loadSeries = [{{}}, {{label: "load (items/s)", stroke: "#555", width: 1}}];
 const loadData = [D.time, D.load];
 let c = 0;
@@ -73,8 +77,12 @@ for (const [name, values] of Object.entries(D.forecast)) {{
                     dash: name.includes("upper") ? [4, 4] : undefined}});
   loadData.push(values);
 }}
-new uPlot({{title: "load and forecast", width, height: 300, series: loadSeries,
-           axes: [{{}}, {{label: "items/s"}}]}}, loadData, document.getElementById("load"));
+const plots = [];
+const hooks = {{setScale: [(u, key) => {{ if (key === "x") for (const p of plots) if (p !== u &&
+  (p.scales.x.min !== u.scales.x.min || p.scales.x.max !== u.scales.x.max))
+  p.setScale("x", {{min: u.scales.x.min, max: u.scales.x.max}}); }}]}};
+plots.push(new uPlot({{title: "load and forecast", width, height: 300, series: loadSeries, scales: view, cursor,
+           hooks, axes: [{{}}, {{label: "items/s"}}]}}, loadData, document.getElementById("load")));
 const repSeries = [{{}}];
 const repData = [D.time];
 for (const [name, values] of Object.entries(D.replicas)) {{
@@ -82,8 +90,9 @@ for (const [name, values] of Object.entries(D.replicas)) {{
                   paths: uPlot.paths.stepped({{align: 1}})}});
   repData.push(values);
 }}
-new uPlot({{title: "replicas per policy (peak per interval)", width, height: 300, series: repSeries,
-           axes: [{{}}, {{label: "replicas"}}]}}, repData, document.getElementById("replicas"));
+plots.push(new uPlot({{title: "replicas per policy (peak per interval)", width, height: 300, series: repSeries,
+           scales: view, cursor, hooks, axes: [{{}}, {{label: "replicas"}}]}}, repData,
+           document.getElementById("replicas")));
 const keys = ["replica_seconds", "cold_starts", "wait_p50_s", "wait_p95_s", "wait_p99_s", "wait_max_s"];
 const t = document.getElementById("summary");
 t.innerHTML = "<tr><th>policy</th>" + keys.map(k => `<th>${{k}}</th>`).join("") + "</tr>" +
