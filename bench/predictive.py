@@ -197,10 +197,6 @@ def print_table(per_series: dict[str, Any], median: dict[str, dict[str, float]],
     )
 
 
-if __name__ == "__main__":
-    main(sys.argv[1:])
-
-
 def markdown(result: dict[str, Any]) -> str:
     """The table docs/performance.md shows, from a result of `main`."""
     lines = [
@@ -216,3 +212,7 @@ def markdown(result: dict[str, Any]) -> str:
                 f"{p['wait_p50_s']:.1f} | {p['wait_p95_s']:.1f} | {p['wait_p99_s']:.1f} |"
             )
     return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

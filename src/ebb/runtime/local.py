@@ -18,12 +18,15 @@ from ebb.errors import EbbError
 from ebb.runtime.build import build_scalers, object_ref
 from ebb.runtime.heap import freeze_heap, refreeze_after
 from ebb.runtime.observer import ObjectRef, Observer
+from ebb.runtime.predictive import PredictiveScaler
 from ebb.runtime.scaled_job import ScaledJobLoop
 from ebb.runtime.scaled_object import ScaledObjectLoop, close_scalers, spread_offset
 from ebb.runtime.state import StateStore
-from ebb.scalers.base import DEFAULT_TIMEOUT
+from ebb.scalers.base import DEFAULT_TIMEOUT, Scaler
+from ebb.scaling.forecast import PREDICTIVE_ANNOTATION, parse_predictive
 from ebb.scaling.jobs import JobStrategy
 from ebb.scaling.lifecycle import ScaledObjectDecider, pause_state
+from ebb.scaling.types import ScalingEvent
 from ebb.spec.auth import ResolvedEnv, resolve_env
 from ebb.spec.convert import object_policy
 from ebb.spec.loader import LoadResult
@@ -136,6 +139,7 @@ class LocalRuntime:
                 timeout=self.options.scaler_timeout,
                 target_pids=target.pids,
             )
+            scalers = self._predictive(so, ref, scalers)
             pause_state(so.metadata.annotations, str(ref))
             idle_interval = _idle_polling_interval(so)
             decider = ScaledObjectDecider(
@@ -163,6 +167,38 @@ class LocalRuntime:
             start_offset=offset,
             clock=self.options.clock,
         )
+
+    def _predictive(self, so: ScaledObject, ref: ObjectRef, scalers: list[Scaler]) -> list[Scaler]:
+        """ebb.dev/predictive: each non-resource trigger's metric with its own forecast added."""
+        raw = so.metadata.annotations.get(PREDICTIVE_ANNOTATION)
+        if raw is None:
+            return scalers
+        try:
+            settings = parse_predictive(raw)
+        except ValueError as exc:
+            raise EbbError(f"{so.ref}: metadata.annotations[{PREDICTIVE_ANNOTATION}]: {exc}") from None
+
+        def guard(trigger: str) -> Callable[[bool, float], None]:
+            def report(enabled: bool, error: float) -> None:
+                if enabled:
+                    event = ScalingEvent("PredictionResumed", f"{trigger}: forecast error {error:.2f}, prediction on")
+                else:
+                    event = ScalingEvent(
+                        "PredictionDisabled",
+                        f"{trigger}: recent forecast error {error:.2f} > maxError {settings.max_error:g}, "
+                        "prediction off",
+                        "Warning",
+                    )
+                self.observer.event(ref, event, self.options.clock())
+
+            return report
+
+        return [
+            s
+            if s.type_name in ("cpu", "memory")  # resource metrics: nothing to forecast from a queue
+            else PredictiveScaler(s, settings, clock=self.options.clock, on_guard=guard(s.ctx.trigger_ref))
+            for s in scalers
+        ]
 
     def _build_scaled_job(self, sj: ScaledJob, offset: float) -> ScaledJobLoop | None:
         ref = object_ref(sj)
