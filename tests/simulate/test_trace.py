@@ -6,6 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from ebb.observe.history import HistoryStore
+from ebb.runtime.observer import ObjectRef, PollRecord
+from ebb.scaling.types import Decision, TriggerResult
 from ebb.simulate.trace import TraceError, read_trace
 
 GOOD = "timestamp,value\n2015-03-01 00:00:00,3\n2015-03-01 00:05:00,0\n2015-03-01 00:10:00,7\n"
@@ -92,3 +95,30 @@ def test_missing_file(tmp_path: Path, fmt: str) -> None:
 def test_history_that_is_not_a_database(tmp_path: Path) -> None:
     with pytest.raises(TraceError, match="not an ebb history database"):
         read_trace(write(tmp_path, "hello", "history.db"), "history")
+
+
+def test_history_recorded_by_ebb_run(tmp_path: Path) -> None:
+    path = tmp_path / "history.db"
+    store = HistoryStore(path)
+    ref = ObjectRef("ScaledObject", "default", "worker")
+    store.write(
+        [
+            PollRecord(
+                ref=ref,
+                time=1_000_000.0 + 10 * i,
+                triggers=(TriggerResult("s0-redis", 5.0, value=float(i % 7), active=True),),
+                decision=Decision(1, True, "ScalerActive"),
+                current_replicas=1,
+                desired_replicas=1,
+                ready_replicas=1,
+                lateness=0.0,
+                read_seconds=0.001,
+            )
+            for i in range(60)
+        ]
+    )
+    store.close()
+    trace = read_trace(path, "history")
+    assert trace.counts is not None
+    assert trace.interval == 10.0 and len(trace.counts) == 60
+    assert trace.counts.max() == 6.0
