@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -115,14 +114,10 @@ def simulate(manifest: Path, opts: Options, trace: Trace | None = None) -> Repor
     return Report(results, info, settings, workload)
 
 
-__all__ = ["POLICIES", "Options", "Report", "SimulationError", "TraceError", "simulate"]
-
-
 def policies_arg(raw: str | None) -> tuple[str, ...]:
     if raw is None or not raw.strip():
         return POLICIES
     return tuple(p.strip() for p in raw.split(",") if p.strip())
 
 
-def run_many(manifest: Path, options: Sequence[Options]) -> list[Report]:
-    return [simulate(manifest, o) for o in options]
+__all__ = ["POLICIES", "Options", "Report", "SimulationError", "TraceError", "policies_arg", "simulate"]
