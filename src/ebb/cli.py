@@ -368,7 +368,9 @@ def run(
         cluster_name=cluster_name,
         announce=lambda text: console.print(f"[dim]{escape(text)}[/]"),
     )
-    observer = services.observers(ConsoleObserver(console, verbose=verbose), _scaled(loaded))
+    # KEDA counts (Cluster)TriggerAuthentications in keda_resource_registered_total (cluster-scoped: "default").
+    auths = [(o.kind, o.namespace or "default") for o in loaded.objects if o.kind.endswith("TriggerAuthentication")]
+    observer = services.observers(ConsoleObserver(console, verbose=verbose), _scaled(loaded), auths)
     options = RuntimeOptions(state_path=None if no_state else state, scaler_timeout=timeout, output=_console_sink)
     runtime = LocalRuntime(loaded, observer, options)
     console.print(

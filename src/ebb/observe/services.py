@@ -70,12 +70,21 @@ class Services:
         self._tasks: list[asyncio.Task[None]] = []
         self.served: AppServer | None = None
 
-    def observers(self, first: Observer, objects: Sequence[ScaledObject | ScaledJob]) -> Observers:
-        """`first` (the console) and every enabled observer; objects are registered for their metadata."""
+    def observers(
+        self,
+        first: Observer,
+        objects: Sequence[ScaledObject | ScaledJob],
+        other_resources: Sequence[tuple[str, str]] = (),
+    ) -> Observers:
+        """`first` (the console) and every enabled observer; objects are registered for their metadata, and
+        `other_resources` ((kind, namespace): TriggerAuthentications ...) are counted in
+        keda_resource_registered_total."""
         infos = [object_info(o) for o in objects]
         if self.metrics is not None:
             for info in infos:
                 self.metrics.register(info.ref, info.triggers)
+            for kind, namespace in other_resources:
+                self.metrics.resource_added(kind, namespace)
         if self.store is not None:
             self.store.register(infos)
         chain: list[Observer] = [first]
