@@ -9,7 +9,7 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 import yaml
@@ -20,6 +20,7 @@ from rich.table import Table
 import ebb
 from ebb.errors import EbbError, SpecError
 from ebb.observe.api import parse_duration
+from ebb.observe.cost import Pricing
 from ebb.observe.services import Services as _Services
 from ebb.runtime.build import build_scalers, object_ref
 from ebb.runtime.local import LocalRuntime, RuntimeOptions
@@ -32,6 +33,9 @@ from ebb.spec.convert import hpa_name
 from ebb.spec.loader import LoadResult, load_files
 from ebb.spec.models import ProcessGroup, ScaledJob, ScaledObject
 from ebb.web.server import DEFAULT_HOST, DEFAULT_PORT
+
+if TYPE_CHECKING:
+    from ebb.observe.history import HistoryStore
 
 app = typer.Typer(
     name="ebb",
@@ -105,6 +109,26 @@ def _scalers_for(
         if cluster and exc.field.endswith("FromEnv"):
             return None, f"{exc.field} resolves from the target's environment in the cluster"
         raise
+
+
+#: Prices for the cost figures (the object's `ebb.dev/cost-per-replica-hour` annotation wins over them).
+CostOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--cost-per-replica-hour",
+        metavar="[NAMESPACE=]PRICE",
+        help="Price of one replica-hour: PRICE for every object, NAMESPACE=PRICE for one namespace (repeatable). "
+        "An object's ebb.dev/cost-per-replica-hour annotation wins.",
+    ),
+]
+
+
+def _pricing(specs: list[str] | None) -> Pricing:
+    try:
+        return Pricing.parse(specs or [])
+    except ValueError as exc:
+        err_console.print(f"[red]error[/] {escape(str(exc))}")
+        raise typer.Exit(2) from None
 
 
 def _scaled(loaded: LoadResult) -> list[ScaledObject | ScaledJob]:
@@ -335,6 +359,7 @@ def run(
     cluster_name: Annotated[
         str, typer.Option(help="The cluster name in CloudEvents' source and subject.")
     ] = "ebb-local",
+    cost_per_replica_hour: CostOption = None,
 ) -> None:
     """Scale local process groups from the given manifests until Ctrl-C.
 
@@ -367,6 +392,7 @@ def run(
         cloudevents_filter=(tuple(cloudevents_include or ()), tuple(cloudevents_exclude or ())),
         cluster_name=cluster_name,
         announce=lambda text: console.print(f"[dim]{escape(text)}[/]"),
+        pricing=_pricing(cost_per_replica_hour),
     )
     # KEDA counts (Cluster)TriggerAuthentications in keda_resource_registered_total (cluster-scoped: "default").
     auths = [(o.kind, o.namespace or "default") for o in loaded.objects if o.kind.endswith("TriggerAuthentication")]
@@ -476,6 +502,13 @@ def status(
     history_path: Annotated[Path, typer.Option("--history", help="The history `ebb run` writes.")] = Path(
         ".ebb/history.db"
     ),
+    show_cost: Annotated[
+        bool, typer.Option("--cost", help="Also print replica-hours and cost against the peak and maxReplicaCount.")
+    ] = False,
+    since: Annotated[
+        str | None, typer.Option(help="With --cost: the range, back from now (default: the history, up to 1d).")
+    ] = None,
+    cost_per_replica_hour: CostOption = None,
 ) -> None:
     """Each scaled object's last known state, like `kubectl get scaledobject`: replicas, activity, triggers."""
     import time
@@ -485,9 +518,11 @@ def status(
     if not history_path.exists():
         err_console.print(f"[yellow]no history[/]: {escape(str(history_path))} does not exist (run `ebb run` first)")
         raise typer.Exit(1)
+    pricing = _pricing(cost_per_replica_hour)
     store = HistoryStore(history_path, readonly=True)
     try:
         objects = store.objects()
+        cost_table = _cost_table(store, pricing, since) if show_cost else None
     finally:
         store.close()
     now = time.time()
@@ -531,6 +566,57 @@ def status(
             _ago(now, o["time"]),
         )
     console.print(table)
+    if cost_table is not None:
+        console.print(cost_table)
+
+
+def _cost_table(store: HistoryStore, pricing: Pricing, since: str | None) -> Table:
+    """`ebb status --cost`: per object, replica-hours used and cost against running at the peak and at max."""
+    import time
+
+    from ebb.observe.overview import default_range, fleet_usage
+
+    now = time.time()
+    if since is None:
+        start, end = default_range(store, now)
+    else:
+        try:
+            start, end = now - parse_duration(since), now
+        except ValueError as exc:
+            err_console.print(f"[red]error[/] --since: {escape(str(exc))}")
+            raise typer.Exit(2) from None
+    usage = fleet_usage(store, start, end, pricing=pricing)
+    priced = any(u["price_per_replica_hour"] is not None for u in usage["per_object"].values())
+
+    def money(value: float | None) -> str:
+        return "-" if value is None or not priced else f"{value:.2f}"
+
+    table = Table(box=None, padding=(0, 1), title=f"cost over the last {_ago(now, start)}", title_justify="left")
+    for column in ("OBJECT", "REPLICA-H", "PEAK", "MAX", "SPENT", "AT PEAK", "AT MAX", "AT MAX FOR"):
+        table.add_column(column, overflow="fold")
+    for key, u in sorted(usage["per_object"].items()):
+        table.add_row(
+            escape(key),
+            f"{u['replica_seconds'] / 3600:.2f}",
+            f"{u['peak_replicas']:g}",
+            "-" if u["max_replicas"] is None else str(u["max_replicas"]),
+            money(u["cost"]),
+            money(u["cost_at_peak"]),
+            money(u["cost_at_max"]),
+            _ago(u["max_hit_seconds"], 0.0) if u["max_hit_seconds"] else "-",
+        )
+    t = usage["totals"]
+    table.add_row(
+        "TOTAL",
+        f"{t['replica_seconds'] / 3600:.2f}",
+        "",
+        "",
+        money(t["cost"]),
+        money(t["cost_at_peak"]),
+        money(t["cost_at_max"]),
+        f"{t['objects_hitting_max']} object(s)" if t["objects_hitting_max"] else "-",
+    )
+    return table
 
 
 @app.command()
@@ -540,6 +626,7 @@ def dashboard(
     ),
     host: Annotated[str, typer.Option(help="Address to serve on (loopback by default).")] = DEFAULT_HOST,
     port: Annotated[int, typer.Option(help="Port to serve on.")] = DEFAULT_PORT,
+    cost_per_replica_hour: CostOption = None,
 ) -> None:
     """Serve the dashboard for a history file, standalone (while or after `ebb run` records it)."""
     from ebb.observe.history import HistoryStore
@@ -548,10 +635,12 @@ def dashboard(
     if not history_path.exists():
         err_console.print(f"[red]error[/] {escape(str(history_path))} does not exist (run `ebb run` first)")
         raise typer.Exit(1)
+    pricing = _pricing(cost_per_replica_hour)
 
     async def main() -> None:
         store = HistoryStore(history_path, readonly=True)
-        served = await serve(build_app(history=store, dashboard=True), host, port)
+        app = build_app(history=store, dashboard=True, pricing=pricing)
+        served = await serve(app, host, port)
         console.print(f"dashboard on {served.url}/ (Ctrl-C to stop)")
         try:
             await asyncio.Event().wait()

@@ -55,13 +55,19 @@ _OBJECT_COLUMNS = (
     "ready",
     "triggers",
     "last_scale",
+    "state",
+    "cost_per_replica_hour",
 )
+#: Columns added after the first release: added to an older database on open (read-only opens read them as NULL).
+_ADDED_COLUMNS = {"state": "TEXT", "cost_per_replica_hour": "REAL"}
+#: An object's state in the overview (from its last poll).
+STATES = ("active", "idle", "paused", "fallback", "error")
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS objects (
     key TEXT PRIMARY KEY, kind TEXT, namespace TEXT, name TEXT,
     target TEXT, min_replicas INTEGER, max_replicas INTEGER, trigger_types TEXT,
     time REAL, active INTEGER, paused INTEGER, desired INTEGER, current INTEGER, ready INTEGER,
-    triggers TEXT, last_scale REAL
+    triggers TEXT, last_scale REAL, state TEXT, cost_per_replica_hour REAL
 );
 CREATE TABLE IF NOT EXISTS points (
     key TEXT NOT NULL, time REAL NOT NULL, resolution REAL NOT NULL,
@@ -73,6 +79,7 @@ CREATE TABLE IF NOT EXISTS events (
     time REAL NOT NULL, key TEXT, kind TEXT, namespace TEXT, name TEXT, type TEXT, reason TEXT, message TEXT
 );
 CREATE INDEX IF NOT EXISTS events_time ON events (time);
+CREATE INDEX IF NOT EXISTS events_key_time ON events (key, time);
 """
 
 
@@ -192,6 +199,14 @@ class HistoryStore:
         if not readonly:
             with self._db:
                 self._db.executescript(_SCHEMA)
+        have = {row[1] for row in self._db.execute("PRAGMA table_info(objects)")}
+        for column, sql_type in _ADDED_COLUMNS.items():
+            if column not in have and not readonly and have:
+                with self._db:
+                    self._db.execute(f"ALTER TABLE objects ADD COLUMN {column} {sql_type}")
+                have.add(column)
+        #: How to read each objects column: its name, or NULL for one a read-only older database lacks.
+        self._columns = [c if c in have or not have else f"NULL AS {c}" for c in _OBJECT_COLUMNS]
 
     def close(self) -> None:
         with self._lock:
@@ -205,9 +220,10 @@ class HistoryStore:
                 ref = info.ref
                 self._db.execute(
                     "INSERT INTO objects (key, kind, namespace, name, target, min_replicas, max_replicas, "
-                    "trigger_types) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET "
-                    "target=excluded.target, min_replicas=excluded.min_replicas, "
-                    "max_replicas=excluded.max_replicas, trigger_types=excluded.trigger_types",
+                    "trigger_types, cost_per_replica_hour) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT(key) DO UPDATE SET target=excluded.target, min_replicas=excluded.min_replicas, "
+                    "max_replicas=excluded.max_replicas, trigger_types=excluded.trigger_types, "
+                    "cost_per_replica_hour=excluded.cost_per_replica_hour",
                     (
                         ref.key,
                         ref.kind,
@@ -217,6 +233,7 @@ class HistoryStore:
                         info.min_replicas,
                         info.max_replicas,
                         json.dumps([t.type for t in info.triggers]),
+                        info.cost_per_replica_hour,
                     ),
                 )
 
@@ -244,10 +261,11 @@ class HistoryStore:
                 scaled = r.time if r.desired_replicas != r.current_replicas else None
                 self._db.execute(
                     "INSERT INTO objects (key, kind, namespace, name, time, active, paused, desired, current, ready, "
-                    "triggers, last_scale) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET "
+                    "triggers, last_scale, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT(key) DO UPDATE SET "
                     "time=excluded.time, active=excluded.active, paused=excluded.paused, desired=excluded.desired, "
                     "current=excluded.current, ready=excluded.ready, triggers=excluded.triggers, "
-                    "last_scale=COALESCE(excluded.last_scale, objects.last_scale)",
+                    "last_scale=COALESCE(excluded.last_scale, objects.last_scale), state=excluded.state",
                     (
                         r.ref.key,
                         r.ref.kind,
@@ -261,6 +279,7 @@ class HistoryStore:
                         r.ready_replicas,
                         triggers,
                         scaled,
+                        _state(r, active, paused),
                     ),
                 )
             self._db.executemany(
@@ -302,11 +321,33 @@ class HistoryStore:
 
     # --- reading ----------------------------------------------------------------------------------------------
 
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Rows of one read-only statement (for the fleet overview's queries)."""
+        with self._lock:
+            return self._db.execute(sql, params).fetchall()
+
+    def column(self, name: str) -> str:
+        """`name` in an objects-table SELECT, or NULL when this (older, read-only) database lacks it."""
+        return name if name in self._columns else "NULL"
+
+    def span(self) -> tuple[float, float] | None:
+        """The first and last point's time, None without points (indexed: two cheap lookups per resolution)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT MIN(time), MAX(time) FROM points WHERE resolution = 0 UNION ALL "
+                "SELECT MIN(time), MAX(time) FROM points WHERE resolution = ?",
+                (self.bucket,),
+            ).fetchall()
+        found = [(float(a), float(b)) for a, b in rows if a is not None]
+        if not found:
+            return None
+        return min(a for a, _ in found), max(b for _, b in found)
+
     def objects(self) -> list[dict[str, Any]]:
         """Every object with its latest state, by namespace and name."""
         with self._lock:
             rows = self._db.execute(
-                f"SELECT {', '.join(_OBJECT_COLUMNS)} FROM objects ORDER BY namespace, name, kind"
+                f"SELECT {', '.join(self._columns)} FROM objects ORDER BY namespace, name, kind"
             ).fetchall()
         names = _OBJECT_COLUMNS
         out = []
@@ -362,6 +403,18 @@ class HistoryStore:
         with self._lock:
             rows = self._db.execute(query, params).fetchall()
         return [EventRecord(*r) for r in reversed(rows)]
+
+
+def _state(r: PollRecord, active: bool, paused: bool) -> str:
+    """The overview's state of an object after a poll: paused, fallback, error, active or idle."""
+    if paused:
+        return "paused"
+    fallback = r.decision.conditions.get("Fallback") if r.decision is not None else None
+    if fallback is not None and fallback.status == "True":
+        return "fallback"
+    if any(t.error for t in r.triggers):
+        return "error"
+    return "active" if active else "idle"
 
 
 def _row(r: Sequence[Any]) -> _Row:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ebb.observe.catalog import object_info
 from ebb.observe.cloudevents import CloudEventsObserver
+from ebb.observe.cost import Pricing
 from ebb.observe.events import EventLog, EventLogObserver
 from ebb.observe.history import DEFAULT_RETENTION, HistoryObserver, HistoryStore
 from ebb.observe.metrics import MetricsObserver
@@ -37,12 +38,14 @@ class Services:
         cloudevents_filter: tuple[Sequence[str], Sequence[str]] = ((), ()),
         cluster_name: str = "ebb-local",
         announce: Callable[[str], None] | None = None,
+        pricing: Pricing | None = None,
     ) -> None:
         self.state_dir = state_dir
         self.metrics_port = metrics_port
         self.metrics_host = metrics_host
         self.dashboard = dashboard and metrics_port != 0
         self.announce = announce
+        self.pricing = pricing
         self.metrics = MetricsObserver() if metrics_port else None
         self.store: HistoryStore | None = None
         if history:
@@ -103,6 +106,7 @@ class Services:
                 registry=self.metrics.registry if self.metrics is not None else None,
                 history=self.store,
                 dashboard=self.dashboard,
+                pricing=self.pricing,
             )
             try:
                 self.served = await serve(app, self.metrics_host, self.metrics_port)

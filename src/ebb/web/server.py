@@ -13,6 +13,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from ebb.observe.api import api_routes
+from ebb.observe.cost import Pricing
 from ebb.observe.history import HistoryStore
 from ebb.observe.metrics import metrics_routes
 
@@ -28,13 +29,15 @@ def build_app(
     registry: CollectorRegistry | None = None,
     history: HistoryStore | None = None,
     dashboard: bool = False,
+    pricing: Pricing | None = None,
 ) -> web.Application:
-    """An app with /metrics (if `registry`), /api/* (if `history`) and / (if `dashboard` and `history`)."""
+    """An app with /metrics (if `registry`), /api/* (if `history`; costs at `pricing`) and / (if `dashboard` and
+    `history`)."""
     app = web.Application()
     if registry is not None:
         app.add_routes(metrics_routes(registry))
     if history is not None:
-        app.add_routes(api_routes(history))
+        app.add_routes(api_routes(history, pricing=pricing))
         if dashboard:
             from ebb.web.dashboard import dashboard_routes
 
