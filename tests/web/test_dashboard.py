@@ -140,8 +140,11 @@ async def test_dashboard_draws_charts_legends_and_events(dashboard: AppServer, t
     url = f"{dashboard.url}/#{SO.key}"
     dom = await _chromium(tmp_path, "--dump-dom", url)
     assert 'data-ready="1"' in dom
-    # Objects grouped by namespace.
-    assert re.search(r"<h4>batch</h4>.*thumbnails.*<h4>shop</h4>.*orders", dom, re.S)
+    # The old link form (#Kind/namespace/name) opens the object's detail, beside the objects of its namespace.
+    assert 'data-view="detail"' in dom
+    assert re.search(r"<h4>shop</h4>.*orders", dom, re.S) and "thumbnails" not in dom
+    # maxReplicaCount (4) is drawn on the replicas chart.
+    assert "maxReplicaCount" in re.findall(r'<div class="u-label">([^<]*)</div>', dom)
     for chart in ("chart-replicas", "chart-triggers"):
         section = dom.split(f'id="{chart}"', 1)[1].split("<h3>", 1)[0]
         assert "<canvas" in section, chart

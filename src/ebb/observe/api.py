@@ -86,7 +86,8 @@ def api_routes(
     prices = pricing or Pricing()
 
     async def objects(request: web.Request) -> web.Response:
-        return web.json_response({"now": clock(), "objects": await asyncio.to_thread(store.objects)})
+        namespace = request.query.get("namespace") or None
+        return web.json_response({"now": clock(), "objects": await asyncio.to_thread(store.objects, namespace)})
 
     async def series(request: web.Request) -> web.Response:
         now = clock()

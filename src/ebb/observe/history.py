@@ -343,11 +343,12 @@ class HistoryStore:
             return None
         return min(a for a, _ in found), max(b for _, b in found)
 
-    def objects(self) -> list[dict[str, Any]]:
-        """Every object with its latest state, by namespace and name."""
+    def objects(self, namespace: str | None = None) -> list[dict[str, Any]]:
+        """Every object (of `namespace`, if given) with its latest state, by namespace and name."""
+        where, params = ("WHERE namespace = ?", (namespace,)) if namespace is not None else ("", ())
         with self._lock:
             rows = self._db.execute(
-                f"SELECT {', '.join(self._columns)} FROM objects ORDER BY namespace, name, kind"
+                f"SELECT {', '.join(self._columns)} FROM objects {where} ORDER BY namespace, name, kind", params
             ).fetchall()
         names = _OBJECT_COLUMNS
         out = []
