@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from bench import activation, decisions, metrics_api, objects
+from bench import activation, decisions, fleet, metrics_api, objects
 
 
 def main() -> int:
@@ -13,6 +13,7 @@ def main() -> int:
     objects.main([])
     metrics_api.main([])
     metrics_api.main(["--auth"])
+    fleet.main([])
     return 0
 
 

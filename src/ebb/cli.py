@@ -393,6 +393,8 @@ def run(
         cluster_name=cluster_name,
         announce=lambda text: console.print(f"[dim]{escape(text)}[/]"),
         pricing=_pricing(cost_per_replica_hour),
+        # Local targets have no HPA and no kube-state-metrics: ebb exports the HPA series KEDA's dashboard reads.
+        hpa_series=True,
     )
     # KEDA counts (Cluster)TriggerAuthentications in keda_resource_registered_total (cluster-scoped: "default").
     auths = [(o.kind, o.namespace or "default") for o in loaded.objects if o.kind.endswith("TriggerAuthentication")]

@@ -81,6 +81,7 @@ class _ObjectMemory:
     #: When a poll first saw activity while the target ran zero replicas (for ebb_activation_latency_seconds).
     active_since: float | None = None
     registered: bool = False
+    max_replicas: int | None = None
 
 
 class EbbMetrics:
@@ -193,6 +194,27 @@ class EbbMetrics:
             ["namespace"],
             registry=r,
         )
+        # kube-state-metrics' names for the HPA KEDA would create (keda-hpa-<name>), which KEDA's Grafana dashboard
+        # reads. Only where no HPA exists (`ebb run`'s local targets); on Kubernetes kube-state-metrics has them.
+        hpa_labels = ["namespace", "horizontalpodautoscaler"]
+        self.hpa_current_replicas = Gauge(
+            "kube_horizontalpodautoscaler_status_current_replicas",
+            "Current number of replicas of pods managed by this autoscaler (ebb run: the local target's).",
+            hpa_labels,
+            registry=r,
+        )
+        self.hpa_desired_replicas = Gauge(
+            "kube_horizontalpodautoscaler_status_desired_replicas",
+            "Desired number of replicas of pods managed by this autoscaler (ebb run: ebb's decision).",
+            hpa_labels,
+            registry=r,
+        )
+        self.hpa_max_replicas = Gauge(
+            "kube_horizontalpodautoscaler_spec_max_replicas",
+            "Upper limit for the number of pods that can be set by the autoscaler (maxReplicaCount).",
+            hpa_labels,
+            registry=r,
+        )
         self.observer_dropped = Counter(
             "ebb_observer_dropped",
             "Records an observer dropped because its queue was full (scaling never waits for observers).",
@@ -204,8 +226,10 @@ class EbbMetrics:
 class MetricsObserver(Observer):
     """Keeps the Prometheus series of every scaled object up to date from polls, events and problems."""
 
-    def __init__(self, metrics: EbbMetrics | None = None) -> None:
+    def __init__(self, metrics: EbbMetrics | None = None, *, hpa_series: bool = False) -> None:
         self.metrics = metrics or EbbMetrics()
+        #: Export kube_horizontalpodautoscaler_* for ScaledObjects (ebb run: there is no HPA, nor kube-state-metrics).
+        self.hpa_series = hpa_series
         self._objects: dict[ObjectRef, _ObjectMemory] = {}
 
     @property
@@ -218,13 +242,14 @@ class MetricsObserver(Observer):
             memory = self._objects[ref] = _ObjectMemory()
         return memory
 
-    def register(self, ref: ObjectRef, triggers: Iterable[TriggerInfo]) -> None:
+    def register(self, ref: ObjectRef, triggers: Iterable[TriggerInfo], max_replicas: int | None = None) -> None:
         """An object starts being scaled: count it and its triggers (keda_*_registered_total)."""
         memory = self._memory(ref)
         if memory.registered:
             return
         memory.registered = True
         memory.triggers = {t.index: t for t in triggers}
+        memory.max_replicas = max_replicas
         self.resource_added(ref.kind, ref.namespace)
         for t in memory.triggers.values():
             self.metrics.trigger_registered.labels(t.type).inc()
@@ -303,6 +328,12 @@ class MetricsObserver(Observer):
         m.desired_replicas.labels(*obj).set(record.desired_replicas)
         m.current_replicas.labels(*obj).set(record.current_replicas)
         m.ready_replicas.labels(*obj).set(record.ready_replicas)
+        if self.hpa_series and ref.kind == "ScaledObject":
+            hpa = (ref.namespace, f"keda-hpa-{ref.name}")
+            m.hpa_current_replicas.labels(*hpa).set(record.current_replicas)
+            m.hpa_desired_replicas.labels(*hpa).set(record.desired_replicas)
+            if memory.max_replicas is not None:
+                m.hpa_max_replicas.labels(*hpa).set(memory.max_replicas)
         if record.decision is not None:
             paused = record.decision.conditions.get("Paused")
             m.scaled_object_paused.labels(ref.namespace, ref.name).set(
@@ -347,6 +378,8 @@ class MetricsObserver(Observer):
             _remove(per_object, (ref.namespace, rtype, ref.name))
         _remove(m.scale_loop_latency, (ref.namespace, rtype, ref.name))
         _remove(m.scaled_object_paused, (ref.namespace, ref.name))
+        for hpa_family in (m.hpa_current_replicas, m.hpa_desired_replicas, m.hpa_max_replicas):
+            _remove(hpa_family, (ref.namespace, f"keda-hpa-{ref.name}"))
         _remove(m.scaled_job_errors if ref.kind == "ScaledJob" else m.scaled_object_errors, (ref.namespace, ref.name))
         if memory.registered:
             self.resource_removed(ref.kind, ref.namespace)

