@@ -26,6 +26,9 @@ RESOURCE_TYPES = {
     "ClusterCloudEventSource": CLOUD_EVENT_SOURCE_RESOURCE,
 }
 
+#: Kinds counted on loading, beside the scaled objects (which count themselves when they register).
+COUNTED_RESOURCES = frozenset(RESOURCE_TYPES) - {"ScaledObject", "ScaledJob"}
+
 #: Trigger type -> the name of KEDA's scaler for it (the `scaler` label when the trigger has no `name`).
 KEDA_SCALER_NAMES: dict[str, str] = {
     "activemq": "activeMQScaler",
