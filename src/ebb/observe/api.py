@@ -13,12 +13,17 @@ import re
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 from aiohttp import web
 
 from ebb.observe.cost import Pricing
 from ebb.observe.history import DEFAULT_MAX_POINTS, STATES, HistoryStore
-from ebb.observe.overview import Filters, daily_usage, default_range, overview
+from ebb.observe.overview import Filters, daily_usage, default_range, fleet_view, overview
+
+#: The fleet's totals and stacked chart read every object's points: a view reuses them for this long (seconds),
+#: for the same filters and a range within the same 15-second steps (auto-refresh, paging).
+FLEET_CACHE_SECONDS = 15.0
 
 _DURATION = re.compile(r"^-?(\d+(?:\.\d+)?)([smhd])$")
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -84,6 +89,19 @@ def api_routes(
     store: HistoryStore, clock: Callable[[], float] = time.time, pricing: Pricing | None = None
 ) -> list[web.RouteDef]:
     prices = pricing or Pricing()
+    fleet_cache: dict[tuple[object, ...], tuple[float, dict[str, Any]]] = {}
+
+    def cached_fleet(start: float, end: float, filters: Filters, chart_points: int, now: float) -> dict[str, Any]:
+        step = FLEET_CACHE_SECONDS
+        key = (filters, chart_points, round(start / step), round(end / step))
+        hit = fleet_cache.get(key)
+        if hit is not None and now - hit[0] < step:
+            return hit[1]
+        value = fleet_view(store, start, end, filters=filters, pricing=prices, chart_points=chart_points)
+        for stale in [k for k, (t, _) in fleet_cache.items() if now - t >= step]:
+            del fleet_cache[stale]
+        fleet_cache[key] = (now, value)
+        return value
 
     async def objects(request: web.Request) -> web.Response:
         namespace = request.query.get("namespace") or None
@@ -113,6 +131,8 @@ def api_routes(
         start, end = await asyncio.to_thread(_fleet_range, request, store, now)
         filters = _filters(request)
         offset = _int(request, "offset", 0, 10**9, lower=0)
+        chart_points = _int(request, "chart_points", 200, 2000)
+        limit, points = _int(request, "limit", 50, 500), _int(request, "points", 60, 600)
         result = await asyncio.to_thread(
             lambda: overview(
                 store,
@@ -121,9 +141,10 @@ def api_routes(
                 filters=filters,
                 pricing=prices,
                 offset=offset,
-                limit=_int(request, "limit", 50, 500),
-                points=_int(request, "points", 60, 600),
-                chart_points=_int(request, "chart_points", 200, 2000),
+                limit=limit,
+                points=points,
+                chart_points=chart_points,
+                fleet=cached_fleet(start, end, filters, chart_points, now),
             )
         )
         return web.json_response({"now": now, **result})

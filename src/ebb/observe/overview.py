@@ -178,8 +178,10 @@ def overview(
     points: int = 60,
     chart_points: int = 200,
     top: int = 8,
+    fleet: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """One page of the (filtered) fleet with series, the fleet's totals and its stacked replicas chart."""
+    """One page of the (filtered) fleet with series, the fleet's totals and its stacked replicas chart (`fleet`:
+    those two, as `fleet_view` computed them, when the caller keeps them from an earlier view)."""
     where, params = filters.where(store)
     width = max((end - start) / max(1, points), 1e-9)
     state, price_col = store.column("state"), store.column("cost_per_replica_hour")
@@ -259,8 +261,8 @@ def overview(
             )
         )
 
-    fleet = fleet_usage(store, start, end, filters=filters, pricing=pricing)
-    stacked = _stacked(store, start, end, where, params, fleet["per_object"], chart_points, top)
+    if fleet is None:
+        fleet = fleet_view(store, start, end, filters=filters, pricing=pricing, chart_points=chart_points, top=top)
     counts = store.query(f"SELECT namespace, COALESCE({state}, 'idle'), COUNT(*) FROM objects GROUP BY 1, 2")
     namespaces = sorted({ns for ns, _, _ in counts})
     return {
@@ -274,8 +276,25 @@ def overview(
         "pricing": pricing.configured,
         "objects": [objects[k] for k in keys],
         "totals": fleet["totals"],
-        "stacked": stacked,
+        "stacked": fleet["stacked"],
     }
+
+
+def fleet_view(
+    store: HistoryStore,
+    start: float,
+    end: float,
+    *,
+    filters: Filters = ALL,
+    pricing: Pricing = NO_PRICES,
+    chart_points: int = 200,
+    top: int = 8,
+) -> dict[str, Any]:
+    """The (filtered) fleet's totals and its stacked chart: the part of a view that reads every object's points."""
+    where, params = filters.where(store)
+    usage = fleet_usage(store, start, end, filters=filters, pricing=pricing)
+    stacked = _stacked(store, start, end, where, params, usage["per_object"], chart_points, top)
+    return {"totals": usage["totals"], "stacked": stacked}
 
 
 def fleet_usage(
