@@ -248,3 +248,27 @@ def test_ebb_status_cost_table_agrees(store: HistoryStore) -> None:
     broken = next(ln for ln in lines if ln.startswith("ScaledObject/web/broken"))
     assert broken.split()[4] == "-"  # no price for the web namespace
     assert "TOTAL" in result.output
+
+
+async def test_the_api_reuses_the_fleet_part_between_views(store: HistoryStore) -> None:
+    served = await serve(build_app(history=store, dashboard=False), "127.0.0.1", 0)
+    params = {"from": str(START), "to": str(START + 7200)}
+    try:
+        async with aiohttp.ClientSession(served.url) as http:
+            async with http.get("/api/overview", params=params) as resp:
+                first = await resp.json()
+            more = [poll(BROKEN, START + 400 + i * 30.0, (trigger(0, 1.0),), current=5, desired=5) for i in range(20)]
+            store.write(more)
+            async with http.get("/api/overview", params={**params, "namespace": "web"}) as resp:
+                filtered = await resp.json()
+            async with http.get("/api/overview", params=params) as resp:
+                second = await resp.json()
+    finally:
+        await served.stop()
+    # The page is read afresh; the fleet's totals and chart come from the first view (same filters and range).
+    broken = next(o for o in second["objects"] if o["name"] == "broken")
+    before = next(o for o in first["objects"] if o["name"] == "broken")
+    assert broken["replica_seconds"] > before["replica_seconds"]
+    assert second["totals"] == first["totals"] and second["stacked"] == first["stacked"]
+    # Other filters: their own fleet part, read afresh.
+    assert filtered["totals"]["replica_seconds"] == pytest.approx(broken["replica_seconds"])

@@ -21,9 +21,10 @@ from ebb.observe.cost import Pricing
 from ebb.observe.history import DEFAULT_MAX_POINTS, STATES, HistoryStore
 from ebb.observe.overview import Filters, daily_usage, default_range, fleet_view, overview
 
-#: The fleet's totals and stacked chart read every object's points: a view reuses them for this long (seconds),
-#: for the same filters and a range within the same 15-second steps (auto-refresh, paging).
+#: The fleet's totals and stacked chart read every object's points: a view reuses them (same filters, a range
+#: whose ends moved less than that) for 15 s, or 10 times what computing them took (8 s with 10,000 objects).
 FLEET_CACHE_SECONDS = 15.0
+FLEET_CACHE_FACTOR = 10.0
 
 _DURATION = re.compile(r"^-?(\d+(?:\.\d+)?)([smhd])$")
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -89,18 +90,22 @@ def api_routes(
     store: HistoryStore, clock: Callable[[], float] = time.time, pricing: Pricing | None = None
 ) -> list[web.RouteDef]:
     prices = pricing or Pricing()
-    fleet_cache: dict[tuple[object, ...], tuple[float, dict[str, Any]]] = {}
+    #: (filters, chart points) -> (computed at, kept for, start, end, value)
+    fleet_cache: dict[tuple[object, ...], tuple[float, float, float, float, dict[str, Any]]] = {}
 
     def cached_fleet(start: float, end: float, filters: Filters, chart_points: int, now: float) -> dict[str, Any]:
-        step = FLEET_CACHE_SECONDS
-        key = (filters, chart_points, round(start / step), round(end / step))
+        key = (filters, chart_points)
         hit = fleet_cache.get(key)
-        if hit is not None and now - hit[0] < step:
-            return hit[1]
+        if hit is not None:
+            at, keep, s0, e0, value = hit
+            if now - at < keep and abs(start - s0) <= keep and abs(end - e0) <= keep:
+                return value
+        t0 = time.perf_counter()
         value = fleet_view(store, start, end, filters=filters, pricing=prices, chart_points=chart_points)
-        for stale in [k for k, (t, _) in fleet_cache.items() if now - t >= step]:
+        keep = max(FLEET_CACHE_SECONDS, FLEET_CACHE_FACTOR * (time.perf_counter() - t0))
+        for stale in [k for k, (t, kept, *_) in fleet_cache.items() if now - t >= kept]:
             del fleet_cache[stale]
-        fleet_cache[key] = (now, value)
+        fleet_cache[key] = (now, keep, start, end, value)
         return value
 
     async def objects(request: web.Request) -> web.Response:
