@@ -359,7 +359,9 @@ async function refresh() {
 // The detail view's "all" range is the overview's: ask the server once what it holds.
 async function learnAutoRange() {
   try {
-    const v = await getJSON("api/overview?limit=1&points=1&chart_points=1");
+    // Filtered to the object, so that the fleet's totals are not computed for a fleet of thousands.
+    const [, ns, name] = state.key.split("/").map(encodeURIComponent);
+    const v = await getJSON(`api/overview?limit=1&points=1&chart_points=1&namespace=${ns}&name=${name}`);
     state.autoFrom = v.from;
   } catch (err) { /* the detail view falls back to the last hour */ }
 }
