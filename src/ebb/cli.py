@@ -21,8 +21,8 @@ import ebb
 from ebb.errors import EbbError, SpecError
 from ebb.observe.api import parse_duration
 from ebb.observe.cost import Pricing
-from ebb.observe.keda_names import COUNTED_RESOURCES
 from ebb.observe.services import Services as _Services
+from ebb.observe.services import counted_resources
 from ebb.runtime.build import build_scalers, object_ref
 from ebb.runtime.local import LocalRuntime, RuntimeOptions
 from ebb.runtime.scaled_object import close_scalers, read_trigger
@@ -485,9 +485,7 @@ def run(
     )
     for error in services.cloudevent_errors:
         err_console.print(f"[red]✗[/] {escape(str(error))}")
-    # KEDA counts (Cluster)TriggerAuthentications and CloudEventSources in keda_resource_registered_total
-    # (cluster-scoped ones in "default").
-    counted = [(o.kind, o.namespace or "default") for o in loaded.objects if o.kind in COUNTED_RESOURCES]
+    counted = counted_resources(loaded.objects)  # KEDA counts TriggerAuthentications ... too
     observer = services.observers(ConsoleObserver(console, verbose=verbose), _scaled(loaded), counted)
     options = RuntimeOptions(state_path=None if no_state else state, scaler_timeout=timeout, output=_console_sink)
     runtime = LocalRuntime(loaded, observer, options)

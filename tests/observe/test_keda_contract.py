@@ -212,3 +212,32 @@ def test_every_ebb_trigger_type_has_a_scaler_name() -> None:
     for trigger_type in available_types():
         assert keda_scaler_name(trigger_type).endswith("Scaler"), trigger_type
     assert all(v.lower().endswith("scaler") for v in KEDA_SCALER_NAMES.values())
+
+
+def test_ebb_run_counts_the_authentications_it_loaded(tmp_path: Path) -> None:
+    """`ebb run`'s wiring: (Cluster)TriggerAuthentications and CloudEventSources from the files are counted."""
+    from ebb.observe.services import Services, counted_resources
+    from ebb.runtime.observer import Observer
+    from ebb.spec.loader import load_text
+    from tests.observe.test_grafana import free_port
+    from tests.runtime._support import make_backlog, scaled_group
+
+    make_backlog(tmp_path / "w.db")
+    auths = (
+        "---\napiVersion: keda.sh/v1alpha1\nkind: TriggerAuthentication\nmetadata: {name: a, namespace: team}\n"
+        "spec: {env: [{parameter: p, name: P}]}\n"
+        "---\napiVersion: keda.sh/v1alpha1\nkind: ClusterTriggerAuthentication\nmetadata: {name: c}\n"
+        "spec: {env: [{parameter: p, name: P}]}\n"
+    )
+    loaded = load_text(scaled_group("app", tmp_path / "w.db") + auths)
+    assert loaded.ok, loaded.errors
+    services = Services(tmp_path, metrics_port=free_port(), history=False)
+    services.observers(Observer(), [*loaded.resources.scaled_objects()], counted_resources(loaded.objects))
+    assert services.metrics is not None
+    samples = _scrape(services.metrics)
+    resources = {(lab["type"], lab["namespace"]): v for lab, v in _series(samples, "keda_resource_registered_total")}
+    assert resources == {
+        ("scaled_object", "default"): 1,
+        ("trigger_authentication", "team"): 1,
+        ("cluster_trigger_authentication", "default"): 1,
+    }

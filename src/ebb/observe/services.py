@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from ebb.errors import SpecError
@@ -13,14 +13,21 @@ from ebb.observe.cloudevents import CloudEventHub, CloudEventsObserver, build_hu
 from ebb.observe.cost import Pricing
 from ebb.observe.events import EventLog, EventLogObserver
 from ebb.observe.history import DEFAULT_RETENTION, HistoryObserver, HistoryStore
+from ebb.observe.keda_names import COUNTED_RESOURCES
 from ebb.observe.metrics import MetricsObserver
 from ebb.runtime.observer import Observer, Observers
 from ebb.spec.auth import DEFAULT_CLUSTER_OBJECT_NAMESPACE
-from ebb.spec.models import AnyCloudEventSource, ScaledJob, ScaledObject
+from ebb.spec.models import AnyCloudEventSource, KubeObject, ScaledJob, ScaledObject
 from ebb.web.server import DEFAULT_HOST, DEFAULT_PORT, AppServer, build_app, serve
 
 HISTORY_FILE = "history.db"
 EVENTS_FILE = "events.jsonl"
+
+
+def counted_resources(objects: Iterable[KubeObject]) -> list[tuple[str, str]]:
+    """(kind, namespace) of the loaded objects KEDA counts in keda_resource_registered_total besides the scaled
+    ones: (Cluster)TriggerAuthentications and (Cluster)CloudEventSources; cluster-scoped ones in "default"."""
+    return [(o.kind, o.namespace or "default") for o in objects if o.kind in COUNTED_RESOURCES]
 
 
 class Services:
