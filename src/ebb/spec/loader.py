@@ -1,7 +1,7 @@
 """Reading manifests: multi-document YAML in, validated objects and readable errors out.
 
 One broken document never hides the others: each is validated on its own and every problem becomes a
-`SpecError` naming the object ("ScaledObject default/worker", or "document 2 in workers.yaml" when even
+`SpecError` naming the object ("ScaledObject default/worker", or "document 2" of a file when even
 that is unknown), the field path (`spec.triggers[0].metadata`) and what was expected. Errors from files
 also carry the file and line.
 """
@@ -23,12 +23,25 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from ebb.errors import SpecError
 from ebb.spec.models import KINDS, FieldIssue, KubeObject, PathElement, ScaledObject, describe, kind_of
-from ebb.spec.paths import format_path
+from ebb.spec.paths import format_path, parse_path
 from ebb.spec.resources import ResourceSet
 
 T = TypeVar("T", bound=KubeObject)
 
 YAML_SUFFIXES = (".yaml", ".yml")
+
+#: Bounds on what one file may make ebb build. A real manifest is a few hundred nodes, nested a dozen deep;
+#: these refuse hostile input (deep nesting, alias bombs, huge files) in milliseconds instead of exhausting
+#: the stack or memory. Kubernetes refuses objects over 1.5 MiB; a file may hold many.
+MAX_FILE_BYTES = 16 * 2**20
+#: Nesting of mappings and lists in one document.
+MAX_DEPTH = 100
+#: Nodes (mappings, lists, scalars) in one document as written.
+MAX_NODES = 1_000_000
+#: Nodes in one document once aliases are expanded: what validation walks. Like Go's yaml.v3 (Kubernetes'
+#: parser), aliases may multiply a document's size only moderately.
+MAX_EXPANDED_NODES = 10_000
+MAX_ALIAS_RATIO = 10
 
 
 class ManifestError(SpecError):
@@ -60,10 +73,27 @@ class LoadResult:
     #: Valid objects with settings that have no effect (KEDA's webhook warnings); not errors.
     warnings: list[SpecError] = field(default_factory=list)
     resources: ResourceSet = field(default_factory=ResourceSet)
+    #: Where each loaded object was written: (file, its YAML node), by object key.
+    origins: dict[tuple[str, str, str], tuple[str, Node | None]] = field(default_factory=dict, repr=False)
 
     @property
     def ok(self) -> bool:
         return not self.errors
+
+    def locate(self, error: SpecError, obj: KubeObject | None = None) -> SpecError:
+        """`error`, raised about a loaded object after loading (by a scaler, a check), with its file and line.
+
+        The line is that of the field the error names, or of the nearest enclosing one.
+        """
+        if isinstance(error, ManifestError) or obj is None:
+            return error
+        origin = self.origins.get(obj.key)
+        if origin is None:
+            return error
+        source, node = origin
+        line = _locate(node, parse_path(error.field))
+        located = ManifestError(error.obj, error.field, error.message, source=source, line=line)
+        return located
 
     def of(self, model: type[T]) -> list[T]:
         """The loaded objects of one kind: `result.of(ScaledObject)`."""
@@ -73,8 +103,39 @@ class LoadResult:
 # --- YAML ------------------------------------------------------------------------------------------
 
 
+class _LimitError(yaml.MarkedYAMLError):
+    """A document exceeds one of the loader's bounds (depth, size, alias expansion)."""
+
+
 class _Loader(yaml.SafeLoader):
-    """Safe YAML, except that timestamps stay strings: pydantic parses the one field that is a time."""
+    """Safe YAML, except that timestamps stay strings: pydantic parses the one field that is a time.
+
+    Composing is bounded: a document nested deeper than MAX_DEPTH or larger than MAX_NODES is refused while
+    it is read, before it can exhaust the stack or memory.
+    """
+
+    _depth = 0
+    _nodes = 0
+
+    def compose_document(self) -> Node | None:
+        self._depth, self._nodes = 0, 0
+        node: Node | None = super().compose_document()  # type: ignore[no-untyped-call]
+        return node
+
+    def compose_node(self, parent: Node | None, index: Any) -> Node | None:
+        self._nodes += 1
+        if self._nodes > MAX_NODES:
+            mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+            raise _LimitError(None, None, f"refused: a document of more than {MAX_NODES:,} nodes", mark)
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+                raise _LimitError(None, None, f"refused: nested more than {MAX_DEPTH} levels deep", mark)
+            node: Node | None = super().compose_node(parent, index)  # type: ignore[no-untyped-call]
+            return node
+        finally:
+            self._depth -= 1
 
 
 _Loader.yaml_implicit_resolvers = {
@@ -85,6 +146,49 @@ _Loader.yaml_implicit_resolvers = {
 
 def _line(node: Node) -> int:
     return int(node.start_mark.line) + 1
+
+
+def _expansion_problem(root: Node) -> tuple[Node, str] | None:
+    """Whether aliases make `root` too big or too deep once expanded (or cyclic): (where, why), or None.
+
+    Sizes and depths are computed per distinct node, bottom up, so an alias bomb costs what it is written in.
+    """
+    size: dict[int, int] = {}
+    depth: dict[int, int] = {}
+    distinct = 0
+    on_path: set[int] = set()
+    stack: list[tuple[Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        key = id(node)
+        children: list[Node] = []
+        if isinstance(node, MappingNode):
+            children = [child for pair in node.value for child in pair]
+        elif isinstance(node, SequenceNode):
+            children = list(node.value)
+        if done:
+            on_path.discard(key)
+            size[key] = 1 + sum(size[id(child)] for child in children)
+            depth[key] = 1 + max((depth[id(child)] for child in children), default=0)
+            continue
+        if key in size:
+            continue
+        if key in on_path:
+            return node, "refused: an alias refers to the mapping or list that contains it"
+        distinct += 1
+        on_path.add(key)
+        stack.append((node, True))
+        stack.extend((child, False) for child in children if id(child) not in size)
+    expanded = size[id(root)]
+    limit = max(MAX_EXPANDED_NODES, MAX_ALIAS_RATIO * distinct)
+    if expanded > limit:
+        return root, (
+            f"refused: aliases expand this document to more than {limit:,} nodes "
+            f"({distinct:,} written, {MAX_ALIAS_RATIO}x allowed)"
+        )
+    if depth[id(root)] > MAX_DEPTH:
+        return root, f"refused: aliases nest this document more than {MAX_DEPTH} levels deep"
+    return None
 
 
 def _locate(node: Node | None, loc: Sequence[PathElement]) -> int | None:
@@ -415,12 +519,17 @@ class _Collector:
             return
         self.result.resources.add(parsed.obj)
         self.result.objects.append(parsed.obj)
+        self.result.origins[parsed.obj.key] = (source, node)
         if isinstance(parsed.obj, ScaledObject):
             for loc, message in parsed.obj.warnings():
                 parsed.error(loc, message)
             self.result.warnings.extend(parsed.errors)
 
     def text(self, text: str, source: str) -> None:
+        if len(text) > MAX_FILE_BYTES:
+            message = f"refused: larger than {MAX_FILE_BYTES // 2**20} MiB"
+            self.result.errors.append(ManifestError(source, "", message, source=source))
+            return
         loader = _Loader(text)
         number = 0
         try:
@@ -433,7 +542,13 @@ class _Collector:
                     self._yaml_error(exc, number + 1, source)
                     return
                 number += 1
-                label = f"document {number} in {source}"
+                label = f"document {number}"
+                if node is not None:
+                    problem = _expansion_problem(node)
+                    if problem is not None:
+                        where, message = problem
+                        self.result.errors.append(ManifestError(label, "", message, source=source, line=_line(where)))
+                        continue
                 try:
                     data = loader.construct_document(node)
                 except yaml.MarkedYAMLError as exc:
@@ -444,12 +559,26 @@ class _Collector:
             loader.dispose()
 
     def _yaml_error(self, exc: yaml.MarkedYAMLError, number: int, source: str) -> None:
-        mark = exc.problem_mark or exc.context_mark
-        problem = exc.problem or exc.context or "not valid YAML"
+        label = f"document {number}"
+        if isinstance(exc, _LimitError):
+            line = exc.problem_mark.line + 1 if exc.problem_mark is not None else None
+            self.result.errors.append(ManifestError(label, "", exc.problem or "", source=source, line=line))
+            return
+        mark, problem = exc.problem_mark, " ".join((exc.problem or "not valid YAML").split())
+        context = " ".join((exc.context or "").split())
+        # An unterminated quote, flow list or flow mapping is found where the file or the next token is: the
+        # line to fix is where it began.
+        if exc.context_mark is not None and (
+            "quoted scalar" in context or "flow" in context or "end of stream" in problem
+        ):
+            if mark is not None and mark.line != exc.context_mark.line:
+                problem = f"{problem} on line {mark.line + 1}"
+            mark = exc.context_mark
+            problem = f"{context}: {problem}" if context else problem
         column = f" (column {mark.column + 1})" if mark is not None else ""
         self.result.errors.append(
             ManifestError(
-                f"document {number} in {source}",
+                label,
                 "",
                 f"invalid YAML{column}: {problem}",
                 source=source,
@@ -493,6 +622,10 @@ def load_files(paths: Iterable[str | Path], *, ignore_unknown: bool = False) -> 
     collector = _Collector(result, ignore_unknown)
     for path in _expand(paths):
         try:
+            if path.is_file() and path.stat().st_size > MAX_FILE_BYTES:
+                message = f"refused: larger than {MAX_FILE_BYTES // 2**20} MiB"
+                result.errors.append(ManifestError(str(path), "", message, source=str(path)))
+                continue
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
