@@ -530,7 +530,11 @@ class _Collector:
             message = f"refused: larger than {MAX_FILE_BYTES // 2**20} MiB"
             self.result.errors.append(ManifestError(source, "", message, source=source))
             return
-        loader = _Loader(text)
+        try:
+            loader = _Loader(text)
+        except yaml.reader.ReaderError as exc:
+            self._reader_error(exc, text, 1, source)
+            return
         number = 0
         try:
             while True:
@@ -540,6 +544,9 @@ class _Collector:
                     node = loader.get_node()
                 except yaml.MarkedYAMLError as exc:
                     self._yaml_error(exc, number + 1, source)
+                    return
+                except yaml.reader.ReaderError as exc:
+                    self._reader_error(exc, text, number + 1, source)
                     return
                 number += 1
                 label = f"document {number}"
@@ -557,6 +564,14 @@ class _Collector:
                 self.document(data, node, label, source)
         finally:
             loader.dispose()
+
+    def _reader_error(self, exc: yaml.reader.ReaderError, text: str, number: int, source: str) -> None:
+        """A character YAML does not allow (a control character, a NUL)."""
+        position = min(max(int(exc.position), 0), len(text))
+        line = text.count("\n", 0, position) + 1
+        column = position - (text.rfind("\n", 0, position) + 1) + 1
+        message = f"invalid YAML (column {column}): character {int(exc.character):#06x} is not allowed in YAML"
+        self.result.errors.append(ManifestError(f"document {number}", "", message, source=source, line=line))
 
     def _yaml_error(self, exc: yaml.MarkedYAMLError, number: int, source: str) -> None:
         label = f"document {number}"
