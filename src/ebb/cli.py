@@ -6,8 +6,11 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import signal
 import sys
+from collections.abc import Sequence
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,7 +21,7 @@ from rich.markup import escape
 from rich.table import Table
 
 import ebb
-from ebb.errors import EbbError, SpecError
+from ebb.errors import MASK, EbbError, SpecError, redact
 from ebb.observe.api import parse_duration
 from ebb.observe.services import Services as _Services
 from ebb.runtime.build import build_scalers, object_ref
@@ -30,7 +33,7 @@ from ebb.scaling.modifiers import compile_formula
 from ebb.spec.auth import resolve_env, resolve_triggers_auth
 from ebb.spec.convert import hpa_name
 from ebb.spec.loader import LoadResult, load_files
-from ebb.spec.models import ProcessGroup, ScaledJob, ScaledObject
+from ebb.spec.models import KubeObject, ProcessGroup, ScaledJob, ScaledObject, Secret
 from ebb.web.server import DEFAULT_HOST, DEFAULT_PORT
 
 app = typer.Typer(
@@ -41,19 +44,80 @@ app = typer.Typer(
     rich_markup_mode="rich",
     pretty_exceptions_show_locals=False,  # locals may hold credentials
 )
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+# soft_wrap: a line is never folded at the terminal's width (or at 80 columns in a pipe), so grep finds it.
+console = Console(highlight=False, soft_wrap=True)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 Files = Annotated[list[Path], typer.Argument(help="Manifest files or directories (multi-document YAML).")]
 
 
+class Output(StrEnum):
+    """What `-o` accepts."""
+
+    table = "table"
+    json = "json"
+    yaml = "yaml"
+
+
+OutputOption = Annotated[
+    Output, typer.Option("--output", "-o", help="table (default), json or yaml.", case_sensitive=False)
+]
+Port = Annotated[int, typer.Option(min=0, max=65535)]
+AllowedHosts = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--allow-host",
+        help="Another name the web server answers to in the Host header (repeatable; the bound address, "
+        "localhost, 127.0.0.1 and [::1] always are).",
+    ),
+]
+
+
+def _error(error: SpecError | str) -> None:
+    """An error, in the documented form: FILE:LINE: Kind namespace/name: field.path: message."""
+    err_console.print(f"[red]{escape(str(error))}[/]")
+
+
 def _load(files: list[Path]) -> LoadResult:
-    loaded = load_files(files)
+    # A file meant for kubectl holds the Deployment beside its ScaledObject: other tools' kinds are noted, not
+    # errors; a ScaledObject scaling a ProcessGroup that no file defines is.
+    loaded = load_files(files, ignore_unknown=True, require_targets=True)
     for error in loaded.errors:
-        err_console.print(f"[red]error[/] {escape(str(error))}")
+        _error(error)
     for warning in loaded.warnings:
-        err_console.print(f"[yellow]warning[/] {escape(str(warning))}")
+        err_console.print(f"[yellow]warning:[/] {escape(str(warning))}")
+    for skipped in loaded.skipped:
+        err_console.print(f"[dim]note: skipped {escape(skipped)}: not a kind ebb reads[/]")
     return loaded
+
+
+def _cell(value: object) -> str:
+    return "-" if value is None else " ".join(str(value).split())
+
+
+def _print_rows(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    """A table that never folds a word: on a terminal, long cells end in an ellipsis; elsewhere (a pipe, a
+    file) plain aligned columns, one line per row, nothing cut, so `ebb status | grep mailer` works."""
+    cells = [[_cell(value) for value in row] for row in rows]
+    if console.is_terminal:
+        table = Table(box=None, padding=(0, 1), header_style="bold")
+        for header in headers:
+            table.add_column(header, no_wrap=True, overflow="ellipsis")
+        for row in cells:
+            table.add_row(*(escape(cell) for cell in row))
+        console.print(table)
+        return
+    widths = [max([len(header), *(len(row[i]) for row in cells)]) for i, header in enumerate(headers)]
+    for row in [list(headers), *cells]:
+        typer.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+
+
+def _print_data(data: object, output: Output) -> None:
+    """`data` as JSON or YAML on stdout."""
+    if output is Output.json:
+        typer.echo(json.dumps(data, indent=2, default=str))
+    else:
+        typer.echo(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), nl=False)
 
 
 def _target_env(loaded: LoadResult, obj: ScaledObject | ScaledJob) -> tuple[dict[str, str], frozenset[str]]:
@@ -115,67 +179,124 @@ def _fmt_seconds(value: float | int | None) -> str:
     return "-" if value is None else f"{value:g}s"
 
 
+_USERINFO = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^/@:\s]*:)[^/@\s]+@")
+_PASSWORD_FIELD = re.compile(r"(?P<head>\b(?:password|pwd|pass)\s*=\s*)(?:'[^']*'|\"[^\"]*\"|[^\s;]+)", re.I)
+
+
+def _masked(value: Any, secrets: frozenset[str]) -> Any:
+    """`value` with every secret value, URL password and `password=` in a connection string masked."""
+    if isinstance(value, dict):
+        return {key: _masked(item, secrets) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_masked(item, secrets) for item in value]
+    if isinstance(value, str):
+        text = redact(value, secrets)
+        text = _USERINFO.sub(lambda m: f"{m['head']}{MASK}@", text)
+        return _PASSWORD_FIELD.sub(lambda m: f"{m['head']}{MASK}", text)
+    return value
+
+
+def _manifest(obj: KubeObject, secrets: frozenset[str], show_secrets: bool) -> dict[str, Any]:
+    manifest = obj.to_manifest()
+    if show_secrets:
+        return manifest
+    if isinstance(obj, Secret):
+        for key in ("data", "stringData"):
+            if isinstance(manifest.get(key), dict):
+                manifest[key] = dict.fromkeys(manifest[key], MASK)
+    return dict(_masked(manifest, secrets))
+
+
 @app.command()
 def check(
     files: Files,
     output: Annotated[
-        str, typer.Option("--output", "-o", help="table (default), yaml or json: the manifests with defaults filled.")
-    ] = "table",
+        Output,
+        typer.Option(
+            "--output",
+            "-o",
+            help="table (default), yaml or json: the manifests with defaults filled.",
+            case_sensitive=False,
+        ),
+    ] = Output.table,
+    show_secrets: Annotated[
+        bool, typer.Option("--show-secrets", help="With -o yaml/json: print Secret values and passwords as written.")
+    ] = False,
 ) -> None:
     """Validate manifests and show what would be scaled, on which triggers, with defaults filled in.
 
-    Secrets are masked. Exits 1 if any manifest has an error.
+    Secrets are masked. Exits 1 if any manifest has an error, whatever the output format.
     """
     loaded = _load(files)
     failed = bool(loaded.errors)
-    if output in ("yaml", "json"):
-        docs = [o.to_manifest() for o in loaded.objects]
-        text = yaml.safe_dump_all(docs, sort_keys=False) if output == "yaml" else json.dumps(docs, indent=2)
-        console.print(text, markup=False)
-        raise typer.Exit(1 if failed else 0)
+    checked: list[tuple[ScaledObject | ScaledJob, list[Scaler] | None, str | None, EbbError | None]] = []
     for obj in _scaled(loaded):
-        ref = object_ref(obj)
         try:
             scalers, note = _scalers_for(loaded, obj)
+            checked.append((obj, scalers, note, None))
         except EbbError as exc:
             failed = True
-            console.print(f"[red]✗[/] [bold]{escape(str(ref))}[/]: {escape(str(exc))}")
+            checked.append((obj, None, None, loaded.locate(exc, obj) if isinstance(exc, SpecError) else exc))
+    if output is not Output.table:
+        secrets = frozenset(value for secret in loaded.of(Secret) for value in secret.decoded().values()) | frozenset(
+            value for _, scalers, _, _ in checked for scaler in scalers or () for value in scaler.secrets
+        )
+        for _, _, _, error in checked:
+            if error is not None:
+                _error(str(error))
+        docs = [_manifest(o, secrets, show_secrets) for o in loaded.objects]
+        if output is Output.yaml:
+            typer.echo(yaml.safe_dump_all(docs, sort_keys=False, allow_unicode=True), nl=False)
+        else:
+            _print_data(docs, output)
+        raise typer.Exit(1 if failed else 0)
+    for obj, scalers, note, error in checked:
+        if error is not None:
+            console.print(f"[red]✗[/] {escape(str(error))}")
             continue
-        console.print(f"[green]✓[/] [bold]{escape(str(ref))}[/]")
-        table = Table(show_header=False, box=None, padding=(0, 2))
+        console.print(f"[green]✓[/] [bold]{escape(str(object_ref(obj)))}[/]")
+        rows: list[tuple[str, str]] = []
         spec = obj.spec
         if isinstance(obj, ScaledObject):
             t = obj.spec.scale_target_ref
-            table.add_row("target", f"{t.kind} {t.name} ({t.api_version})")
-            table.add_row(
-                "replicas",
-                f"min {obj.spec.min_replica_count}, max {obj.spec.max_replica_count}"
-                + (f", idle {obj.spec.idle_replica_count}" if obj.spec.idle_replica_count is not None else ""),
+            rows.append(("target", f"{t.kind} {t.name} ({t.api_version})"))
+            rows.append(
+                (
+                    "replicas",
+                    f"min {obj.spec.min_replica_count}, max {obj.spec.max_replica_count}"
+                    + (f", idle {obj.spec.idle_replica_count}" if obj.spec.idle_replica_count is not None else ""),
+                )
             )
-            table.add_row(
-                "timing",
-                f"polling {_fmt_seconds(spec.polling_interval)}, cooldown {_fmt_seconds(obj.spec.cooldown_period)}, "
-                f"initial cooldown {_fmt_seconds(obj.spec.initial_cooldown_period)}",
+            rows.append(
+                (
+                    "timing",
+                    f"polling {_fmt_seconds(spec.polling_interval)}, "
+                    f"cooldown {_fmt_seconds(obj.spec.cooldown_period)}, "
+                    f"initial cooldown {_fmt_seconds(obj.spec.initial_cooldown_period)}",
+                )
             )
             if obj.spec.fallback is not None:
                 fb = obj.spec.fallback
-                table.add_row(
-                    "fallback", f"{fb.replicas} replicas after {fb.failure_threshold} failures ({fb.behavior})"
+                rows.append(
+                    ("fallback", f"{fb.replicas} replicas after {fb.failure_threshold} failures ({fb.behavior})")
                 )
             if obj.spec.scaling_modifiers is not None:
                 sm = obj.spec.scaling_modifiers
-                table.add_row("formula", f"{sm.formula} (target {sm.target}, {sm.metric_type})")
-            table.add_row("hpa", hpa_name(obj))
+                rows.append(("formula", f"{sm.formula} (target {sm.target}, {sm.metric_type})"))
+            rows.append(("hpa", hpa_name(obj)))
         else:
             c = obj.spec.job_container
-            table.add_row("job", " ".join([*(c.command or []), *(c.args or [])]) or (c.image or "?"))
-            table.add_row(
-                "replicas",
-                f"min {obj.spec.min_replica_count}, max {obj.spec.max_replica_count}, "
-                f"strategy {obj.spec.scaling_strategy.strategy}",
+            rows.append(("job", " ".join([*(c.command or []), *(c.args or [])]) or (c.image or "?")))
+            rows.append(
+                (
+                    "replicas",
+                    f"min {obj.spec.min_replica_count}, max {obj.spec.max_replica_count}, "
+                    f"strategy {obj.spec.scaling_strategy.strategy}",
+                )
             )
-            table.add_row("timing", f"polling {_fmt_seconds(spec.polling_interval)}")
-        console.print(table)
+            rows.append(("timing", f"polling {_fmt_seconds(spec.polling_interval)}"))
+        for label, value in rows:
+            console.print(f"  {label:<10}  {escape(value)}")
         for index, trigger in enumerate(obj.spec.triggers):
             label = f"  triggers[{index}] [cyan]{escape(trigger.type)}[/]" + (
                 f" {escape(repr(trigger.name))}" if trigger.name else ""
@@ -209,59 +330,89 @@ def check(
 def metrics(
     files: Files,
     timeout: Annotated[float, typer.Option(help="Seconds each trigger may take.")] = DEFAULT_TIMEOUT,
+    output: OutputOption = Output.table,
 ) -> None:
     """Poll every trigger once and print its value, target, activation threshold and whether it is active.
 
-    The first thing to run when scaling does not happen.
+    The first thing to run when scaling does not happen. Exits 1 if a manifest or a trigger fails.
     """
     loaded = _load(files)
 
-    async def poll_all() -> tuple[Table, bool]:
-        table = Table(title="Trigger metrics")
-        for column in ("object", "trigger", "metric", "value", "target", "activation", "active"):
-            table.add_column(column)
-        failed = False
+    async def poll_all() -> tuple[list[dict[str, Any]], list[str]]:
+        rows: list[dict[str, Any]] = []
+        errors: list[str] = []
         for obj in _scaled(loaded):
-            ref = object_ref(obj)
+            ref = str(object_ref(obj))
+            blank: dict[str, Any] = dict.fromkeys(
+                ("trigger", "metric", "value", "target", "metric_type", "activation", "active")
+            )
             try:
                 scalers, note = _scalers_for(loaded, obj, timeout)
             except EbbError as exc:
-                failed = True
-                table.add_row(escape(str(ref)), "", "", f"[red]{escape(str(exc))}[/]", "", "", "")
+                error = str(loaded.locate(exc, obj) if isinstance(exc, SpecError) else exc)
+                rows.append({"object": ref, **blank, "error": error, "note": None})
+                errors.append(error)
                 continue
             if scalers is None:
-                table.add_row(escape(str(ref)), "", "", f"[dim]{escape(note or '')}[/]", "", "", "")
+                rows.append({"object": ref, **blank, "error": None, "note": note})
                 continue
             try:
                 results = await asyncio.gather(*(read_trigger(s) for s in scalers))
             finally:
                 await close_scalers(scalers)
             for scaler, r in zip(scalers, results, strict=True):
-                activation = scaler.activation_threshold()
-                if r.resource:
-                    value = "[dim]measured from running workers under `ebb run`[/]"
-                    active = "-"
-                elif r.error is not None:
-                    failed = True
-                    value = f"[red]{escape(r.error)}[/]"
-                    active = "[red]error[/]"
-                else:
-                    value = f"{r.value:g}"
-                    active = "[green]yes[/]" if r.active else "no"
-                table.add_row(
-                    escape(str(ref)),
-                    escape(f"[{scaler.ctx.trigger_index}] {scaler.ctx.trigger_type}"),
-                    escape(r.metric_name),
-                    value,
-                    f"{r.target:g} ({r.metric_type})",
-                    "-" if activation is None else f"{activation:g}",
-                    active,
-                )
-        return table, failed
+                row: dict[str, Any] = {
+                    "object": ref,
+                    "trigger": f"[{scaler.ctx.trigger_index}] {scaler.ctx.trigger_type}",
+                    "metric": r.metric_name,
+                    "value": None if r.resource or r.error is not None else r.value,
+                    "target": r.target,
+                    "metric_type": r.metric_type,
+                    "activation": scaler.activation_threshold(),
+                    "active": None if r.resource or r.error is not None else r.active,
+                    "error": r.error,
+                    "note": "measured from running workers under `ebb run`" if r.resource else None,
+                }
+                if r.error is not None:
+                    errors.append(f"{ref}: {row['trigger']}: {r.error}")
+                rows.append(row)
+        return rows, errors
 
-    table, failed = asyncio.run(poll_all())
-    console.print(table)
-    raise typer.Exit(1 if failed or loaded.errors else 0)
+    rows, errors = asyncio.run(poll_all())
+    if output is not Output.table:
+        _print_data(rows, output)
+    else:
+
+        def value(row: dict[str, Any]) -> str:
+            if row["error"] is not None:
+                return "error (below)"
+            if row["note"] is not None:
+                return str(row["note"])
+            return "-" if row["value"] is None else f"{row['value']:g}"
+
+        def active(row: dict[str, Any]) -> str:
+            if row["error"] is not None:
+                return "error"
+            return "-" if row["active"] is None else "yes" if row["active"] else "no"
+
+        _print_rows(
+            ("OBJECT", "TRIGGER", "METRIC", "VALUE", "TARGET", "ACTIVATION", "ACTIVE"),
+            [
+                (
+                    row["object"],
+                    row["trigger"],
+                    row["metric"],
+                    value(row),
+                    None if row["target"] is None else f"{row['target']:g} ({row['metric_type']})",
+                    None if row["activation"] is None else f"{row['activation']:g}",
+                    active(row),
+                )
+                for row in rows
+            ],
+        )
+    for error in errors:
+        _error(error)
+    raise typer.Exit(1 if errors or loaded.errors else 0)
 
 
 def _console_sink(name: str, line: str) -> None:
@@ -312,11 +463,16 @@ def run(
     timeout: Annotated[float, typer.Option(help="Seconds each trigger may take per poll.")] = DEFAULT_TIMEOUT,
     metrics_port: Annotated[
         int,
-        typer.Option(help="Serve Prometheus metrics on /metrics (and the dashboard, with --dashboard); 0 = off."),
+        typer.Option(
+            min=0,
+            max=65535,
+            help="Serve Prometheus metrics on /metrics (and the dashboard, with --dashboard); 0 = off.",
+        ),
     ] = DEFAULT_PORT,
     metrics_host: Annotated[
         str, typer.Option(help="Address for --metrics-port (loopback by default; 0.0.0.0 to expose it).")
     ] = DEFAULT_HOST,
+    allow_host: AllowedHosts = None,
     dashboard: Annotated[bool, typer.Option("--dashboard", help="Serve the dashboard on / of --metrics-port.")] = False,
     history: Annotated[
         bool,
@@ -360,6 +516,7 @@ def run(
         state_dir=state.parent,
         metrics_port=metrics_port,
         metrics_host=metrics_host,
+        allowed_hosts=allow_host or (),
         dashboard=dashboard,
         history=history,
         retention=retention,
@@ -419,8 +576,9 @@ def events(
     ] = None,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new events until Ctrl-C.")] = False,
     log: Annotated[Path, typer.Option(help="The event log `ebb run` writes.")] = Path(".ebb/events.jsonl"),
+    output: OutputOption = Output.table,
 ) -> None:
-    """List scaling events and problems recorded by `ebb run` (newest last)."""
+    """List scaling events and problems recorded by `ebb run` (newest last); `-o json` is one object per line."""
     import time
 
     from ebb.observe.events import EventLog, EventRecord
@@ -440,31 +598,45 @@ def events(
         stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.time))
         return f"[dim]{stamp}[/] [bold]{escape(r.object)}[/] [{style}]{escape(r.reason)}[/] {escape(r.message)}"
 
+    def as_dict(r: EventRecord) -> dict[str, Any]:
+        return {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(r.time)),
+            "object": r.object,
+            "type": r.type,
+            "reason": r.reason,
+            "message": r.message,
+        }
+
+    def show(records: list[EventRecord], header: bool) -> None:
+        if output is Output.json:
+            for r in records:  # one JSON object per line: `-f` can keep appending
+                typer.echo(json.dumps(as_dict(r)))
+        elif output is Output.yaml:
+            if records:
+                typer.echo(yaml.safe_dump([as_dict(r) for r in records], sort_keys=False), nl=False)
+        elif header:
+            _print_rows(
+                ("TIME", "OBJECT", "TYPE", "REASON", "MESSAGE"),
+                [
+                    (time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.time)), r.object, r.type, r.reason, r.message)
+                    for r in records
+                ],
+            )
+        else:
+            for r in records:
+                console.print(row(r), highlight=False)
+
     records = event_log.read(since=start, name=object_name)
-    table = Table(box=None, padding=(0, 1))
-    for column in ("TIME", "OBJECT", "TYPE", "REASON", "MESSAGE"):
-        table.add_column(column, overflow="fold")
-    for r in records:
-        table.add_row(
-            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.time)),
-            escape(r.object),
-            r.type,
-            escape(r.reason),
-            escape(r.message),
-        )
+    if not follow or records:
+        show(records, header=True)
     if not follow:
-        console.print(table)
         return
-    if records:
-        console.print(table)
     try:
         offset = event_log.path.stat().st_size if event_log.path.exists() else 0
         while True:
             time.sleep(1.0)
             new, offset = event_log.tail(offset)
-            for r in new:
-                if r.matches(object_name):
-                    console.print(row(r), highlight=False, soft_wrap=True)
+            show([r for r in new if r.matches(object_name)], header=False)
     except KeyboardInterrupt:
         pass
 
@@ -474,6 +646,7 @@ def status(
     history_path: Annotated[Path, typer.Option("--history", help="The history `ebb run` writes.")] = Path(
         ".ebb/history.db"
     ),
+    output: OutputOption = Output.table,
 ) -> None:
     """Each scaled object's last known state, like `kubectl get scaledobject`: replicas, activity, triggers."""
     import time
@@ -488,24 +661,11 @@ def status(
         objects = store.objects()
     finally:
         store.close()
+    if output is not Output.table:
+        _print_data(objects, output)
+        return
     now = time.time()
-    table = Table(box=None, padding=(0, 1))
-    for column in (
-        "NAMESPACE",
-        "NAME",
-        "KIND",
-        "TARGET",
-        "MIN",
-        "MAX",
-        "CURRENT",
-        "DESIRED",
-        "READY",
-        "ACTIVE",
-        "TRIGGERS",
-        "LAST SCALE",
-        "LAST POLL",
-    ):
-        table.add_column(column, overflow="fold")
+    rows = []
     for o in objects:
         triggers = ", ".join(
             f"{t.get('name') or t['metric']}="
@@ -513,22 +673,41 @@ def status(
             for t in o["triggers"]
         )
         active = "-" if o["active"] is None else ("Paused" if o["paused"] else str(o["active"]))
-        table.add_row(
-            escape(o["namespace"]),
-            escape(o["name"]),
-            o["kind"],
-            escape(o["target"] or "-"),
-            "-" if o["min_replicas"] is None else str(o["min_replicas"]),
-            "-" if o["max_replicas"] is None else str(o["max_replicas"]),
-            "-" if o["current"] is None else str(o["current"]),
-            "-" if o["desired"] is None else str(o["desired"]),
-            "-" if o["ready"] is None else str(o["ready"]),
-            active,
-            escape(triggers) or "-",
-            _ago(now, o["last_scale"]),
-            _ago(now, o["time"]),
+        rows.append(
+            (
+                o["namespace"],
+                o["name"],
+                o["kind"],
+                o["target"],
+                o["min_replicas"],
+                o["max_replicas"],
+                o["current"],
+                o["desired"],
+                o["ready"],
+                active,
+                triggers or None,
+                _ago(now, o["last_scale"]),
+                _ago(now, o["time"]),
+            )
         )
-    console.print(table)
+    _print_rows(
+        (
+            "NAMESPACE",
+            "NAME",
+            "KIND",
+            "TARGET",
+            "MIN",
+            "MAX",
+            "CURRENT",
+            "DESIRED",
+            "READY",
+            "ACTIVE",
+            "TRIGGERS",
+            "LAST SCALE",
+            "LAST POLL",
+        ),
+        rows,
+    )
 
 
 @app.command()
@@ -537,7 +716,8 @@ def dashboard(
         ".ebb/history.db"
     ),
     host: Annotated[str, typer.Option(help="Address to serve on (loopback by default).")] = DEFAULT_HOST,
-    port: Annotated[int, typer.Option(help="Port to serve on.")] = DEFAULT_PORT,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to serve on (0: any free port).")] = DEFAULT_PORT,
+    allow_host: AllowedHosts = None,
 ) -> None:
     """Serve the dashboard for a history file, standalone (while or after `ebb run` records it)."""
     from ebb.observe.history import HistoryStore
@@ -547,18 +727,31 @@ def dashboard(
         err_console.print(f"[red]error[/] {escape(str(history_path))} does not exist (run `ebb run` first)")
         raise typer.Exit(1)
 
-    async def main() -> None:
+    async def main() -> int:
         store = HistoryStore(history_path, readonly=True)
-        served = await serve(build_app(history=store, dashboard=True), host, port)
-        console.print(f"dashboard on {served.url}/ (Ctrl-C to stop)")
+        try:
+            served = await serve(build_app(history=store, dashboard=True), host, port, hosts=allow_host or ())
+        except OSError as exc:
+            store.close()
+            _error(f"cannot serve the dashboard on {host}:{port}: {exc.strerror or exc}")
+            return 1
+        console.print(f"dashboard on {served.bound_url}/ (Ctrl-C to stop)")
+        if not served.loopback:
+            err_console.print(
+                f"[yellow]warning:[/] {escape(host)} is not a loopback address: anyone who can reach this machine "
+                "on that port sees the dashboard"
+            )
         try:
             await asyncio.Event().wait()
         finally:
             await served.stop()
             store.close()
+        return 0
 
+    code = 0
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(main())
+        code = asyncio.run(main())
+    raise typer.Exit(code)
 
 
 @app.command()

@@ -29,6 +29,7 @@ class Services:
         *,
         metrics_port: int = DEFAULT_PORT,
         metrics_host: str = DEFAULT_HOST,
+        allowed_hosts: Sequence[str] = (),
         dashboard: bool = False,
         history: bool = True,
         memory_history: bool = False,
@@ -41,6 +42,7 @@ class Services:
         self.state_dir = state_dir
         self.metrics_port = metrics_port
         self.metrics_host = metrics_host
+        self.allowed_hosts = tuple(allowed_hosts)
         self.dashboard = dashboard and metrics_port != 0
         self.announce = announce
         self.metrics = MetricsObserver() if metrics_port else None
@@ -96,12 +98,18 @@ class Services:
                 dashboard=self.dashboard,
             )
             try:
-                self.served = await serve(app, self.metrics_host, self.metrics_port)
+                self.served = await serve(app, self.metrics_host, self.metrics_port, hosts=self.allowed_hosts)
             except OSError as exc:
                 self._say(f"cannot serve metrics on {self.metrics_host}:{self.metrics_port}: {exc}")
                 return
-            page = f", dashboard on {self.served.url}/" if self.dashboard else ""
-            self._say(f"metrics on {self.served.url}/metrics{page}")
+            url = self.served.bound_url
+            page = f", dashboard on {url}/" if self.dashboard else ""
+            self._say(f"metrics on {url}/metrics{page}")
+            if not self.served.loopback:
+                self._say(
+                    f"warning: {self.metrics_host} is not a loopback address: anyone who can reach this machine "
+                    "on that port reads object names, metric values and the event log"
+                )
 
     def _say(self, text: str) -> None:
         if self.announce is not None:

@@ -119,7 +119,7 @@ class _Loader(yaml.SafeLoader):
 
     def compose_document(self) -> Node | None:
         self._depth, self._nodes = 0, 0
-        node: Node | None = super().compose_document()  # type: ignore[no-untyped-call]
+        node: Node | None = super().compose_document()
         return node
 
     def compose_node(self, parent: Node | None, index: Any) -> Node | None:
@@ -132,7 +132,7 @@ class _Loader(yaml.SafeLoader):
             if self._depth > MAX_DEPTH:
                 mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
                 raise _LimitError(None, None, f"refused: nested more than {MAX_DEPTH} levels deep", mark)
-            node: Node | None = super().compose_node(parent, index)  # type: ignore[no-untyped-call]
+            node: Node | None = super().compose_node(parent, index)
             return node
         finally:
             self._depth -= 1
@@ -413,8 +413,18 @@ def _kind_problem(api_version: Any, kind: Any) -> tuple[tuple[PathElement, ...],
     versions = [version for version, known in KINDS if known == kind]
     if versions:
         return (("apiVersion",), f"kind {kind} is read as apiVersion {versions[0]}, got {api_version!r}")
-    known_kinds = ", ".join(sorted({known for _, known in KINDS}))
-    return (("kind",), f"unknown kind {kind!r} (apiVersion {api_version}); ebb reads {known_kinds}")
+    known = sorted({known for _, known in KINDS})
+    close = difflib.get_close_matches(kind, known, n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return (("kind",), f"unknown kind {kind!r} (apiVersion {api_version}); {hint}ebb reads {', '.join(known)}")
+
+
+def _own_group(api_version: Any) -> bool:
+    """Whether `api_version` is KEDA's or ebb's: an unknown kind there is a typo, not another tool's object."""
+    if not isinstance(api_version, str):
+        return False
+    group = api_version.rpartition("/")[0]
+    return group in {version.rpartition("/")[0] for version, _ in KINDS if "/" in version}
 
 
 def parse_object(data: Any, *, label: str = "object") -> tuple[KubeObject | None, list[SpecError]]:
@@ -504,6 +514,7 @@ class _Collector:
             and (data.get("apiVersion"), data.get("kind")) not in KINDS
             and isinstance(data.get("kind"), str)
             and data.get("kind") not in {kind for _, kind in KINDS}
+            and not _own_group(data.get("apiVersion"))
         ):
             self.result.skipped.append(_object_label(data, label))
             return
@@ -608,14 +619,38 @@ def _child(node: Node | None, key: str) -> Node | None:
     return next((value for k, value in node.value if isinstance(k, ScalarNode) and k.value == key), None)
 
 
-def load_text(text: str, source: str = "<string>", *, ignore_unknown: bool = False) -> LoadResult:
+def _check_targets(result: LoadResult) -> None:
+    """A ScaledObject whose scaleTargetRef names a ProcessGroup that no loaded file defines is an error.
+
+    Only ProcessGroup targets are checked: a Deployment or StatefulSet lives in the cluster, not in the files.
+    """
+    for so in list(result.resources.scaled_objects()):
+        target = so.spec.scale_target_ref
+        if not target.is_process_group or result.resources.scale_target(so) is not None:
+            continue
+        known = [pg.name for pg in result.resources.process_groups(so.metadata.namespace)]
+        close = difflib.get_close_matches(target.name, known, n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]!r}?)" if close else f" (defined: {', '.join(known)})" if known else ""
+        message = f"no ProcessGroup {target.name!r} in namespace {so.metadata.namespace!r} in the loaded files{hint}"
+        error = result.locate(SpecError(so.ref, "spec.scaleTargetRef.name", message), so)
+        result.errors.append(error)
+        result.resources.discard(so.kind, so.namespace, so.name)
+        result.objects.remove(so)
+
+
+def load_text(
+    text: str, source: str = "<string>", *, ignore_unknown: bool = False, require_targets: bool = False
+) -> LoadResult:
     """Load every document of a YAML text; `source` names it in errors.
 
     Unknown kinds are errors, unless `ignore_unknown` (then they are listed in `skipped`): a file meant
-    for kubectl may hold the Deployment next to its ScaledObject.
+    for kubectl may hold the Deployment next to its ScaledObject. With `require_targets`, a ScaledObject
+    scaling a ProcessGroup that is not loaded is an error (what `ebb check` and `ebb run` want).
     """
     result = LoadResult()
     _Collector(result, ignore_unknown).text(text, source)
+    if require_targets:
+        _check_targets(result)
     return result
 
 
@@ -628,10 +663,13 @@ def _expand(paths: Iterable[str | Path]) -> Iterator[Path]:
             yield path
 
 
-def load_files(paths: Iterable[str | Path], *, ignore_unknown: bool = False) -> LoadResult:
+def load_files(
+    paths: Iterable[str | Path], *, ignore_unknown: bool = False, require_targets: bool = False
+) -> LoadResult:
     """Load YAML files (a directory means its *.yaml and *.yml files) into one set of objects.
 
-    Objects from all files share one index, so the same object defined in two files is an error.
+    Objects from all files share one index, so the same object defined in two files is an error. The options
+    are `load_text`'s.
     """
     result = LoadResult()
     collector = _Collector(result, ignore_unknown)
@@ -648,4 +686,6 @@ def load_files(paths: Iterable[str | Path], *, ignore_unknown: bool = False) -> 
             result.errors.append(ManifestError(str(path), "", message, source=str(path)))
             continue
         collector.text(text, str(path))
+    if require_targets:
+        _check_targets(result)
     return result
