@@ -18,7 +18,6 @@ import typer
 import yaml
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 import ebb
 from ebb.errors import MASK, EbbError, SpecError, redact
@@ -95,21 +94,40 @@ def _cell(value: object) -> str:
     return "-" if value is None else " ".join(str(value).split())
 
 
+def _fit(widths: list[int], floors: list[int], room: int) -> list[int]:
+    """Column widths that fit in `room` characters: the widest columns give way first, none below its floor."""
+    widths = list(widths)
+    while sum(widths) > room:
+        shrinkable = [i for i in range(len(widths)) if widths[i] > floors[i]]
+        if not shrinkable:
+            break
+        widths[max(shrinkable, key=lambda i: widths[i])] -= 1
+    return widths
+
+
 def _print_rows(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
-    """A table that never folds a word: on a terminal, long cells end in an ellipsis; elsewhere (a pipe, a
-    file) plain aligned columns, one line per row, nothing cut, so `ebb status | grep mailer` works."""
+    """A table that never folds a word: on a terminal, cells too long for the width end in an ellipsis;
+    elsewhere (a pipe, a file) plain aligned columns with nothing cut, so `ebb status | grep mailer` works."""
     cells = [[_cell(value) for value in row] for row in rows]
-    if console.is_terminal:
-        table = Table(box=None, padding=(0, 1), header_style="bold")
-        for header in headers:
-            table.add_column(header, no_wrap=True, overflow="ellipsis")
-        for row in cells:
-            table.add_row(*(escape(cell) for cell in row))
-        console.print(table)
-        return
     widths = [max([len(header), *(len(row[i]) for row in cells)]) for i, header in enumerate(headers)]
-    for row in [list(headers), *cells]:
-        typer.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    gap = 2
+    if console.is_terminal:
+        room = console.width - gap * (len(headers) - 1)
+        # Headers stay whole while they can; on a very narrow terminal they give way too.
+        floors = [min(width, len(header)) for header, width in zip(headers, widths, strict=True)]
+        if sum(floors) > room:
+            floors = [min(width, 3) for width in widths]
+        widths = _fit(widths, floors, room)
+
+    def fit(cell: str, width: int) -> str:
+        return cell if len(cell) <= width else cell[: max(width - 1, 0)] + "…"
+
+    for index, row in enumerate([list(headers), *cells]):
+        line = (" " * gap).join(fit(cell, width).ljust(width) for cell, width in zip(row, widths, strict=True))
+        if console.is_terminal:
+            console.print(escape(line.rstrip()), style="bold" if index == 0 else None, overflow="ignore", crop=False)
+        else:
+            typer.echo(line.rstrip())
 
 
 def _print_data(data: object, output: Output) -> None:

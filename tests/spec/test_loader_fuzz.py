@@ -21,11 +21,54 @@ CORPUS = [path.read_text() for path in SEEDS]
 
 #: What breaks YAML and manifests in interesting ways: structure, anchors and aliases, tags, odd scalars.
 TOKENS = [
-    "&a ", "*a", "&b [*a, *a, *a]", "<<: *a", "[", "]", "{", "}", ": ", "- ", ",", "\t", "\n", "  ", "---\n",
-    "...\n", "'", '"', "#", "!!binary ", "!!python/object:os.system ", "!!set ", "!!omap ", "? ", "|", ">",
-    "~", "null", "yes", "0x1F", "1e400", "-1", ".nan", "9" * 30, "{{ .Values.x }}", "\x00", "\ufeff", "\u2028",
-    "%YAML 1.1\n", "%TAG ! tag:x,2000:\n", "kind: List\nitems:\n", "apiVersion: v1\n", "kind: Secret\n",
-    "triggers: []", "metadata: {}", "scaleTargetRef:\n", "type: redis\n", "2024-01-31T12:00:00Z",
+    "&a ",
+    "*a",
+    "&b [*a, *a, *a]",
+    "<<: *a",
+    "[",
+    "]",
+    "{",
+    "}",
+    ": ",
+    "- ",
+    ",",
+    "\t",
+    "\n",
+    "  ",
+    "---\n",
+    "...\n",
+    "'",
+    '"',
+    "#",
+    "!!binary ",
+    "!!python/object:os.system ",
+    "!!set ",
+    "!!omap ",
+    "? ",
+    "|",
+    ">",
+    "~",
+    "null",
+    "yes",
+    "0x1F",
+    "1e400",
+    "-1",
+    ".nan",
+    "9" * 30,
+    "{{ .Values.x }}",
+    "\x00",
+    "\ufeff",
+    "\u2028",
+    "%YAML 1.1\n",
+    "%TAG ! tag:x,2000:\n",
+    "kind: List\nitems:\n",
+    "apiVersion: v1\n",
+    "kind: Secret\n",
+    "triggers: []",
+    "metadata: {}",
+    "scaleTargetRef:\n",
+    "type: redis\n",
+    "2024-01-31T12:00:00Z",
 ]
 
 mutation = st.one_of(
@@ -51,9 +94,7 @@ def mutate(text: str, mutations: list[tuple[str, int, object]]) -> str:
     return text
 
 
-manifests = st.builds(
-    mutate, st.sampled_from(CORPUS), st.lists(mutation, min_size=1, max_size=6)
-)  # type: ignore[arg-type]
+manifests = st.builds(mutate, st.sampled_from(CORPUS), st.lists(mutation, min_size=1, max_size=6))  # type: ignore[arg-type]
 
 FUZZ: dict[str, Any] = dict(
     derandomize=True,
