@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from ebb.errors import ScalerError, SpecError
+from ebb.errors import PushUnavailable, ScalerError, SpecError
 from ebb.scalers import MetricSpec
 from tests.scalers._redis_support import (
     ADDRESS,
@@ -552,6 +552,8 @@ async def test_push_without_notifications_explains_how_to_enable_them(
             await asyncio.wait_for(scaler.watch(Notifications()), 10)
         assert "CONFIG SET notify-keyspace-events Kl" in caught.value.message
         assert "enableKeyspaceNotifications" in caught.value.message
+        # A hint said once per server, not an error per trigger.
+        assert isinstance(caught.value, PushUnavailable) and caught.value.key == f"redis://{ADDRESS}"
         assert (await admin.config_get(NOTIFY_CONFIG))[NOTIFY_CONFIG] == ""
 
 

@@ -44,6 +44,8 @@ from ebb.spec import object_policy, parse_object, pause_state
 from ebb.spec.models import ScaledObject
 
 log = logging.getLogger("ebb.operator")
+#: Hints already logged (see Observer.hint).
+_HINTED: set[str] = set()
 
 #: KEDA's finalizer on ScaledObjects (controllers/keda/scaledobject_finalizer.go).
 FINALIZER = "finalizer.keda.sh"
@@ -114,6 +116,11 @@ class _KubeObserver(Observer):
 
     def problem(self, ref: ObjectRef, message: str, now: float) -> None:
         log.warning("%s: %s", ref, message)
+
+    def hint(self, ref: ObjectRef, key: str, message: str, now: float) -> None:
+        if key not in _HINTED:  # once per server for the whole operator, not per object
+            _HINTED.add(key)
+            log.info("hint: %s", message)
 
     async def drain(self) -> None:
         if self._tasks:

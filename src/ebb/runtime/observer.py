@@ -51,6 +51,10 @@ class Observer:
     def problem(self, ref: ObjectRef, message: str, now: float) -> None:
         """When an object cannot be scaled at all (bad spec, missing credentials, unknown target)."""
 
+    def hint(self, ref: ObjectRef, key: str, message: str, now: float) -> None:
+        """Advice that is not a failure (push unavailable, polling carries on); `key` names what it is about,
+        so a hint about one server reported by many objects can be said once."""
+
     def removed(self, ref: ObjectRef) -> None:
         """When an object stops being scaled."""
 
@@ -82,6 +86,13 @@ class Observers(Observer):
         for o in self.observers:
             try:
                 o.problem(ref, message, now)
+            except Exception:
+                continue
+
+    def hint(self, ref: ObjectRef, key: str, message: str, now: float) -> None:
+        for o in self.observers:
+            try:
+                o.hint(ref, key, message, now)
             except Exception:
                 continue
 

@@ -10,7 +10,7 @@ import contextlib
 import time
 from collections.abc import Callable, Mapping, Sequence
 
-from ebb.errors import EbbError, ScalerError
+from ebb.errors import EbbError, PushUnavailable, ScalerError
 from ebb.runtime.observer import ObjectRef, Observer, PollRecord
 from ebb.runtime.state import StateStore
 from ebb.scalers.base import Scaler
@@ -21,6 +21,8 @@ from ebb.targets.base import ScaleTarget
 #: A push only wakes an idle object, and not more often than this (seconds): a busy stream must not turn
 #: push notifications into a poll storm.
 PUSH_MIN_GAP = 0.05
+#: How often a push source that is not set up for push is checked again (quietly).
+PUSH_RECHECK = 60.0
 #: Polls of many objects are spread over at most this many seconds per object (never over more than the
 #: polling interval), so that ten thousand objects do not all poll in the same instant.
 SPREAD_PER_OBJECT = 0.005
@@ -283,6 +285,11 @@ async def watch_scaler(
             backoff = 1.0
         except asyncio.CancelledError:
             raise
+        except PushUnavailable as exc:
+            # The source works, only not for push: a hint (said once per server), then a quiet re-check now
+            # and then in case the server's setting changes.
+            observer.hint(ref, exc.key, exc.message, clock())
+            await asyncio.sleep(PUSH_RECHECK)
         except Exception as exc:  # push is an accelerator: polling carries on without it
             observer.problem(ref, f"{scaler.ctx.trigger_ref}: push unavailable: {exc}", clock())
             await asyncio.sleep(backoff)

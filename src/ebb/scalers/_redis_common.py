@@ -23,7 +23,7 @@ from redis.exceptions import AuthenticationError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from ebb.errors import SpecError, redact
+from ebb.errors import PushUnavailable, SpecError, redact
 from ebb.scalers.base import Scaler, ScalerMetadata, Source, TriggerContext, param
 
 T = TypeVar("T")
@@ -379,12 +379,15 @@ class RedisScalerBase(Scaler):
             return
         wanted = current + missing
         if not self.meta.enable_keyspace_notifications:
-            raise self.error(
-                f"push needs Redis keyspace notifications for {self.watched_key!r}, but "
-                f"notify-keyspace-events on {self.endpoint.address} is {current!r}: "
-                f"run `CONFIG SET notify-keyspace-events {wanted}` "
-                "(or set it in redis.conf; KEA enables every event), or set enableKeyspaceNotifications: "
-                '"true" on this trigger to let ebb do it. Polling carries on meanwhile.'
+            raise PushUnavailable(
+                self.ctx.object_ref,
+                self.ctx.trigger_ref,
+                f"Redis at {self.endpoint.address} has keyspace notifications off (notify-keyspace-events "
+                f"{current!r}), so its redis triggers are polled at their pollingInterval. For activation as "
+                f"soon as work arrives, run `CONFIG SET notify-keyspace-events {wanted}` there (or set it in "
+                'redis.conf; KEA enables every event), or set enableKeyspaceNotifications: "true" on a trigger '
+                "to let ebb do it",
+                key=f"redis://{self.endpoint.address}",
             )
         try:
             await client.config_set("notify-keyspace-events", wanted)
