@@ -89,11 +89,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     figures = {"sizes": sizes, "time_growth_over_linear": growth}
     write_result("loading", {"method": __doc__.strip() if __doc__ else "", **figures})
-    print(
-        "loading: "
-        + ", ".join(f"{s['scaled_objects']:,} in {s['seconds']:g}s ({s['us_per_scaled_object']} µs each)" for s in sizes)
-        + f"; time grows {growth}x as fast as N (1.0 = linear)"
-    )
+    each = [f"{s['scaled_objects']:,} in {s['seconds']:g}s ({s['us_per_scaled_object']} µs each)" for s in sizes]
+    print(f"loading: {', '.join(each)}; time grows {growth}x as fast as N (1.0 = linear)")
     return figures
 
 
