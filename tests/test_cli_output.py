@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -314,3 +315,23 @@ def test_run_refuses_a_missing_process_group(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert "spec.scaleTargetRef.name: no ProcessGroup 'nowhere'" in done.stderr
     assert "nothing to run" in done.stderr
+
+
+def test_run_reports_a_broken_trigger_in_the_documented_form(tmp_path: Path) -> None:
+    group = PROCESS_GROUP.replace('["python", "mailer.py"]', '["sleep", "30"]')
+    path = write(tmp_path, group + "---\n" + so(length="-3"))
+    args = ["run", str(path), "--no-state", "--no-history", "--metrics-port", "0"]
+    proc = subprocess.Popen([sys.executable, "-m", "ebb.cli", *args], stdout=subprocess.PIPE, text=True, cwd=tmp_path)
+    try:
+        assert proc.stdout is not None
+        deadline = time.monotonic() + 30
+        line = ""
+        while time.monotonic() < deadline and "listLength" not in line:
+            line = proc.stdout.readline()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+    assert line.split(" ", 1)[1].strip() == (
+        f"error {path}:22: ScaledObject default/mailer: spec.triggers[0].metadata.listLength: "
+        "Input should be greater than 0 (got '-3')"
+    )

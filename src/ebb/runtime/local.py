@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ebb.errors import EbbError
+from ebb.errors import EbbError, SpecError
 from ebb.runtime.build import build_scalers, object_ref
 from ebb.runtime.heap import freeze_heap, refreeze_after
 from ebb.runtime.observer import ObjectRef, Observer
@@ -82,6 +82,8 @@ class LocalRuntime:
     # --- building -------------------------------------------------------------------------------------
 
     def _problem(self, ref: ObjectRef, error: Exception | str) -> None:
+        if isinstance(error, SpecError):  # with the file and line of the field at fault, as `ebb check` says it
+            error = self.loaded.locate(error, self.resources.lookup(ref.kind, ref.namespace, ref.name))
         self.observer.problem(ref, str(error), self.options.clock())
 
     def _build_targets(self) -> None:

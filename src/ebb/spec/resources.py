@@ -134,6 +134,10 @@ class ResourceSet:
         obj = self._objects.get((kind_of(model), ns, name))
         return obj if isinstance(obj, model) else None
 
+    def lookup(self, kind: str, namespace: str | None, name: str) -> KubeObject | None:
+        """The object of that kind name, namespace ("" or None for cluster-scoped kinds) and name, if loaded."""
+        return self._objects.get((kind, namespace or "", name))
+
     def all(self, model: type[T], namespace: str | None = None) -> list[T]:
         """Every object of that kind (in `namespace` if given), in the order they were added."""
         return [
