@@ -3,17 +3,26 @@
 Shared by the process-group target and the local job runner. A custom subprocess protocol is used
 instead of `asyncio.subprocess.Process` because `Process.wait()` only returns once every pipe is closed:
 a grandchild that inherited stdout would then keep ebb from noticing that the worker itself exited.
+
+On Linux every child gets a parent-death signal (SIGKILL) before it execs, so a worker never outlives an
+ebb that dies for any reason, SIGKILL included; it keeps its own session and process group, which is what
+a graceful stop signals.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import logging
+import contextlib
 import os
 import shlex
 import signal
 import subprocess
+import sys
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 
 import psutil
@@ -28,6 +37,33 @@ MAX_LINE = 64 * 1024
 DRAIN_TIMEOUT = 1.0
 #: How long SIGKILLed leftovers of a group may take to disappear (their new parent, init, reaps them).
 GROUP_EXIT_TIMEOUT = 1.0
+#: How many of a child's last stderr lines are kept, for the events that explain a crash.
+STDERR_TAIL = 5
+#: Each stderr line kept in the tail is cut to this many characters.
+STDERR_TAIL_WIDTH = 200
+#: The environment variable every child gets: the run of ebb that started it, to recognise leftovers.
+RUN_ID_ENV = "EBB_RUN_ID"
+
+_PR_SET_PDEATHSIG = 1
+_libc: ctypes.CDLL | None = None
+if sys.platform.startswith("linux"):
+    # Loaded once, here: after fork only the call itself may run.
+    _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+
+def _die_with_parent(parent: int) -> Callable[[], None] | None:
+    """A preexec function: the child gets SIGKILL when ebb dies (and dies now if ebb is already gone)."""
+    libc = _libc
+    if libc is None:
+        return None
+    prctl = libc.prctl
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # ebb died between fork and prctl
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return preexec
 
 
 class _LineProtocol(asyncio.SubprocessProtocol):
@@ -35,6 +71,9 @@ class _LineProtocol(asyncio.SubprocessProtocol):
         loop = asyncio.get_running_loop()
         self._on_line = on_line
         self._buffer = bytearray()
+        self._err_buffer = bytearray()
+        #: The last lines written to stderr (all output still goes to `on_line`, in order per stream).
+        self.stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL)
         self.transport: asyncio.SubprocessTransport | None = None
         self.exited: asyncio.Future[int] = loop.create_future()
         self.closed: asyncio.Future[None] = loop.create_future()
@@ -44,22 +83,25 @@ class _LineProtocol(asyncio.SubprocessProtocol):
         self.transport = transport
 
     def pipe_data_received(self, fd: int, data: bytes | str) -> None:
-        self._buffer += data.encode() if isinstance(data, str) else data
+        err = fd == 2
+        buffer = self._err_buffer if err else self._buffer
+        buffer += data.encode() if isinstance(data, str) else data
         while True:
-            end = self._buffer.find(b"\n")
+            end = buffer.find(b"\n")
             if end < 0:
-                if len(self._buffer) >= MAX_LINE:
-                    self._emit(bytes(self._buffer[:MAX_LINE]))
-                    del self._buffer[:MAX_LINE]
+                if len(buffer) >= MAX_LINE:
+                    self._emit(bytes(buffer[:MAX_LINE]), err)
+                    del buffer[:MAX_LINE]
                     continue
                 return
-            self._emit(bytes(self._buffer[:end]))
-            del self._buffer[: end + 1]
+            self._emit(bytes(buffer[:end]), err)
+            del buffer[: end + 1]
 
     def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
-        if self._buffer:
-            self._emit(bytes(self._buffer))
-            self._buffer.clear()
+        buffer = self._err_buffer if fd == 2 else self._buffer
+        if buffer:
+            self._emit(bytes(buffer), fd == 2)
+            buffer.clear()
 
     def process_exited(self) -> None:
         assert self.transport is not None
@@ -71,8 +113,10 @@ class _LineProtocol(asyncio.SubprocessProtocol):
         if not self.closed.done():
             self.closed.set_result(None)
 
-    def _emit(self, raw: bytes) -> None:
+    def _emit(self, raw: bytes, err: bool = False) -> None:
         line = raw.decode("utf-8", errors="replace").rstrip("\r")
+        if err and line.strip():
+            self.stderr_tail.append(line[:STDERR_TAIL_WIDTH])
         try:
             self._on_line(line)
         except Exception:
@@ -88,6 +132,10 @@ class Child:
         self._protocol = protocol
         self.pid: int = transport.get_pid()
         self.started_at = time.time()
+        #: The kernel's start time of the process (psutil's create_time): with the pid, its identity.
+        self.create_time: float | None = None
+        with contextlib.suppress(psutil.Error):
+            self.create_time = psutil.Process(self.pid).create_time()
         self.started_monotonic = time.monotonic()
         self.term_sent_at: float | None = None
         self.killed = False
@@ -111,12 +159,18 @@ class Child:
             *argv,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
+            stderr=subprocess.PIPE,
             env=dict(env),
             cwd=cwd,
             start_new_session=True,
+            preexec_fn=_die_with_parent(os.getpid()),
         )
         return cls(transport, protocol)
+
+    @property
+    def stderr_tail(self) -> list[str]:
+        """The child's last few non-empty stderr lines, oldest first."""
+        return list(self._protocol.stderr_tail)
 
     @property
     def returncode(self) -> int | None:
