@@ -8,8 +8,9 @@ import json
 import os
 import signal
 import sys
+import threading
 from pathlib import Path
-from typing import Annotated, Any
+from typing import IO, Annotated, Any, cast
 
 import typer
 import yaml
@@ -23,6 +24,8 @@ from ebb.observe.api import parse_duration
 from ebb.observe.services import Services as _Services
 from ebb.runtime.build import build_scalers, object_ref
 from ebb.runtime.local import LocalRuntime, RuntimeOptions
+from ebb.runtime.lock import StateLock, StateLocked
+from ebb.runtime.output import BoundedWriter
 from ebb.runtime.scaled_object import close_scalers, read_trigger
 from ebb.scalers import available_types
 from ebb.scalers.base import DEFAULT_TIMEOUT, Scaler
@@ -31,6 +34,7 @@ from ebb.spec.auth import resolve_env, resolve_triggers_auth
 from ebb.spec.convert import hpa_name
 from ebb.spec.loader import LoadResult, load_files
 from ebb.spec.models import ProcessGroup, ScaledJob, ScaledObject
+from ebb.targets._child import raise_open_file_limit
 from ebb.web.server import DEFAULT_HOST, DEFAULT_PORT
 
 app = typer.Typer(
@@ -268,7 +272,50 @@ def _console_sink(name: str, line: str) -> None:
     console.print(f"[dim]\\[{escape(name)}][/] {escape(line)}", highlight=False, soft_wrap=True)
 
 
-async def _run_until_signalled(runtime: LocalRuntime, services: _Services | None = None) -> None:
+#: Beyond the longest grace period, how long a stop may take (loops, scalers, reaping) before ebb kills
+#: whatever is left and exits.
+STOP_MARGIN = 10.0
+
+
+def _kill_and_exit(runtime: LocalRuntime, code: int, message: str) -> None:
+    """SIGKILL every worker, terminating ones included, and exit at once (works from any thread)."""
+    for _ in range(3):  # from a thread, the loop may change a target's worker table under us
+        try:
+            runtime.kill_all()
+            break
+        except RuntimeError:
+            continue
+    err_console.print(message)
+    writer = err_console.file
+    if isinstance(writer, BoundedWriter):
+        writer.drain(0.5)
+    os._exit(code)
+
+
+class _StopWatchdog:
+    """After the first signal: if ebb has not exited `limit` seconds later, kill the workers and exit.
+
+    A thread, so that it fires even if the event loop is stuck.
+    """
+
+    def __init__(self, runtime: LocalRuntime) -> None:
+        self.runtime = runtime
+        self.done = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self, limit: float) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._watch, args=(limit,), name="ebb-stop-watchdog", daemon=True)
+            self._thread.start()
+
+    def _watch(self, limit: float) -> None:
+        if not self.done.wait(limit):
+            _kill_and_exit(self.runtime, 1, f"[red]ebb did not stop within {limit:g}s: killed every worker[/]")
+
+
+async def _run_until_signalled(
+    runtime: LocalRuntime, services: _Services | None = None, watchdog: _StopWatchdog | None = None
+) -> None:
     loop = asyncio.get_running_loop()
     main = asyncio.current_task()
     assert main is not None
@@ -276,6 +323,7 @@ async def _run_until_signalled(runtime: LocalRuntime, services: _Services | None
         await services.start()
     runner = asyncio.create_task(runtime.run())
     signals = 0
+    watchdog = watchdog or _StopWatchdog(runtime)
 
     def on_signal() -> None:
         nonlocal signals
@@ -283,22 +331,21 @@ async def _run_until_signalled(runtime: LocalRuntime, services: _Services | None
         if signals == 1:
             err_console.print("[yellow]stopping: workers get their grace period (Ctrl-C again to kill them now)[/]")
             runner.cancel()
+            watchdog.start(runtime.max_grace() + STOP_MARGIN)
         else:
-            err_console.print("[red]killing workers[/]")
-            for target in runtime.targets.values():
-                for pid in target.pids():
-                    with contextlib.suppress(ProcessLookupError, PermissionError):
-                        os.killpg(pid, signal.SIGKILL)
-            os._exit(130)
+            _kill_and_exit(runtime, 130, "[red]killed every worker[/]")
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    # SIGHUP (a closed terminal or SSH session) stops gracefully too, instead of killing ebb outright.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, on_signal)
     try:
         with contextlib.suppress(asyncio.CancelledError):
             await runner
     finally:
         if services is not None:
-            await services.stop()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(5.0):
+                    await services.stop()
 
 
 @app.command()
@@ -356,26 +403,77 @@ def run(
     if cloudevents_include and cloudevents_exclude:
         err_console.print("[red]error[/] --cloudevents-include and --cloudevents-exclude are mutually exclusive")
         raise typer.Exit(2)
-    services = _Services(
-        state_dir=state.parent,
-        metrics_port=metrics_port,
-        metrics_host=metrics_host,
-        dashboard=dashboard,
-        history=history,
-        retention=retention,
-        cloudevents_sink=cloudevents_sink,
-        cloudevents_filter=(tuple(cloudevents_include or ()), tuple(cloudevents_exclude or ())),
-        cluster_name=cluster_name,
-        announce=lambda text: console.print(f"[dim]{escape(text)}[/]"),
-    )
-    observer = services.observers(ConsoleObserver(console, verbose=verbose), _scaled(loaded))
-    options = RuntimeOptions(state_path=None if no_state else state, scaler_timeout=timeout, output=_console_sink)
-    runtime = LocalRuntime(loaded, observer, options)
-    console.print(
-        f"[bold]ebb {ebb.__version__}[/]: {len(loaded.of(ScaledObject))} ScaledObject(s), "
-        f"{len(loaded.of(ScaledJob))} ScaledJob(s), {len(loaded.of(ProcessGroup))} ProcessGroup(s)"
-    )
-    asyncio.run(_run_until_signalled(runtime, services))
+    lock = _lock_state_dir(state.parent) if (history or not no_state) else None
+    raise_open_file_limit()
+    writers = _bounded_output()
+    try:
+        services = _Services(
+            state_dir=state.parent,
+            metrics_port=metrics_port,
+            metrics_host=metrics_host,
+            dashboard=dashboard,
+            history=history,
+            retention=retention,
+            cloudevents_sink=cloudevents_sink,
+            cloudevents_filter=(tuple(cloudevents_include or ()), tuple(cloudevents_exclude or ())),
+            cluster_name=cluster_name,
+            announce=lambda text: console.print(f"[dim]{escape(text)}[/]"),
+        )
+        observer = services.observers(ConsoleObserver(console, verbose=verbose), _scaled(loaded))
+        options = RuntimeOptions(state_path=None if no_state else state, scaler_timeout=timeout, output=_console_sink)
+        runtime = LocalRuntime(loaded, observer, options)
+        console.print(
+            f"[bold]ebb {ebb.__version__}[/]: {len(loaded.of(ScaledObject))} ScaledObject(s), "
+            f"{len(loaded.of(ScaledJob))} ScaledJob(s), {len(loaded.of(ProcessGroup))} ProcessGroup(s)"
+        )
+        asyncio.run(_run_until_signalled(runtime, services))
+    finally:
+        _restore_output(writers)
+        if lock is not None:
+            lock.release()
+
+
+def _lock_state_dir(directory: Path) -> StateLock:
+    """One ebb per state directory; a clear one-line error (not a traceback) when it is held or unusable."""
+    lock = StateLock(directory)
+    try:
+        lock.acquire()
+    except StateLocked as exc:
+        err_console.print(f"[red]error[/] {escape(str(exc))}")
+        raise typer.Exit(1) from None
+    except OSError as exc:
+        err_console.print(
+            f"[red]error[/] state directory {escape(str(directory))}: {escape(exc.strerror or str(exc))}; "
+            "give a writable --state (or --no-state --no-history)"
+        )
+        raise typer.Exit(1) from None
+    if not os.access(directory, os.W_OK):
+        lock.release()
+        err_console.print(
+            f"[red]error[/] state directory {escape(str(directory))} is not writable; "
+            "give a writable --state (or --no-state --no-history)"
+        )
+        raise typer.Exit(1)
+    return lock
+
+
+def _bounded_output() -> tuple[BoundedWriter | None, BoundedWriter | None]:
+    """Route ebb's stdout and stderr through writers that never block the loop (see runtime/output.py)."""
+    out = BoundedWriter.around(sys.stdout, "stdout")
+    err = BoundedWriter.around(sys.stderr, "stderr")
+    if out is not None:
+        console.file = cast(IO[str], out)
+    if err is not None:
+        err_console.file = cast(IO[str], err)
+    return out, err
+
+
+def _restore_output(writers: tuple[BoundedWriter | None, BoundedWriter | None]) -> None:
+    for writer in writers:
+        if writer is not None:
+            writer.drain(1.0)  # what a reader can still take; a blocked one is not waited for
+    console.file = None  # type: ignore[assignment]
+    err_console.file = None  # type: ignore[assignment]
 
 
 @app.command()

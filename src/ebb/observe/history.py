@@ -55,13 +55,14 @@ _OBJECT_COLUMNS = (
     "ready",
     "triggers",
     "last_scale",
+    "reason",
 )
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS objects (
     key TEXT PRIMARY KEY, kind TEXT, namespace TEXT, name TEXT,
     target TEXT, min_replicas INTEGER, max_replicas INTEGER, trigger_types TEXT,
     time REAL, active INTEGER, paused INTEGER, desired INTEGER, current INTEGER, ready INTEGER,
-    triggers TEXT, last_scale REAL
+    triggers TEXT, last_scale REAL, reason TEXT
 );
 CREATE TABLE IF NOT EXISTS points (
     key TEXT NOT NULL, time REAL NOT NULL, resolution REAL NOT NULL,
@@ -192,6 +193,12 @@ class HistoryStore:
         if not readonly:
             with self._db:
                 self._db.executescript(_SCHEMA)
+                # A history written before the reason column existed gains it.
+                if "reason" not in self._object_columns():
+                    self._db.execute("ALTER TABLE objects ADD COLUMN reason TEXT")
+
+    def _object_columns(self) -> set[str]:
+        return {row[1] for row in self._db.execute("PRAGMA table_info(objects)")}
 
     def close(self) -> None:
         with self._lock:
@@ -244,10 +251,11 @@ class HistoryStore:
                 scaled = r.time if r.desired_replicas != r.current_replicas else None
                 self._db.execute(
                     "INSERT INTO objects (key, kind, namespace, name, time, active, paused, desired, current, ready, "
-                    "triggers, last_scale) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET "
+                    "triggers, last_scale, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT(key) DO UPDATE SET "
                     "time=excluded.time, active=excluded.active, paused=excluded.paused, desired=excluded.desired, "
                     "current=excluded.current, ready=excluded.ready, triggers=excluded.triggers, "
-                    "last_scale=COALESCE(excluded.last_scale, objects.last_scale)",
+                    "last_scale=COALESCE(excluded.last_scale, objects.last_scale), reason=excluded.reason",
                     (
                         r.ref.key,
                         r.ref.kind,
@@ -261,6 +269,7 @@ class HistoryStore:
                         r.ready_replicas,
                         triggers,
                         scaled,
+                        r.reason,
                     ),
                 )
             self._db.executemany(
@@ -305,13 +314,13 @@ class HistoryStore:
     def objects(self) -> list[dict[str, Any]]:
         """Every object with its latest state, by namespace and name."""
         with self._lock:
-            rows = self._db.execute(
-                f"SELECT {', '.join(_OBJECT_COLUMNS)} FROM objects ORDER BY namespace, name, kind"
-            ).fetchall()
-        names = _OBJECT_COLUMNS
+            present = self._object_columns()
+            names = tuple(c for c in _OBJECT_COLUMNS if c in present)
+            rows = self._db.execute(f"SELECT {', '.join(names)} FROM objects ORDER BY namespace, name, kind").fetchall()
         out = []
         for row in rows:
             obj = dict(zip(names, row, strict=True))
+            obj.setdefault("reason", None)
             obj["trigger_types"] = json.loads(obj["trigger_types"]) if obj["trigger_types"] else []
             obj["triggers"] = json.loads(obj["triggers"]) if obj["triggers"] else []
             obj["active"] = None if obj["active"] is None else bool(obj["active"])

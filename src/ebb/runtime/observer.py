@@ -37,6 +37,8 @@ class PollRecord:
     lateness: float = 0.0
     #: Seconds spent reading all triggers.
     read_seconds: float = 0.0
+    #: Why fewer replicas run than desired (a crash loop, a failed start...); None when all run.
+    reason: str | None = None
 
 
 class Observer:

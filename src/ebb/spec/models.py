@@ -775,6 +775,7 @@ class JobTargetRef(_Permissive):
     completions: int | None = Field(default=None, ge=0)
     active_deadline_seconds: int | None = Field(default=None, gt=0)
     backoff_limit: int | None = Field(default=None, ge=0)
+    ttl_seconds_after_finished: int | None = Field(default=None, ge=0)
 
 
 class Rollout(KubeModel):

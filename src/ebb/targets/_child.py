@@ -12,11 +12,12 @@ a graceful stop signals.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import ctypes.util
 import logging
-import contextlib
 import os
+import resource
 import shlex
 import signal
 import subprocess
@@ -57,9 +58,12 @@ def _die_with_parent(parent: int) -> Callable[[], None] | None:
     if libc is None:
         return None
     prctl = libc.prctl
+    nofile = _original_nofile
 
     def preexec() -> None:
         prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if nofile is not None:  # ebb raised its own limit, not the workers'
+            resource.setrlimit(resource.RLIMIT_NOFILE, nofile)
         if os.getppid() != parent:  # ebb died between fork and prctl
             os.kill(os.getpid(), signal.SIGKILL)
 
@@ -273,3 +277,22 @@ def describe_exit(code: int) -> str:
         except ValueError:
             return f"killed by signal {-code}"
     return f"exited with code {code}"
+
+
+_original_nofile: tuple[int, int] | None = None
+
+
+def raise_open_file_limit() -> tuple[int, int]:
+    """Raise this process's open-file soft limit to its hard limit (a worker, a socket and a pipe each cost
+    descriptors); children get the original limit back. Returns (old soft, new soft)."""
+    global _original_nofile
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft == resource.RLIM_INFINITY or wanted <= soft:
+        return soft, soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    except (ValueError, OSError):
+        return soft, soft
+    _original_nofile = (soft, hard)
+    return soft, wanted

@@ -9,12 +9,12 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 #: Receives one line of a replica's output (or one of ebb's own lines about it) and the replica's name.
 OutputSink = Callable[[str, str], None]
 #: Receives what a target wants users to see in `ebb events`: (reason, message, type "Normal"|"Warning").
-EventSink = Callable[[str, str, str], None]
+EventSink = Callable[[str, str, Literal["Normal", "Warning"]], None]
 
 
 @dataclass(frozen=True)

@@ -374,7 +374,7 @@ class ProcessGroupTarget:
     def _forward(self, worker: _Worker, line: str) -> None:
         self.output(worker.name, line)
 
-    def _event(self, reason: str, message: str, type_: str = "Normal") -> None:
+    def _event(self, reason: str, message: str, type_: Literal["Normal", "Warning"] = "Normal") -> None:
         if self.on_event is None:
             return
         try:
