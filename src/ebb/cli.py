@@ -436,22 +436,24 @@ def run(
 def _lock_state_dir(directory: Path) -> StateLock:
     """One ebb per state directory; a clear one-line error (not a traceback) when it is held or unusable."""
     lock = StateLock(directory)
+    problem: str | None = None
     try:
         lock.acquire()
     except StateLocked as exc:
-        err_console.print(f"[red]error[/] {escape(str(exc))}")
+        err_console.print(f"[red]error[/] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(1) from None
     except OSError as exc:
-        err_console.print(
-            f"[red]error[/] state directory {escape(str(directory))}: {escape(exc.strerror or str(exc))}; "
-            "give a writable --state (or --no-state --no-history)"
-        )
-        raise typer.Exit(1) from None
-    if not os.access(directory, os.W_OK):
+        problem = exc.strerror or str(exc)
+        if directory.exists() and not directory.is_dir():
+            problem = "not a directory"
+    if problem is None and not os.access(directory, os.W_OK):
         lock.release()
+        problem = "not writable"
+    if problem is not None:
         err_console.print(
-            f"[red]error[/] state directory {escape(str(directory))} is not writable; "
-            "give a writable --state (or --no-state --no-history)"
+            f"[red]error[/] state directory {escape(str(directory))}: {escape(problem)}; "
+            "give a writable --state (or run with --no-state --no-history)",
+            soft_wrap=True,
         )
         raise typer.Exit(1)
     return lock
