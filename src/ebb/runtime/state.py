@@ -92,8 +92,8 @@ class StateStore:
     def _load(self, path: Path) -> None:
         try:
             text = path.read_text()
-        except FileNotFoundError:
-            return
+        except (FileNotFoundError, NotADirectoryError):
+            return  # nothing saved yet (a directory that cannot hold it is reported at the first write)
         except (OSError, UnicodeDecodeError) as exc:
             self._damaged(path, f"cannot be read ({exc})")
             return
