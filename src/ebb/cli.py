@@ -599,11 +599,13 @@ def status(
         "MAX",
         "CURRENT",
         "DESIRED",
-        "READY",
+        # Worker processes running now; not KEDA's READY (the ScaledObject's Ready condition).
+        "RUNNING",
         "ACTIVE",
         "TRIGGERS",
         "LAST SCALE",
         "LAST POLL",
+        "REASON",
     ):
         table.add_column(column, overflow="fold")
     for o in objects:
@@ -627,6 +629,7 @@ def status(
             escape(triggers) or "-",
             _ago(now, o["last_scale"]),
             _ago(now, o["time"]),
+            escape(o.get("reason") or "-"),
         )
     console.print(table)
 
