@@ -17,6 +17,7 @@ import redis.asyncio as aioredis
 
 from ebb.errors import ScalerError, SpecError
 from ebb.scalers import MetricSpec
+from ebb.scalers._redis_common import SHARED_MAX_CONNECTIONS, SHARED_POOLS
 from tests.scalers._redis_support import (
     ADDRESS,
     NOTIFY_CONFIG,
@@ -364,6 +365,55 @@ async def test_polls_reuse_one_pooled_connection_and_close_releases_it(
     # A closed scaler opens a new connection if it is used again.
     assert (await scaler.get_metric_and_activity()).value == 1
     assert len(await connections_named(admin, name)) == 1
+
+
+async def test_objects_reading_one_server_share_its_connections(
+    make: ScalerFactory, admin: aioredis.Redis, key: str
+) -> None:
+    name = unique("client")
+    await admin.rpush(key, "a")
+    scalers = [make("redis", {"address": ADDRESS, "listName": key, "clientName": name}) for _ in range(50)]
+    for _ in range(3):
+        results = await asyncio.gather(*(s.get_metric_and_activity() for s in scalers))
+        assert all(r.value == 1 for r in results)
+    # 50 objects, one pool: at most its size, not 50 x 3.
+    assert 1 <= len(await connections_named(admin, name)) <= SHARED_MAX_CONNECTIONS
+    assert SHARED_POOLS.count() == 1
+    for scaler in scalers[:-1]:
+        await scaler.close()
+    assert (await scalers[-1].get_metric_and_activity()).value == 1  # the last user still reads
+    await scalers[-1].close()
+    assert SHARED_POOLS.count() == 0
+
+    async def none_left() -> bool:
+        return not await connections_named(admin, name)
+
+    await eventually(none_left)
+
+
+async def test_a_cancellation_during_a_write_is_never_swallowed(make: ScalerFactory, key: str) -> None:
+    """Python 3.11's wait_for returns the result when a cancellation arrives as the awaited write completes;
+    redis-py wraps every write in it, so a Ctrl-C could be lost. ebb's connection never loses it."""
+    scaler = make("redis", {"address": ADDRESS, "listName": key})
+    assert (await scaler.get_metric_and_activity()).value == 0  # connected
+    assert scaler._pool is not None
+    conn = await scaler._pool.get_connection()
+    try:
+        gate: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        async def slow_write(command: object) -> None:
+            await gate
+
+        conn._send_packed_command = slow_write  # type: ignore[method-assign]
+        task = asyncio.create_task(conn.send_packed_command(b"*1\r\n$4\r\nPING\r\n", check_health=False))
+        await asyncio.sleep(0.01)
+        gate.set_result(None)  # the write completes ...
+        task.cancel()  # ... in the same moment as the cancellation
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    finally:
+        await conn.disconnect()
+        await scaler._pool.release(conn)
 
 
 # --- TLS -------------------------------------------------------------------------------------------

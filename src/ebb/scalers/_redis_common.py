@@ -2,6 +2,10 @@
 
 Parameters, sources and their order follow KEDA's `redisConnectionInfo` (pkg/scalers/redis_scaler.go),
 except that `password` is a secret here: only a TriggerAuthentication or `passwordFromEnv` may give it.
+
+Reads go through one connection pool per server (address, database, credentials, timeout) and event loop,
+shared by every trigger that reads there and closed when the last of them closes: a thousand objects on
+one Redis hold a few connections, not thousands. A push subscription still has its own connection.
 """
 
 from __future__ import annotations
@@ -11,7 +15,8 @@ import os
 import socket
 import ssl
 import tempfile
-from collections.abc import Awaitable, Callable, Mapping
+import weakref
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, TypeVar
 
@@ -35,6 +40,8 @@ _CONN_SOURCES: tuple[Source, ...] = ("triggerMetadata", "resolvedEnv", "authPara
 
 #: A scaler's reads are sequential; the spare connections serve the odd concurrent read.
 MAX_CONNECTIONS = 3
+#: Connections of the read pool shared by every trigger reading one server.
+SHARED_MAX_CONNECTIONS = 16
 
 _BACKOFF_START = 0.5
 _BACKOFF_MAX = 30.0
@@ -224,7 +231,30 @@ def resolve_endpoint(meta: RedisConnectionMetadata, ctx: TriggerContext) -> Redi
     )
 
 
-class _TLSConnection(Connection):
+class _Connection(Connection):
+    """redis-py's connection, with the write timeout done by `asyncio.timeout` instead of `wait_for`.
+
+    On Python 3.11 `asyncio.wait_for` swallows a cancellation that arrives as the write completes, so a
+    Ctrl-C could leave a scaling loop running for good; `asyncio.timeout` never does.
+    """
+
+    async def send_packed_command(self, command: bytes | str | Iterable[bytes], check_health: bool = True) -> None:
+        timeout = self.socket_timeout
+        if not timeout:
+            await super().send_packed_command(command, check_health)
+            return
+        self.socket_timeout = None  # the parent then writes without wait_for; the bound is ours
+        try:
+            async with asyncio.timeout(timeout):
+                await super().send_packed_command(command, check_health)
+        except TimeoutError:
+            await self.disconnect(nowait=True)
+            raise RedisTimeoutError("Timeout writing to socket") from None
+        finally:
+            self.socket_timeout = timeout
+
+
+class _TLSConnection(_Connection):
     """A redis-py connection using a prepared SSLContext (redis-py would build one from file paths)."""
 
     def __init__(self, *, ebb_ssl_context: ssl.SSLContext, **kwargs: Any) -> None:
@@ -269,13 +299,56 @@ def make_pool(
         "decode_responses": True,
         "encoding_errors": "replace",
     }
-    connection_class: type[Connection] = Connection
+    connection_class: type[Connection] = _Connection
     if endpoint.ssl_context is not None:
         connection_class = _TLSConnection
         kwargs["ebb_ssl_context"] = endpoint.ssl_context
     return BlockingConnectionPool(
         max_connections=max_connections, timeout=timeout, connection_class=connection_class, **kwargs
     )
+
+
+_PoolKey = tuple[RedisEndpoint, float]
+
+
+class _SharedPools:
+    """Read pools by server and event loop, counted: the last release disconnects the pool."""
+
+    def __init__(self) -> None:
+        self._by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[_PoolKey, list[Any]]] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def acquire(self, endpoint: RedisEndpoint, timeout: float) -> BlockingConnectionPool:
+        pools = self._by_loop.setdefault(asyncio.get_running_loop(), {})
+        key = (endpoint, timeout)
+        entry = pools.get(key)
+        if entry is None:
+            entry = pools[key] = [make_pool(endpoint, timeout, max_connections=SHARED_MAX_CONNECTIONS), 0]
+        entry[1] += 1
+        pool: BlockingConnectionPool = entry[0]
+        return pool
+
+    async def release(self, pool: BlockingConnectionPool) -> None:
+        try:
+            pools = self._by_loop.get(asyncio.get_running_loop(), {})
+        except RuntimeError:
+            return
+        for key, entry in list(pools.items()):
+            if entry[0] is pool:
+                entry[1] -= 1
+                if entry[1] <= 0:
+                    del pools[key]
+                    await pool.disconnect(inuse_connections=True)
+                return
+        await pool.disconnect(inuse_connections=True)  # not shared (made on another loop): just close it
+
+    def count(self) -> int:
+        """Pools open on the running loop (for tests)."""
+        return len(self._by_loop.get(asyncio.get_running_loop(), {}))
+
+
+SHARED_POOLS = _SharedPools()
 
 
 # Events that only take work away: they never need an early poll.
@@ -325,9 +398,9 @@ class RedisScalerBase(Scaler):
     # --- client --------------------------------------------------------------------------------
 
     def client(self) -> aioredis.Redis:
-        """This scaler's client; created without I/O on first use, connections made on demand."""
+        """This scaler's client on its server's shared pool; created without I/O, connections on demand."""
         if self._redis is None:
-            self._pool = make_pool(self.endpoint, self.timeout)
+            self._pool = SHARED_POOLS.acquire(self.endpoint, self.timeout)
             self._redis = aioredis.Redis(connection_pool=self._pool)
         return self._redis
 
@@ -339,14 +412,15 @@ class RedisScalerBase(Scaler):
         return aioredis.Redis(connection_pool=self._push_pool)
 
     async def close(self) -> None:
-        """Release every connection; a later read or watch opens new ones."""
-        client, pools = self._redis, (self._pool, self._push_pool)
+        """Release every connection (the shared pool when its last user goes); a later read opens new ones."""
+        client, pool, push_pool = self._redis, self._pool, self._push_pool
         self._redis, self._pool, self._push_pool = None, None, None
         if client is not None:
             await client.aclose()
-        for pool in pools:
-            if pool is not None:
-                await pool.disconnect(inuse_connections=True)
+        if pool is not None:
+            await SHARED_POOLS.release(pool)
+        if push_pool is not None:
+            await push_pool.disconnect(inuse_connections=True)
 
     async def call(self, what: Callable[[aioredis.Redis], Awaitable[T]]) -> T:
         """Run one exchange with Redis; failures become messages that name the server and never a secret."""
