@@ -407,6 +407,9 @@ class HistoryObserver(Observer):
         self.clock = clock
         self.on_drop = on_drop
         self.dropped = 0
+        #: Told (once per failing streak, and once on recovery) when the history cannot be written.
+        self.on_write_problem: Callable[[str, str], None] | None = None
+        self._write_failing = False
         self._points: deque[PollRecord] = deque()
         self._events: deque[EventRecord] = deque()
         self._last_problem: dict[ObjectRef, str] = {}
@@ -441,8 +444,8 @@ class HistoryObserver(Observer):
         self._last_problem.pop(ref, None)
         self._removed.append(ref)
 
-    async def flush(self) -> None:
-        """Write what is queued (in a worker thread)."""
+    async def flush(self) -> bool:
+        """Write what is queued (in a worker thread); True if there was anything to write."""
         points, self._points = list(self._points), deque()
         events, self._events = list(self._events), deque()
         removed, self._removed = self._removed, []
@@ -450,6 +453,20 @@ class HistoryObserver(Observer):
             await asyncio.to_thread(self.store.write, points, events)
         for ref in removed:
             await asyncio.to_thread(self.store.forget, ref)
+        return bool(points or events or removed)
+
+    def _wrote(self, error: Exception | None) -> None:
+        if error is not None and not self._write_failing:
+            self._write_failing = True
+            self._tell("HistoryWriteFailed", f"cannot write the history {self.store.path}: {error}")
+        elif error is None and self._write_failing:
+            self._write_failing = False
+            self._tell("HistoryWriteRecovered", f"the history {self.store.path} is written again")
+
+    def _tell(self, reason: str, message: str) -> None:
+        if self.on_write_problem is not None:
+            with contextlib.suppress(Exception):
+                self.on_write_problem(reason, message)
 
     async def run(self) -> None:
         """Flush every `flush_interval`, maintain every `maintain_interval`, until cancelled (then flush)."""
@@ -457,8 +474,13 @@ class HistoryObserver(Observer):
         try:
             while True:
                 await asyncio.sleep(self.flush_interval)
-                with contextlib.suppress(sqlite3.Error, OSError):
-                    await self.flush()
+                try:
+                    wrote = await self.flush()
+                except (sqlite3.Error, OSError) as exc:
+                    self._wrote(exc)
+                else:
+                    if wrote:
+                        self._wrote(None)
                 now = self.clock()
                 if now - last_maintain >= self.maintain_interval:
                     last_maintain = now

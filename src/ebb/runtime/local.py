@@ -19,7 +19,7 @@ from ebb.runtime.build import build_scalers, object_ref
 from ebb.runtime.heap import freeze_heap, refreeze_after
 from ebb.runtime.job_template import local_job_settings
 from ebb.runtime.leftovers import stop_leftovers
-from ebb.runtime.observer import ObjectRef, Observer
+from ebb.runtime.observer import RUNTIME_REF, ObjectRef, Observer
 from ebb.runtime.scaled_job import ScaledJobLoop
 from ebb.runtime.scaled_object import ScaledObjectLoop, close_scalers, spread_offset
 from ebb.runtime.state import StateStore
@@ -45,8 +45,6 @@ IDLE_POLLING_ANNOTATION = "ebb.dev/idle-polling-interval"
 LOOP_STOP_TIMEOUT = 3.0
 #: At most this long for workers a killed ebb left behind to honour SIGTERM before SIGKILL.
 LEFTOVER_GRACE = 10.0
-#: The object events about the runtime itself are recorded under.
-RUNTIME_REF = ObjectRef("Runtime", "", "ebb")
 
 
 @dataclass
