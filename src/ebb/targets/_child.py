@@ -6,7 +6,8 @@ a grandchild that inherited stdout would then keep ebb from noticing that the wo
 
 On Linux every child gets a parent-death signal (SIGKILL) before it execs, so a worker never outlives an
 ebb that dies for any reason, SIGKILL included; it keeps its own session and process group, which is what
-a graceful stop signals.
+a graceful stop signals. (Linux sends it when the *thread* that started the child ends: children are started
+from the event loop's thread, which lives as long as ebb.)
 """
 
 from __future__ import annotations
