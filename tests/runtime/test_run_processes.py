@@ -282,3 +282,36 @@ def test_a_blocked_stdout_does_not_stop_signals_or_stopping(tmp_path: Path, mark
     ebb.signal(signal.SIGTERM)
     assert ebb.wait(20) == 0
     _wait_for(lambda: not _marked(marker), "the workers to be gone", within=5)
+
+
+def test_sighup_stops_ebb_gracefully(tmp_path: Path, marker: str, started: list[Ebb]) -> None:
+    # A closed terminal or SSH session: the workers get their SIGTERM and ebb exits cleanly.
+    worker = (
+        f"import signal, sys, time; M = {marker!r}; "
+        "signal.signal(signal.SIGTERM, lambda *a: sys.exit(0)); time.sleep(3600)"
+    )
+    manifest = tmp_path / "group.yaml"
+    manifest.write_text(_group("hup", worker, replicas=2, grace=5))
+    ebb = Ebb(tmp_path, manifest)
+    started.append(ebb)
+    _workers(marker, 2)
+    time.sleep(0.3)
+    ebb.signal(signal.SIGHUP)
+    assert ebb.wait(20) == 0
+    _wait_for(lambda: not _marked(marker), "the workers to be gone", within=5)
+    assert "exited with code 0" in ebb.text
+
+
+def test_the_grace_period_running_out_kills_a_worker_that_traps_sigterm(
+    tmp_path: Path, marker: str, started: list[Ebb]
+) -> None:
+    manifest = tmp_path / "group.yaml"
+    manifest.write_text(_group("stubborn", _stubborn(marker), replicas=2, grace=1))
+    ebb = Ebb(tmp_path, manifest)
+    started.append(ebb)
+    _workers(marker, 2)
+    time.sleep(0.3)
+    ebb.signal(signal.SIGTERM)
+    assert ebb.wait(20) == 0
+    assert not _marked(marker)
+    assert "did not exit within the 1s grace period; killed by SIGKILL" in ebb.text
