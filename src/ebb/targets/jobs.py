@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -160,7 +159,6 @@ class JobRunner:
         for job in self._jobs.values():
             if job.child is not None:
                 job.child.kill()
-                job.child.signal(signal.SIGKILL)
 
     def not_ready_reason(self) -> str | None:
         """Why a job is not running right now (waiting to retry), or None."""

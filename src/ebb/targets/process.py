@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import os
 import random
-import signal
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -234,7 +233,6 @@ class ProcessGroupTarget:
         for worker in [*self._workers.values(), *self._terminating]:
             if worker.child is not None:
                 worker.child.kill()
-                worker.child.signal(signal.SIGKILL)
 
     def not_ready_reason(self) -> str | None:
         """Why fewer workers run than wanted, in a few words; None when all wanted workers run."""
