@@ -34,7 +34,7 @@ from ebb.spec.auth import resolve_env, resolve_triggers_auth
 from ebb.spec.convert import hpa_name
 from ebb.spec.loader import LoadResult, load_files
 from ebb.spec.models import ProcessGroup, ScaledJob, ScaledObject
-from ebb.targets._child import raise_open_file_limit
+from ebb.targets._child import raise_open_file_limit, use_pidfd_child_watcher
 from ebb.web.server import DEFAULT_HOST, DEFAULT_PORT
 
 app = typer.Typer(
@@ -405,6 +405,7 @@ def run(
         raise typer.Exit(2)
     lock = _lock_state_dir(state.parent) if (history or not no_state) else None
     raise_open_file_limit()
+    use_pidfd_child_watcher()  # no thread per worker
     writers = _bounded_output()
     try:
         services = _Services(

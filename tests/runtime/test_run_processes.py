@@ -315,3 +315,15 @@ def test_the_grace_period_running_out_kills_a_worker_that_traps_sigterm(
     assert ebb.wait(20) == 0
     assert not _marked(marker)
     assert "did not exit within the 1s grace period; killed by SIGKILL" in ebb.text
+
+
+def test_workers_cost_no_thread_each(tmp_path: Path, marker: str, started: list[Ebb]) -> None:
+    # Python 3.11's asyncio waits for each child in a thread; ebb uses a pidfd per child instead.
+    manifest = tmp_path / "group.yaml"
+    manifest.write_text(_group("many", f"import time; M = {marker!r}; time.sleep(3600)", replicas=30, grace=1))
+    ebb = Ebb(tmp_path, manifest, "--no-history", "--no-state")
+    started.append(ebb)
+    _workers(marker, 30)
+    assert psutil.Process(ebb.proc.pid).num_threads() < 20
+    ebb.signal(signal.SIGINT)
+    assert ebb.wait(20) == 0
