@@ -78,7 +78,7 @@ async def test_a_missing_binary_is_an_event_and_the_reason_in_status(tmp_path: P
     assert "cannot start" in (poll.reason or "")
 
 
-async def test_a_crash_loop_is_an_event_with_the_last_stderr_lines(tmp_path: Path) -> None:
+async def test_a_crash_loop_is_an_event_with_the_last_output_lines(tmp_path: Path) -> None:
     db = tmp_path / "q.db"
     make_backlog(db)
     script = "import sys; print('connecting', file=sys.stderr); sys.exit('fatal: no config at /etc/mailer')"

@@ -128,13 +128,12 @@ async def test_default_sink_prefixes_every_line_with_the_worker_name(
     await target.close()
     seen.append(capsys.readouterr().out)
     out = "".join(seen).splitlines()
-    # stdout and stderr are separate pipes (stderr's tail explains crashes): order holds per stream.
-    assert [line for line in out[:4] if "err line" not in line] == [
+    assert out[:4] == [
         "[printer-0] out line",
+        "[printer-0] err line",
         "[printer-0] first",
         "[printer-0] second",
     ]
-    assert "[printer-0] err line" in out[:4]
     # The unterminated last line arrives when the pipe closes, then ebb's own line about the exit.
     assert out[4:] == ["[printer-0] no newline", "[printer-0] ebb: killed by SIGTERM"]
 

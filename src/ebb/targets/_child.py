@@ -39,10 +39,10 @@ MAX_LINE = 64 * 1024
 DRAIN_TIMEOUT = 1.0
 #: How long SIGKILLed leftovers of a group may take to disappear (their new parent, init, reaps them).
 GROUP_EXIT_TIMEOUT = 1.0
-#: How many of a child's last stderr lines are kept, for the events that explain a crash.
-STDERR_TAIL = 5
-#: Each stderr line kept in the tail is cut to this many characters.
-STDERR_TAIL_WIDTH = 200
+#: How many of a child's last output lines (stdout and stderr share a pipe) are kept, to explain a crash.
+OUTPUT_TAIL = 5
+#: Each line kept in the tail is cut to this many characters.
+OUTPUT_TAIL_WIDTH = 200
 #: The environment variable every child gets: the run of ebb that started it, to recognise leftovers.
 RUN_ID_ENV = "EBB_RUN_ID"
 
@@ -76,9 +76,8 @@ class _LineProtocol(asyncio.SubprocessProtocol):
         loop = asyncio.get_running_loop()
         self._on_line = on_line
         self._buffer = bytearray()
-        self._err_buffer = bytearray()
-        #: The last lines written to stderr (all output still goes to `on_line`, in order per stream).
-        self.stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL)
+        #: The last non-empty output lines (a crash's traceback is usually among them).
+        self.output_tail: deque[str] = deque(maxlen=OUTPUT_TAIL)
         self.transport: asyncio.SubprocessTransport | None = None
         self.exited: asyncio.Future[int] = loop.create_future()
         self.closed: asyncio.Future[None] = loop.create_future()
@@ -88,25 +87,22 @@ class _LineProtocol(asyncio.SubprocessProtocol):
         self.transport = transport
 
     def pipe_data_received(self, fd: int, data: bytes | str) -> None:
-        err = fd == 2
-        buffer = self._err_buffer if err else self._buffer
-        buffer += data.encode() if isinstance(data, str) else data
+        self._buffer += data.encode() if isinstance(data, str) else data
         while True:
-            end = buffer.find(b"\n")
+            end = self._buffer.find(b"\n")
             if end < 0:
-                if len(buffer) >= MAX_LINE:
-                    self._emit(bytes(buffer[:MAX_LINE]), err)
-                    del buffer[:MAX_LINE]
+                if len(self._buffer) >= MAX_LINE:
+                    self._emit(bytes(self._buffer[:MAX_LINE]))
+                    del self._buffer[:MAX_LINE]
                     continue
                 return
-            self._emit(bytes(buffer[:end]), err)
-            del buffer[: end + 1]
+            self._emit(bytes(self._buffer[:end]))
+            del self._buffer[: end + 1]
 
     def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
-        buffer = self._err_buffer if fd == 2 else self._buffer
-        if buffer:
-            self._emit(bytes(buffer), fd == 2)
-            buffer.clear()
+        if self._buffer:
+            self._emit(bytes(self._buffer))
+            self._buffer.clear()
 
     def process_exited(self) -> None:
         assert self.transport is not None
@@ -118,10 +114,10 @@ class _LineProtocol(asyncio.SubprocessProtocol):
         if not self.closed.done():
             self.closed.set_result(None)
 
-    def _emit(self, raw: bytes, err: bool = False) -> None:
+    def _emit(self, raw: bytes) -> None:
         line = raw.decode("utf-8", errors="replace").rstrip("\r")
-        if err and line.strip():
-            self.stderr_tail.append(line[:STDERR_TAIL_WIDTH])
+        if line.strip():
+            self.output_tail.append(line[:OUTPUT_TAIL_WIDTH])
         try:
             self._on_line(line)
         except Exception:
@@ -164,7 +160,7 @@ class Child:
             *argv,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stderr=subprocess.STDOUT,  # one pipe: one file descriptor per worker, and the order kept
             env=dict(env),
             cwd=cwd,
             start_new_session=True,
@@ -173,9 +169,9 @@ class Child:
         return cls(transport, protocol)
 
     @property
-    def stderr_tail(self) -> list[str]:
-        """The child's last few non-empty stderr lines, oldest first."""
-        return list(self._protocol.stderr_tail)
+    def output_tail(self) -> list[str]:
+        """The child's last few non-empty output lines (stdout and stderr), oldest first."""
+        return list(self._protocol.output_tail)
 
     @property
     def returncode(self) -> int | None:

@@ -249,9 +249,9 @@ class JobRunner:
                             JobRecord(job.name, child.pid, code, job.started_at, time.time(), attempts=job.attempts)
                         )
                         return
-                    tail = child.stderr_tail
+                    tail = child.output_tail
                     job.failures += 1
-                    job.last_failure = describe_exit(code) + (f"; last stderr: {' | '.join(tail)}" if tail else "")
+                    job.last_failure = describe_exit(code) + (f"; last output: {' | '.join(tail)}" if tail else "")
                 if job.failures > self.backoff_limit:
                     self._give_up(job, "BackoffLimitExceeded", child)
                     return

@@ -8,7 +8,7 @@ terminating workers are neither counted as running nor restarted. A scale-up dur
 new workers at once, so an index may briefly belong to a terminating worker and its running successor.
 
 Restart delays carry +-20% jitter so that workers that crash together do not restart in lockstep.
-Failures to start, crash loops (with the last stderr lines) are reported through `on_event`.
+Failures to start, crash loops (with the last output lines) are reported through `on_event`.
 """
 
 from __future__ import annotations
@@ -383,8 +383,8 @@ class ProcessGroupTarget:
     def _crashed(self, worker: _Worker, child: Child, code: int, wait: float) -> None:
         """Report an unexpected exit: the first of a streak, then once when it becomes a crash loop."""
         worker.quick_exits += 1
-        tail = child.stderr_tail
-        last = f"; last stderr: {_tail_text(tail)}" if tail else ""
+        tail = child.output_tail
+        last = f"; last output: {_tail_text(tail)}" if tail else ""
         worker.why = f"{describe_exit(code)}, restarting in {wait:g}s{last}"
         where = f"ProcessGroup {self.name}: worker {worker.name}"
         if worker.quick_exits == 1:
