@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 
 from ebb.errors import ScalerError, SpecError
 from ebb.scalers import MetricSpec
-from ebb.scalers._redis_common import SHARED_MAX_CONNECTIONS, SHARED_POOLS
+from ebb.scalers._redis_common import PUSH_HUBS, SHARED_MAX_CONNECTIONS, SHARED_POOLS
 from tests.scalers._redis_support import (
     ADDRESS,
     NOTIFY_CONFIG,
@@ -690,6 +690,34 @@ async def test_push_reconnects_after_losing_its_connection(
             assert not task.done()
         finally:
             await _stop(task)
+
+
+async def test_watches_of_one_server_share_one_subscription(make: ScalerFactory, admin: aioredis.Redis) -> None:
+    name = unique("client")
+    keys = [unique("list") for _ in range(20)]
+    async with notify_config(admin, "Kl"):
+        scalers = [make("redis", {"address": ADDRESS, "listName": k, "clientName": name}) for k in keys]
+        notes = [Notifications() for _ in keys]
+        tasks = [await _start_watch(s, n) for s, n in zip(scalers, notes, strict=True)]
+        try:
+            for k in keys:
+                await eventually(lambda k=k: subscribed(admin, _channel(k)))  # type: ignore[misc]
+            subscribers = [c for c in await connections_named(admin, name) if c.get("sub") != "0"]
+            assert len(subscribers) == 1  # 20 watched keys, one connection
+            assert PUSH_HUBS.count() == 1
+            await admin.rpush(keys[7], "job")
+            await notes[7].wait()
+            assert [n.count for n in notes].count(0) == 19  # only the watcher of that key was told
+        finally:
+            for task in tasks:
+                await _stop(task)
+            await admin.delete(*keys)
+        assert PUSH_HUBS.count() == 0
+
+        async def none_subscribed() -> bool:
+            return not [c for c in await connections_named(admin, name) if c.get("sub") != "0"]
+
+        await eventually(none_subscribed)
 
 
 async def test_cancelled_watch_and_close_leave_no_connection(

@@ -5,12 +5,13 @@ except that `password` is a secret here: only a TriggerAuthentication or `passwo
 
 Reads go through one connection pool per server (address, database, credentials, timeout) and event loop,
 shared by every trigger that reads there and closed when the last of them closes: a thousand objects on
-one Redis hold a few connections, not thousands. A push subscription still has its own connection.
+one Redis hold a few connections, not thousands. Push subscriptions share one connection per server too.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import ssl
@@ -364,6 +365,156 @@ _REMOVAL_EVENTS = frozenset(
 )  # fmt: skip
 
 
+class _Watcher:
+    def __init__(self, notify: Callable[[], None], subscribed: Callable[[], None]) -> None:
+        self.notify = notify
+        self.subscribed = subscribed
+        self.failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def fail(self, exc: BaseException) -> None:
+        if not self.failed.done():
+            self.failed.set_exception(exc)
+
+
+class _PushHub:
+    """One subscription connection per server, shared by every trigger watching a key there.
+
+    One task reads it and applies (un)subscriptions between reads, so the connection is never used by two
+    tasks at once. A lost connection fails every watcher, whose own loop reconnects with its backoff.
+    """
+
+    #: How often the reader looks for new subscriptions between messages (seconds).
+    TICK = 0.1
+
+    def __init__(self, endpoint: RedisEndpoint, timeout: float, on_empty: Callable[[_PushHub], None]) -> None:
+        self.endpoint = endpoint
+        self.timeout = timeout
+        self._on_empty = on_empty
+        self._watchers: dict[str, set[_Watcher]] = {}
+        self._subscribed: set[str] = set()
+        self._task: asyncio.Task[None] | None = None
+        #: Set once its reader has ended: a hub is never reused, the next watcher gets a new one.
+        self._dead = False
+
+    async def watch(self, channel: str, notify: Callable[[], None], subscribed: Callable[[], None]) -> None:
+        """Call `notify` for each message on `channel` until cancelled; raises what broke the subscription."""
+        if self._dead:
+            raise RedisConnectionError("the shared subscription was just lost")
+        watcher = _Watcher(notify, subscribed)
+        self._watchers.setdefault(channel, set()).add(watcher)
+        if channel in self._subscribed:
+            subscribed()
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name=f"ebb-redis-push-{self.endpoint.address}")
+        try:
+            await watcher.failed
+        finally:
+            self._remove(channel, watcher)
+
+    def _remove(self, channel: str, watcher: _Watcher) -> None:
+        watchers = self._watchers.get(channel)
+        if watchers is not None:
+            watchers.discard(watcher)
+            if not watchers:
+                del self._watchers[channel]
+        if not self._watchers:
+            self._on_empty(self)
+
+    def _fail_all(self, exc: BaseException) -> None:
+        for watchers in list(self._watchers.values()):
+            for watcher in list(watchers):
+                watcher.fail(exc)
+
+    async def _run(self) -> None:
+        pool = make_pool(self.endpoint, self.timeout, max_connections=1, blocking_reads=True)
+        pubsub = aioredis.Redis(connection_pool=pool).pubsub()
+        self._subscribed = set()
+        try:
+            while self._watchers:
+                await self._apply(pubsub)
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=self.TICK)
+                if message is not None:
+                    self._dispatch(message)
+        except (RedisConnectionError, RedisTimeoutError, OSError, ResponseError) as exc:
+            self._fail_all(exc)
+        except Exception as exc:  # never leave a watcher waiting on a dead reader
+            self._fail_all(exc)
+            raise
+        finally:
+            self._dead = True
+            self._on_empty(self)  # before any await: later watchers get a new hub
+            self._subscribed = set()
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()
+            with contextlib.suppress(Exception):
+                await pool.disconnect(inuse_connections=True)
+
+    async def _apply(self, pubsub: Any) -> None:
+        wanted = set(self._watchers)
+        gone = self._subscribed - wanted
+        if gone:
+            await pubsub.unsubscribe(*gone)
+            self._subscribed -= gone
+        for channel in wanted - self._subscribed:
+            await pubsub.subscribe(channel)
+            try:
+                await self._confirmed(pubsub, channel)
+            except ResponseError as exc:
+                # This channel is refused (an ACL): its watchers learn why; the others carry on.
+                pubsub.channels.pop(channel, None)
+                for watcher in list(self._watchers.get(channel, ())):
+                    watcher.fail(exc)
+                continue
+            self._subscribed.add(channel)
+            for watcher in list(self._watchers.get(channel, ())):
+                watcher.subscribed()
+
+    async def _confirmed(self, pubsub: Any, channel: str) -> None:
+        async with asyncio.timeout(self.timeout):
+            while True:
+                message = await pubsub.get_message(timeout=self.TICK)
+                if message is None:
+                    continue
+                if message.get("type") == "subscribe" and message.get("channel") == channel:
+                    return
+                self._dispatch(message)
+
+    def _dispatch(self, message: Mapping[str, Any]) -> None:
+        if message.get("type") != "message" or message.get("data") in _REMOVAL_EVENTS:
+            return
+        for watcher in list(self._watchers.get(str(message.get("channel")), ())):
+            watcher.notify()
+
+
+class _PushHubs:
+    """Push hubs by server and event loop; a hub goes when its last watcher does."""
+
+    def __init__(self) -> None:
+        self._by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[_PoolKey, _PushHub]] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def hub(self, endpoint: RedisEndpoint, timeout: float) -> _PushHub:
+        hubs = self._by_loop.setdefault(asyncio.get_running_loop(), {})
+        key = (endpoint, timeout)
+        found = hubs.get(key)
+        if found is None:
+            found = hubs[key] = _PushHub(endpoint, timeout, lambda hub: self._drop(hubs, key, hub))
+        return found
+
+    @staticmethod
+    def _drop(hubs: dict[_PoolKey, _PushHub], key: _PoolKey, hub: _PushHub) -> None:
+        if hubs.get(key) is hub:
+            del hubs[key]
+
+    def count(self) -> int:
+        """Hubs on the running loop (for tests)."""
+        return len(self._by_loop.get(asyncio.get_running_loop(), {}))
+
+
+PUSH_HUBS = _PushHubs()
+
+
 class RedisScalerBase(Scaler):
     """A Redis trigger: lazy pooled client, errors that name the server, keyspace-notification push."""
 
@@ -382,7 +533,6 @@ class RedisScalerBase(Scaler):
         self.endpoint = resolve_endpoint(meta, ctx)
         self._pool: BlockingConnectionPool | None = None
         self._redis: aioredis.Redis | None = None
-        self._push_pool: BlockingConnectionPool | None = None
 
     # --- what subclasses say -------------------------------------------------------------------
 
@@ -404,23 +554,14 @@ class RedisScalerBase(Scaler):
             self._redis = aioredis.Redis(connection_pool=self._pool)
         return self._redis
 
-    def _push_client(self) -> aioredis.Redis:
-        # Its own one-connection pool: the subscription waits without a read timeout, and never
-        # takes a connection the reads need.
-        if self._push_pool is None:
-            self._push_pool = make_pool(self.endpoint, self.timeout, max_connections=1, blocking_reads=True)
-        return aioredis.Redis(connection_pool=self._push_pool)
-
     async def close(self) -> None:
         """Release every connection (the shared pool when its last user goes); a later read opens new ones."""
-        client, pool, push_pool = self._redis, self._pool, self._push_pool
-        self._redis, self._pool, self._push_pool = None, None, None
+        client, pool = self._redis, self._pool
+        self._redis, self._pool = None, None
         if client is not None:
             await client.aclose()
         if pool is not None:
             await SHARED_POOLS.release(pool)
-        if push_pool is not None:
-            await push_pool.disconnect(inuse_connections=True)
 
     async def call(self, what: Callable[[aioredis.Redis], Awaitable[T]]) -> T:
         """Run one exchange with Redis; failures become messages that name the server and never a secret."""
@@ -471,25 +612,26 @@ class RedisScalerBase(Scaler):
     async def watch(self, notify: Callable[[], None]) -> None:
         """Subscribe to the key's keyspace channel and call `notify()` on each event that may add work.
 
-        Reconnects with backoff until cancelled, re-checking the server's notification setting each
-        time (a restarted server forgets CONFIG SET), and notifies once after a reconnect for events
-        missed meanwhile.
+        The subscription is this server's shared one (see _PushHub). Reconnects with backoff until
+        cancelled, re-checking the server's notification setting each time (a restarted server forgets
+        CONFIG SET), and notifies once after a reconnect for events missed meanwhile.
         """
         channel = f"__keyspace@{self.endpoint.db}__:{self.watched_key}"
         backoff = _BACKOFF_START
         reconnecting = False
         while True:
-            pubsub = self._push_client().pubsub(ignore_subscribe_messages=True)
             try:
                 await self._ensure_notifications(self.client())
-                await pubsub.subscribe(channel)
-                if reconnecting:
-                    notify()
-                backoff, reconnecting = _BACKOFF_START, False
-                while True:
-                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
-                    if message and message.get("type") == "message" and message.get("data") not in _REMOVAL_EVENTS:
+                caught_up = reconnecting
+
+                def subscribed() -> None:
+                    nonlocal backoff, reconnecting, caught_up
+                    backoff, reconnecting = _BACKOFF_START, False
+                    if caught_up:
+                        caught_up = False
                         notify()
+
+                await PUSH_HUBS.hub(self.endpoint, self.timeout).watch(channel, notify, subscribed)
             except (RedisConnectionError, RedisTimeoutError, OSError):
                 reconnecting = True
             except ResponseError as exc:
@@ -497,8 +639,6 @@ class RedisScalerBase(Scaler):
                     f"Redis at {self.endpoint.address} refused the subscription to {channel!r}: {exc} "
                     "(an ACL user needs permission for the channel, e.g. `&__keyspace@*`)"
                 ) from None
-            finally:
-                await pubsub.aclose()
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, _BACKOFF_MAX)
 
