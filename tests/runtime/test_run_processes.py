@@ -134,6 +134,7 @@ def test_workers_die_when_ebb_is_sigkilled(tmp_path: Path, marker: str, started:
     _wait_for(lambda: not _marked(marker), "the workers to die with ebb", within=10)
 
 
+@pytest.mark.slow
 def test_a_restart_stops_what_a_killed_ebb_left_and_never_doubles(
     tmp_path: Path, marker: str, started: list[Ebb]
 ) -> None:
@@ -171,6 +172,7 @@ def test_a_restart_stops_what_a_killed_ebb_left_and_never_doubles(
     assert second.wait(20) == 0
 
 
+@pytest.mark.slow
 def test_a_second_ebb_on_the_same_state_refuses_and_names_the_holder(
     tmp_path: Path, marker: str, started: list[Ebb]
 ) -> None:
@@ -196,6 +198,7 @@ def test_a_second_ebb_on_the_same_state_refuses_and_names_the_holder(
         run.wait(20)
 
 
+@pytest.mark.slow
 def test_a_second_ctrl_c_kills_workers_that_trap_sigterm(tmp_path: Path, marker: str, started: list[Ebb]) -> None:
     manifest = tmp_path / "group.yaml"
     manifest.write_text(_group("stubborn", _stubborn(marker), replicas=3, grace=600))
@@ -212,6 +215,7 @@ def test_a_second_ctrl_c_kills_workers_that_trap_sigterm(tmp_path: Path, marker:
     _wait_for(lambda: not _marked(marker), "the terminating workers to be killed", within=5)
 
 
+@pytest.mark.slow
 def test_a_damaged_state_file_is_moved_aside_and_reported(tmp_path: Path, marker: str, started: list[Ebb]) -> None:
     (tmp_path / ".ebb").mkdir()
     (tmp_path / ".ebb/state.json").write_text('{"ScaledObject/default/x": {"replicas": "three"}}')
