@@ -83,10 +83,16 @@ def _scalers_for(
     Credentials of objects meant for a cluster may live in Secrets and pod environments that only the
     cluster has: for those, what cannot be resolved here is a note, not an error.
     """
-    unknown = sorted({t.type for t in obj.spec.triggers} - set(available_types()))
-    if unknown:
-        return None, f"trigger type(s) not in ebb's catalog yet: {', '.join(unknown)}"
     cluster = _cluster_bound(obj)
+    unknown = frozenset(t.type for t in obj.spec.triggers) - set(available_types())
+    if unknown and not cluster:
+        index = next(i for i, t in enumerate(obj.spec.triggers) if t.type in unknown)
+        raise SpecError(
+            obj.ref,
+            f"spec.triggers[{index}].type",
+            f"{obj.spec.triggers[index].type!r} is a KEDA trigger type that ebb does not implement yet, so "
+            "`ebb run` cannot scale on it",
+        )
     try:  # resolution: Secrets, ConfigMaps, the target's environment
         values, secrets = _target_env(loaded, obj)
         resolve_triggers_auth(obj, loaded.resources, values)  # only to tell resolution from validation
@@ -95,11 +101,16 @@ def _scalers_for(
             raise
         return None, f"credentials resolve in the cluster, not here ({exc.field}: {exc.message})"
     try:  # validation: every trigger's parameters, and the formula over them
-        scalers = build_scalers(obj, loaded.resources, values, env_secrets=secrets, timeout=timeout)
+        scalers = build_scalers(obj, loaded.resources, values, env_secrets=secrets, timeout=timeout, skip_types=unknown)
         modifiers = obj.spec.scaling_modifiers if isinstance(obj, ScaledObject) else None
         if modifiers is not None and modifiers.formula is not None:
             names = [t.name for t in obj.spec.triggers if t.name]
             compile_formula(modifiers.formula, names, obj.ref)
+        if unknown:
+            return None, (
+                f"KEDA trigger type(s) ebb does not implement yet: {', '.join(sorted(unknown))}. KEDA can scale "
+                "on them; `ebb operator` and `ebb run` cannot. The other triggers were checked"
+            )
         return scalers, None
     except SpecError as exc:
         if cluster and exc.field.endswith("FromEnv"):

@@ -58,6 +58,8 @@ class ResourceScaler(Scaler):
 
     resource: ClassVar[ResourceName]
     Metadata = ResourceMetadata
+    #: The deprecated `metadata.type` (Utilization or AverageValue), honoured when metricType is not set.
+    extra_parameters: ClassVar[frozenset[str]] = frozenset({"type"})
     supports_utilization = True
 
     def __init__(self, ctx: TriggerContext, meta: Any) -> None:

@@ -22,7 +22,7 @@ from pydantic_core import ErrorDetails
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from ebb.errors import SpecError
-from ebb.spec.models import KINDS, FieldIssue, KubeObject, PathElement, ScaledObject, describe, kind_of
+from ebb.spec.models import KINDS, FieldIssue, KubeObject, PathElement, ScaledJob, ScaledObject, describe, kind_of
 from ebb.spec.paths import format_path
 from ebb.spec.resources import ResourceSet
 
@@ -415,7 +415,7 @@ class _Collector:
             return
         self.result.resources.add(parsed.obj)
         self.result.objects.append(parsed.obj)
-        if isinstance(parsed.obj, ScaledObject):
+        if isinstance(parsed.obj, ScaledObject | ScaledJob):
             for loc, message in parsed.obj.warnings():
                 parsed.error(loc, message)
             self.result.warnings.extend(parsed.errors)

@@ -30,6 +30,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from ebb.scalers import unknown_parameters, unknown_type_message
 from ebb.units import parse_quantity
 
 KEDA_API_VERSION: Final = "keda.sh/v1alpha1"
@@ -323,11 +324,28 @@ class ScaleTrigger(KubeModel):
         """cpu and memory: HPA Resource metrics, always active, not counted for fallback."""
         return self.type in RESOURCE_TRIGGER_TYPES
 
+    def warnings(self) -> list[tuple[tuple[PathElement, ...], str]]:
+        """Metadata keys this trigger type does not read. KEDA ignores them (it can log them with
+        KEDA_CHECK_UNEXPECTED_SCALERS_PARAMS), so they are warnings: the parameter meant keeps its default."""
+        found: list[tuple[tuple[PathElement, ...], str]] = []
+        for key, guess in unknown_parameters(self.type, self.metadata):
+            hint = f"; did you mean {guess!r}?" if guess else ""
+            found.append(
+                (
+                    ("metadata", key),
+                    f"{self.type} triggers have no parameter {key!r}: it is ignored, as KEDA ignores it{hint}",
+                )
+            )
+        return found
+
     @model_validator(mode="after")
     def _check(self) -> ScaleTrigger:
         if self.name == "":
             self.name = None
         issues: list[tuple[tuple[PathElement, ...], str]] = []
+        unknown = unknown_type_message(self.type)
+        if unknown is not None:
+            issues.append((("type",), unknown))
         if self.use_cached_metrics and self.type in NO_CACHED_METRICS_TRIGGER_TYPES:
             issues.append((("useCachedMetrics",), f"not supported for {self.type!r} triggers"))
         if self.is_resource:
@@ -342,6 +360,14 @@ class ScaleTrigger(KubeModel):
         if issues:
             raise FieldIssue(*issues)
         return self
+
+
+def _trigger_warnings(triggers: Sequence[ScaleTrigger]) -> list[tuple[tuple[PathElement, ...], str]]:
+    return [
+        (("spec", "triggers", index, *loc), message)
+        for index, trigger in enumerate(triggers)
+        for loc, message in trigger.warnings()
+    ]
 
 
 def _check_triggers(triggers: Sequence[ScaleTrigger]) -> list[tuple[tuple[PathElement, ...], str]]:
@@ -616,7 +642,7 @@ class ScaledObject(KubeObject):
                     "cpu and memory triggers are always active, so this object never scales to zero",
                 )
             )
-        return found
+        return found + _trigger_warnings(spec.triggers)
 
     @model_validator(mode="after")
     def _check(self) -> ScaledObject:
@@ -841,6 +867,10 @@ class ScaledJob(KubeObject):
     kind: Literal["ScaledJob"] = "ScaledJob"
     metadata: ObjectMeta
     spec: ScaledJobSpec
+
+    def warnings(self) -> list[tuple[tuple[PathElement, ...], str]]:
+        """What is valid but probably not meant: trigger parameters no scaler reads."""
+        return _trigger_warnings(self.spec.triggers)
 
 
 # --- TriggerAuthentication / ClusterTriggerAuthentication --------------------------------------------
