@@ -175,6 +175,12 @@ PROM_BODY = (
     "# TYPE queue_depth gauge\r\n"
     'queue_depth{queue="emails"} 17\r\n'
     'queue_depth{queue="images"} 4.5\r\n'
+    "# TYPE tasks_done counter\r\n"
+    "tasks_done 41\r\n"  # a counter exposed without _total: KEDA finds it under this name
+    "# TYPE latency histogram\r\n"
+    'latency_bucket{le="+Inf"} 6\r\n'
+    "latency_count 6\r\n"
+    "latency_sum 2.5\r\n"
     "jobs_waiting 8"  # untyped, and no final newline: tolerated as KEDA does
 )
 
@@ -188,6 +194,7 @@ PROM_BODY = (
         ('http_requests_total{code="500"}', 3.0),
         ('http_requests_total{code!="200"}', 3.0),
         ('{__name__="queue_depth", queue=~"im.*"}', 4.5),
+        ("tasks_done", 41.0),
     ],
 )
 async def test_prometheus_value(api: Api, make: Callable[..., Scaler], location: str, value: float) -> None:
@@ -196,9 +203,18 @@ async def test_prometheus_value(api: Api, make: Callable[..., Scaler], location:
     assert reading.value == value
 
 
-async def test_prometheus_no_such_series(api: Api, make: Callable[..., Scaler]) -> None:
+@pytest.mark.parametrize(
+    "location",
+    [
+        'queue_depth{queue="videos"}',
+        "tasks_done_total",  # nothing is renamed: the family is tasks_done
+        "latency_count",  # histogram samples carry no value KEDA reads (it reads untyped, counter, gauge)
+        "latency",
+    ],
+)
+async def test_prometheus_no_such_series(api: Api, make: Callable[..., Scaler], location: str) -> None:
     api.answer(PROM_BODY, "text/plain")
-    scaler = make(meta(api.url, 'queue_depth{queue="videos"}', format="prometheus"))
+    scaler = make(meta(api.url, location, format="prometheus"))
     with pytest.raises(ScalerError, match="matches no series"):
         await scaler.get_metric_and_activity()
 

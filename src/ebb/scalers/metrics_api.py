@@ -16,7 +16,7 @@ import os
 import re
 import ssl
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import quote, quote_plus
@@ -25,12 +25,12 @@ from xml.etree import ElementTree
 import aiohttp
 import yaml
 from aiohttp.helpers import get_env_proxy_for_url
-from prometheus_client.parser import text_string_to_metric_families
 from pydantic import ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 from yarl import URL
 
 from ebb.errors import SpecError
+from ebb.scalers import _prometheus_text as prometheus_text
 from ebb.scalers.base import (
     MetricSpec,
     Scaler,
@@ -635,22 +635,20 @@ class MetricsApiScaler(Scaler):
 
     def _prometheus_value(self, body: bytes) -> float:
         assert self.selector is not None
-        # As KEDA: tolerate CRLF line ends and a missing final newline.
+        # As KEDA: tolerate CRLF line ends; the whole body must parse before a value is picked.
         text = body.decode("utf-8", errors="replace").replace("\r\n", "\n")
-        if text and not text.endswith("\n"):
-            text += "\n"
         try:
-            for sample in self._samples(text):
-                if sample.name == self.selector.name and self.selector.matches(sample.labels):
-                    return float(sample.value)
+            samples = list(prometheus_text.parse(text))
         except ValueError as exc:
             raise self.error(f"the response is not in the Prometheus text format: {exc}") from None
+        for sample in samples:
+            if (
+                sample.name == self.selector.name
+                and sample.family_type in prometheus_text.VALUE_TYPES
+                and self.selector.matches(sample.labels)
+            ):
+                return sample.value
         raise self.error(f"valueLocation {self.meta.value_location!r} matches no series in the response")
-
-    @staticmethod
-    def _samples(text: str) -> Iterator[Any]:
-        for family in text_string_to_metric_families(text):
-            yield from family.samples
 
     async def read(self) -> ScalerReading:
         value = self.value_from(await self.fetch())
