@@ -653,8 +653,8 @@ def trigger_auth(spec: dict[str, Any], *, cluster_scoped: bool = False) -> dict[
             {"podIdentity": {"provider": "aws", "roleArn": "arn", "identityOwner": "workload"}},
             "spec.podIdentity.roleArn",
         ),
-        ({"oauth2": {"clientId": "id", "tokenUrl": "ftp://x"}}, "spec.oauth2.tokenUrl"),
-        ({"oauth2": {"tokenUrl": "https://idp/token"}}, "spec.oauth2.clientId"),
+        ({"oauth2": {"type": "clientCredentials", "clientId": "id", "tokenUrl": "ftp://x"}}, "spec.oauth2.tokenUrl"),
+        ({"oauth2": {"type": "clientCredentials", "tokenUrl": "https://idp/token"}}, "spec.oauth2.clientId"),
     ],
 )
 @pytest.mark.parametrize("cluster_scoped", [False, True], ids=["ta", "cta"])
@@ -676,7 +676,12 @@ async def test_trigger_authentication_values_are_never_quoted() -> None:
             "mount": 98765432,
             "secrets": [{"parameter": "password", "path": "kv/db", "key": "pw"}],
         },
-        "oauth2": {"clientId": "id", "tokenUrl": "https://idp/token", "tokenUrlParams": {"audience": ["s3cr3t-aud"]}},
+        "oauth2": {
+            "type": "clientCredentials",
+            "clientId": "id",
+            "tokenUrl": "https://idp/token",
+            "tokenUrlParams": {"audience": ["s3cr3t-aud"]},
+        },
     }
     outcome = await review(admission(trigger_auth(spec), kind="TriggerAuthentication"), kind="TriggerAuthentication")
     text = json.dumps(outcome.response())

@@ -971,7 +971,7 @@ class HashiCorpVault(KubeModel):
 class AzureKeyVaultCredentials(KubeModel):
     client_id: str
     tenant_id: str
-    client_secret: SecretValue | None = None
+    client_secret: SecretValue
 
 
 class AzureKeyVaultSecret(KubeModel):
@@ -1037,7 +1037,8 @@ class BoundServiceAccountToken(KubeModel):
 
 
 class OAuth2(KubeModel):
-    type: Literal["clientCredentials"] = "clientCredentials"
+    #: Required by KEDA's CRD schema (no default there), and clientCredentials is the only grant it accepts.
+    type: Literal["clientCredentials"]
     client_id: str = Field(min_length=1)
     client_secret: SecretValue | None = None
     token_url: str = Field(min_length=1)
