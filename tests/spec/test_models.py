@@ -127,19 +127,30 @@ def test_scaled_job_keeps_unknown_job_spec_fields_and_types_the_container() -> N
     ("value", "expected"),
     [(5, "5"), (2.5, "2.5"), (True, "true"), (False, "false"), (None, ""), ("x", "x")],
 )
-def test_trigger_metadata_scalars_become_strings(value: Any, expected: str) -> None:
-    result = load_docs(edited(SO, ("spec.triggers.0.metadata.listLength", value)))
+def test_trigger_metadata_scalars_become_strings_for_local_objects(value: Any, expected: str) -> None:
+    local = edited(SO, ("spec.scaleTargetRef", {"kind": "ProcessGroup", "name": "workers"}))
+    result = load_docs(edited(local, ("spec.triggers.0.metadata.listLength", value)))
     assert result.errors == []
     so = result.objects[0]
     assert isinstance(so, ScaledObject)
     assert so.spec.triggers[0].metadata["listLength"] == expected
 
 
-def test_annotations_and_labels_take_yaml_scalars_as_strings() -> None:
-    doc = edited(SO, ("metadata.annotations", {"autoscaling.keda.sh/paused": True}), ("metadata.labels", {"v": 1}))
+@pytest.mark.parametrize("value", [5, 2.5, True])
+def test_trigger_metadata_scalars_are_refused_for_cluster_objects_as_the_api_server_does(value: Any) -> None:
+    result = load_docs(edited(SO, ("spec.triggers.0.metadata.listLength", value)))
+    assert [e.field for e in result.errors] == ["spec.triggers[0].metadata.listLength"]
+    assert "quote it" in result.errors[0].message
+
+
+def test_annotations_and_labels_take_yaml_scalars_as_strings_for_local_objects() -> None:
+    local = edited(SO, ("spec.scaleTargetRef", {"kind": "ProcessGroup", "name": "workers"}))
+    doc = edited(local, ("metadata.annotations", {"autoscaling.keda.sh/paused": True}), ("metadata.labels", {"v": 1}))
     so = load_docs(doc).objects[0]
     assert so.metadata.annotations == {"autoscaling.keda.sh/paused": "true"}
     assert so.metadata.labels == {"v": "1"}
+    refused = load_docs(edited(SO, ("metadata.labels", {"v": 1}))).errors
+    assert [e.field for e in refused] == ["metadata.labels.v"]
 
 
 def test_metric_type_defaults_to_average_value_except_on_cpu_and_memory() -> None:

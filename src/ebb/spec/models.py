@@ -606,6 +606,11 @@ class ScaledObject(KubeObject):
     spec: ScaledObjectSpec
 
     @property
+    def cluster_bound(self) -> bool:
+        """Meant for Kubernetes: the target is not a local ProcessGroup."""
+        return not self.spec.scale_target_ref.is_process_group
+
+    @property
     def hpa_name(self) -> str:
         """The HPA KEDA would create: `advanced.horizontalPodAutoscalerConfig.name` or keda-hpa-<name>."""
         config = self.spec.advanced.horizontal_pod_autoscaler_config if self.spec.advanced else None
@@ -680,6 +685,42 @@ class ScaledObject(KubeObject):
         if issues:
             raise FieldIssue(*issues)
         return self
+
+
+def kubernetes_string_problems(data: Any) -> list[tuple[tuple[PathElement, ...], str]]:
+    """Values of string maps (trigger metadata, labels, annotations) written as YAML numbers or booleans.
+
+    ebb reads `listLength: 5` as "5" for local objects; Kubernetes' schema refuses it (map[string]string), so
+    for a manifest meant for a cluster it is an error, as `kubectl apply` would make it.
+    """
+    if not isinstance(data, dict):
+        return []
+    found: list[tuple[tuple[PathElement, ...], str]] = []
+
+    def check(values: Any, path: tuple[PathElement, ...]) -> None:
+        if not isinstance(values, dict):
+            return
+        for key, value in values.items():
+            if isinstance(value, bool | int | float):
+                shown = scalar_text(value)
+                found.append(
+                    (
+                        (*path, str(key)),
+                        f"expected a string, got {describe(value, echo=False).removeprefix('a ').removeprefix('an ')}"
+                        f' {shown}: Kubernetes refuses it here; quote it ("{shown}")',
+                    )
+                )
+
+    metadata = data.get("metadata")
+    if isinstance(metadata, dict):
+        check(metadata.get("labels"), ("metadata", "labels"))
+        check(metadata.get("annotations"), ("metadata", "annotations"))
+    spec = data.get("spec")
+    triggers = spec.get("triggers") if isinstance(spec, dict) else None
+    for index, trigger in enumerate(triggers if isinstance(triggers, list) else []):
+        if isinstance(trigger, dict):
+            check(trigger.get("metadata"), ("spec", "triggers", index, "metadata"))
+    return found
 
 
 # --- Environment variables (ProcessGroup and job containers) ------------------------------------------
@@ -867,6 +908,11 @@ class ScaledJob(KubeObject):
     kind: Literal["ScaledJob"] = "ScaledJob"
     metadata: ObjectMeta
     spec: ScaledJobSpec
+
+    @property
+    def cluster_bound(self) -> bool:
+        """Meant for Kubernetes: the job container names an image."""
+        return bool(self.spec.job_container.image)
 
     def warnings(self) -> list[tuple[tuple[PathElement, ...], str]]:
         """What is valid but probably not meant: trigger parameters no scaler reads."""
