@@ -158,7 +158,7 @@ def test_metric_type_defaults_to_average_value_except_on_cpu_and_memory() -> Non
         SO,
         (
             "spec.triggers",
-            [SO["spec"]["triggers"][0], {"type": "memory", "metadata": {"type": "Utilization", "value": "60"}}],
+            [SO["spec"]["triggers"][0], {"type": "memory", "metricType": "Utilization", "metadata": {"value": "60"}}],
         ),
         ("spec.minReplicaCount", 1),
     )
@@ -166,8 +166,14 @@ def test_metric_type_defaults_to_average_value_except_on_cpu_and_memory() -> Non
     assert result.errors == []
     so = result.objects[0]
     assert isinstance(so, ScaledObject)
-    assert [t.metric_type for t in so.spec.triggers] == ["AverageValue", None]
+    assert [t.metric_type for t in so.spec.triggers] == ["AverageValue", "Utilization"]
     assert [t.is_resource for t in so.spec.triggers] == [False, True]
+
+
+def test_the_removed_metadata_type_of_cpu_and_memory_is_refused_as_keda_does() -> None:
+    doc = edited(SO, ("spec.triggers", [{"type": "memory", "metadata": {"type": "Utilization", "value": "60"}}]))
+    fields = [e.field for e in load_docs(doc).errors]
+    assert fields == ["spec.triggers[0].metricType", "spec.triggers[0].metadata.type"]
 
 
 def test_status_is_accepted_and_dropped() -> None:

@@ -20,6 +20,7 @@ from ebb.scalers.base import (
     Scaler,
     ScalerReading,
     TriggerContext,
+    auth_only_parameters,
 )
 
 __all__ = [
@@ -141,8 +142,9 @@ def unknown_type_message(trigger_type: str) -> str | None:
     return f"unknown trigger type {trigger_type!r}{hint}: it is neither one of ebb's nor one of KEDA's"
 
 
-def unknown_parameters(trigger_type: str, metadata: Mapping[str, str]) -> list[tuple[str, str | None]]:
-    """Metadata keys the trigger type does not read, each with the closest key it does read (or None).
+def unknown_parameters(trigger_type: str, metadata: Mapping[str, str]) -> list[tuple[str, str | None, bool]]:
+    """Metadata keys the trigger type does not read: (key, the closest key it does read or None, whether the
+    key is a parameter read only from a TriggerAuthentication).
 
     Empty for types ebb lacks and for types that forward all their metadata (external, external-push).
     """
@@ -153,7 +155,8 @@ def unknown_parameters(trigger_type: str, metadata: Mapping[str, str]) -> list[t
     known = cls.parameter_names()
     if known is None:
         return []
-    return [(key, closest(key, known)) for key in metadata if key not in known]
+    auth_only = auth_only_parameters(cls.Metadata)
+    return [(key, closest(key, known), key in auth_only) for key in metadata if key not in known]
 
 
 def _module_name(trigger_type: str) -> str:

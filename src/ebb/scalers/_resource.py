@@ -58,7 +58,7 @@ class ResourceScaler(Scaler):
 
     resource: ClassVar[ResourceName]
     Metadata = ResourceMetadata
-    #: The deprecated `metadata.type` (Utilization or AverageValue), honoured when metricType is not set.
+    #: The old `metadata.type`: refused by the spec layer (as KEDA does), so never reported as unknown too.
     extra_parameters: ClassVar[frozenset[str]] = frozenset({"type"})
     supports_utilization = True
 

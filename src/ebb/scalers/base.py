@@ -158,6 +158,16 @@ def known_parameters(model: type[ScalerMetadata]) -> frozenset[str]:
     return frozenset(keys)
 
 
+def auth_only_parameters(model: type[ScalerMetadata]) -> frozenset[str]:
+    """Parameters read only from a TriggerAuthentication: written in metadata, they are ignored."""
+    keys: set[str] = set()
+    for fname, info in model.model_fields.items():
+        sources = field_sources(info)
+        if "triggerMetadata" not in sources and "resolvedEnv" not in sources and not field_is_secret(info):
+            keys.update(field_names(fname, info))
+    return frozenset(keys)
+
+
 #: Go's strconv.ParseBool, which KEDA's typed metadata uses for every boolean parameter.
 GO_BOOL_FORMS = ("1", "t", "T", "TRUE", "true", "True", "0", "f", "F", "FALSE", "false", "False")
 # KEDA's typed metadata reads numbers with encoding/json: no "+", no leading zeros, no ".5", no NaN or Inf.

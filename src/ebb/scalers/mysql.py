@@ -12,7 +12,7 @@ import re
 import ssl
 import weakref
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 from urllib.parse import unquote
 
 import aiomysql
@@ -201,6 +201,8 @@ class MySQLScaler(Scaler):
 
     type_name = "mysql"
     Metadata = MySQLMetadata
+    #: KEDA reads `metricName` and then replaces it with its own name: accepted, without effect.
+    extra_parameters: ClassVar[frozenset[str]] = frozenset({"metricName"})
 
     def __init__(self, ctx: TriggerContext, meta: ScalerMetadata) -> None:
         super().__init__(ctx, meta)

@@ -302,14 +302,11 @@ class AuthenticationRef(KubeModel):
     kind: Literal["TriggerAuthentication", "ClusterTriggerAuthentication"] = "TriggerAuthentication"
 
 
-_RESOURCE_METRIC_TYPES = ("Utilization", "AverageValue")
-
-
 class ScaleTrigger(KubeModel):
     """One entry of `spec.triggers` (KEDA's ScaleTriggers).
 
-    `metric_type` is filled with "AverageValue" except on cpu/memory triggers, where an unset value lets the
-    scaler fall back to the deprecated `metadata.type` as KEDA does.
+    `metric_type` is filled with "AverageValue" except on cpu/memory triggers, which must say Utilization or
+    AverageValue (their old `metadata.type` was removed in KEDA v2.18, and KEDA refuses it).
     """
 
     type: str = Field(min_length=1)
@@ -328,14 +325,16 @@ class ScaleTrigger(KubeModel):
         """Metadata keys this trigger type does not read. KEDA ignores them (it can log them with
         KEDA_CHECK_UNEXPECTED_SCALERS_PARAMS), so they are warnings: the parameter meant keeps its default."""
         found: list[tuple[tuple[PathElement, ...], str]] = []
-        for key, guess in unknown_parameters(self.type, self.metadata):
-            hint = f"; did you mean {guess!r}?" if guess else ""
-            found.append(
-                (
-                    ("metadata", key),
-                    f"{self.type} triggers have no parameter {key!r}: it is ignored, as KEDA ignores it{hint}",
+        for key, guess, auth_only in unknown_parameters(self.type, self.metadata):
+            if auth_only:
+                message = (
+                    f"{self.type} triggers read {key!r} from a TriggerAuthentication (authenticationRef) only: "
+                    "in metadata it is ignored, as KEDA ignores it"
                 )
-            )
+            else:
+                hint = f"; did you mean {guess!r}?" if guess else ""
+                message = f"{self.type} triggers have no parameter {key!r}: it is ignored, as KEDA ignores it{hint}"
+            found.append((("metadata", key), message))
         return found
 
     @model_validator(mode="after")
@@ -351,8 +350,16 @@ class ScaleTrigger(KubeModel):
         if self.is_resource:
             if self.metric_type == "Value":
                 issues.append((("metricType",), f"{self.type} triggers take Utilization or AverageValue, not Value"))
-            elif self.metric_type is None and self.metadata.get("type") not in _RESOURCE_METRIC_TYPES:
+            elif self.metric_type is None:
                 issues.append((("metricType",), f"required for {self.type} triggers: Utilization or AverageValue"))
+            if self.metadata.get("type", "").strip():
+                issues.append(
+                    (
+                        ("metadata", "type"),
+                        "removed in KEDA v2.18, which refuses it: set the trigger's metricType "
+                        "(Utilization or AverageValue) instead",
+                    )
+                )
         elif self.metric_type == "Utilization":
             issues.append((("metricType",), "Utilization is only supported by cpu and memory triggers"))
         elif self.metric_type is None:
