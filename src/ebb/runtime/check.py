@@ -7,7 +7,9 @@ returns every finding (the table in docs/validation.md is generated through it).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
+
+import yaml
 
 from ebb.errors import EbbError, SpecError
 from ebb.runtime.build import build_scalers
@@ -15,6 +17,7 @@ from ebb.scalers import available_types
 from ebb.scalers.base import DEFAULT_TIMEOUT, Scaler
 from ebb.scaling.modifiers import compile_formula
 from ebb.spec.auth import resolve_env, resolve_triggers_auth
+from ebb.spec.keda_rules import Rule, manifests
 from ebb.spec.loader import LoadResult, load_text
 from ebb.spec.models import ScaledJob, ScaledObject
 
@@ -100,3 +103,9 @@ def verdict(text: str, source: str = "<manifest>") -> list[Finding]:
         if note:
             found.append(Finding("note", obj.ref, "", note))
     return found
+
+
+def rule_findings(rule: Rule, edits: dict[str, Any]) -> list[Finding]:
+    """What `ebb check` says about one case of an audited KEDA rule (see ebb.spec.keda_rules)."""
+    text = yaml.safe_dump_all(manifests(rule, edits), sort_keys=False)
+    return verdict(text, f"{rule.id}.yaml")

@@ -257,7 +257,16 @@ def parse_metadata(
         secret_keys = {_field_key(f, i) for f, i in model.model_fields.items() if field_is_secret(i)}
         # pydantic echoes the bad input in its message: never let that be a secret.
         msg = str(err.get("msg", "invalid value"))
-        if key in secret_keys:
+        if err.get("type") == "missing" and key in {_field_key(f, i) for f, i in model.model_fields.items()}:
+            info = next(i for f, i in model.model_fields.items() if _field_key(f, i) == key)
+            where_from = {
+                "triggerMetadata": "the trigger metadata",
+                "authParams": "a TriggerAuthentication",
+                "resolvedEnv": f"{key}FromEnv",
+            }
+            places = " or ".join(where_from[s] for s in field_sources(info))
+            msg = f"required parameter missing: give {key} in {places}"
+        if key in secret_keys and err.get("type") != "missing":
             msg = "invalid value"
         elif "input" in err and key and isinstance(err["input"], str | int | float):
             msg = f"{msg} (got {err['input']!r})"

@@ -647,6 +647,17 @@ class ScaledObject(KubeObject):
                         "has no effect: it only matters when minReplicaCount is 0 or idleReplicaCount is set",
                     )
                 )
+        target = spec.scale_target_ref
+        resources = sorted({t.type for t in spec.triggers if t.is_resource})
+        if resources and (target.api_version, target.kind) in (("apps/v1", "Deployment"), ("apps/v1", "StatefulSet")):
+            found.append(
+                (
+                    ("spec", "triggers"),
+                    f"KEDA's admission webhook refuses this ScaledObject unless every container of {target.kind} "
+                    f"{target.name!r} requests {' and '.join(resources)} (or a LimitRange gives a default): "
+                    "that needs the cluster, so ebb's webhook checks it there",
+                )
+            )
         if spec.min_replica_count == 0 and all(trigger.is_resource for trigger in spec.triggers):
             found.append(
                 (
