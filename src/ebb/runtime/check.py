@@ -91,7 +91,8 @@ def verdict(text: str, source: str = "<manifest>") -> list[Finding]:
     loaded = load_text(text, source)
     found = [Finding("error", e.obj, e.field, e.message) for e in loaded.errors]
     found += [Finding("warning", w.obj, w.field, w.message) for w in loaded.warnings]
-    for obj in [*loaded.resources.scaled_objects(), *loaded.resources.scaled_jobs()]:
+    objects: list[ScaledObject | ScaledJob] = [*loaded.resources.scaled_objects(), *loaded.resources.scaled_jobs()]
+    for obj in objects:
         try:
             _, note = scalers_for(loaded, obj)
         except SpecError as exc:

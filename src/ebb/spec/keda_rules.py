@@ -11,7 +11,8 @@ tests/spec/test_keda_rules.py checks each row both ways.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+import dataclasses
+from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 Layer = Literal["CRD schema", "admission webhook", "controller", "scaler"]
@@ -72,7 +73,7 @@ class Rule:
     good: dict[str, Any] | None = None
     outcome: Outcome = "error"
     #: Parameters a TriggerAuthentication gives trigger 0 (a Secret and the authenticationRef are added).
-    auth: dict[str, str] = field(default_factory=dict)
+    auth: dict[str, str] = dataclasses.field(default_factory=dict)
     #: Why ebb differs from KEDA here, when it does.
     differs: str = ""
     #: For `cluster` rules: what the cluster already holds (manifests as the API returns them).
@@ -485,6 +486,14 @@ RULES: Final[list[Rule]] = [
          auth={"tls": "enable"}),
     Rule("redis-tls-enum", "trigger redis", "scaler", "tls (TriggerAuthentication) is enable or disable",
          "redis_scaler.go SetEnableTLS", {}, f"{F0}.metadata.tls", auth={"tls": "on"}),
+    Rule("redis-port-number", "trigger redis", "scaler", "port is a number (KEDA: when it connects)",
+         "go-redis, at connect", {MD: {"listName": "jobs", "host": "redis", "port": "six"}}, f"{F0}.metadata.port",
+         {MD: {"listName": "jobs", "host": "redis", "port": "6379"}},
+         differs="ebb checks at load what KEDA finds only when it connects."),
+    Rule("redis-bad-pem", "trigger redis", "scaler", "TLS material is valid PEM (KEDA: when it connects)",
+         "util.NewTLSConfigWithPassword, at connect", {f"{MD}.enableTLS": "true"}, f"{F0}.authenticationRef",
+         auth={"cert": "not a certificate", "key": "not a key"},
+         differs="ebb checks at load what KEDA finds only when it connects."),
     Rule("redis-streams-stream", "trigger redis-streams", "scaler", "stream is required",
          "redis_streams_scaler.go Validate", {"spec.triggers.0": _trigger("redis-streams", address="r:6379")},
          f"{F0}.metadata.stream", {"spec.triggers.0": _trigger("redis-streams", **STREAM)}),
@@ -506,6 +515,16 @@ RULES: Final[list[Rule]] = [
          "without connection: host, port, userName, dbName and sslmode are required",
          "postgresql_scaler.go Validate",
          {"spec.triggers.0": _trigger("postgresql", **_meta(PG, sslmode=DELETE))}, f"{F0}.metadata.sslmode"),
+    Rule("pg-connection-parse", "trigger postgresql", "scaler",
+         "the connection string parses (KEDA: when it connects)", "pgx, at connect",
+         {"spec.triggers.0": _trigger("postgresql", query="SELECT 1", targetQueryValue="5")},
+         f"{F0}.metadata.connection", auth={"connection": "postgresql://u@db:notaport/d"},
+         differs="ebb checks at load what KEDA finds only when it connects."),
+    Rule("mysql-connection-parse", "trigger mysql", "scaler",
+         "the connection string parses (KEDA: when it connects)", "go-sql-driver, at connect",
+         {"spec.triggers.0": _trigger("mysql", query="SELECT 1", queryValue="5")},
+         f"{F0}.metadata.connectionString", auth={"connectionString": "u:p@tcp(db:3306"},
+         differs="ebb checks at load what KEDA finds only when it connects."),
     Rule("mysql-query-value", "trigger mysql", "scaler", "queryValue is required", "mysql_scaler.go mySQLMetadata",
          {"spec.triggers.0": _trigger("mysql", **_meta(MYSQL, queryValue=DELETE))}, f"{F0}.metadata.queryValue",
          {"spec.triggers.0": _trigger("mysql", **MYSQL)}),
