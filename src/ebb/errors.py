@@ -53,7 +53,24 @@ class TargetError(EbbError):
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:
-    """Replace every occurrence of each secret value in `text` by a mask. Short values are masked too."""
-    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
-        text = text.replace(secret, MASK)
+    """Replace every occurrence of each secret value in `text` by a mask. Short values are masked too.
+
+    A secret `host:port` (an address from a Secret) is also masked in the forms socket errors quote it in,
+    `('host', port)` and the host alone (when it is an IP address or a dotted name)."""
+    forms: set[str] = set()
+    for secret in secrets:
+        if secret:
+            forms.update(_quoted_forms(secret))
+    for form in sorted(forms, key=len, reverse=True):
+        text = text.replace(form, MASK)
     return text
+
+
+def _quoted_forms(secret: str) -> Iterable[str]:
+    yield secret
+    host, sep, port = secret.rpartition(":")
+    host = host.strip("[]")
+    if sep and port.isdigit() and host and "/" not in host:
+        yield f"('{host}', {port})"
+        if "." in host or ":" in host:
+            yield host

@@ -43,7 +43,7 @@ def _container(documents: list[dict[str, Any]]) -> dict[str, Any]:
 def _allows(rules: list[dict[str, Any]], group: str, resource: str, verb: str) -> bool:
     return any(
         (group in rule["apiGroups"] or "*" in rule["apiGroups"])
-        and resource in rule["resources"]
+        and (resource in rule["resources"] or "*" in rule["resources"])
         and verb in rule["verbs"]
         for rule in rules
     )
@@ -97,6 +97,7 @@ def test_deployment_args_probes_and_resources() -> None:
     container = _container(documents)
     assert container["args"] == [
         "--scaling=hpa",
+        "--leader-pod-label",
         "--log-level=DEBUG",
         "--metrics-api-port=6443",
         f"--cluster-object-namespace={NAMESPACE}",
@@ -149,9 +150,13 @@ def test_operator_rbac_is_what_the_operator_needs() -> None:
         ("", "secrets", "get"),
         ("", "configmaps", "watch"),
         ("", "limitranges", "list"),  # the admission webhook's cpu/memory check
+        # Regression (real cluster): reading a ReplicaSet or a custom resource target was forbidden.
+        ("apps", "replicasets", "get"),
+        ("apps", "statefulsets", "get"),
+        ("argoproj.io", "rollouts", "get"),
     ]:
         assert _allows(rules, group, resource, verb), (group, resource, verb)
-    # Least privilege: reads only on Secrets, no pod or deployment writes, no wildcard resources.
+    # Least privilege: reads only on Secrets, no pod or deployment writes; the one wildcard is KEDA's `get`.
     for group, resource, verb in [
         ("", "secrets", "create"),
         ("", "secrets", "update"),
@@ -160,10 +165,31 @@ def test_operator_rbac_is_what_the_operator_needs() -> None:
         ("keda.sh", "scaledobjects", "delete"),
     ]:
         assert not _allows(rules, group, resource, verb), (group, resource, verb)
-    assert all("*" not in rule["resources"] for rule in rules)
+    assert [rule["verbs"] for rule in rules if "*" in rule["resources"]] == [["get"]]
     leases = _one(documents, "Role", "ebb-leases")
     assert leases["metadata"]["namespace"] == NAMESPACE
     assert _allows(leases["rules"], "coordination.k8s.io", "leases", "update")
+    assert _allows(leases["rules"], "", "pods", "patch")  # the leader labels its own pod
+
+
+def test_replicas_roll_with_a_ready_standby_and_the_service_selects_the_leader() -> None:
+    """Regression: the chart hard-coded one replica and Recreate (each upgrade took the metrics API and the
+    webhook down). Every replica is Ready (--leader-pod-label); the Service selects the leader's label."""
+    documents = _render()
+    deployment = _one(documents, "Deployment")
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
+    assert "--leader-pod-label" in _container(documents)["args"]
+    service = _one(documents, "Service", "ebb-metrics-api")
+    assert service["spec"]["selector"]["ebb.dev/leader"] == "true"
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert {k: v for k, v in service["spec"]["selector"].items() if k != "ebb.dev/leader"}.items() <= pod_labels.items()
+    assert _one(_render({"replicaCount": 3}), "Deployment")["spec"]["replicas"] == 3
+    recreate = _one(_render({"strategy": {"type": "Recreate"}}), "Deployment")["spec"]["strategy"]
+    assert recreate == {"type": "Recreate"}
 
 
 def test_aggregated_api_bindings() -> None:

@@ -15,9 +15,10 @@ import kmock as km
 import pytest
 
 from ebb.kube.client import AsyncClient, client_for_url
-from ebb.kube.leader import LeaderElector, run_as_leader
+from ebb.kube.leader import LEADER_LABEL, LeaderElector, LeaderPodLabel, run_as_leader
 
 LEASE_RES = km.resource("coordination.k8s.io/v1/leases")
+POD_RES = km.resource("v1/pods")
 NS = "ebb"
 
 
@@ -54,6 +55,7 @@ class Clock:
 @pytest.fixture
 def cluster(kmock: km.KubernetesEmulator) -> km.KubernetesEmulator:
     kmock.resources[LEASE_RES] = {}
+    kmock.resources[POD_RES] = {}
     return kmock
 
 
@@ -160,6 +162,41 @@ async def test_released_lease_is_taken_at_once_against_fake_apiserver(
     assert await b.step()
 
 
+async def test_resigned_elector_hands_the_lease_over_and_never_takes_it_again_against_fake_apiserver(
+    cluster: km.KubernetesEmulator, clients: list[AsyncClient]
+) -> None:
+    clock = Clock()
+    a, b = electors(clients, clock)
+    assert await a.step()
+    await a.resign()
+    assert (a.is_leader, a.resigned) == (False, True)
+    assert "holderIdentity" not in lease(cluster)["spec"]
+    clock.now += 60
+    assert not await a.step()  # the Lease is free, but a is on its way out
+    assert await b.step()
+
+
+async def test_run_as_leader_returns_when_the_work_resigns_against_fake_apiserver(
+    cluster: km.KubernetesEmulator, clients: list[AsyncClient]
+) -> None:
+    """A clean shutdown hands the Lease over from inside the work (kopf's cleanup), before the work ends."""
+    elector = LeaderElector(
+        clients[0], namespace=NS, identity="a", lease_duration=0.6, renew_deadline=0.4, retry_period=0.05
+    )
+    released = asyncio.Event()
+
+    async def work(stop: asyncio.Event) -> str:
+        await elector.resign()
+        released.set()
+        await asyncio.sleep(0.2)  # the rest of the shutdown
+        return "done"
+
+    task = asyncio.create_task(run_as_leader(elector, work))
+    await asyncio.wait_for(released.wait(), 5)
+    assert "holderIdentity" not in lease(cluster)["spec"]
+    assert await asyncio.wait_for(task, 5) == "done"
+
+
 async def test_run_as_leader_runs_the_work_on_one_replica_and_hands_over_against_fake_apiserver(
     cluster: km.KubernetesEmulator, clients: list[AsyncClient]
 ) -> None:
@@ -225,3 +262,22 @@ async def test_run_as_leader_stops_the_work_when_the_lease_is_lost_against_fake_
 def test_durations_must_nest() -> None:
     with pytest.raises(ValueError, match="retry_period < renew_deadline < lease_duration"):
         LeaderElector(None, namespace=NS, lease_duration=5, renew_deadline=10)  # type: ignore[arg-type]
+
+
+async def test_leader_labels_its_own_pod_and_no_other_against_fake_apiserver(
+    cluster: km.KubernetesEmulator, clients: list[AsyncClient]
+) -> None:
+    """The chart's Service selects the leader's pod by this label, so every replica can be Ready (a rolling
+    update then works with leader election). A label left on a pod whose process lost the Lease is taken away."""
+    for name, labels in (("op-old", {LEADER_LABEL: "true", "app": "ebb"}), ("op-new", {"app": "ebb"})):
+        cluster.objects[POD_RES, NS, name] = {"metadata": {"name": name, "namespace": NS, "labels": labels}}
+    labeler = LeaderPodLabel(clients[0], namespace=NS, pod="op-new")
+
+    def labels(name: str) -> dict[str, str]:
+        return dict(cluster.objects[POD_RES, NS, name].raw["metadata"].get("labels") or {})
+
+    await labeler.mark()
+    assert labels("op-new") == {"app": "ebb", LEADER_LABEL: "true"}
+    assert labels("op-old") == {"app": "ebb"}
+    await labeler.unmark()
+    assert labels("op-new") == {"app": "ebb"}

@@ -7,6 +7,8 @@ the controller leaves in it. The scaler is real: a Redis list on the local serve
 from __future__ import annotations
 
 import base64
+import logging
+import socket
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,9 +20,10 @@ import redis.asyncio as aioredis
 
 from ebb.kube.admission import ConflictIndex
 from ebb.kube.client import client_for_url
-from ebb.kube.operator import OperatorOptions, ScaledObjectController
+from ebb.kube.operator import OperatorOptions, ScaledObjectController, _KubeObserver, retry_delay
 from ebb.observe.metrics import MetricsObserver
 from ebb.observe.services import Services
+from ebb.runtime.observer import ObjectRef
 
 NS = "ns"
 SO_RES = km.resource("keda.sh/v1alpha1/scaledobjects")
@@ -229,6 +232,61 @@ async def test_paused_object_has_no_hpa_and_pins_replicas_against_fake_apiserver
     assert (NS, "worker") not in controller.runtimes
 
 
+async def test_removing_the_pause_annotation_sets_paused_false_against_fake_apiserver(
+    cluster: km.KubernetesEmulator, controller: ScaledObjectController, redis_list: tuple[aioredis.Redis, str]
+) -> None:
+    """Regression (seen on a real cluster): Paused stayed True after the annotation went. KEDA: False,
+    ScaledObjectUnpaused, with an Event."""
+    _, key = redis_list
+    await controller.reconcile(put(cluster, scaled_object(key, annotations={"autoscaling.keda.sh/paused": "true"})))
+    assert conditions(cluster)["Paused"]["status"] == "True"
+    unpaused = scaled_object(key)
+    unpaused["status"] = obj(cluster, SO_RES, "worker")["status"]
+    assert await controller.reconcile(put(cluster, unpaused))
+    paused = conditions(cluster)["Paused"]
+    assert (paused["status"], paused["reason"]) == ("False", "ScaledObjectUnpaused")
+    assert paused["message"] == "pause annotation removed for ScaledObject"
+    assert "ScaledObjectUnpaused" in event_reasons(cluster)
+    assert (HPA_RES, NS, "keda-hpa-worker") in cluster.objects
+    assert conditions(cluster)["Ready"]["status"] == "True"
+
+
+async def test_without_fallback_the_fallback_condition_is_false_against_fake_apiserver(
+    cluster: km.KubernetesEmulator, controller: ScaledObjectController, redis_list: tuple[aioredis.Redis, str]
+) -> None:
+    """Regression: FALLBACK showed Unknown with no reason. KEDA: False, NoFallbackFound."""
+    _, key = redis_list
+    await controller.reconcile(put(cluster, scaled_object(key)))
+    fallback = conditions(cluster)["Fallback"]
+    assert (fallback["status"], fallback["reason"]) == ("False", "NoFallbackFound")
+    assert fallback["message"] == "No fallbacks are active on this scaled object"
+
+
+async def test_reconcile_of_an_object_whose_target_is_missing_asks_to_be_retried_against_fake_apiserver(
+    cluster: km.KubernetesEmulator, controller: ScaledObjectController, redis_list: tuple[aioredis.Redis, str]
+) -> None:
+    """Regression: a ScaledObject applied before its Deployment stayed Ready=False. reconcile says "try again"
+    (the kopf handler turns that into a retry with backoff); a spec that cannot parse is not retried."""
+    _, key = redis_list
+    body = scaled_object(key)
+    body["spec"]["scaleTargetRef"]["name"] = "later"
+    assert not await controller.reconcile(put(cluster, body))
+    assert conditions(cluster)["Ready"]["status"] == "False"
+    deployment = dict(obj(cluster, DEPLOY_RES, "web"))
+    deployment["metadata"] = {"name": "later", "namespace": NS}
+    cluster.objects[DEPLOY_RES, NS, "later"] = deployment
+    assert await controller.reconcile(obj(cluster, SO_RES, "worker") | {"spec": body["spec"]})
+    assert conditions(cluster)["Ready"]["status"] == "True"
+    broken = scaled_object(key, pollingInterval="soon")
+    assert await controller.reconcile(put(cluster, broken))
+    assert "spec.pollingInterval" in conditions(cluster)["Ready"]["message"]
+
+
+def test_retry_delay_backs_off_exponentially_up_to_five_minutes() -> None:
+    assert [retry_delay(n) for n in range(4)] == [1.0, 2.0, 4.0, 8.0]
+    assert retry_delay(9) == 300.0 and retry_delay(10_000) == 300.0
+
+
 async def test_direct_mode_scales_without_an_hpa_against_fake_apiserver(
     cluster: km.KubernetesEmulator, controller: ScaledObjectController, redis_list: tuple[aioredis.Redis, str]
 ) -> None:
@@ -262,6 +320,65 @@ async def test_trigger_authentication_secret_is_read_from_the_cluster_against_fa
     assert conditions(cluster)["Ready"]["status"] == "True", conditions(cluster)["Ready"]
     result = await controller.runtimes[(NS, "worker")].loop.poll_once()
     assert result is not None and "s0-redis-" + key in result.metric_values
+
+
+async def test_a_failing_scaler_reaches_the_log_without_its_secrets_against_fake_apiserver(
+    cluster: km.KubernetesEmulator,
+    controller: ScaledObjectController,
+    redis_list: tuple[aioredis.Redis, str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Regression (real cluster): a scaler failure reached status and Events but not the log; and redis-py's
+    "Connect call failed ('host', port)" carried an address that came from a Secret into the Event."""
+    _, key = redis_list
+    with socket.socket() as closed:  # a port nobody listens on
+        closed.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{closed.getsockname()[1]}"
+    cluster.objects[SECRET_RES, NS, "redis"] = {
+        "metadata": {"name": "redis", "namespace": NS},
+        "data": {"address": base64.b64encode(address.encode()).decode()},
+    }
+    cluster.objects[TA_RES, NS, "redis-auth"] = {
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "TriggerAuthentication",
+        "metadata": {"name": "redis-auth", "namespace": NS},
+        "spec": {"secretTargetRef": [{"parameter": "address", "name": "redis", "key": "address"}]},
+    }
+    body = scaled_object(key)
+    body["spec"]["triggers"][0]["metadata"] = {"listName": key, "listLength": "5"}
+    body["spec"]["triggers"][0]["authenticationRef"] = {"name": "redis-auth"}
+    caplog.set_level(logging.INFO, logger="ebb")
+    assert await controller.reconcile(put(cluster, body))
+    await controller.runtimes[(NS, "worker")].loop.poll_once()
+    await controller._observers[(NS, "worker")].drain()
+    [line] = [r for r in caplog.records if "KEDAScalerFailed" in r.getMessage()]
+    assert line.levelno == logging.WARNING
+    assert "ScaledObject ns/worker" in line.getMessage() and f"s0-redis-{key}" in line.getMessage()
+    [event] = [
+        o.raw
+        for (res, _, _), o in cluster.objects.items()
+        if res == EVENT_RES and o.raw["reason"] == "KEDAScalerFailed"
+    ]
+    host, port = address.split(":")
+    for text in (line.getMessage(), event["message"], caplog.text):
+        assert host not in text and port not in text
+
+
+async def test_a_problem_that_persists_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    """Seen on a real cluster: "push unavailable" (retried with backoff) was a third of the log."""
+    client = client_for_url("http://127.0.0.1:1")  # never called
+    observer = _KubeObserver(ScaledObjectController(client), {"name": "worker"})
+    ref = ObjectRef("ScaledObject", NS, "worker")
+    caplog.set_level(logging.DEBUG, logger="ebb.operator")
+    for message in ("push unavailable: x", "push unavailable: x", "push unavailable: y"):
+        observer.problem(ref, message, T0)
+    levels = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "ebb.operator"]
+    assert levels == [
+        (logging.WARNING, "ScaledObject ns/worker: push unavailable: x"),
+        (logging.DEBUG, "ScaledObject ns/worker: push unavailable: x"),
+        (logging.WARNING, "ScaledObject ns/worker: push unavailable: y"),
+    ]
+    await client.aclose()
 
 
 async def test_delete_restores_the_original_replica_count_against_fake_apiserver(

@@ -9,31 +9,42 @@ from ebb.kube.status import (
     hpa_active_condition,
     merge_conditions,
     patch_changes,
-    rfc3339,
 )
 from ebb.scaling.types import Condition, Decision, MetricHealth, ScalingEvent
+
+from ._crdschema import status_violations
 
 T0 = 1_700_000_000.0
 
 
 def test_first_status_starts_from_keda_initial_conditions() -> None:
-    conditions = merge_conditions(None, {"Ready": Condition("True", "ScaledObjectReady", "ok")}, T0)
+    conditions = merge_conditions(None, {"Ready": Condition("True", "ScaledObjectReady", "ok")})
     assert [(c["type"], c["status"]) for c in conditions] == [
         ("Ready", "True"),
         ("Active", "Unknown"),
         ("Fallback", "Unknown"),
         ("Paused", "False"),
     ]
-    assert conditions[0]["lastTransitionTime"] == rfc3339(T0)
 
 
-def test_transition_time_changes_only_when_status_changes() -> None:
-    first = merge_conditions(None, {"Active": Condition("False", "ScalerNotActive", "m")}, T0)
-    same = merge_conditions(first, {"Active": Condition("False", "ScalerCooldown", "m2")}, T0 + 60)
-    active = {c["type"]: c for c in same}["Active"]
-    assert (active["reason"], active["lastTransitionTime"]) == ("ScalerCooldown", rfc3339(T0))
-    flipped = merge_conditions(same, {"Active": Condition("True", "ScalerActive", "m3")}, T0 + 120)
-    assert {c["type"]: c for c in flipped}["Active"]["lastTransitionTime"] == rfc3339(T0 + 120)
+def test_conditions_have_only_the_fields_keda_crd_schema_keeps() -> None:
+    """A real API server prunes `lastTransitionTime` (KEDA's schema lacks it): ebb neither writes nor keeps it."""
+    older = [{"type": "Ready", "status": "True", "reason": "r", "message": "m", "lastTransitionTime": "t"}]
+    conditions = merge_conditions(older, {"Active": Condition("False", "ScalerNotActive", "m")})
+    assert all(set(c) == {"type", "status", "reason", "message"} for c in conditions)
+    assert conditions[0] == {"type": "Ready", "status": "True", "reason": "r", "message": "m"}
+    status = decision_status(_decision(health={"s0": MetricHealth(1, "Failing")}), {"conditions": older})
+    assert status_violations("scaledobjects", status) == []
+
+
+def test_schema_check_names_what_a_real_api_server_would_prune() -> None:
+    pruned = {"conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": "2024-01-01T00:00:00Z"}]}
+    assert status_violations("scaledobjects", pruned) == [
+        "status['conditions'][0]: Additional properties are not allowed ('lastTransitionTime' was unexpected)"
+    ]
+    assert status_violations("scaledjobs", {"unknownField": 1})
+    # A merge patch's nulls delete fields: allowed.
+    assert status_violations("scaledobjects", {"pausedReplicaCount": None, "health": {"gone": None}}) == []
 
 
 def test_decision_status_carries_last_active_time_and_health_of_current_metrics() -> None:
@@ -45,16 +56,18 @@ def test_decision_status_carries_last_active_time_and_health_of_current_metrics(
         health={"s0-redis-a": MetricHealth(2, "Failing"), "s9-gone": MetricHealth(0, "Happy")},
         last_active_time=T0,
     )
-    status = decision_status(decision, {}, T0, external_metric_names=["s0-redis-a"])
+    status = decision_status(decision, {}, external_metric_names=["s0-redis-a"])
     assert status["lastActiveTime"] == "2023-11-14T22:13:20Z"
     assert status["health"] == {"s0-redis-a": {"numberOfFailures": 2, "status": "Failing"}}
 
 
 def test_error_status_names_the_problem_in_ready() -> None:
-    status = error_status({}, "ScaledObjectCheckFailed", "spec.triggers[0].metadata.listName: required", T0)
+    status = error_status({}, "ScaledObjectCheckFailed", "spec.triggers[0].metadata.listName: required")
     ready = status["conditions"][0]
     assert (ready["type"], ready["status"], ready["reason"]) == ("Ready", "False", "ScaledObjectCheckFailed")
     assert "spec.triggers[0].metadata.listName" in ready["message"]
+    active = status["conditions"][1]
+    assert (active["type"], active["status"], active["reason"]) == ("Active", "Unknown", "UnknownState")
 
 
 def test_event_refers_to_its_object_with_keda_reason() -> None:
@@ -74,7 +87,6 @@ def test_triggers_activity_names_every_external_metric_and_drops_stale_ones() ->
     status = decision_status(
         _decision(),
         existing,
-        T0,
         external_metric_names=["s0-redis-a", "s1-cron"],
         active_metrics=["s0-redis-a"],
     )
@@ -108,7 +120,7 @@ def test_hpa_active_mirrors_the_hpa_scaling_active_condition() -> None:
 
 
 def test_hpa_active_joins_the_conditions_after_keda_four() -> None:
-    status = decision_status(_decision(), {}, T0, hpa_active=Condition("True", "HPAActive", "HPA is actively scaling"))
+    status = decision_status(_decision(), {}, hpa_active=Condition("True", "HPAActive", "HPA is actively scaling"))
     assert [c["type"] for c in status["conditions"]] == ["Ready", "Active", "Fallback", "Paused", "HPAActive"]
 
 

@@ -277,9 +277,12 @@ class Notifications:
         self.count += 1
         self.arrived.set()
 
-    async def next(self) -> None:
-        self.arrived.clear()
-        await asyncio.wait_for(self.arrived.wait(), WAIT)
+    async def beyond(self, count: int) -> None:
+        """Wait until more than `count` notifications have come (one that came already counts)."""
+        async with asyncio.timeout(WAIT):
+            while self.count <= count:
+                self.arrived.clear()
+                await self.arrived.wait()
 
     async def settled(self) -> int:
         """The count once no notification has come for 0.3 s (messages still in flight have landed)."""
@@ -305,7 +308,7 @@ async def test_watch_ignores_other_topics(pub: Publisher) -> None:
         count = await seen.settled()
         await pub.send(f"{pub.root}/other", 5)
         await pub.send(f"{pub.root}/wake")  # a marker after them, on the watched topic
-        await seen.next()
+        await seen.beyond(count)
         assert await seen.settled() == count + 1
     finally:
         task.cancel()

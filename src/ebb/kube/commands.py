@@ -19,6 +19,19 @@ class MetricsAPIAuth(StrEnum):
     none = "none"
 
 
+#: Libraries whose INFO lines (one per HTTP request, one per kopf handler run) would drown ebb's own.
+CHATTY_LOGGERS = ("httpx", "httpx2", "httpcore", "kopf", "aiohttp.access")
+
+
+def configure_logging(level: str) -> None:
+    """ebb's lines at `level`; the HTTP clients' and kopf's at WARNING unless `level` is DEBUG."""
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger().setLevel(level.upper())
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        for name in CHATTY_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def register(app: typer.Typer) -> None:
     """Add the Kubernetes commands to `app`."""
 
@@ -73,11 +86,18 @@ def register(app: typer.Typer) -> None:
                 "port; 0 turns it off."
             ),
         ] = 9443,
+        leader_pod_label: Annotated[
+            bool,
+            typer.Option(
+                help="While leading, label the own pod (POD_NAME in POD_NAMESPACE) ebb.dev/leader=true, for a "
+                "Service that selects the leader; every replica then reports ready (the Helm chart sets it)."
+            ),
+        ] = False,
     ) -> None:
         """Run the Kubernetes operator: ScaledObjects, their HPAs and the external metrics API."""
         from ebb.kube.runner import run_operator
 
-        logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        configure_logging(log_level)
         run_operator(
             namespaces=namespace or [],
             scaling=scaling.value,
@@ -93,4 +113,5 @@ def register(app: typer.Typer) -> None:
             dashboard=dashboard,
             history_dir=history_dir,
             webhook_port=webhook_port,
+            leader_pod_label=leader_pod_label,
         )

@@ -25,7 +25,7 @@ from ebb.kube import status as st
 from ebb.kube.auth import PrefetchedStore, container_env, prefetch_auth
 from ebb.kube.client import API_ERRORS, EVENT, JOB, POD, SCALED_JOB, AsyncClient, api_message, to_dict
 from ebb.kube.hpa import MANAGED_BY, owner_reference
-from ebb.kube.operator import OperatorOptions, _error_text
+from ebb.kube.operator import OperatorOptions, _error_text, log_event
 from ebb.runtime.build import build_scalers, object_ref
 from ebb.runtime.observer import ObjectRef, Observer, PollRecord
 from ebb.runtime.scaled_job import trigger_failure_events
@@ -37,6 +37,7 @@ from ebb.spec import parse_object, pause_state
 from ebb.spec.models import ScaledJob
 
 log = logging.getLogger("ebb.operator")
+
 
 SCALED_JOB_LABEL = "scaledjob.keda.sh/name"
 GENERATION_ANNOTATION = "scaledjob.keda.sh/generation"
@@ -253,28 +254,30 @@ class ScaledJobController:
         }
         existing = (body.get("status") or {}).get("conditions")
         try:
-            await self.patch_status(
-                namespace, name, {"conditions": st.merge_conditions(existing, updates, self.clock())}
-            )
+            await self.patch_status(namespace, name, {"conditions": st.merge_conditions(existing, updates)})
         except API_ERRORS as exc:
             log.warning("ScaledJob %s/%s: cannot write status: %s", namespace, name, api_message(exc))
         await self.emit(body, ScalingEvent("ScaledJobCheckFailed", message, "Warning"))
 
-    async def reconcile(self, body: Mapping[str, Any]) -> None:
-        """Bring one ScaledJob's loop in line with its spec. Never raises for a broken object: it reports it."""
+    async def reconcile(self, body: Mapping[str, Any]) -> bool:
+        """Bring one ScaledJob's loop in line with its spec. Never raises for a broken object: it reports it, and
+        returns False when trying again later may succeed (as ScaledObjectController.reconcile)."""
         meta = body.get("metadata") or {}
         key = (str(meta.get("namespace", "default")), str(meta.get("name", "")))
         await self.stop(key)
         obj, errors = parse_object(dict(body), label=f"ScaledJob {key[0]}/{key[1]}")
         if errors or not isinstance(obj, ScaledJob):
             await self._fail(body, "; ".join(_error_text(e) for e in errors) or "not a ScaledJob")
-            return
+            return True
         try:
             await self._reconcile(obj, dict(body))
         except EbbError as exc:
             await self._fail(body, _error_text(exc))
+            return False
         except API_ERRORS as exc:
             await self._fail(body, f"Kubernetes API: {api_message(exc)}")
+            return False
+        return True
 
     async def _reconcile(self, sj: ScaledJob, body: dict[str, Any]) -> None:
         namespace, name = sj.metadata.namespace or "default", sj.name
@@ -348,7 +351,7 @@ class ScaledJobController:
                 c.get("type") == "Ready" and c.get("status") == "True" for c in existing.get("conditions") or ()
             )
         conditions["Ready"] = Condition("True", "ScaledJobReady", message)
-        status["conditions"] = st.merge_conditions(existing.get("conditions"), conditions, self.clock())
+        status["conditions"] = st.merge_conditions(existing.get("conditions"), conditions)
         await self.patch_status(str(meta.get("namespace", "default")), str(meta.get("name", "")), status)
         if not was_ready:
             await self.emit(body, ScalingEvent("ScaledJobReady", "ScaledJob is ready for scaling"))
@@ -425,7 +428,8 @@ class ScaledJobController:
     # --- the loop -------------------------------------------------------------------------------------
 
     async def _report(self, runtime: _JobRuntime, event: ScalingEvent) -> None:
-        """A Kubernetes Event, and the same to the observers (event log, metrics, CloudEvents)."""
+        """A Kubernetes Event, the same to the observers (event log, metrics, CloudEvents), and a log line."""
+        log_event(str(runtime.ref), event)
         await self.emit(runtime.body, event)
         runtime.observer.event(runtime.ref, event, self.clock())
 
@@ -473,7 +477,7 @@ class ScaledJobController:
         )
         try:
             existing = await self._current_status(namespace, name)
-            status["conditions"] = st.merge_conditions(existing.get("conditions"), decision.conditions, now)
+            status["conditions"] = st.merge_conditions(existing.get("conditions"), decision.conditions)
             status["triggersActivity"] = st.triggers_activity(
                 (r.metric_name for r in results), (r.metric_name for r in results if r.active), existing
             )

@@ -22,11 +22,14 @@ from typing import Any, TypeVar
 
 from lightkube.types import PatchType
 
-from ebb.kube.client import API_ERRORS, AsyncClient, api_message, is_not_found, namespaced, status_code, to_dict
+from ebb.kube.client import API_ERRORS, POD, AsyncClient, api_message, is_not_found, namespaced, status_code, to_dict
 
 log = logging.getLogger("ebb.leader")
 
 LEASE = namespaced("coordination.k8s.io", "v1", "Lease", "leases")
+#: The label the leader puts on its own pod: the chart's Service selects it, so that the API aggregator and the
+#: API server's webhook calls reach the leader while every replica is Ready (a rolling update can proceed).
+LEADER_LABEL = "ebb.dev/leader"
 DEFAULT_LEASE_NAME = "ebb-operator"
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
@@ -70,7 +73,7 @@ class LeaderElector:
         identity: str | None = None,
         lease_duration: float = 15.0,
         renew_deadline: float = 10.0,
-        retry_period: float = 5.0,
+        retry_period: float = 2.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if not retry_period < renew_deadline < lease_duration:
@@ -89,10 +92,16 @@ class LeaderElector:
         self._leading = asyncio.Event()
         self._following = asyncio.Event()
         self._following.set()
+        self._resigned = False
 
     @property
     def is_leader(self) -> bool:
         return self._leading.is_set()
+
+    @property
+    def resigned(self) -> bool:
+        """True after `resign()`: this elector will not lead again."""
+        return self._resigned
 
     @property
     def holder(self) -> str | None:
@@ -174,6 +183,8 @@ class LeaderElector:
 
     async def step(self) -> bool:
         """`try_acquire_or_renew` plus the leading state: a conflict or an expired renew deadline ends leading."""
+        if self._resigned:
+            return False
         held: bool | None
         try:
             held = await self.try_acquire_or_renew()
@@ -202,6 +213,12 @@ class LeaderElector:
                 with contextlib.suppress(Exception):
                     await asyncio.shield(self.release())
 
+    async def resign(self) -> None:
+        """Hand the Lease back now and never take it again (a clean shutdown, once the work has stopped): the
+        others take over at their next check, not after the rest of the shutdown."""
+        self._resigned = True
+        await self.release()
+
     async def release(self) -> None:
         """Give the Lease up (holder cleared, 1 s duration) so a follower takes over without waiting."""
         was_leader = self.is_leader
@@ -221,6 +238,38 @@ class LeaderElector:
             await self.client.patch(LEASE, self.name, patch, namespace=self.namespace, patch_type=PatchType.MERGE)
         except API_ERRORS as exc:
             log.warning("%s: cannot release the lease: %s", self.identity, api_message(exc))
+
+
+class LeaderPodLabel:
+    """Marks the leader's pod with LEADER_LABEL=true while it leads, and no other pod of its namespace."""
+
+    def __init__(self, client: AsyncClient, *, namespace: str, pod: str) -> None:
+        self.client = client
+        self.namespace = namespace
+        self.pod = pod
+
+    async def _set(self, name: str, value: str | None) -> None:
+        patch = {"metadata": {"labels": {LEADER_LABEL: value}}}
+        await self.client.patch(POD, name, patch, namespace=self.namespace, patch_type=PatchType.MERGE)
+
+    async def mark(self) -> None:
+        """Take the label from any other pod (a leader that lost the Lease without noticing), then put it on
+        this one. Failures are logged: the Lease, not the label, decides who scales."""
+        try:
+            async for other in self.client.list(POD, namespace=self.namespace, labels={LEADER_LABEL: "true"}):
+                name = str(to_dict(other).get("metadata", {}).get("name") or "")
+                if name and name != self.pod:
+                    await self._set(name, None)
+            await self._set(self.pod, "true")
+        except API_ERRORS as exc:
+            log.warning("cannot label pod %s/%s as the leader: %s", self.namespace, self.pod, api_message(exc))
+
+    async def unmark(self) -> None:
+        try:
+            await self._set(self.pod, None)
+        except API_ERRORS as exc:
+            if not is_not_found(exc):
+                log.warning("cannot unlabel pod %s/%s: %s", self.namespace, self.pod, api_message(exc))
 
 
 async def run_as_leader(
@@ -251,8 +300,10 @@ async def run_as_leader(
             if on_lost is not None:
                 await on_lost()
             stop.set()
-            await task
+            result = await task
             task = None
+            if elector.resigned:  # handed over on the way out: done, not waiting to lead again
+                return result
     finally:
         # The work stops before the Lease is handed back, so two replicas never run it at once.
         if task is not None and not task.done():

@@ -38,7 +38,13 @@ from ebb.runtime.build import build_scalers, object_ref
 from ebb.runtime.observer import ObjectRef, Observer, PollRecord
 from ebb.runtime.scaled_object import ScaledObjectLoop, close_scalers, read_trigger
 from ebb.scalers.base import DEFAULT_TIMEOUT, MetricSpec, Scaler
-from ebb.scaling.lifecycle import COMPOSITE_METRIC, ScaledObjectDecider
+from ebb.scaling.lifecycle import (
+    COMPOSITE_METRIC,
+    NO_FALLBACK_MESSAGE,
+    PAUSED_MESSAGE,
+    UNPAUSED_MESSAGE,
+    ScaledObjectDecider,
+)
 from ebb.scaling.types import Condition, LifecycleState, ScalingEvent
 from ebb.spec import object_policy, parse_object, pause_state
 from ebb.spec.models import ScaledObject
@@ -51,6 +57,14 @@ FINALIZER = "finalizer.keda.sh"
 SCALING_ANNOTATION = "ebb.dev/scaling"
 
 Mode = Literal["hpa", "direct"]
+#: The longest wait between two attempts at a failing reconcile.
+MAX_RETRY_DELAY = 300.0
+
+
+def retry_delay(retry: int) -> float:
+    """Seconds before attempt `retry + 1` of a failed reconcile: 1, 2, 4 ... up to MAX_RETRY_DELAY (KEDA's
+    controller-runtime requeues failures with exponential backoff too)."""
+    return min(MAX_RETRY_DELAY, 2.0 ** min(retry, 16))
 
 
 @dataclass
@@ -78,6 +92,14 @@ class _Runtime:
     writes: set[asyncio.Task[None]] = field(default_factory=set)
 
 
+def log_event(obj: str, event: ScalingEvent) -> None:
+    """What a loop reports as an Event goes to the log too (KEDA logs scaler errors): Warnings (a scaler that
+    fails, a Job that cannot be created) at WARNING, the rest at INFO. Messages are the Events' own, which never
+    carry a secret value (errors.redact)."""
+    level = logging.WARNING if event.type == "Warning" else logging.INFO
+    log.log(level, "%s: %s: %s", obj, event.reason, event.message)
+
+
 def _error_text(exc: EbbError) -> str:
     """`field: message`, so the Ready condition names the field at fault."""
     if isinstance(exc, SpecError):
@@ -93,6 +115,7 @@ class _KubeObserver(Observer):
         self.manifest_ref = manifest_ref
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._last_problem: str | None = None
 
     def _spawn(self, coro: Any) -> None:
         async def run() -> None:
@@ -110,10 +133,14 @@ class _KubeObserver(Observer):
         self._spawn(self.controller._write_poll(self.manifest_ref, record))
 
     def event(self, ref: ObjectRef, event: ScalingEvent, now: float) -> None:
+        log_event(str(ref), event)
         self._spawn(self.controller.emit(self.manifest_ref, event))
 
     def problem(self, ref: ObjectRef, message: str, now: float) -> None:
-        log.warning("%s: %s", ref, message)
+        # A problem that persists (push unavailable, retried with backoff) is said once, then at DEBUG.
+        repeated = message == self._last_problem
+        self._last_problem = message
+        log.log(logging.DEBUG if repeated else logging.WARNING, "%s: %s", ref, message)
 
     async def drain(self) -> None:
         if self._tasks:
@@ -190,7 +217,6 @@ class ScaledObjectController:
         patch = st.decision_status(
             record.decision,
             existing,
-            record.time,
             external_metric_names=names,
             active_metrics=(t.metric_name for t in record.triggers if t.active),
             hpa_active=hpa_active,
@@ -216,13 +242,16 @@ class ScaledObjectController:
         meta = body.get("metadata") or {}
         namespace, name = meta.get("namespace", "default"), meta.get("name", "")
         log.warning("ScaledObject %s/%s: %s", namespace, name, message)
-        await self.patch_status(namespace, name, st.error_status(body.get("status"), reason, message, self.clock()))
+        await self.patch_status(namespace, name, st.error_status(body.get("status"), reason, message))
         await self.emit(st.object_reference(body), ScalingEvent(reason, message, "Warning"))
 
     # --- reconcile ------------------------------------------------------------------------------------
 
-    async def reconcile(self, body: Mapping[str, Any]) -> None:
-        """Bring the cluster in line with one ScaledObject. Never raises for a broken object: it reports it."""
+    async def reconcile(self, body: Mapping[str, Any]) -> bool:
+        """Bring the cluster in line with one ScaledObject. Never raises for a broken object: it reports it, and
+        returns False when trying again later may succeed (a target or Secret that does not exist yet, an API
+        error, a 403 until RBAC is fixed): the caller retries with backoff (`retry_delay`), as KEDA requeues.
+        A spec that does not parse is not retried: only an edit can fix it, and an edit reconciles again."""
         meta = body.get("metadata") or {}
         key = (str(meta.get("namespace", "default")), str(meta.get("name", "")))
         await self.stop(key)
@@ -230,13 +259,16 @@ class ScaledObjectController:
         if errors or not isinstance(obj, ScaledObject):
             message = "; ".join(_error_text(e) for e in errors) or "not a ScaledObject"
             await self._fail(body, "ScaledObjectCheckFailed", message)
-            return
+            return True
         try:
             await self._reconcile(obj, body)
         except EbbError as exc:
             await self._fail(body, "ScaledObjectCheckFailed", _error_text(exc))
+            return False
         except API_ERRORS as exc:
             await self._fail(body, "ScaledObjectCheckFailed", f"Kubernetes API: {api_message(exc)}")
+            return False
+        return True
 
     def mode_for(self, so: ScaledObject) -> Mode:
         wanted = so.metadata.annotations.get(SCALING_ANNOTATION, self.options.scaling)
@@ -274,15 +306,22 @@ class ScaledObjectController:
             if pause.paused_replicas is not None and current != pause.paused_replicas:
                 await target.set_replicas(pause.paused_replicas)
             status["pausedReplicaCount"] = pause.paused_replicas
-            conditions = {"Paused": Condition("True", "ScaledObjectPaused", "ScaledObject is paused")}
-            status["conditions"] = st.merge_conditions(existing_status.get("conditions"), conditions, self.clock())
+            conditions = {"Paused": Condition("True", "ScaledObjectPaused", PAUSED_MESSAGE)}
+            status["conditions"] = st.merge_conditions(existing_status.get("conditions"), conditions)
             await self.patch_status(namespace, name, status)
             if not any(
                 c.get("type") == "Paused" and c.get("status") == "True" for c in existing_status.get("conditions") or ()
             ):
-                await self.emit(ref_dict, ScalingEvent("ScaledObjectPaused", "ScaledObject is paused"))
+                await self.emit(ref_dict, ScalingEvent("ScaledObjectPaused", PAUSED_MESSAGE))
             return
         status["pausedReplicaCount"] = None
+        conditions = {}
+        if any(
+            c.get("type") == "Paused" and c.get("status") == "True" for c in existing_status.get("conditions") or ()
+        ):
+            # KEDA (scaledobject_controller.go): the annotation is gone, so the condition goes False, with an Event.
+            conditions["Paused"] = Condition("False", "ScaledObjectUnpaused", UNPAUSED_MESSAGE)
+            await self.emit(ref_dict, ScalingEvent("ScaledObjectUnpaused", UNPAUSED_MESSAGE))
 
         scalers = await self._build_scalers(so, target, mode)
         try:
@@ -300,14 +339,6 @@ class ScaledObjectController:
             await close_scalers(scalers)
             raise
 
-        ready = {
-            "Ready": Condition(
-                "True", "ScaledObjectReady", "ScaledObject is defined correctly and is ready for scaling"
-            )
-        }
-        status["conditions"] = st.merge_conditions(existing_status.get("conditions"), ready, self.clock())
-        await self.patch_status(namespace, name, status)
-
         state = self.states.setdefault(uid or f"{namespace}/{name}", LifecycleState())
         last_active = st.parse_rfc3339(existing_status.get("lastActiveTime"))
         if state.last_active_time is None and last_active is not None:
@@ -320,6 +351,14 @@ class ScaledObjectController:
             target=target.label,
             trigger_names=[t.name for t in so.spec.triggers if t.name and not t.is_resource],
         )
+        conditions["Ready"] = Condition(
+            "True", "ScaledObjectReady", "ScaledObject is defined correctly and is ready for scaling"
+        )
+        if not decider.fallback_enabled:
+            # KEDA's reconcile: no (valid) fallback, so none can be active. The loop's polls set it otherwise.
+            conditions["Fallback"] = Condition("False", "NoFallbackFound", NO_FALLBACK_MESSAGE)
+        status["conditions"] = st.merge_conditions(existing_status.get("conditions"), conditions)
+        await self.patch_status(namespace, name, status)
         kube_observer = _KubeObserver(self, ref_dict)
         services = self.options.services
         observer: Observer = services.observers(kube_observer, [so]) if services is not None else kube_observer

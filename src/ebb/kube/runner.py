@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import threading
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,8 +19,8 @@ from ebb.kube.admission import ClusterUnavailable, ConflictIndex
 from ebb.kube.authn import AuthConfigError, delegated_auth
 from ebb.kube.client import default_client
 from ebb.kube.jobs import ScaledJobController
-from ebb.kube.leader import LeaderElector, default_namespace, run_as_leader
-from ebb.kube.operator import FINALIZER, OperatorOptions, ScaledObjectController
+from ebb.kube.leader import LeaderElector, LeaderPodLabel, default_namespace, run_as_leader
+from ebb.kube.operator import FINALIZER, OperatorOptions, ScaledObjectController, retry_delay
 from ebb.kube.webhook import DEFAULT_PORT as DEFAULT_WEBHOOK_PORT
 from ebb.kube.webhook import KubeCluster, WebhookMetrics, WebhookServer, load_conflicts
 from ebb.observe.services import Services
@@ -31,10 +32,14 @@ HPAS = ("autoscaling", "v2", "horizontalpodautoscalers")
 
 
 def register_handlers(
-    registry: kopf.OperatorRegistry, controller: ScaledObjectController, jobs: ScaledJobController | None = None
+    registry: kopf.OperatorRegistry,
+    controller: ScaledObjectController,
+    jobs: ScaledJobController | None = None,
+    *,
+    after_cleanup: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
     """ScaledObject/ScaledJob create/update/resume reconcile; delete stops the loop (kopf holds FINALIZER
-    meanwhile)."""
+    meanwhile). `after_cleanup` runs when kopf stops, once every loop has stopped."""
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -53,8 +58,10 @@ def register_handlers(
     @kopf.on.resume(*SO, registry=registry)
     @kopf.on.create(*SO, registry=registry)
     @kopf.on.update(*SO, registry=registry)
-    async def scaled_object_changed(body: kopf.Body, **_: Any) -> None:
-        await controller.reconcile(dict(body))
+    async def scaled_object_changed(body: kopf.Body, retry: int, **_: Any) -> None:
+        if not await controller.reconcile(dict(body)):
+            # Ready=False is written; kopf calls again after the delay (until the object changes or goes).
+            raise kopf.TemporaryError("reconcile failed, trying again", delay=retry_delay(retry))
 
     @kopf.on.delete(*SO, registry=registry)
     async def scaled_object_deleted(body: kopf.Body, **_: Any) -> None:
@@ -65,8 +72,9 @@ def register_handlers(
         @kopf.on.resume(*SJ, registry=registry)
         @kopf.on.create(*SJ, registry=registry)
         @kopf.on.update(*SJ, registry=registry)
-        async def scaled_job_changed(body: kopf.Body, **_: Any) -> None:
-            await jobs.reconcile(dict(body))
+        async def scaled_job_changed(body: kopf.Body, retry: int, **_: Any) -> None:
+            if not await jobs.reconcile(dict(body)):
+                raise kopf.TemporaryError("reconcile failed, trying again", delay=retry_delay(retry))
 
         @kopf.on.delete(*SJ, registry=registry)
         async def scaled_job_deleted(body: kopf.Body, **_: Any) -> None:
@@ -95,6 +103,8 @@ def register_handlers(
         await controller.close()
         if jobs is not None:
             await jobs.close()
+        if after_cleanup is not None:
+            await after_cleanup()
 
 
 async def operator_main(
@@ -110,12 +120,13 @@ async def operator_main(
     leader_election_namespace: str | None = None,
     leader_election_lease_duration: float = 15.0,
     leader_election_renew_deadline: float = 10.0,
-    leader_election_retry_period: float = 5.0,
+    leader_election_retry_period: float = 2.0,
     metrics_port: int = 0,
     metrics_host: str = "0.0.0.0",
     dashboard: bool = False,
     history_dir: str | None = None,
     webhook_port: int = DEFAULT_WEBHOOK_PORT,
+    leader_pod_label: bool = False,
 ) -> None:
     from ebb.kube.metrics_api import MetricsAPIServer
 
@@ -140,7 +151,36 @@ async def operator_main(
     controller = ScaledObjectController(client, options)
     jobs = ScaledJobController(client, options)
     registry = kopf.OperatorRegistry()
-    register_handlers(registry, controller, jobs)
+    elector = (
+        LeaderElector(
+            client,
+            namespace=leader_election_namespace or default_namespace(),
+            lease_duration=leader_election_lease_duration,
+            renew_deadline=leader_election_renew_deadline,
+            retry_period=leader_election_retry_period,
+        )
+        if leader_election
+        else None
+    )
+
+    labeler = None
+    if leader_pod_label and elector is not None:
+        pod, pod_namespace = os.environ.get("POD_NAME"), os.environ.get("POD_NAMESPACE")
+        if pod and pod_namespace:
+            labeler = LeaderPodLabel(client, namespace=pod_namespace, pod=pod)
+        else:
+            log.warning("--leader-pod-label needs POD_NAME and POD_NAMESPACE (the pod's own): not labelling")
+
+    async def hand_over() -> None:
+        # kopf is stopping with the Lease still held: a shutdown (SIGTERM), not a lost Lease. Every loop and
+        # handler has stopped, so the Lease goes back now; kopf then waits up to 5 s for leftover tasks (open
+        # metrics API connections, say), which no longer delays the next leader.
+        if labeler is not None:
+            await labeler.unmark()
+        if elector is not None and elector.is_leader:
+            await elector.resign()
+
+    register_handlers(registry, controller, jobs, after_cleanup=hand_over)
     ssl_context = None
     bundle = None
     if tls_cert_file and tls_private_key_file:
@@ -159,20 +199,10 @@ async def operator_main(
             raise
     else:
         log.warning("--metrics-api-auth=none: whoever reaches the metrics API can read every metric")
-    elector = (
-        LeaderElector(
-            client,
-            namespace=leader_election_namespace or default_namespace(),
-            lease_duration=leader_election_lease_duration,
-            renew_deadline=leader_election_renew_deadline,
-            retry_period=leader_election_retry_period,
-        )
-        if leader_election
-        else None
-    )
     # Only the leader has values to serve: followers report not ready, so the Service (and the APIService
-    # behind it) sends the HPA's requests to the leader alone.
-    ready = (lambda: elector.is_leader) if elector is not None else None
+    # behind it) sends the HPA's requests to the leader alone. With the leader's pod labelled, the Service
+    # selects that label instead, and every replica is ready (a rolling update can wait for a new pod).
+    ready = (lambda: elector.is_leader) if elector is not None and labeler is None else None
     server = MetricsAPIServer(
         controller,
         port=metrics_api_port,
@@ -204,6 +234,8 @@ async def operator_main(
         await services.start()
 
     async def operate(stop_flag: asyncio.Event | None = None) -> None:
+        if labeler is not None:
+            await labeler.mark()
         try:
             await load_conflicts(cluster, conflicts, namespaces)
         except ClusterUnavailable as exc:
@@ -225,6 +257,11 @@ async def operator_main(
         await controller.close()
         await jobs.close()
 
+    async def lost() -> None:
+        if labeler is not None:
+            await labeler.unmark()
+        await stop_loops()
+
     try:
         if webhook is not None:
             await webhook.start()
@@ -232,7 +269,7 @@ async def operator_main(
             # kopf (watches, reconciles, loops) runs only on the Lease holder, as KEDA's manager starts its
             # controllers only after winning; the other replicas wait and take over when the Lease expires.
             log.info("leader election: lease %s/%s as %s", elector.namespace, elector.name, elector.identity)
-            await run_as_leader(elector, operate, on_lost=stop_loops)
+            await run_as_leader(elector, operate, on_lost=lost)
         else:
             await operate()
     finally:

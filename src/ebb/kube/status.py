@@ -1,7 +1,8 @@
 """ScaledObject status and Kubernetes Events, built from the core's Decisions. Pure: dicts in, dicts out.
 
 Condition types, reasons and messages are KEDA's (apis/keda/v1alpha1/condition_types.go,
-pkg/eventreason/eventreason.go). Unlike KEDA, ebb stamps `lastTransitionTime` when a condition's status changes.
+pkg/eventreason/eventreason.go). A condition has KEDA's four fields only (type, status, reason, message): KEDA's CRD
+schema has no `lastTransitionTime`, and a real API server prunes what its schema lacks.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from ebb.scaling.types import Condition, Decision, ScalingEvent
 from ebb.spec.models import ScaledJob, ScaledObject
 
 CONDITION_ORDER = ("Ready", "Active", "Fallback", "Paused", "HPAActive")
+#: What KEDA's CRD schema allows in a condition (apis/keda/v1alpha1/condition_types.go).
+CONDITION_FIELDS = ("type", "status", "reason", "message")
 #: Who Events say they come from.
 COMPONENT = "ebb-operator"
 
@@ -43,23 +46,23 @@ def initial_conditions() -> dict[str, Condition]:
 
 
 def merge_conditions(
-    existing: Sequence[Mapping[str, Any]] | None, updates: Mapping[str, Condition], now: float
+    existing: Sequence[Mapping[str, Any]] | None, updates: Mapping[str, Condition]
 ) -> list[dict[str, Any]]:
-    """The conditions after `updates`; a condition keeps its lastTransitionTime unless its status changes."""
-    current: dict[str, dict[str, Any]] = {str(c.get("type")): dict(c) for c in existing or () if c.get("type")}
+    """The conditions after `updates`, in KEDA's order, each with the fields KEDA's CRD schema allows."""
+    current: dict[str, dict[str, Any]] = {
+        str(c.get("type")): {k: c[k] for k in CONDITION_FIELDS if k in c} for c in existing or () if c.get("type")
+    }
     if not current:
         for kind, cond in initial_conditions().items():
-            current[kind] = {"type": kind, "status": cond.status, "reason": cond.reason, "message": cond.message}
+            current[kind] = _condition(kind, cond)
     for kind, cond in updates.items():
-        before = current.get(kind)
-        entry: dict[str, Any] = {"type": kind, "status": cond.status, "reason": cond.reason, "message": cond.message}
-        if before is not None and before.get("status") == cond.status and before.get("lastTransitionTime"):
-            entry["lastTransitionTime"] = before["lastTransitionTime"]
-        elif before is None or before.get("status") != cond.status:
-            entry["lastTransitionTime"] = rfc3339(now)
-        current[kind] = entry
+        current[kind] = _condition(kind, cond)
     ordered = [current.pop(kind) for kind in CONDITION_ORDER if kind in current]
     return ordered + [current[k] for k in sorted(current)]
+
+
+def _condition(kind: str, cond: Condition) -> dict[str, Any]:
+    return {"type": kind, "status": cond.status, "reason": cond.reason, "message": cond.message}
 
 
 def _unique_join(values: Sequence[str]) -> str:
@@ -77,7 +80,6 @@ def authentications_types(obj: ScaledObject | ScaledJob) -> str:
 def decision_status(
     decision: Decision,
     existing: Mapping[str, Any] | None,
-    now: float,
     *,
     external_metric_names: Sequence[str] = (),
     active_metrics: Iterable[str] = (),
@@ -90,7 +92,7 @@ def decision_status(
     updates = dict(decision.conditions)
     if hpa_active is not None:
         updates["HPAActive"] = hpa_active
-    patch: dict[str, Any] = {"conditions": merge_conditions(existing.get("conditions"), updates, now)}
+    patch: dict[str, Any] = {"conditions": merge_conditions(existing.get("conditions"), updates)}
     if decision.last_active_time is not None:
         patch["lastActiveTime"] = rfc3339(decision.last_active_time)
     names = set(external_metric_names) if external_metric_names else None
@@ -154,10 +156,15 @@ def hpa_active_condition(hpa: Mapping[str, Any] | None) -> Condition | None:
     return None
 
 
-def error_status(existing: Mapping[str, Any] | None, reason: str, message: str, now: float) -> dict[str, Any]:
-    """Ready=False with `reason` (e.g. ScaledObjectCheckFailed) and the error as the message."""
+def error_status(existing: Mapping[str, Any] | None, reason: str, message: str) -> dict[str, Any]:
+    """Ready=False with `reason` (e.g. ScaledObjectCheckFailed) and the error as the message; Active Unknown, as
+    KEDA's reconcile sets it when the check fails (scaledobject_controller.go)."""
     conditions = (existing or {}).get("conditions")
-    return {"conditions": merge_conditions(conditions, {"Ready": Condition("False", reason, message)}, now)}
+    updates = {
+        "Ready": Condition("False", reason, message),
+        "Active": Condition("Unknown", "UnknownState", "ScaledObject check failed"),
+    }
+    return {"conditions": merge_conditions(conditions, updates)}
 
 
 def object_reference(manifest: Mapping[str, Any]) -> dict[str, Any]:

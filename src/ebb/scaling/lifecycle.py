@@ -148,6 +148,11 @@ class ScaledObjectDecider:
 
     # --- helpers ----------------------------------------------------------------------------------------
 
+    @property
+    def fallback_enabled(self) -> bool:
+        """KEDA's isFallbackEnabled && HasValidFallback: without it the Fallback condition is False."""
+        return self._fallback_enabled()
+
     def _fallback_enabled(self) -> bool:
         """isFallbackEnabled && HasValidFallback."""
         fb, mods = self.policy.fallback, self.policy.modifiers

@@ -89,12 +89,14 @@ class AppServer:
             await runner.cleanup()
             raise
         self._runner = runner
-        for address in runner.addresses:
-            if isinstance(address, tuple) and len(address) >= 2:
-                self.port = int(address[1])
-                break
+        bound = [a for a in runner.addresses if isinstance(a, tuple) and len(a) >= 2]
+        if bound:
+            self.port = int(bound[0][1])
         await self.started()
-        log.info("%s listening on %s", self.label, self.url)
+        # What the sockets are bound to (0.0.0.0: every IPv4 address), not `url`, which is where to connect.
+        scheme = "https" if self.ssl_context is not None else "http"
+        where = ", ".join(f"{scheme}://{_host_port(str(a[0]), int(a[1]))}" for a in bound) or self.url
+        log.info("%s listening on %s", self.label, where)
 
     async def stop(self) -> None:
         """Stop serving and close open connections."""
@@ -109,6 +111,10 @@ class AppServer:
 
     async def __aexit__(self, *_: object) -> None:
         await self.stop()
+
+
+def _host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class _Served(AppServer):
