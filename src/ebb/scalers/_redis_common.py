@@ -43,29 +43,59 @@ _BACKOFF_MAX = 30.0
 class RedisConnectionMetadata(ScalerMetadata):
     """Connection parameters of every Redis trigger, and ebb's own enableKeyspaceNotifications, clientName."""
 
-    address: str | None = param(None, name="address", also=("addresses",), sources=_ADDRESS_SOURCES)
-    host: str | None = param(None, name="host", also=("hosts",), sources=_CONN_SOURCES)
-    port: str | None = param(None, name="port", also=("ports",), sources=_CONN_SOURCES)
+    address: str | None = param(
+        None,
+        name="address",
+        also=("addresses",),
+        sources=_ADDRESS_SOURCES,
+        description=("`host:port`, or a comma list whose first entry is used. Or give `host` and `port`"),
+    )
+    host: str | None = param(
+        None,
+        name="host",
+        also=("hosts",),
+        sources=_CONN_SOURCES,
+        description=(
+            "comma lists of the same length; the first pair is used. When `address` is also "
+            "given, `address` wins, as in KEDA"
+        ),
+    )
+    port: str | None = param(
+        None,
+        name="port",
+        also=("ports",),
+        sources=_CONN_SOURCES,
+        description=(
+            "comma lists of the same length; the first pair is used. When `address` is also "
+            "given, `address` wins, as in KEDA"
+        ),
+    )
     username: str | None = param(None, name="username", sources=_CONN_SOURCES)
     password: str | None = param(None, name="password", sources=("resolvedEnv", "authParams"), secret=True)
     database_index: int = param(0, name="databaseIndex", ge=0)
-    enable_tls: bool | None = param(None, name="enableTLS")
-    tls: Literal["enable", "disable"] | None = param(None, name="tls", sources=("authParams",))
+    enable_tls: bool | None = param(
+        None, name="enableTLS", shown_default="`false`", description="or `tls: enable` from auth, not both"
+    )
+    tls: Literal["enable", "disable"] | None = param(
+        None, name="tls", sources=("authParams",), description="`enable` or `disable`; not together with `enableTLS`"
+    )
     unsafe_ssl: bool = param(False, name="unsafeSsl")
-    ca: str | None = param(None, name="ca", sources=("authParams",))
-    cert: str | None = param(None, name="cert", also=("Cert",), sources=("authParams",))
-    key: str | None = param(None, name="key", sources=("authParams",), secret=True)
-    key_password: str | None = param(None, name="keyPassword", sources=("authParams",), secret=True)
+    ca: str | None = param(None, name="ca", sources=("authParams",), description="PEM text")
+    cert: str | None = param(None, name="cert", also=("Cert",), sources=("authParams",), description="PEM text")
+    key: str | None = param(None, name="key", sources=("authParams",), secret=True, description="PEM text")
+    key_password: str | None = param(
+        None, name="keyPassword", sources=("authParams",), secret=True, description="PEM text"
+    )
     enable_keyspace_notifications: bool = param(
         False,
         name="enableKeyspaceNotifications",
-        description="ebb only: may ebb turn on the keyspace notifications push needs (CONFIG SET)",
+        description="ebb only: lets ebb `CONFIG SET notify-keyspace-events` for push",
     )
     client_name: str | None = param(
         None,
         name="clientName",
         pattern=r"^\S+$",
-        description="ebb only: CLIENT SETNAME for this trigger's connections (needs the ACL permission)",
+        description="ebb only: `CLIENT SETNAME` for this trigger's connections",
     )
 
 

@@ -94,6 +94,7 @@ def param(
     sources: tuple[Source, ...] = ("triggerMetadata",),
     secret: bool = False,
     description: str | None = None,
+    shown_default: str | None = None,
     **constraints: Any,
 ) -> Any:
     """Declare one scaler parameter.
@@ -101,9 +102,11 @@ def param(
     `name` is the key users write (KEDA's camelCase); `also` other spellings KEDA reads for it (its
     `name=address;addresses` tags: within each source, the first spelling given wins); `sources` is where it
     may come from, in order; `secret` parameters are masked in every output and refused in plain trigger
-    metadata.
+    metadata. `shown_default` is how docs/scalers.md shows a default the value alone does not explain.
     """
     extra: dict[str, Any] = {"sources": list(sources), "secret": secret, "also": list(also)}
+    if shown_default is not None:
+        extra["shown_default"] = shown_default
     return Field(default, alias=name, description=description, json_schema_extra=extra, **constraints)
 
 

@@ -46,12 +46,27 @@ _CHANNEL_OPTIONS: list[tuple[str, Any]] = [
 
 
 class ExternalMetadata(ScalerMetadata):
-    scaler_address: str = param(name="scalerAddress", min_length=1, description="host:port of the gRPC server")
+    scaler_address: str = param(name="scalerAddress", min_length=1, description="`host:port`")
     enable_tls: bool = param(False, name="enableTLS")
     unsafe_ssl: bool = param(False, name="unsafeSsl")
-    ca_cert: str | None = param(None, name="caCert", sources=("authParams",))
-    tls_client_cert: str | None = param(None, name="tlsClientCert", sources=("authParams",))
-    tls_client_key: str | None = param(None, name="tlsClientKey", sources=("authParams",), secret=True)
+    ca_cert: str | None = param(None, name="caCert", sources=("authParams",), description="PEM")
+    tls_client_cert: str | None = param(
+        None,
+        name="tlsClientCert",
+        sources=("authParams",),
+        description=(
+            "a client certificate is used only when both are given (as in KEDA, one without the other is ignored)"
+        ),
+    )
+    tls_client_key: str | None = param(
+        None,
+        name="tlsClientKey",
+        sources=("authParams",),
+        secret=True,
+        description=(
+            "a client certificate is used only when both are given (as in KEDA, one without the other is ignored)"
+        ),
+    )
 
 
 def forwarded_metadata(metadata: Mapping[str, str], resolved_env: Mapping[str, str] | None) -> dict[str, str]:

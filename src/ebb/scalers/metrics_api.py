@@ -189,26 +189,57 @@ def _describe(value: Any) -> str:
 
 
 class MetricsApiMetadata(ScalerMetadata):
-    url: str = param(name="url", description="the endpoint to GET")
-    format: Format = param("json", name="format")
-    value_location: str = param(name="valueLocation", description="GJSON path, or a selector for prometheus")
-    target_value: float | None = param(None, name="targetValue", gt=0, allow_inf_nan=False, validate_default=True)
+    url: str = param(name="url", description="`http://` or `https://`")
+    format: Format = param("json", name="format", description="`json`, `xml`, `yaml`, `prometheus`")
+    value_location: str = param(
+        name="valueLocation",
+        description=(
+            "GJSON path, as KEDA's GJSON reads it: keys, wildcards, `#`, queries (nested "
+            "too), modifiers (`@reverse`), pipes, multipaths, literals, JSON lines (`..`). "
+            "With `prometheus`: a metric selector"
+        ),
+    )
+    target_value: float | None = param(
+        None,
+        name="targetValue",
+        gt=0,
+        allow_inf_nan=False,
+        validate_default=True,
+        description="> 0. Optional when the trigger only feeds `scalingModifiers`",
+    )
     activation_target_value: float = param(0.0, name="activationTargetValue", allow_inf_nan=False)
-    unsafe_ssl: bool = param(False, name="unsafeSsl", description="skip TLS certificate verification")
-    timeout: float | None = param(None, name="timeout", description="ms or Go duration; default the global one")
+    unsafe_ssl: bool = param(False, name="unsafeSsl", description="skip certificate verification")
+    timeout: float | None = param(
+        None, name="timeout", shown_default="global (3 s)", description="ms, or a Go duration (`500ms`, `2s`)"
+    )
     aggregate_from_kube_service_endpoints: bool = param(False, name="aggregateFromKubeServiceEndpoints")
-    auth_modes: tuple[AuthMode, ...] = param((), name="authModes", sources=_AUTH)
-    auth_mode: tuple[AuthMode, ...] = param((), name="authMode", sources=_AUTH)
-    api_key: str | None = param(None, name="apiKey", sources=("authParams",), secret=True)
+    auth_modes: tuple[AuthMode, ...] = param(
+        (), name="authModes", sources=_AUTH, description="comma list: `apiKey`, `basic`, `bearer`, `tls`"
+    )
+    auth_mode: tuple[AuthMode, ...] = param(
+        (), name="authMode", sources=_AUTH, description="comma list: `apiKey`, `basic`, `bearer`, `tls`"
+    )
+    api_key: str | None = param(
+        None,
+        name="apiKey",
+        sources=("authParams",),
+        secret=True,
+        description=(
+            "Sent in header `keyParamName` (default `X-API-KEY`), or with `method: query` in "
+            "the query (default `api_key`)"
+        ),
+    )
     method: Literal["header", "query"] = param("header", name="method", sources=_AUTH)
     key_param_name: str | None = param(None, name="keyParamName", sources=_AUTH)
-    username: str | None = param(None, name="username", sources=("authParams",))
-    password: str | None = param(None, name="password", sources=("authParams",), secret=True)
-    token: str | None = param(None, name="token", sources=("authParams",), secret=True)
-    bearer_token: str | None = param(None, name="bearerToken", sources=("authParams",), secret=True)
-    cert: str | None = param(None, name="cert", sources=("authParams",), description="client certificate, PEM")
-    key: str | None = param(None, name="key", sources=("authParams",), secret=True)
-    ca: str | None = param(None, name="ca", sources=("authParams",), description="CA bundle, PEM")
+    username: str | None = param(None, name="username", sources=("authParams",), description="`basic`")
+    password: str | None = param(None, name="password", sources=("authParams",), secret=True, description="`basic`")
+    token: str | None = param(None, name="token", sources=("authParams",), secret=True, description="`bearer`")
+    bearer_token: str | None = param(
+        None, name="bearerToken", sources=("authParams",), secret=True, description="`bearer`"
+    )
+    cert: str | None = param(None, name="cert", sources=("authParams",), description="`tls`: PEM text")
+    key: str | None = param(None, name="key", sources=("authParams",), secret=True, description="`tls`: PEM text")
+    ca: str | None = param(None, name="ca", sources=("authParams",), description="`tls`: PEM text")
 
     _target = field_validator("target_value")(require_target_unless_metric_source)
 

@@ -87,30 +87,89 @@ def mask_userinfo(url: str) -> str:
 
 
 class RabbitMQMetadata(ScalerMetadata):
-    host: str = param(name="host", sources=("triggerMetadata", "authParams", "resolvedEnv"), min_length=1)
-    queue_name: str = param(name="queueName", min_length=1)
-    mode: Mode | None = param(None, name="mode")
-    value: float | None = param(None, name="value")
-    activation_value: float = param(0.0, name="activationValue")
-    queue_length: float | None = param(None, name="queueLength", description="deprecated: use mode and value")
-    protocol: Literal["auto", "amqp", "http"] = param(
-        "auto", name="protocol", sources=("triggerMetadata", "authParams")
+    host: str = param(
+        name="host",
+        sources=("triggerMetadata", "authParams", "resolvedEnv"),
+        min_length=1,
+        description="URL. Credentials in it are masked in output",
     )
-    vhost_name: str | None = param(None, name="vhostName", sources=("triggerMetadata", "authParams"))
-    use_regex: bool = param(False, name="useRegex")
-    exclude_unacknowledged: bool = param(False, name="excludeUnacknowledged")
-    page_size: int = param(100, name="pageSize", ge=1)
-    operation: Literal["sum", "avg", "max"] = param("sum", name="operation")
-    timeout: float | None = param(None, name="timeout", description="seconds; written as 500ms, 5s or 3000")
+    queue_name: str = param(name="queueName", min_length=1, description="a regular expression with `useRegex` (HTTP)")
+    mode: Mode | None = param(
+        None,
+        name="mode",
+        shown_default="`QueueLength`",
+        description=(
+            "`QueueLength`, `MessageRate`, `DeliverGetRate`, `PublishedToDeliveredRatio`, "
+            "`ExpectedQueueConsumptionTime` (the last four need HTTP)"
+        ),
+    )
+    value: float | None = param(
+        None, name="value", shown_default="`20` (with no `mode`)", description="the target. Required with `mode`"
+    )
+    activation_value: float = param(0.0, name="activationValue")
+    queue_length: float | None = param(
+        None, name="queueLength", description="deprecated spelling of `mode: QueueLength` + `value`"
+    )
+    protocol: Literal["auto", "amqp", "http"] = param(
+        "auto",
+        name="protocol",
+        sources=("triggerMetadata", "authParams"),
+        description="`auto`, `amqp`, `http`. Must match the scheme",
+    )
+    vhost_name: str | None = param(
+        None, name="vhostName", sources=("triggerMetadata", "authParams"), shown_default="from `host`"
+    )
+    use_regex: bool = param(
+        False, name="useRegex", description="`operation`: `sum`, `avg`, `max` over the matched queues"
+    )
+    exclude_unacknowledged: bool = param(False, name="excludeUnacknowledged", description="HTTP only")
+    page_size: int = param(
+        100, name="pageSize", ge=1, description="`operation`: `sum`, `avg`, `max` over the matched queues"
+    )
+    operation: Literal["sum", "avg", "max"] = param(
+        "sum", name="operation", description="`operation`: `sum`, `avg`, `max` over the matched queues"
+    )
+    timeout: float | None = param(
+        None, name="timeout", shown_default="global (3 s)", description="`500ms`, `5s`, or ms"
+    )
     unsafe_ssl: bool = param(False, name="unsafeSsl")
-    username: str | None = param(None, name="username", sources=("authParams", "resolvedEnv"))
+    username: str | None = param(
+        None, name="username", sources=("authParams", "resolvedEnv"), description="given together with `password`"
+    )
     password: str | None = param(None, name="password", sources=("authParams", "resolvedEnv"), secret=True)
     tls: Literal["enable", "disable"] = param("disable", name="tls", sources=("authParams",))
-    oauth_token_uri: str | None = param(None, name="oauthTokenURI", sources=("authParams",))
-    client_id: str | None = param(None, name="clientID", sources=("authParams",))
-    client_secret: str | None = param(None, name="clientSecret", sources=("authParams",), secret=True)
-    scopes: tuple[str, ...] = param((), name="scopes", also=("scope",), sources=("authParams",))
-    endpoint_params: tuple[tuple[str, str], ...] = param((), name="endpointParams", sources=("authParams",))
+    oauth_token_uri: str | None = param(
+        None,
+        name="oauthTokenURI",
+        sources=("authParams",),
+        description=("OAuth2 client credentials: all three or none, HTTP only, not with `username`/`password`"),
+    )
+    client_id: str | None = param(
+        None,
+        name="clientID",
+        sources=("authParams",),
+        description=("OAuth2 client credentials: all three or none, HTTP only, not with `username`/`password`"),
+    )
+    client_secret: str | None = param(
+        None,
+        name="clientSecret",
+        sources=("authParams",),
+        secret=True,
+        description=("OAuth2 client credentials: all three or none, HTTP only, not with `username`/`password`"),
+    )
+    scopes: tuple[str, ...] = param(
+        (),
+        name="scopes",
+        also=("scope",),
+        sources=("authParams",),
+        description=("OAuth2: a comma list of scopes; extra token-request fields as a query string (`audience=x`)"),
+    )
+    endpoint_params: tuple[tuple[str, str], ...] = param(
+        (),
+        name="endpointParams",
+        sources=("authParams",),
+        description=("OAuth2: a comma list of scopes; extra token-request fields as a query string (`audience=x`)"),
+    )
     workload_identity_resource: str | None = param(None, name="workloadIdentityResource", sources=("authParams",))
 
     @field_validator("scopes", mode="before")
