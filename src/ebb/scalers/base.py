@@ -199,10 +199,10 @@ def go_value(kind: type, text: str) -> bool | int | float:
         return text in GO_BOOL_FORMS[:6]
     if kind is int:
         if not _JSON_INT.fullmatch(text) or not -(2**63) <= int(text) < 2**63:
-            raise ValueError("expected a whole number (digits, an optional leading -, no leading zeros)")
+            raise ValueError("expected an integer (digits with an optional leading -, no leading zeros)")
         return int(text)
     if not _JSON_NUMBER.fullmatch(text):
-        raise ValueError("expected a number as JSON writes one (such as 5, -1.5 or 2e3)")
+        raise ValueError("expected a finite number as JSON writes one (such as 5, -1.5 or 2e3)")
     return float(text)
 
 
