@@ -159,6 +159,13 @@ DEPLOYMENT: Final = {
     "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "worker", "namespace": "default"},
     "spec": {"template": {"spec": {"containers": [{"name": "app", "resources": {"requests": {"memory": "1Gi"}}}]}}},
 }  # fmt: skip
+AWS: Final = {"awsAccessKeyID": "AKIDEXAMPLE", "awsSecretAccessKey": "secret"}
+DYNAMO = {"awsRegion": "eu-west-1", "tableName": "jobs", "keyConditionExpression": "#q = :q",
+          "expressionAttributeNames": '{"#q": "queue"}', "expressionAttributeValues": '{":q": {"S": "orders"}}',
+          "targetValue": "5"}  # fmt: skip
+CLOUDWATCH = {"awsRegion": "eu-west-1", "namespace": "AWS/SQS", "metricName": "ApproximateNumberOfMessagesVisible",
+              "dimensionName": "QueueName", "dimensionValue": "orders", "targetMetricValue": "10",
+              "minMetricValue": "0"}  # fmt: skip
 T0 = "spec.triggers.0"
 MD = "spec.triggers.0.metadata"
 F0 = "spec.triggers[0]"
@@ -622,6 +629,28 @@ RULES: Final[list[Rule]] = [
          "redis_scaler.go redisConnectionInfo (name=address;addresses ...)",
          {"spec.triggers.0": _trigger("redis-streams", stream="orders", hosts="a,b", ports="1,2")}, "",
          outcome="accepted"),
+    # AWS
+    Rule("sqs-queue-url", "trigger aws-sqs-queue", "scaler", "queueURL and awsRegion are required",
+         "aws_sqs_queue_scaler.go awsSqsQueueMetadata",
+         {"spec.triggers.0": _trigger("aws-sqs-queue", awsRegion="eu-west-1")}, f"{F0}.metadata.queueURL",
+         {"spec.triggers.0": _trigger("aws-sqs-queue", awsRegion="eu-west-1", queueURL="orders")}, auth=AWS),
+    Rule("kinesis-stream-name", "trigger aws-kinesis-stream", "scaler", "streamName is required",
+         "aws_kinesis_stream_scaler.go awsKinesisStreamMetadata",
+         {"spec.triggers.0": _trigger("aws-kinesis-stream", awsRegion="eu-west-1")}, f"{F0}.metadata.streamName",
+         {"spec.triggers.0": _trigger("aws-kinesis-stream", awsRegion="eu-west-1", streamName="s")}, auth=AWS),
+    Rule("dynamodb-target", "trigger aws-dynamodb", "scaler",
+         "tableName, keyConditionExpression, expressionAttributeNames/Values and targetValue are required",
+         "aws_dynamodb_scaler.go parseAwsDynamoDBMetadata",
+         {"spec.triggers.0": _trigger("aws-dynamodb", **_meta(DYNAMO, targetValue=DELETE))},
+         f"{F0}.metadata.targetValue", {"spec.triggers.0": _trigger("aws-dynamodb", **DYNAMO)}, auth=AWS),
+    Rule("dynamodb-streams-table", "trigger aws-dynamodb-streams", "scaler", "tableName is required",
+         "aws_dynamodb_streams_scaler.go awsDynamoDBStreamsMetadata",
+         {"spec.triggers.0": _trigger("aws-dynamodb-streams", awsRegion="eu-west-1")}, f"{F0}.metadata.tableName",
+         {"spec.triggers.0": _trigger("aws-dynamodb-streams", awsRegion="eu-west-1", tableName="t")}, auth=AWS),
+    Rule("cloudwatch-min-value", "trigger aws-cloudwatch", "scaler",
+         "targetMetricValue and minMetricValue are required", "aws_cloudwatch_scaler.go awsCloudwatchMetadata",
+         {"spec.triggers.0": _trigger("aws-cloudwatch", **_meta(CLOUDWATCH, minMetricValue=DELETE))},
+         f"{F0}.metadata.minMetricValue", {"spec.triggers.0": _trigger("aws-cloudwatch", **CLOUDWATCH)}, auth=AWS),
     Rule("nats-account", "trigger nats-jetstream", "scaler", "account or accountID is required",
          "nats_jetstream_scaler.go parseNATSJetStreamMetadata",
          {"spec.triggers.0": _trigger("nats-jetstream", **_meta(NATS, account=DELETE))}, f"{F0}.metadata.account",
