@@ -28,7 +28,14 @@ from ebb.runtime.scaled_object import close_scalers, read_trigger
 from ebb.scalers.base import DEFAULT_TIMEOUT, Scaler
 from ebb.spec.convert import hpa_name
 from ebb.spec.loader import LoadResult, load_files
-from ebb.spec.models import ProcessGroup, ScaledJob, ScaledObject
+from ebb.spec.models import (
+    AnyCloudEventSource,
+    CloudEventSource,
+    ClusterCloudEventSource,
+    ProcessGroup,
+    ScaledJob,
+    ScaledObject,
+)
 from ebb.web.server import DEFAULT_HOST, DEFAULT_PORT
 
 app = typer.Typer(
@@ -155,7 +162,56 @@ def check(
             f"[green]✓[/] [bold]ProcessGroup {escape(pg.metadata.namespace)}/{escape(pg.metadata.name)}[/]: "
             f"{escape(' '.join(pg.spec.argv))} (grace {pg.spec.termination_grace_period_seconds}s)"
         )
+    _check_cloudevent_sources(loaded)
     raise typer.Exit(1 if failed else 0)
+
+
+def _loaded_sources(loaded: LoadResult) -> list[AnyCloudEventSource]:
+    sources: list[AnyCloudEventSource] = [*loaded.of(CloudEventSource), *loaded.of(ClusterCloudEventSource)]
+    return sources
+
+
+def _check_cloudevent_sources(loaded: LoadResult) -> None:
+    """Each CloudEventSource: where it sends and what. What KEDA accepts but ebb cannot send to (Azure Event
+    Grid), or a TriggerAuthentication that is not in the files, is a warning: the manifest is valid."""
+    from yarl import URL
+
+    from ebb.observe.cloudevents import check_authentication, http_uri
+
+    for source in _loaded_sources(loaded):
+        problems: list[str] = []
+        uri = None
+        try:
+            uri = http_uri(source)
+        except SpecError as exc:
+            problems.append(f"{exc.field}: {exc.message}")
+        try:
+            check_authentication(source, loaded.resources)
+        except SpecError as exc:
+            problems.append(f"{exc.field}: {exc.message} (ebb run will not start it)")
+        mark = "[yellow]![/]" if problems else "[green]✓[/]"
+        console.print(f"{mark} [bold]{escape(source.ref)}[/]")
+        table = Table(show_header=False, box=None, padding=(0, 2))
+        subscription = source.spec.event_subscription
+        if subscription.included_event_types:
+            events = "only " + ", ".join(subscription.included_event_types)
+        elif subscription.excluded_event_types:
+            events = "all but " + ", ".join(subscription.excluded_event_types)
+        else:
+            events = "all"
+        if uri is not None:
+            shown = URL(uri)
+            if shown.password:  # credentials in the URL are masked, as every output masks secrets
+                shown = shown.with_password("***")
+            table.add_row("destination", f"http {shown}")
+        table.add_row("cluster", source.spec.cluster_name or "(the runner's: ebb run --cluster-name)")
+        table.add_row("events", events)
+        if source.spec.authentication_ref is not None:
+            ref = source.spec.authentication_ref
+            table.add_row("auth", f"{ref.kind} {ref.name} (resolved, not sent: KEDA uses it for Azure Event Grid only)")
+        console.print(table)
+        for problem in problems:
+            console.print(f"  [yellow]{escape(problem)}[/]")
 
 
 @app.command()
@@ -254,6 +310,30 @@ async def _run_until_signalled(runtime: LocalRuntime, services: _Services | None
             await services.stop()
 
 
+def _cloudevent_sources(
+    loaded: LoadResult, sink: str | None, included: list[str], excluded: list[str]
+) -> list[AnyCloudEventSource]:
+    """The CloudEventSources of the files whose references resolve, plus the one --cloudevents-sink stands for."""
+    from ebb.observe.cloudevents import check_authentication, shortcut_source
+
+    sources: list[AnyCloudEventSource] = []
+    for source in _loaded_sources(loaded):
+        try:
+            check_authentication(source, loaded.resources)
+        except SpecError as exc:
+            err_console.print(f"[red]✗[/] {escape(str(exc))}")
+            continue
+        sources.append(source)
+    if sink:
+        shortcut, errors = shortcut_source(sink, included, excluded)
+        for error in errors:
+            err_console.print(f"[red]error[/] {escape(str(error))}")
+        if shortcut is None:
+            raise typer.Exit(2)
+        sources.append(shortcut)
+    return sources
+
+
 @app.command()
 def run(
     files: Files,
@@ -277,7 +357,11 @@ def run(
     ] = True,
     history_retention: Annotated[str, typer.Option(help="How long history is kept (e.g. 12h, 7d).")] = "7d",
     cloudevents_sink: Annotated[
-        str | None, typer.Option(help="POST scaling events as CloudEvents 1.0 (structured JSON) to this URL.")
+        str | None,
+        typer.Option(
+            help="Shortcut for a CloudEventSource sending KEDA's CloudEvents to this URL (as "
+            "destination.http.uri); CloudEventSources in the files work without it."
+        ),
     ] = None,
     cloudevents_include: Annotated[
         list[str] | None, typer.Option(help="Only these CloudEvent types (repeatable): keda.scaledobject.failed.v1 ...")
@@ -286,7 +370,7 @@ def run(
         list[str] | None, typer.Option(help="All CloudEvent types but these (repeatable).")
     ] = None,
     cluster_name: Annotated[
-        str, typer.Option(help="The cluster name in CloudEvents' source and subject.")
+        str, typer.Option(help="The cluster name in CloudEvents' source and subject (unless spec.clusterName).")
     ] = "ebb-local",
 ) -> None:
     """Scale local process groups from the given manifests until Ctrl-C.
@@ -306,9 +390,10 @@ def run(
     except ValueError as exc:
         err_console.print(f"[red]error[/] --history-retention: {escape(str(exc))}")
         raise typer.Exit(2) from None
-    if cloudevents_include and cloudevents_exclude:
-        err_console.print("[red]error[/] --cloudevents-include and --cloudevents-exclude are mutually exclusive")
+    if (cloudevents_include or cloudevents_exclude) and not cloudevents_sink:
+        err_console.print("[red]error[/] --cloudevents-include/--cloudevents-exclude need --cloudevents-sink")
         raise typer.Exit(2)
+    sources = _cloudevent_sources(loaded, cloudevents_sink, cloudevents_include or [], cloudevents_exclude or [])
     services = _Services(
         state_dir=state.parent,
         metrics_port=metrics_port,
@@ -316,11 +401,12 @@ def run(
         dashboard=dashboard,
         history=history,
         retention=retention,
-        cloudevents_sink=cloudevents_sink,
-        cloudevents_filter=(tuple(cloudevents_include or ()), tuple(cloudevents_exclude or ())),
+        cloudevent_sources=sources,
         cluster_name=cluster_name,
         announce=lambda text: console.print(f"[dim]{escape(text)}[/]"),
     )
+    for error in services.cloudevent_errors:
+        err_console.print(f"[red]✗[/] {escape(str(error))}")
     observer = services.observers(ConsoleObserver(console, verbose=verbose), _scaled(loaded))
     options = RuntimeOptions(state_path=None if no_state else state, scaler_timeout=timeout, output=_console_sink)
     runtime = LocalRuntime(loaded, observer, options)

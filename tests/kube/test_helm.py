@@ -150,6 +150,12 @@ def test_operator_rbac_is_what_the_operator_needs() -> None:
         ("", "secrets", "get"),
         ("", "configmaps", "watch"),
         ("", "limitranges", "list"),  # the admission webhook's cpu/memory check
+        ("eventing.keda.sh", "cloudeventsources", "watch"),
+        ("eventing.keda.sh", "clustercloudeventsources", "patch"),  # kopf's finalizer
+        ("eventing.keda.sh", "cloudeventsources/status", "patch"),  # the Active condition
+        ("eventing.keda.sh", "clustercloudeventsources/status", "patch"),
+        ("discovery.k8s.io", "endpointslices", "list"),  # metrics-api aggregateFromKubeServiceEndpoints
+        ("discovery.k8s.io", "endpointslices", "watch"),
         # Regression (real cluster): reading a ReplicaSet or a custom resource target was forbidden.
         ("apps", "replicasets", "get"),
         ("apps", "statefulsets", "get"),
@@ -163,6 +169,8 @@ def test_operator_rbac_is_what_the_operator_needs() -> None:
         ("", "pods", "delete"),
         ("apps", "deployments", "update"),
         ("keda.sh", "scaledobjects", "delete"),
+        ("eventing.keda.sh", "cloudeventsources", "delete"),
+        ("discovery.k8s.io", "endpointslices", "delete"),
     ]:
         assert not _allows(rules, group, resource, verb), (group, resource, verb)
     assert [rule["verbs"] for rule in rules if "*" in rule["resources"]] == [["get"]]
@@ -258,6 +266,8 @@ def test_admission_webhooks_are_kedas_and_trust_the_serving_certificate() -> Non
     documents = _render()
     webhooks = _webhooks(documents)
     assert sorted(webhooks) == [
+        "vcloudeventsource.ebb.dev",
+        "vclustercloudeventsource.ebb.dev",
         "vclustertriggerauthentication.ebb.dev",
         "vscaledjob.ebb.dev",
         "vscaledobject.ebb.dev",
@@ -268,11 +278,12 @@ def test_admission_webhooks_are_kedas_and_trust_the_serving_certificate() -> Non
     ca_cert = base64.b64decode(secret["data"]["ca.crt"])
     for name, webhook in webhooks.items():
         resource = name.split(".")[0][1:]
+        group = "eventing.keda.sh" if "cloudeventsource" in resource else "keda.sh"
         assert webhook["clientConfig"] == {
             "service": {
                 "name": "ebb-metrics-api",
                 "namespace": NAMESPACE,
-                "path": f"/validate-keda-sh-v1alpha1-{resource}",
+                "path": f"/validate-{group.replace('.', '-')}-v1alpha1-{resource}",
                 "port": 9443,
             },
             "caBundle": ca_bundle,
@@ -280,7 +291,7 @@ def test_admission_webhooks_are_kedas_and_trust_the_serving_certificate() -> Non
         assert base64.b64decode(webhook["clientConfig"]["caBundle"]) == ca_cert
         assert webhook["rules"] == [
             {
-                "apiGroups": ["keda.sh"],
+                "apiGroups": [group],
                 "apiVersions": ["v1alpha1"],
                 "operations": ["CREATE", "UPDATE"],
                 "resources": [f"{resource}s"],

@@ -271,8 +271,40 @@ async def test_finalizer_removal_is_let_through_uncounted_against_fake_apiserver
             },
             False,
         ),
+        (
+            "/validate-eventing-keda-sh-v1alpha1-cloudeventsource",
+            {
+                "apiVersion": "eventing.keda.sh/v1alpha1",
+                "kind": "CloudEventSource",
+                "metadata": {"name": "events", "namespace": NS},
+                "spec": {
+                    "destination": {"http": {"uri": "http://sink.shop/"}},
+                    "eventSubscription": {
+                        "includedEventTypes": ["keda.scaledobject.ready.v1"],
+                        "excludedEventTypes": ["keda.scaledobject.failed.v1"],
+                    },
+                },
+            },
+            False,
+        ),
+        (
+            "/validate-eventing-keda-sh-v1alpha1-clustercloudeventsource",
+            {
+                "apiVersion": "eventing.keda.sh/v1alpha1",
+                "kind": "ClusterCloudEventSource",
+                "metadata": {"name": "events"},
+                "spec": {"destination": {"http": {"uri": "http://sink.shop/"}}},
+            },
+            True,
+        ),
     ],
-    ids=["scaledjob", "triggerauthentication", "clustertriggerauthentication"],
+    ids=[
+        "scaledjob",
+        "triggerauthentication",
+        "clustertriggerauthentication",
+        "cloudeventsource",
+        "clustercloudeventsource",
+    ],
 )
 async def test_every_kind_has_its_path_against_fake_apiserver(
     webhook: Served, path: str, obj: dict[str, Any], allowed: bool

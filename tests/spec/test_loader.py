@@ -110,7 +110,8 @@ def test_document_without_a_name_is_labelled_by_its_position() -> None:
         (
             "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\n",
             "kind",
-            "unknown kind 'Deployment' (apiVersion apps/v1); ebb reads ClusterTriggerAuthentication, ConfigMap",
+            "unknown kind 'Deployment' (apiVersion apps/v1); ebb reads CloudEventSource, ClusterCloudEventSource, "
+            "ClusterTriggerAuthentication",
         ),
         (
             "apiVersion: keda.sh/v1\nkind: ScaledObject\nmetadata: {name: a}\n",

@@ -45,7 +45,10 @@ KINDS_BY_PATH: Final = {
     "/validate-keda-sh-v1alpha1-scaledjob": "ScaledJob",
     "/validate-keda-sh-v1alpha1-triggerauthentication": "TriggerAuthentication",
     "/validate-keda-sh-v1alpha1-clustertriggerauthentication": "ClusterTriggerAuthentication",
+    "/validate-eventing-keda-sh-v1alpha1-cloudeventsource": "CloudEventSource",
+    "/validate-eventing-keda-sh-v1alpha1-clustercloudeventsource": "ClusterCloudEventSource",
 }
+_CLUSTER_SCOPED: Final = frozenset({"ClusterTriggerAuthentication", "ClusterCloudEventSource"})
 #: verifyCPUMemoryScalers reads the pod template of these targets only (KEDA's GVK strings).
 _POD_TEMPLATE_TARGETS: Final = frozenset({("apps/v1", "Deployment"), ("apps/v1", "StatefulSet")})
 #: kopf keeps its progress and diff base in annotations under this prefix (runner.py); none of them is checked.
@@ -625,11 +628,11 @@ async def review(
         return Review(uid, kind, namespace, action, validated=False)
     data = dict(obj)
     meta = dict(_mapping(data.get("metadata")))
-    if namespace and not meta.get("namespace") and kind != "ClusterTriggerAuthentication":
+    if namespace and not meta.get("namespace") and kind not in _CLUSTER_SCOPED:
         meta["namespace"] = namespace  # the API server may leave it to the request on CREATE
         data["metadata"] = meta
     name = _text(meta.get("name"), _text(request.get("name"), "?"))
-    if kind == "ClusterTriggerAuthentication":
+    if kind in _CLUSTER_SCOPED:
         label = f"{kind} {name}"
     else:
         label = f"{kind} {_text(meta.get('namespace'), 'default')}/{name}"

@@ -86,6 +86,13 @@ def register(app: typer.Typer) -> None:
                 "port; 0 turns it off."
             ),
         ] = 9443,
+        cluster_name: Annotated[
+            str,
+            typer.Option(
+                help="The cluster name in CloudEvents' source and subject, unless a CloudEventSource sets "
+                "spec.clusterName (KEDA's --k8sClusterName)."
+            ),
+        ] = "kubernetes-default",
         leader_pod_label: Annotated[
             bool,
             typer.Option(
@@ -113,5 +120,6 @@ def register(app: typer.Typer) -> None:
             dashboard=dashboard,
             history_dir=history_dir,
             webhook_port=webhook_port,
+            cluster_name=cluster_name,
             leader_pod_label=leader_pod_label,
         )

@@ -24,6 +24,7 @@ from ebb.errors import EbbError, SpecError
 from ebb.kube import status as st
 from ebb.kube.auth import PrefetchedStore, container_env, prefetch_auth
 from ebb.kube.client import API_ERRORS, EVENT, JOB, POD, SCALED_JOB, AsyncClient, api_message, to_dict
+from ebb.kube.endpoints import endpoint_slice_lister
 from ebb.kube.hpa import MANAGED_BY, owner_reference
 from ebb.kube.operator import OperatorOptions, _error_text, log_event
 from ebb.runtime.build import build_scalers, object_ref
@@ -202,6 +203,8 @@ class ScaledJobController:
     # --- API ------------------------------------------------------------------------------------------
 
     async def emit(self, body: Mapping[str, Any], event: ScalingEvent) -> None:
+        if self.options.cloudevents is not None:
+            self.options.cloudevents.kube_event(st.object_reference(body), event, self.clock())
         try:
             await self.client.create(EVENT(st.event_manifest(st.object_reference(body), event, self.clock())))
         except API_ERRORS as exc:
@@ -423,6 +426,7 @@ class ScaledJobController:
             env_secrets=env.secret_values,
             timeout=self.options.timeout,
             cluster_object_namespace=self.options.cluster_object_namespace,
+            endpoint_slices=endpoint_slice_lister(self.client),
         )
 
     # --- the loop -------------------------------------------------------------------------------------

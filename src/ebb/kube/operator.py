@@ -22,6 +22,7 @@ from ebb.kube import status as st
 from ebb.kube.admission import ConflictIndex, check_conflicts
 from ebb.kube.auth import PrefetchedStore, container_env, prefetch_auth, template_containers
 from ebb.kube.client import API_ERRORS, EVENT, HPA, SCALED_OBJECT, AsyncClient, api_message, is_not_found, to_dict
+from ebb.kube.endpoints import endpoint_slice_lister
 from ebb.kube.hpa import (
     SCALED_OBJECT_LABEL,
     TargetKind,
@@ -33,6 +34,7 @@ from ebb.kube.hpa import (
 from ebb.kube.metrics_provider import ExternalMetricValue, MetricDescriptor, MetricNotFound
 from ebb.kube.scale import KubeScaleTarget, resolve_target_kind
 from ebb.kube.webhook import KubeCluster
+from ebb.observe.cloudevents import CloudEventHub
 from ebb.observe.services import Services
 from ebb.runtime.build import build_scalers, object_ref
 from ebb.runtime.observer import ObjectRef, Observer, PollRecord
@@ -76,6 +78,8 @@ class OperatorOptions:
     services: Services | None = None
     #: ScaledObjects and HPAs indexed from watch events (runner.py); None: the conflict check lists the namespace.
     conflicts: ConflictIndex | None = None
+    #: CloudEventSources' sinks (kube/eventing.py): every Event the controllers post also goes here.
+    cloudevents: CloudEventHub | None = None
 
 
 @dataclass
@@ -168,6 +172,8 @@ class ScaledObjectController:
     # --- API writes ----------------------------------------------------------------------------------
 
     async def emit(self, manifest_ref: Mapping[str, Any], event: ScalingEvent) -> None:
+        if self.options.cloudevents is not None:
+            self.options.cloudevents.kube_event(manifest_ref, event, self.clock())
         body = st.event_manifest(manifest_ref, event, self.clock())
         await self.client.create(EVENT(body))
 
@@ -359,6 +365,11 @@ class ScaledObjectController:
             conditions["Fallback"] = Condition("False", "NoFallbackFound", NO_FALLBACK_MESSAGE)
         status["conditions"] = st.merge_conditions(existing_status.get("conditions"), conditions)
         await self.patch_status(namespace, name, status)
+        if not any(
+            c.get("type") == "Ready" and c.get("status") == "True" for c in existing_status.get("conditions") or ()
+        ):
+            # KEDA: an Event (and CloudEvent) the first time the object is ready, or when it was not before.
+            await self.emit(ref_dict, ScalingEvent("ScaledObjectReady", "ScaledObject is ready for scaling"))
         kube_observer = _KubeObserver(self, ref_dict)
         services = self.options.services
         observer: Observer = services.observers(kube_observer, [so]) if services is not None else kube_observer
@@ -476,6 +487,7 @@ class ScaledObjectController:
             env_secrets=env.secret_values if env is not None else frozenset(),
             timeout=self.options.timeout,
             cluster_object_namespace=self.options.cluster_object_namespace,
+            endpoint_slices=endpoint_slice_lister(self.client),
         )
 
     async def _metric_specs(self, scalers: list[Scaler]) -> list[MetricSpec]:

@@ -18,11 +18,17 @@ from lightkube.core.exceptions import ConfigError
 from ebb.kube.admission import ClusterUnavailable, ConflictIndex
 from ebb.kube.authn import AuthConfigError, delegated_auth
 from ebb.kube.client import default_client
+from ebb.kube.eventing import (
+    CloudEventSourceController,
+    register_authentication_events,
+    register_eventing_handlers,
+)
 from ebb.kube.jobs import ScaledJobController
 from ebb.kube.leader import LeaderElector, LeaderPodLabel, default_namespace, run_as_leader
 from ebb.kube.operator import FINALIZER, OperatorOptions, ScaledObjectController, retry_delay
 from ebb.kube.webhook import DEFAULT_PORT as DEFAULT_WEBHOOK_PORT
 from ebb.kube.webhook import KubeCluster, WebhookMetrics, WebhookServer, load_conflicts
+from ebb.observe.cloudevents import DEFAULT_CLUSTER, CloudEventHub
 from ebb.observe.services import Services
 
 log = logging.getLogger("ebb.operator")
@@ -126,6 +132,7 @@ async def operator_main(
     dashboard: bool = False,
     history_dir: str | None = None,
     webhook_port: int = DEFAULT_WEBHOOK_PORT,
+    cluster_name: str = DEFAULT_CLUSTER,
     leader_pod_label: bool = False,
 ) -> None:
     from ebb.kube.metrics_api import MetricsAPIServer
@@ -145,11 +152,22 @@ async def operator_main(
             announce=log.info,
         )
     conflicts = ConflictIndex()
+    # CloudEvents' source is /{cluster}/{KEDA's namespace}/keda: KEDA's namespace is its cluster object namespace.
+    hub = CloudEventHub(
+        cluster=cluster_name,
+        keda_namespace=cluster_object_namespace,
+        metrics=services.metrics.metrics if services is not None and services.metrics is not None else None,
+    )
     options = OperatorOptions(
-        scaling=scaling, cluster_object_namespace=cluster_object_namespace, services=services, conflicts=conflicts
+        scaling=scaling,
+        cluster_object_namespace=cluster_object_namespace,
+        services=services,
+        conflicts=conflicts,
+        cloudevents=hub,
     )
     controller = ScaledObjectController(client, options)
     jobs = ScaledJobController(client, options)
+    sources = CloudEventSourceController(client, hub)
     registry = kopf.OperatorRegistry()
     elector = (
         LeaderElector(
@@ -181,6 +199,8 @@ async def operator_main(
             await elector.resign()
 
     register_handlers(registry, controller, jobs, after_cleanup=hand_over)
+    register_eventing_handlers(registry, sources)
+    register_authentication_events(registry, controller.emit)
     ssl_context = None
     bundle = None
     if tls_cert_file and tls_private_key_file:
@@ -232,6 +252,7 @@ async def operator_main(
         )
     if services is not None:
         await services.start()
+    await hub.start()
 
     async def operate(stop_flag: asyncio.Event | None = None) -> None:
         if labeler is not None:
@@ -273,6 +294,8 @@ async def operator_main(
         else:
             await operate()
     finally:
+        await hub.stop()
+        await sources.close()
         if services is not None:
             await services.stop()
         await server.stop()

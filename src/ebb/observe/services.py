@@ -7,13 +7,15 @@ import contextlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from ebb.errors import SpecError
 from ebb.observe.catalog import object_info
-from ebb.observe.cloudevents import CloudEventsObserver
+from ebb.observe.cloudevents import CloudEventHub, CloudEventsObserver, build_hub
 from ebb.observe.events import EventLog, EventLogObserver
 from ebb.observe.history import DEFAULT_RETENTION, HistoryObserver, HistoryStore
 from ebb.observe.metrics import MetricsObserver
 from ebb.runtime.observer import Observer, Observers
-from ebb.spec.models import ScaledJob, ScaledObject
+from ebb.spec.auth import DEFAULT_CLUSTER_OBJECT_NAMESPACE
+from ebb.spec.models import AnyCloudEventSource, ScaledJob, ScaledObject
 from ebb.web.server import DEFAULT_HOST, DEFAULT_PORT, AppServer, build_app, serve
 
 HISTORY_FILE = "history.db"
@@ -33,8 +35,7 @@ class Services:
         history: bool = True,
         memory_history: bool = False,
         retention: float = DEFAULT_RETENTION,
-        cloudevents_sink: str | None = None,
-        cloudevents_filter: tuple[Sequence[str], Sequence[str]] = ((), ()),
+        cloudevent_sources: Sequence[AnyCloudEventSource] = (),
         cluster_name: str = "ebb-local",
         announce: Callable[[str], None] | None = None,
     ) -> None:
@@ -55,18 +56,19 @@ class Services:
             on_drop = dropped.inc
         self.history = HistoryObserver(self.store, on_drop=on_drop) if self.store is not None else None
         self.event_log = EventLogObserver(EventLog(state_dir / EVENTS_FILE)) if history else None
-        included, excluded = cloudevents_filter
-        self.cloudevents = (
-            CloudEventsObserver(
-                cloudevents_sink,
+        # CloudEventSources (from the files, or the --cloudevents-sink shortcut): one that cannot send is reported
+        # in `cloudevent_errors` and the others go on.
+        self.cloudevent_hub: CloudEventHub | None = None
+        self.cloudevent_errors: list[SpecError] = []
+        self.cloudevents: CloudEventsObserver | None = None
+        if cloudevent_sources:
+            self.cloudevent_hub, self.cloudevent_errors = build_hub(
+                cloudevent_sources,
                 cluster=cluster_name,
-                included=included,
-                excluded=excluded,
+                keda_namespace=DEFAULT_CLUSTER_OBJECT_NAMESPACE,
                 metrics=self.metrics.metrics if self.metrics is not None else None,
             )
-            if cloudevents_sink
-            else None
-        )
+            self.cloudevents = CloudEventsObserver(self.cloudevent_hub)
         self._tasks: list[asyncio.Task[None]] = []
         self.served: AppServer | None = None
 
@@ -87,8 +89,8 @@ class Services:
     async def start(self) -> None:
         if self.history is not None:
             self._tasks.append(asyncio.create_task(self.history.run()))
-        if self.cloudevents is not None:
-            self._tasks.append(asyncio.create_task(self.cloudevents.run()))
+        if self.cloudevent_hub is not None:
+            await self.cloudevent_hub.start()
         if self.metrics_port:
             app = build_app(
                 registry=self.metrics.registry if self.metrics is not None else None,
@@ -112,6 +114,8 @@ class Services:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self.cloudevent_hub is not None:
+            await self.cloudevent_hub.stop()
         if self.served is not None:
             await self.served.stop()
             self.served = None

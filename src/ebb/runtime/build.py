@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 from ebb.errors import SpecError
 from ebb.runtime.observer import ObjectRef
 from ebb.scalers import available_types, build_scaler
-from ebb.scalers.base import DEFAULT_TIMEOUT, MetricType, Scaler, TriggerContext
+from ebb.scalers.base import DEFAULT_TIMEOUT, EndpointSliceLister, MetricType, Scaler, TriggerContext
 from ebb.spec.auth import DEFAULT_CLUSTER_OBJECT_NAMESPACE, AuthStore, resolve_triggers_auth
 from ebb.spec.models import ScaledJob, ScaledObject
 from ebb.spec.resources import ResourceSet
@@ -59,11 +59,13 @@ def build_scalers(
     timeout: float = DEFAULT_TIMEOUT,
     cluster_object_namespace: str = DEFAULT_CLUSTER_OBJECT_NAMESPACE,
     target_pids: Callable[[], Sequence[int]] | None = None,
+    endpoint_slices: EndpointSliceLister | None = None,
     skip_types: frozenset[str] = frozenset(),
 ) -> list[Scaler]:
     """One scaler per trigger, not connected yet. Raises SpecError naming the object, trigger and field.
 
-    `target_pids` gives the running workers of a local ProcessGroup, which cpu and memory triggers measure.
+    `target_pids` gives the running workers of a local ProcessGroup, which cpu and memory triggers measure;
+    `endpoint_slices` the cluster's EndpointSlices (in the operator), for metrics-api aggregation.
     Triggers whose type is in `skip_types` are left out (`ebb check` validates the others of an object that
     also uses KEDA trigger types ebb lacks).
     """
@@ -89,6 +91,7 @@ def build_scalers(
             as_metric_source=modifiers,
             target_pids=target_pids,
             target_requests=requests,
+            endpoint_slices=endpoint_slices,
         )
         scalers.append(build_scaler(trigger.type, trigger.metadata, ctx=ctx, auth_params=auth.params, resolved_env=env))
     return scalers

@@ -75,6 +75,8 @@ def scalers_for(
     except SpecError as exc:
         if cluster and exc.field.endswith("FromEnv"):
             return None, f"{exc.field} resolves from the target's environment in the cluster"
+        if cluster and exc.field.endswith(".aggregateFromKubeServiceEndpoints") and "Kubernetes API" in exc.message:
+            return None, f"{exc.field}: the Service's endpoints are found in the cluster (ebb operator)"
         raise
 
 

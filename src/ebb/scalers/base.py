@@ -28,6 +28,9 @@ S = TypeVar("S", bound="Scaler")
 MetricType = Literal["AverageValue", "Value", "Utilization"]
 Source = Literal["triggerMetadata", "authParams", "resolvedEnv"]
 
+#: Lists the EndpointSlices of a Service, (namespace, service name) -> the slices as manifests (operator only).
+EndpointSliceLister = Callable[[str, str], Awaitable[list[dict[str, Any]]]]
+
 #: KEDA_HTTP_DEFAULT_TIMEOUT is 3000 ms; every scaler call is bounded by this unless the trigger says otherwise.
 DEFAULT_TIMEOUT = 3.0
 
@@ -52,6 +55,8 @@ class TriggerContext:
     target_pids: Callable[[], Sequence[int]] | None = field(default=None, compare=False)
     #: Local ProcessGroup targets only (None elsewhere): the group's requests, "cpu" in cores, "memory" in bytes.
     target_requests: Mapping[str, float] | None = field(default=None, compare=False)
+    #: In the operator only (None elsewhere): the Kubernetes API's EndpointSlices (metrics-api aggregation).
+    endpoint_slices: EndpointSliceLister | None = field(default=None, compare=False)
 
     @property
     def object_ref(self) -> str:

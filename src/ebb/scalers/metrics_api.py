@@ -29,7 +29,7 @@ from pydantic import ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 from yarl import URL
 
-from ebb.errors import SpecError
+from ebb.errors import ScalerError, SpecError
 from ebb.scalers import _gjson as gjson
 from ebb.scalers import _prometheus_text as prometheus_text
 from ebb.scalers.base import (
@@ -47,6 +47,7 @@ from ebb.scalers.base import (
 from ebb.units import parse_duration, parse_quantity
 
 Format = Literal["json", "xml", "yaml", "prometheus"]
+AggregationType = Literal["average", "sum", "max", "min"]
 AuthMode = Literal["apiKey", "basic", "tls", "bearer", "custom", "oauth"]
 _SUPPORTED_AUTH = ("apiKey", "basic", "tls", "bearer")
 _AUTH: tuple[Source, ...] = ("triggerMetadata", "authParams")
@@ -185,6 +186,57 @@ def _describe(value: Any) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------------
+# aggregateFromKubeServiceEndpoints (KEDA's getEndpointsUrlsFromServiceURL and aggregateMetricsFromMultipleEndpoints)
+
+#: KEDA queries at most 5 endpoints at a time.
+MAX_CONCURRENT_ENDPOINTS = 5
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+
+
+def service_of(url: str) -> tuple[str, str]:
+    """(service, namespace): the first two labels of the url's host, as KEDA reads them."""
+    parts = (URL(url).raw_host or "").split(".")
+    return parts[0], parts[1]
+
+
+def endpoint_urls(url: URL, slices: list[dict[str, Any]], service: str) -> list[URL]:
+    """One URL per ready endpoint address of `service`'s EndpointSlices, as KEDA builds them.
+
+    An endpoint counts unless its `conditions.ready` is false (unset counts as ready); an address seen in an
+    earlier slice is skipped. The port is the url's (else 80/443 by scheme) if the slice lists that port number,
+    else none (the scheme's default). The path is the url's; its query string is not kept (nor in KEDA).
+    """
+    port = url.explicit_port or (443 if url.scheme == "https" else 80)
+    seen: set[str] = set()
+    out: list[URL] = []
+    for endpoint_slice in slices:
+        labels = (endpoint_slice.get("metadata") or {}).get("labels") or {}
+        if labels.get(SERVICE_NAME_LABEL) != service:  # the API server filters by label; be sure
+            continue
+        slice_ports = [p.get("port") for p in endpoint_slice.get("ports") or () if isinstance(p, dict)]
+        found = port if port in slice_ports else None
+        for endpoint in endpoint_slice.get("endpoints") or ():
+            if (endpoint.get("conditions") or {}).get("ready") is False:
+                continue
+            for address in endpoint.get("addresses") or ():
+                if address in seen:
+                    continue
+                seen.add(address)
+                out.append(URL.build(scheme=url.scheme, host=address, port=found, path=url.path))
+    return out
+
+
+def aggregate(values: list[float], kind: AggregationType) -> float:
+    if kind == "sum":
+        return sum(values)
+    if kind == "max":
+        return max(values)
+    if kind == "min":
+        return min(values)
+    return sum(values) / len(values)
+
+
+# ---------------------------------------------------------------------------------------------------------
 # Metadata
 
 
@@ -212,7 +264,14 @@ class MetricsApiMetadata(ScalerMetadata):
     timeout: float | None = param(
         None, name="timeout", shown_default="global (3 s)", description="ms, or a Go duration (`500ms`, `2s`)"
     )
-    aggregate_from_kube_service_endpoints: bool = param(False, name="aggregateFromKubeServiceEndpoints")
+    aggregate_from_kube_service_endpoints: bool = param(
+        False,
+        name="aggregateFromKubeServiceEndpoints",
+        description="query every ready endpoint of the Service `url` names, then aggregate (operator only)",
+    )
+    aggregation_type: AggregationType = param(
+        "average", name="aggregationType", description="`average`, `sum`, `max` or `min` over the endpoints"
+    )
     auth_modes: tuple[AuthMode, ...] = param(
         (), name="authModes", sources=_AUTH, description="comma list: `apiKey`, `basic`, `bearer`, `tls`"
     )
@@ -281,11 +340,15 @@ class MetricsApiMetadata(ScalerMetadata):
 
     @field_validator("aggregate_from_kube_service_endpoints")
     @classmethod
-    def _no_aggregation(cls, value: bool) -> bool:
-        if value:
+    def _service_host(cls, value: bool, info: ValidationInfo) -> bool:
+        # KEDA finds this out at each poll ("invalid hostname ... expected at least 2 elements"); ebb at load.
+        url = info.data.get("url")
+        if value and isinstance(url, str) and len((URL(url).raw_host or "").split(".")) < 2:
             raise PydanticCustomError(
-                "unsupported",
-                "ebb does not support aggregateFromKubeServiceEndpoints yet; point url at one endpoint",
+                "url",
+                "with aggregateFromKubeServiceEndpoints, the url host must be <service>.<namespace>[.svc...], "
+                "got {host!r}",
+                {"host": URL(url).raw_host},
             )
         return value
 
@@ -336,6 +399,15 @@ class MetricsApiScaler(Scaler):
         self._ssl_setting: ssl.SSLContext | bool = True
         self._proxy_url: URL | None = None
         self._proxy_auth: aiohttp.BasicAuth | None = None
+        self._endpoint_count = 1
+        if meta.aggregate_from_kube_service_endpoints and ctx.endpoint_slices is None:
+            raise SpecError(
+                ctx.object_ref,
+                f"spec.triggers[{ctx.trigger_index}].metadata.aggregateFromKubeServiceEndpoints",
+                "needs the Kubernetes API to find the Service's endpoints (ebb operator); when running locally, "
+                "point url at one endpoint, or give each endpoint a metrics-api trigger with a name and combine "
+                "them with scalingModifiers.formula (e.g. a + b for sum, (a + b) / 2 for average)",
+            )
 
     def _check_auth(self) -> None:
         meta, where = self.meta, f"spec.triggers[{self.ctx.trigger_index}].metadata"
@@ -362,8 +434,17 @@ class MetricsApiScaler(Scaler):
             raise fail("authMode tls needs cert and key from a TriggerAuthentication")
 
     @property
-    def timeout(self) -> float:
+    def request_timeout(self) -> float:
         return self.meta.timeout or self.ctx.timeout
+
+    @property
+    def timeout(self) -> float:
+        if not self.meta.aggregate_from_kube_service_endpoints:
+            return self.request_timeout
+        # Each endpoint's GET has its own timeout (a slow one is left out, as in KEDA), MAX_CONCURRENT at a time:
+        # the whole read is bounded by the listing plus the batches the last listing needed.
+        batches = -(-self._endpoint_count // MAX_CONCURRENT_ENDPOINTS)
+        return self.request_timeout * (1 + max(1, batches))
 
     def metric_spec(self) -> MetricSpec:
         return MetricSpec(
@@ -393,16 +474,17 @@ class MetricsApiScaler(Scaler):
                 raise self.error("authMode tls: cert and key are not a valid PEM certificate and key pair") from None
         return context
 
-    def _proxy(self) -> tuple[URL | None, aiohttp.BasicAuth | None]:
+    def _proxy(self, url: URL | None = None) -> tuple[URL | None, aiohttp.BasicAuth | None]:
         """The proxy from HTTP(S)_PROXY / NO_PROXY, never for loopback: Go's ProxyFromEnvironment, as KEDA."""
-        host = self.url.host or ""
+        url = url or self.url
+        host = url.host or ""
         try:
             if host == "localhost" or ipaddress.ip_address(host).is_loopback:
                 return None, None
         except ValueError:
             pass
         try:
-            return get_env_proxy_for_url(self.url)
+            return get_env_proxy_for_url(url)
         except LookupError:
             return None, None
 
@@ -416,18 +498,18 @@ class MetricsApiScaler(Scaler):
             await asyncio.to_thread(self._connection_settings)
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(ssl=self._ssl_setting),
-                timeout=aiohttp.ClientTimeout(total=self.timeout),
+                timeout=aiohttp.ClientTimeout(total=self.request_timeout),
             )
         return self._session
 
-    async def fetch(self) -> bytes:
-        """The body of one GET; a ScalerError for anything but HTTP 200."""
+    async def fetch(self, url: URL | None = None) -> bytes:
+        """The body of one GET of `url` (default: the trigger's); a ScalerError for anything but HTTP 200."""
         session = await self._session_for_poll()
-        where = self.url.with_query(None).with_fragment(None)
+        proxy, proxy_auth = (self._proxy_url, self._proxy_auth) if url is None else self._proxy(url)
+        url = url or self.url
+        where = url.with_query(None).with_fragment(None)
         try:
-            async with session.get(
-                self.url, headers=self.headers, proxy=self._proxy_url, proxy_auth=self._proxy_auth
-            ) as response:
+            async with session.get(url, headers=self.headers, proxy=proxy, proxy_auth=proxy_auth) as response:
                 if response.status != 200:
                     raise self.error(f"GET {where} answered HTTP {response.status} {response.reason or ''}".rstrip())
                 return await response.read()
@@ -476,8 +558,47 @@ class MetricsApiScaler(Scaler):
         raise self.error(f"valueLocation {self.meta.value_location!r} matches no series in the response")
 
     async def read(self) -> ScalerReading:
-        value = self.value_from(await self.fetch())
+        if self.meta.aggregate_from_kube_service_endpoints:
+            value = await self._aggregated_value()
+        else:
+            value = self.value_from(await self.fetch())
         return ScalerReading(value=value, active=activity(value, self.meta.activation_target_value))
+
+    async def _aggregated_value(self) -> float:
+        """KEDA's aggregateMetricsFromMultipleEndpoints: GET every ready endpoint of the Service the url names (at
+        most MAX_CONCURRENT_ENDPOINTS at a time), aggregate the values that came back; error only if none did."""
+        assert self.ctx.endpoint_slices is not None
+        service, namespace = service_of(self.meta.url)
+        try:
+            slices = await self.ctx.endpoint_slices(namespace, service)
+        except ScalerError:
+            raise
+        except Exception as exc:
+            raise self.error(f"cannot list the EndpointSlices of Service {namespace}/{service}: {exc}") from None
+        urls = endpoint_urls(URL(self.meta.url), slices, service)
+        if not urls:
+            raise self.error(f"Service {namespace}/{service} has no ready endpoints (EndpointSlices)")
+        if self.meta.method == "query" and "apiKey" in self.meta.modes and self.meta.api_key:
+            urls = [u.update_query({self.meta.key_param_name or "api_key": self.meta.api_key}) for u in urls]
+        self._endpoint_count = len(urls)
+        limit = asyncio.Semaphore(MAX_CONCURRENT_ENDPOINTS)
+
+        async def one(url: URL) -> float:
+            async with limit, asyncio.timeout(self.request_timeout):
+                return self.value_from(await self.fetch(url))
+
+        results = await asyncio.gather(*(one(url) for url in urls), return_exceptions=True)
+        values = [r for r in results if isinstance(r, float)]
+        if not values:
+            first = next(r for r in results if isinstance(r, BaseException))
+            if isinstance(first, asyncio.CancelledError):
+                raise first
+            detail = first.message if isinstance(first, ScalerError) else (str(first) or type(first).__name__)
+            raise self.error(
+                f"could not get any metric from the {len(urls)} endpoints of Service {namespace}/{service} "
+                f"(first error: {detail})"
+            )
+        return aggregate(values, self.meta.aggregation_type)
 
     async def close(self) -> None:
         session, self._session = self._session, None

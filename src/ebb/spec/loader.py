@@ -303,7 +303,7 @@ def _object_label(data: Mapping[str, Any], fallback: str) -> str:
     name = metadata.get("name") if isinstance(metadata, dict) else None
     if not isinstance(kind, str) or not kind or not isinstance(name, str) or not name:
         return fallback
-    if kind == "ClusterTriggerAuthentication":
+    if kind in ("ClusterTriggerAuthentication", "ClusterCloudEventSource"):
         return f"{kind} {name}"
     namespace = metadata.get("namespace") if isinstance(metadata, dict) else None
     return f"{kind} {namespace if isinstance(namespace, str) and namespace else 'default'}/{name}"

@@ -35,6 +35,7 @@ from ebb.units import parse_quantity
 
 KEDA_API_VERSION: Final = "keda.sh/v1alpha1"
 EBB_API_VERSION: Final = "ebb.dev/v1alpha1"
+EVENTING_API_VERSION: Final = "eventing.keda.sh/v1alpha1"
 CORE_API_VERSION: Final = "v1"
 
 #: Triggers served by metrics-server as HPA Resource metrics (no KEDA scaler value, no fallback).
@@ -1286,6 +1287,156 @@ class ProcessGroup(KubeObject):
     spec: ProcessGroupSpec
 
 
+# --- CloudEventSource / ClusterCloudEventSource (eventing.keda.sh/v1alpha1) ----------------------------
+
+#: Every CloudEvent type KEDA's CRD enum names (apis/eventing/v1alpha1/cloudevent_types.go).
+CLOUDEVENT_TYPES: Final = (
+    "keda.scaledobject.ready.v1",
+    "keda.scaledobject.failed.v1",
+    "keda.scaledobject.removed.v1",
+    "keda.scaledobject.paused.v1",
+    "keda.scaledobject.unpaused.v1",
+    "keda.scaledjob.ready.v1",
+    "keda.scaledjob.failed.v1",
+    "keda.scaledjob.removed.v1",
+    "keda.scaledjob.paused.v1",
+    "keda.scaledjob.unpaused.v1",
+    "keda.scaledjob.rolloutcleanup.started.v1",
+    "keda.scaledjob.rolloutcleanup.completed.v1",
+    "keda.scaledjob.rolloutcleanup.failed.v1",
+    "keda.authentication.triggerauthentication.created.v1",
+    "keda.authentication.triggerauthentication.updated.v1",
+    "keda.authentication.triggerauthentication.removed.v1",
+    "keda.authentication.clustertriggerauthentication.created.v1",
+    "keda.authentication.clustertriggerauthentication.updated.v1",
+    "keda.authentication.clustertriggerauthentication.removed.v1",
+)
+#: The types KEDA's webhook lets a subscription name (its AllEventTypes): not the authentication ones, although
+#: the CRD enum has them and they are sent to every CloudEventSource whose subscription does not filter them out.
+SUBSCRIBABLE_CLOUDEVENT_TYPES: Final = CLOUDEVENT_TYPES[:13]
+
+CloudEventType = Literal[
+    "keda.scaledobject.ready.v1",
+    "keda.scaledobject.failed.v1",
+    "keda.scaledobject.removed.v1",
+    "keda.scaledobject.paused.v1",
+    "keda.scaledobject.unpaused.v1",
+    "keda.scaledjob.ready.v1",
+    "keda.scaledjob.failed.v1",
+    "keda.scaledjob.removed.v1",
+    "keda.scaledjob.paused.v1",
+    "keda.scaledjob.unpaused.v1",
+    "keda.scaledjob.rolloutcleanup.started.v1",
+    "keda.scaledjob.rolloutcleanup.completed.v1",
+    "keda.scaledjob.rolloutcleanup.failed.v1",
+    "keda.authentication.triggerauthentication.created.v1",
+    "keda.authentication.triggerauthentication.updated.v1",
+    "keda.authentication.triggerauthentication.removed.v1",
+    "keda.authentication.clustertriggerauthentication.created.v1",
+    "keda.authentication.clustertriggerauthentication.updated.v1",
+    "keda.authentication.clustertriggerauthentication.removed.v1",
+]
+
+
+class CloudEventHTTP(KubeModel):
+    uri: str
+
+    @field_validator("uri")
+    @classmethod
+    def _http_uri(cls, value: str) -> str:
+        # KEDA checks url.ParseRequestURI when it builds the sender; ebb checks at load, and asks for what can
+        # actually receive a POST.
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"expected an http:// or https:// URL with a host, got {describe(value)}")
+        return value
+
+
+class AzureEventGridTopic(KubeModel):
+    endpoint: str
+
+
+class CloudEventDestination(KubeModel):
+    http: CloudEventHTTP | None = None
+    #: Accepted so that KEDA manifests load; ebb cannot send to it (an error when the source is started).
+    azure_event_grid_topic: AzureEventGridTopic | None = None
+
+    @model_validator(mode="after")
+    def _one_destination(self) -> CloudEventDestination:
+        # KEDA accepts an empty destination and then fails to start it ("no CloudEventSource handler is
+        # created"); ebb says so at load.
+        if self.http is None and self.azure_event_grid_topic is None:
+            raise FieldIssue.at((), "expected http (uri) or azureEventGridTopic (endpoint)")
+        return self
+
+
+class EventSubscription(KubeModel):
+    included_event_types: list[CloudEventType] | None = None
+    excluded_event_types: list[CloudEventType] | None = None
+
+    @model_validator(mode="after")
+    def _keda_webhook(self) -> EventSubscription:
+        # KEDA's validateSpec (apis/eventing/v1alpha1/cloudeventsource_webhook.go): both lists set is refused,
+        # even empty ones; a type outside AllEventTypes is refused.
+        if self.included_event_types is not None and self.excluded_event_types is not None:
+            raise FieldIssue.at(
+                ("excludedEventTypes",),
+                "setting includedEventTypes and excludedEventTypes at the same time is not supported",
+            )
+        issues: list[tuple[tuple[PathElement, ...], str]] = []
+        for alias, types in (
+            ("includedEventTypes", self.included_event_types),
+            ("excludedEventTypes", self.excluded_event_types),
+        ):
+            for index, name in enumerate(types or ()):
+                if name not in SUBSCRIBABLE_CLOUDEVENT_TYPES:
+                    issues.append(
+                        (
+                            (alias, index),
+                            f"{name} is not supported in a subscription (KEDA filters only the scaledobject and "
+                            "scaledjob types; authentication events go to every source without includedEventTypes)",
+                        )
+                    )
+        if issues:
+            raise FieldIssue(*issues)
+        return self
+
+    def wants(self, event_type: str) -> bool:
+        """KEDA's EventFilter: an include list wins; otherwise everything not excluded."""
+        if self.included_event_types:
+            return event_type in self.included_event_types
+        if self.excluded_event_types:
+            return event_type not in self.excluded_event_types
+        return True
+
+
+class CloudEventSourceSpec(KubeModel):
+    #: Empty: the operator's (KEDA's --k8sClusterName, default "kubernetes-default"; `ebb run --cluster-name`).
+    cluster_name: str | None = None
+    destination: CloudEventDestination
+    authentication_ref: AuthenticationRef | None = None
+    event_subscription: EventSubscription = Field(default_factory=EventSubscription)
+
+
+class CloudEventSource(KubeObject):
+    api_version: Literal["eventing.keda.sh/v1alpha1"] = EVENTING_API_VERSION
+    kind: Literal["CloudEventSource"] = "CloudEventSource"
+    metadata: ObjectMeta
+    spec: CloudEventSourceSpec
+
+
+class ClusterCloudEventSource(KubeObject):
+    api_version: Literal["eventing.keda.sh/v1alpha1"] = EVENTING_API_VERSION
+    kind: Literal["ClusterCloudEventSource"] = "ClusterCloudEventSource"
+    metadata: ClusterObjectMeta
+    spec: CloudEventSourceSpec
+
+    cluster_scoped: ClassVar[bool] = True
+
+
+AnyCloudEventSource = CloudEventSource | ClusterCloudEventSource
+
+
 #: Every kind the loader reads, by (apiVersion, kind).
 KINDS: dict[tuple[str, str], type[KubeObject]] = {
     (KEDA_API_VERSION, "ScaledObject"): ScaledObject,
@@ -1295,6 +1446,8 @@ KINDS: dict[tuple[str, str], type[KubeObject]] = {
     (CORE_API_VERSION, "Secret"): Secret,
     (CORE_API_VERSION, "ConfigMap"): ConfigMap,
     (EBB_API_VERSION, "ProcessGroup"): ProcessGroup,
+    (EVENTING_API_VERSION, "CloudEventSource"): CloudEventSource,
+    (EVENTING_API_VERSION, "ClusterCloudEventSource"): ClusterCloudEventSource,
 }
 
 ScalableObject = ScaledObject | ScaledJob
