@@ -22,15 +22,13 @@ import ebb
 from ebb.errors import EbbError, SpecError
 from ebb.observe.api import parse_duration
 from ebb.observe.services import Services as _Services
-from ebb.runtime.build import build_scalers, object_ref
+from ebb.runtime.build import object_ref
+from ebb.runtime.check import scalers_for
 from ebb.runtime.local import LocalRuntime, RuntimeOptions
 from ebb.runtime.lock import StateLock, StateLocked
 from ebb.runtime.output import BoundedWriter
 from ebb.runtime.scaled_object import close_scalers, read_trigger
-from ebb.scalers import available_types
 from ebb.scalers.base import DEFAULT_TIMEOUT, Scaler
-from ebb.scaling.modifiers import compile_formula
-from ebb.spec.auth import resolve_env, resolve_triggers_auth
 from ebb.spec.convert import hpa_name
 from ebb.spec.loader import LoadResult, load_files
 from ebb.spec.models import (
@@ -67,57 +65,10 @@ def _load(files: list[Path]) -> LoadResult:
     return loaded
 
 
-def _target_env(loaded: LoadResult, obj: ScaledObject | ScaledJob) -> tuple[dict[str, str], frozenset[str]]:
-    """The environment `*FromEnv` parameters resolve from: the ProcessGroup's, or the job container's."""
-    if isinstance(obj, ScaledJob):
-        env = resolve_env(obj, loaded.resources)
-        return dict(env), env.secret_values
-    group = loaded.resources.scale_target(obj)
-    if group is None:
-        return {}, frozenset()
-    env = resolve_env(group, loaded.resources)
-    return dict(env), env.secret_values
-
-
-def _cluster_bound(obj: ScaledObject | ScaledJob) -> bool:
-    """True when the object is meant for Kubernetes: a Deployment-like target, or a job with an image."""
-    if isinstance(obj, ScaledJob):
-        return bool(obj.spec.job_container.image)
-    return not obj.spec.scale_target_ref.is_process_group
-
-
 def _scalers_for(
     loaded: LoadResult, obj: ScaledObject | ScaledJob, timeout: float = DEFAULT_TIMEOUT
 ) -> tuple[list[Scaler] | None, str | None]:
-    """(scalers, None), or (None, a note why they can't be built here); raises SpecError for real errors.
-
-    Credentials of objects meant for a cluster may live in Secrets and pod environments that only the
-    cluster has: for those, what cannot be resolved here is a note, not an error.
-    """
-    unknown = sorted({t.type for t in obj.spec.triggers} - set(available_types()))
-    if unknown:
-        return None, f"trigger type(s) not in ebb's catalog yet: {', '.join(unknown)}"
-    cluster = _cluster_bound(obj)
-    try:  # resolution: Secrets, ConfigMaps, the target's environment
-        values, secrets = _target_env(loaded, obj)
-        resolve_triggers_auth(obj, loaded.resources, values)  # only to tell resolution from validation
-    except SpecError as exc:
-        if not cluster:
-            raise
-        return None, f"credentials resolve in the cluster, not here ({exc.field}: {exc.message})"
-    try:  # validation: every trigger's parameters, and the formula over them
-        scalers = build_scalers(obj, loaded.resources, values, env_secrets=secrets, timeout=timeout)
-        modifiers = obj.spec.scaling_modifiers if isinstance(obj, ScaledObject) else None
-        if modifiers is not None and modifiers.formula is not None:
-            names = [t.name for t in obj.spec.triggers if t.name]
-            compile_formula(modifiers.formula, names, obj.ref)
-        return scalers, None
-    except SpecError as exc:
-        if cluster and exc.field.endswith("FromEnv"):
-            return None, f"{exc.field} resolves from the target's environment in the cluster"
-        if cluster and exc.field.endswith(".aggregateFromKubeServiceEndpoints") and "Kubernetes API" in exc.message:
-            return None, f"{exc.field}: the Service's endpoints are found in the cluster (ebb operator)"
-        raise
+    return scalers_for(loaded, obj, timeout)
 
 
 def _scaled(loaded: LoadResult) -> list[ScaledObject | ScaledJob]:

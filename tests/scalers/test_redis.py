@@ -84,12 +84,10 @@ def test_metric_name_is_indexed_and_normalised(make: ScalerFactory) -> None:
     ("metadata", "auth_params", "resolved_env", "field", "words"),
     [
         ({"address": ADDRESS}, {}, {}, "metadata.listName", ["required"]),
-        ({"listName": "q"}, {}, {}, "metadata", ["address", "host", "port"]),
-        ({"listName": "q", "address": ADDRESS, "host": "127.0.0.1"}, {}, {}, "metadata.address", ["host"]),
-        ({"listName": "q", "address": ADDRESS}, {"host": "h", "port": "1"}, {}, "metadata.address", ["port"]),
+        ({"listName": "q"}, {}, {}, "metadata.address", ["address", "host", "port"]),
         ({"listName": "q", "host": "127.0.0.1"}, {}, {}, "metadata.port", ["port"]),
         ({"listName": "q", "port": "6379"}, {}, {}, "metadata.host", ["host"]),
-        ({"listName": "q", "host": "a,b", "port": "1"}, {}, {}, "metadata.port", ["same number"]),
+        ({"listName": "q", "host": "a,b", "port": "1"}, {}, {}, "metadata.port", ["one port per host"]),
         ({"listName": "q", "address": "redis-without-port"}, {}, {}, "metadata.address", ["host:port"]),
         ({"listName": "q", "address": "h:99999"}, {}, {}, "metadata.address", ["65535"]),
         (
@@ -229,8 +227,27 @@ async def test_unsupported_key_type_is_a_scaler_error(make: ScalerFactory, admin
         ({"addressFromEnv": "REDIS_ADDR"}, {}, {"REDIS_ADDR": ADDRESS}),
         ({"hostFromEnv": "H", "portFromEnv": "P"}, {}, {"H": "127.0.0.1", "P": "6379"}),
         ({"address": f"{ADDRESS},127.0.0.1:{free_port()}"}, {}, {}),  # KEDA uses the first address
+        ({"addresses": ADDRESS}, {}, {}),  # KEDA's other spellings: name=address;addresses
+        ({"hosts": "127.0.0.1", "ports": "6379"}, {}, {}),
+        ({"address": ADDRESS, "host": "127.0.0.1", "port": str(free_port())}, {}, {}),  # address comes first
+        ({"address": ADDRESS}, {"host": "h", "port": "1"}, {}),
+        ({"address": ADDRESS, "host": "ignored-without-a-port"}, {}, {}),
+        ({"address": ADDRESS, "enableTLS": " False "}, {}, {}),  # values are trimmed, Go booleans
     ],
-    ids=["host-port", "auth-host-port", "auth-address", "address-from-env", "host-port-from-env", "list"],
+    ids=[
+        "host-port",
+        "auth-host-port",
+        "auth-address",
+        "address-from-env",
+        "host-port-from-env",
+        "list",
+        "addresses",
+        "hosts-ports",
+        "address-and-host-port",
+        "address-and-auth-host-port",
+        "address-and-host",
+        "trimmed-bool",
+    ],
 )
 async def test_every_way_of_giving_the_server_reaches_it(
     make: ScalerFactory,

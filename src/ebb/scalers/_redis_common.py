@@ -51,29 +51,59 @@ _BACKOFF_MAX = 30.0
 class RedisConnectionMetadata(ScalerMetadata):
     """Connection parameters of every Redis trigger, and ebb's own enableKeyspaceNotifications, clientName."""
 
-    address: str | None = param(None, name="address", sources=_ADDRESS_SOURCES)
-    host: str | None = param(None, name="host", sources=_CONN_SOURCES)
-    port: str | None = param(None, name="port", sources=_CONN_SOURCES)
+    address: str | None = param(
+        None,
+        name="address",
+        also=("addresses",),
+        sources=_ADDRESS_SOURCES,
+        description=("`host:port`, or a comma list whose first entry is used. Or give `host` and `port`"),
+    )
+    host: str | None = param(
+        None,
+        name="host",
+        also=("hosts",),
+        sources=_CONN_SOURCES,
+        description=(
+            "comma lists of the same length; the first pair is used. When `address` is also "
+            "given, `address` wins, as in KEDA"
+        ),
+    )
+    port: str | None = param(
+        None,
+        name="port",
+        also=("ports",),
+        sources=_CONN_SOURCES,
+        description=(
+            "comma lists of the same length; the first pair is used. When `address` is also "
+            "given, `address` wins, as in KEDA"
+        ),
+    )
     username: str | None = param(None, name="username", sources=_CONN_SOURCES)
     password: str | None = param(None, name="password", sources=("resolvedEnv", "authParams"), secret=True)
     database_index: int = param(0, name="databaseIndex", ge=0)
-    enable_tls: bool | None = param(None, name="enableTLS")
-    tls: Literal["enable", "disable"] | None = param(None, name="tls", sources=("authParams",))
+    enable_tls: bool | None = param(
+        None, name="enableTLS", shown_default="`false`", description="or `tls: enable` from auth, not both"
+    )
+    tls: Literal["enable", "disable"] | None = param(
+        None, name="tls", sources=("authParams",), description="`enable` or `disable`; not together with `enableTLS`"
+    )
     unsafe_ssl: bool = param(False, name="unsafeSsl")
-    ca: str | None = param(None, name="ca", sources=("authParams",))
-    cert: str | None = param(None, name="cert", sources=("authParams",))
-    key: str | None = param(None, name="key", sources=("authParams",), secret=True)
-    key_password: str | None = param(None, name="keyPassword", sources=("authParams",), secret=True)
+    ca: str | None = param(None, name="ca", sources=("authParams",), description="PEM text")
+    cert: str | None = param(None, name="cert", also=("Cert",), sources=("authParams",), description="PEM text")
+    key: str | None = param(None, name="key", sources=("authParams",), secret=True, description="PEM text")
+    key_password: str | None = param(
+        None, name="keyPassword", sources=("authParams",), secret=True, description="PEM text"
+    )
     enable_keyspace_notifications: bool = param(
         False,
         name="enableKeyspaceNotifications",
-        description="ebb only: may ebb turn on the keyspace notifications push needs (CONFIG SET)",
+        description="ebb only: lets ebb `CONFIG SET notify-keyspace-events` for push",
     )
     client_name: str | None = param(
         None,
         name="clientName",
         pattern=r"^\S+$",
-        description="ebb only: CLIENT SETNAME for this trigger's connections (needs the ACL permission)",
+        description="ebb only: `CLIENT SETNAME` for this trigger's connections",
     )
 
 
@@ -122,35 +152,27 @@ def _parse_address(address: str, where: str, obj: str) -> tuple[str, int]:
 
 
 def _resolve_host_port(meta: RedisConnectionMetadata, ctx: TriggerContext) -> tuple[str, int]:
+    """KEDA's validateRedisAddress: host/port pairs are appended to `address`, and a single-node client
+    connects to the first entry, so `address` wins when both are given."""
     where = f"spec.triggers[{ctx.trigger_index}].metadata"
     obj = ctx.object_ref
-    if meta.address and (meta.host or meta.port):
-        given = " and ".join(k for k, v in (("host", meta.host), ("port", meta.port)) if v)
+    hosts, ports = _split(meta.host or ""), _split(meta.port or "")
+    if hosts and ports and len(hosts) != len(ports):
         raise SpecError(
             obj,
-            f"{where}.address",
-            f"give either address or host and port, not both (got address and {given})",
+            f"{where}.port",
+            f"host lists {len(hosts)} entries and port {len(ports)}: give one port per host",
         )
-    if meta.address:
+    if meta.address and _split(meta.address):
         return _parse_address(meta.address, f"{where}.address", obj)
-    if not meta.host and not meta.port:
-        raise SpecError(
-            obj,
-            where,
-            "no Redis server given: set address (host:port), or host and port (in the trigger "
-            "metadata, a TriggerAuthentication, or addressFromEnv/hostFromEnv/portFromEnv)",
-        )
-    if not meta.host or not meta.port:
-        missing = "host" if not meta.host else "port"
-        raise SpecError(
-            obj,
-            f"{where}.{missing}",
-            f"{missing} is required when {'port' if missing == 'host' else 'host'} is set",
-        )
-    hosts, ports = _split(meta.host), _split(meta.port)
-    if len(hosts) != len(ports):
-        raise SpecError(obj, f"{where}.port", "host and port must list the same number of entries")
-    return hosts[0], _parse_port(ports[0], f"{where}.port", obj)
+    if hosts and ports:
+        return hosts[0], _parse_port(ports[0], f"{where}.port", obj)
+    raise SpecError(
+        obj,
+        f"{where}.address" if not (hosts or ports) else f"{where}.{'port' if hosts else 'host'}",
+        "no Redis server given: set address (host:port, or a comma list), or both host and port (in the "
+        "trigger metadata, a TriggerAuthentication, or addressFromEnv/hostFromEnv/portFromEnv)",
+    )
 
 
 def _tls_enabled(meta: RedisConnectionMetadata, ctx: TriggerContext) -> bool:
