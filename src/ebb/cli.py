@@ -9,10 +9,11 @@ import os
 import re
 import signal
 import sys
+import threading
 from collections.abc import Sequence
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import IO, Annotated, Any, cast
 
 import typer
 import yaml
@@ -23,13 +24,13 @@ import ebb
 from ebb.errors import MASK, EbbError, SpecError, redact
 from ebb.observe.api import parse_duration
 from ebb.observe.services import Services as _Services
-from ebb.runtime.build import build_scalers, object_ref
+from ebb.runtime.build import object_ref
+from ebb.runtime.check import scalers_for
 from ebb.runtime.local import LocalRuntime, RuntimeOptions
+from ebb.runtime.lock import StateLock, StateLocked
+from ebb.runtime.output import BoundedWriter
 from ebb.runtime.scaled_object import close_scalers, read_trigger
-from ebb.scalers import available_types
 from ebb.scalers.base import DEFAULT_TIMEOUT, Scaler
-from ebb.scaling.modifiers import compile_formula
-from ebb.spec.auth import resolve_env, resolve_triggers_auth
 from ebb.spec.convert import hpa_name
 from ebb.spec.loader import LoadResult, load_files
 from ebb.spec.models import (
@@ -42,6 +43,7 @@ from ebb.spec.models import (
     ScaledObject,
     Secret,
 )
+from ebb.targets._child import raise_open_file_limit, use_pidfd_child_watcher
 from ebb.web.server import DEFAULT_HOST, DEFAULT_PORT
 
 app = typer.Typer(
@@ -153,57 +155,10 @@ def _print_data(data: object, output: Output) -> None:
         typer.echo(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), nl=False)
 
 
-def _target_env(loaded: LoadResult, obj: ScaledObject | ScaledJob) -> tuple[dict[str, str], frozenset[str]]:
-    """The environment `*FromEnv` parameters resolve from: the ProcessGroup's, or the job container's."""
-    if isinstance(obj, ScaledJob):
-        env = resolve_env(obj, loaded.resources)
-        return dict(env), env.secret_values
-    group = loaded.resources.scale_target(obj)
-    if group is None:
-        return {}, frozenset()
-    env = resolve_env(group, loaded.resources)
-    return dict(env), env.secret_values
-
-
-def _cluster_bound(obj: ScaledObject | ScaledJob) -> bool:
-    """True when the object is meant for Kubernetes: a Deployment-like target, or a job with an image."""
-    if isinstance(obj, ScaledJob):
-        return bool(obj.spec.job_container.image)
-    return not obj.spec.scale_target_ref.is_process_group
-
-
 def _scalers_for(
     loaded: LoadResult, obj: ScaledObject | ScaledJob, timeout: float = DEFAULT_TIMEOUT
 ) -> tuple[list[Scaler] | None, str | None]:
-    """(scalers, None), or (None, a note why they can't be built here); raises SpecError for real errors.
-
-    Credentials of objects meant for a cluster may live in Secrets and pod environments that only the
-    cluster has: for those, what cannot be resolved here is a note, not an error.
-    """
-    unknown = sorted({t.type for t in obj.spec.triggers} - set(available_types()))
-    if unknown:
-        return None, f"trigger type(s) not in ebb's catalog yet: {', '.join(unknown)}"
-    cluster = _cluster_bound(obj)
-    try:  # resolution: Secrets, ConfigMaps, the target's environment
-        values, secrets = _target_env(loaded, obj)
-        resolve_triggers_auth(obj, loaded.resources, values)  # only to tell resolution from validation
-    except SpecError as exc:
-        if not cluster:
-            raise
-        return None, f"credentials resolve in the cluster, not here ({exc.field}: {exc.message})"
-    try:  # validation: every trigger's parameters, and the formula over them
-        scalers = build_scalers(obj, loaded.resources, values, env_secrets=secrets, timeout=timeout)
-        modifiers = obj.spec.scaling_modifiers if isinstance(obj, ScaledObject) else None
-        if modifiers is not None and modifiers.formula is not None:
-            names = [t.name for t in obj.spec.triggers if t.name]
-            compile_formula(modifiers.formula, names, obj.ref)
-        return scalers, None
-    except SpecError as exc:
-        if cluster and exc.field.endswith("FromEnv"):
-            return None, f"{exc.field} resolves from the target's environment in the cluster"
-        if cluster and exc.field.endswith(".aggregateFromKubeServiceEndpoints") and "Kubernetes API" in exc.message:
-            return None, f"{exc.field}: the Service's endpoints are found in the cluster (ebb operator)"
-        raise
+    return scalers_for(loaded, obj, timeout)
 
 
 def _scaled(loaded: LoadResult) -> list[ScaledObject | ScaledJob]:
@@ -502,7 +457,50 @@ def _console_sink(name: str, line: str) -> None:
     console.print(f"[dim]\\[{escape(name)}][/] {escape(line)}", highlight=False, soft_wrap=True)
 
 
-async def _run_until_signalled(runtime: LocalRuntime, services: _Services | None = None) -> None:
+#: Beyond the longest grace period, how long a stop may take (loops, scalers, reaping) before ebb kills
+#: whatever is left and exits.
+STOP_MARGIN = 10.0
+
+
+def _kill_and_exit(runtime: LocalRuntime, code: int, message: str) -> None:
+    """SIGKILL every worker, terminating ones included, and exit at once (works from any thread)."""
+    for _ in range(3):  # from a thread, the loop may change a target's worker table under us
+        try:
+            runtime.kill_all()
+            break
+        except RuntimeError:
+            continue
+    err_console.print(message)
+    writer = err_console.file
+    if isinstance(writer, BoundedWriter):
+        writer.drain(0.5)
+    os._exit(code)
+
+
+class _StopWatchdog:
+    """After the first signal: if ebb has not exited `limit` seconds later, kill the workers and exit.
+
+    A thread, so that it fires even if the event loop is stuck.
+    """
+
+    def __init__(self, runtime: LocalRuntime) -> None:
+        self.runtime = runtime
+        self.done = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self, limit: float) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._watch, args=(limit,), name="ebb-stop-watchdog", daemon=True)
+            self._thread.start()
+
+    def _watch(self, limit: float) -> None:
+        if not self.done.wait(limit):
+            _kill_and_exit(self.runtime, 1, f"[red]ebb did not stop within {limit:g}s: killed every worker[/]")
+
+
+async def _run_until_signalled(
+    runtime: LocalRuntime, services: _Services | None = None, watchdog: _StopWatchdog | None = None
+) -> None:
     loop = asyncio.get_running_loop()
     main = asyncio.current_task()
     assert main is not None
@@ -510,6 +508,7 @@ async def _run_until_signalled(runtime: LocalRuntime, services: _Services | None
         await services.start()
     runner = asyncio.create_task(runtime.run())
     signals = 0
+    watchdog = watchdog or _StopWatchdog(runtime)
 
     def on_signal() -> None:
         nonlocal signals
@@ -517,22 +516,21 @@ async def _run_until_signalled(runtime: LocalRuntime, services: _Services | None
         if signals == 1:
             err_console.print("[yellow]stopping: workers get their grace period (Ctrl-C again to kill them now)[/]")
             runner.cancel()
+            watchdog.start(runtime.max_grace() + STOP_MARGIN)
         else:
-            err_console.print("[red]killing workers[/]")
-            for target in runtime.targets.values():
-                for pid in target.pids():
-                    with contextlib.suppress(ProcessLookupError, PermissionError):
-                        os.killpg(pid, signal.SIGKILL)
-            os._exit(130)
+            _kill_and_exit(runtime, 130, "[red]killed every worker[/]")
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    # SIGHUP (a closed terminal or SSH session) stops gracefully too, instead of killing ebb outright.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, on_signal)
     try:
         with contextlib.suppress(asyncio.CancelledError):
             await runner
     finally:
         if services is not None:
-            await services.stop()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(5.0):
+                    await services.stop()
 
 
 def _cloudevent_sources(
@@ -623,29 +621,83 @@ def run(
     if (cloudevents_include or cloudevents_exclude) and not cloudevents_sink:
         err_console.print("[red]error[/] --cloudevents-include/--cloudevents-exclude need --cloudevents-sink")
         raise typer.Exit(2)
-    sources = _cloudevent_sources(loaded, cloudevents_sink, cloudevents_include or [], cloudevents_exclude or [])
-    services = _Services(
-        state_dir=state.parent,
-        metrics_port=metrics_port,
-        metrics_host=metrics_host,
-        allowed_hosts=allow_host or (),
-        dashboard=dashboard,
-        history=history,
-        retention=retention,
-        cloudevent_sources=sources,
-        cluster_name=cluster_name,
-        announce=lambda text: console.print(f"[dim]{escape(text)}[/]"),
-    )
-    for error in services.cloudevent_errors:
-        err_console.print(f"[red]✗[/] {escape(str(error))}")
-    observer = services.observers(ConsoleObserver(console, verbose=verbose), _scaled(loaded))
-    options = RuntimeOptions(state_path=None if no_state else state, scaler_timeout=timeout, output=_console_sink)
-    runtime = LocalRuntime(loaded, observer, options)
-    console.print(
-        f"[bold]ebb {ebb.__version__}[/]: {len(loaded.of(ScaledObject))} ScaledObject(s), "
-        f"{len(loaded.of(ScaledJob))} ScaledJob(s), {len(loaded.of(ProcessGroup))} ProcessGroup(s)"
-    )
-    asyncio.run(_run_until_signalled(runtime, services))
+    lock = _lock_state_dir(state.parent) if (history or not no_state) else None
+    raise_open_file_limit()
+    use_pidfd_child_watcher()  # no thread per worker
+    writers = _bounded_output()
+    try:
+        sources = _cloudevent_sources(loaded, cloudevents_sink, cloudevents_include or [], cloudevents_exclude or [])
+        services = _Services(
+            state_dir=state.parent,
+            metrics_port=metrics_port,
+            metrics_host=metrics_host,
+            allowed_hosts=allow_host or (),
+            dashboard=dashboard,
+            history=history,
+            retention=retention,
+            cloudevent_sources=sources,
+            cluster_name=cluster_name,
+            announce=lambda text: console.print(f"[dim]{escape(text)}[/]"),
+        )
+        for error in services.cloudevent_errors:
+            err_console.print(f"[red]✗[/] {escape(str(error))}")
+        observer = services.observers(ConsoleObserver(console, verbose=verbose), _scaled(loaded))
+        options = RuntimeOptions(state_path=None if no_state else state, scaler_timeout=timeout, output=_console_sink)
+        runtime = LocalRuntime(loaded, observer, options)
+        console.print(
+            f"[bold]ebb {ebb.__version__}[/]: {len(loaded.of(ScaledObject))} ScaledObject(s), "
+            f"{len(loaded.of(ScaledJob))} ScaledJob(s), {len(loaded.of(ProcessGroup))} ProcessGroup(s)"
+        )
+        asyncio.run(_run_until_signalled(runtime, services))
+    finally:
+        _restore_output(writers)
+        if lock is not None:
+            lock.release()
+
+
+def _lock_state_dir(directory: Path) -> StateLock:
+    """One ebb per state directory; a clear one-line error (not a traceback) when it is held or unusable."""
+    lock = StateLock(directory)
+    problem: str | None = None
+    try:
+        lock.acquire()
+    except StateLocked as exc:
+        err_console.print(f"[red]error[/] {escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(1) from None
+    except OSError as exc:
+        problem = exc.strerror or str(exc)
+        if directory.exists() and not directory.is_dir():
+            problem = "not a directory"
+    if problem is None and not os.access(directory, os.W_OK):
+        lock.release()
+        problem = "not writable"
+    if problem is not None:
+        err_console.print(
+            f"[red]error[/] state directory {escape(str(directory))}: {escape(problem)}; "
+            "give a writable --state (or run with --no-state --no-history)",
+            soft_wrap=True,
+        )
+        raise typer.Exit(1)
+    return lock
+
+
+def _bounded_output() -> tuple[BoundedWriter | None, BoundedWriter | None]:
+    """Route ebb's stdout and stderr through writers that never block the loop (see runtime/output.py)."""
+    out = BoundedWriter.around(sys.stdout, "stdout")
+    err = BoundedWriter.around(sys.stderr, "stderr")
+    if out is not None:
+        console.file = cast(IO[str], out)
+    if err is not None:
+        err_console.file = cast(IO[str], err)
+    return out, err
+
+
+def _restore_output(writers: tuple[BoundedWriter | None, BoundedWriter | None]) -> None:
+    for writer in writers:
+        if writer is not None:
+            writer.drain(1.0)  # what a reader can still take; a blocked one is not waited for
+    console.file = None  # type: ignore[assignment]
+    err_console.file = None  # type: ignore[assignment]
 
 
 @app.command()
@@ -801,6 +853,7 @@ def status(
                 triggers or None,
                 _ago(now, o["last_scale"]),
                 _ago(now, o["time"]),
+                o.get("reason"),
             )
         )
     _print_rows(
@@ -813,11 +866,13 @@ def status(
             "MAX",
             "CURRENT",
             "DESIRED",
-            "READY",
+            # Worker processes running now; not KEDA's READY (the ScaledObject's Ready condition).
+            "RUNNING",
             "ACTIVE",
             "TRIGGERS",
             "LAST SCALE",
             "LAST POLL",
+            "REASON",
         ),
         rows,
     )

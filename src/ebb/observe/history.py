@@ -55,13 +55,14 @@ _OBJECT_COLUMNS = (
     "ready",
     "triggers",
     "last_scale",
+    "reason",
 )
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS objects (
     key TEXT PRIMARY KEY, kind TEXT, namespace TEXT, name TEXT,
     target TEXT, min_replicas INTEGER, max_replicas INTEGER, trigger_types TEXT,
     time REAL, active INTEGER, paused INTEGER, desired INTEGER, current INTEGER, ready INTEGER,
-    triggers TEXT, last_scale REAL
+    triggers TEXT, last_scale REAL, reason TEXT
 );
 CREATE TABLE IF NOT EXISTS points (
     key TEXT NOT NULL, time REAL NOT NULL, resolution REAL NOT NULL,
@@ -192,6 +193,12 @@ class HistoryStore:
         if not readonly:
             with self._db:
                 self._db.executescript(_SCHEMA)
+                # A history written before the reason column existed gains it.
+                if "reason" not in self._object_columns():
+                    self._db.execute("ALTER TABLE objects ADD COLUMN reason TEXT")
+
+    def _object_columns(self) -> set[str]:
+        return {row[1] for row in self._db.execute("PRAGMA table_info(objects)")}
 
     def close(self) -> None:
         with self._lock:
@@ -244,10 +251,11 @@ class HistoryStore:
                 scaled = r.time if r.desired_replicas != r.current_replicas else None
                 self._db.execute(
                     "INSERT INTO objects (key, kind, namespace, name, time, active, paused, desired, current, ready, "
-                    "triggers, last_scale) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET "
+                    "triggers, last_scale, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT(key) DO UPDATE SET "
                     "time=excluded.time, active=excluded.active, paused=excluded.paused, desired=excluded.desired, "
                     "current=excluded.current, ready=excluded.ready, triggers=excluded.triggers, "
-                    "last_scale=COALESCE(excluded.last_scale, objects.last_scale)",
+                    "last_scale=COALESCE(excluded.last_scale, objects.last_scale), reason=excluded.reason",
                     (
                         r.ref.key,
                         r.ref.kind,
@@ -261,6 +269,7 @@ class HistoryStore:
                         r.ready_replicas,
                         triggers,
                         scaled,
+                        r.reason,
                     ),
                 )
             self._db.executemany(
@@ -305,13 +314,13 @@ class HistoryStore:
     def objects(self) -> list[dict[str, Any]]:
         """Every object with its latest state, by namespace and name."""
         with self._lock:
-            rows = self._db.execute(
-                f"SELECT {', '.join(_OBJECT_COLUMNS)} FROM objects ORDER BY namespace, name, kind"
-            ).fetchall()
-        names = _OBJECT_COLUMNS
+            present = self._object_columns()
+            names = tuple(c for c in _OBJECT_COLUMNS if c in present)
+            rows = self._db.execute(f"SELECT {', '.join(names)} FROM objects ORDER BY namespace, name, kind").fetchall()
         out = []
         for row in rows:
             obj = dict(zip(names, row, strict=True))
+            obj.setdefault("reason", None)
             obj["trigger_types"] = json.loads(obj["trigger_types"]) if obj["trigger_types"] else []
             obj["triggers"] = json.loads(obj["triggers"]) if obj["triggers"] else []
             obj["active"] = None if obj["active"] is None else bool(obj["active"])
@@ -398,6 +407,9 @@ class HistoryObserver(Observer):
         self.clock = clock
         self.on_drop = on_drop
         self.dropped = 0
+        #: Told (once per failing streak, and once on recovery) when the history cannot be written.
+        self.on_write_problem: Callable[[str, str], None] | None = None
+        self._write_failing = False
         self._points: deque[PollRecord] = deque()
         self._events: deque[EventRecord] = deque()
         self._last_problem: dict[ObjectRef, str] = {}
@@ -432,8 +444,8 @@ class HistoryObserver(Observer):
         self._last_problem.pop(ref, None)
         self._removed.append(ref)
 
-    async def flush(self) -> None:
-        """Write what is queued (in a worker thread)."""
+    async def flush(self) -> bool:
+        """Write what is queued (in a worker thread); True if there was anything to write."""
         points, self._points = list(self._points), deque()
         events, self._events = list(self._events), deque()
         removed, self._removed = self._removed, []
@@ -441,6 +453,20 @@ class HistoryObserver(Observer):
             await asyncio.to_thread(self.store.write, points, events)
         for ref in removed:
             await asyncio.to_thread(self.store.forget, ref)
+        return bool(points or events or removed)
+
+    def _wrote(self, error: Exception | None) -> None:
+        if error is not None and not self._write_failing:
+            self._write_failing = True
+            self._tell("HistoryWriteFailed", f"cannot write the history {self.store.path}: {error}")
+        elif error is None and self._write_failing:
+            self._write_failing = False
+            self._tell("HistoryWriteRecovered", f"the history {self.store.path} is written again")
+
+    def _tell(self, reason: str, message: str) -> None:
+        if self.on_write_problem is not None:
+            with contextlib.suppress(Exception):
+                self.on_write_problem(reason, message)
 
     async def run(self) -> None:
         """Flush every `flush_interval`, maintain every `maintain_interval`, until cancelled (then flush)."""
@@ -448,8 +474,13 @@ class HistoryObserver(Observer):
         try:
             while True:
                 await asyncio.sleep(self.flush_interval)
-                with contextlib.suppress(sqlite3.Error, OSError):
-                    await self.flush()
+                try:
+                    wrote = await self.flush()
+                except (sqlite3.Error, OSError) as exc:
+                    self._wrote(exc)
+                else:
+                    if wrote:
+                        self._wrote(None)
                 now = self.clock()
                 if now - last_maintain >= self.maintain_interval:
                     last_maintain = now

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Literal
 
 from ebb.errors import SpecError
 from ebb.observe.catalog import object_info
@@ -13,7 +15,8 @@ from ebb.observe.cloudevents import CloudEventHub, CloudEventsObserver, build_hu
 from ebb.observe.events import EventLog, EventLogObserver
 from ebb.observe.history import DEFAULT_RETENTION, HistoryObserver, HistoryStore
 from ebb.observe.metrics import MetricsObserver
-from ebb.runtime.observer import Observer, Observers
+from ebb.runtime.observer import RUNTIME_REF, Observer, Observers
+from ebb.scaling.types import ScalingEvent
 from ebb.spec.auth import DEFAULT_CLUSTER_OBJECT_NAMESPACE
 from ebb.spec.models import AnyCloudEventSource, ScaledJob, ScaledObject
 from ebb.web.server import DEFAULT_HOST, DEFAULT_PORT, AppServer, build_app, serve
@@ -86,7 +89,18 @@ class Services:
         for extra in (self.metrics, self.event_log, self.history, self.cloudevents):
             if extra is not None:
                 chain.append(extra)
-        return Observers(chain)
+        observers = Observers(chain)
+
+        def write_problem(reason: str, message: str) -> None:
+            # A failed write of the history or the event log is itself an event, for the outputs that work.
+            kind: Literal["Normal", "Warning"] = "Normal" if reason.endswith("Recovered") else "Warning"
+            observers.event(RUNTIME_REF, ScalingEvent(reason, message, kind), time.time())
+
+        if self.history is not None:
+            self.history.on_write_problem = write_problem
+        if self.event_log is not None:
+            self.event_log.on_write_problem = write_problem
+        return observers
 
     async def start(self) -> None:
         if self.history is not None:

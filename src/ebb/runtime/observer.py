@@ -22,6 +22,10 @@ class ObjectRef:
         return f"{self.kind}/{self.namespace}/{self.name}"
 
 
+#: What events about ebb itself (its state files, leftovers of a killed run) are recorded under.
+RUNTIME_REF = ObjectRef("Runtime", "", "ebb")
+
+
 @dataclass(frozen=True)
 class PollRecord:
     """One poll of one object: what the triggers said, what the core decided, what the target now runs."""
@@ -37,6 +41,8 @@ class PollRecord:
     lateness: float = 0.0
     #: Seconds spent reading all triggers.
     read_seconds: float = 0.0
+    #: Why fewer replicas run than desired (a crash loop, a failed start...); None when all run.
+    reason: str | None = None
 
 
 class Observer:

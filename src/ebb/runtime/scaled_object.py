@@ -86,6 +86,50 @@ def rescale_event(current: int, desired: int, decision: Decision, results: Seque
     )
 
 
+#: How long (seconds) fewer replicas may run than desired before a ReplicasUnavailable event says why.
+UNAVAILABLE_AFTER = 30.0
+
+
+def not_ready_reason(target: object) -> str | None:
+    """The target's own words for why replicas are missing (local targets know; others say nothing)."""
+    explain = getattr(target, "not_ready_reason", None)
+    if explain is None:
+        return None
+    try:
+        reason = explain()
+    except Exception:
+        return None
+    return reason if isinstance(reason, str) else None
+
+
+class Availability:
+    """Turns "fewer ready than desired" lasting `after` seconds into one Warning event, and its end into one."""
+
+    def __init__(self, after: float = UNAVAILABLE_AFTER) -> None:
+        self.after = after
+        self._since: float | None = None
+        self._reported = False
+
+    def check(self, desired: int, ready: int, reason: str | None, now: float) -> ScalingEvent | None:
+        if ready >= desired:
+            self._since = None
+            if self._reported:
+                self._reported = False
+                return ScalingEvent("ReplicasAvailable", f"all {desired} desired replica(s) run")
+            return None
+        if self._since is None:
+            self._since = now
+        if not self._reported and now - self._since >= self.after:
+            self._reported = True
+            why = f": {reason}" if reason else ""
+            return ScalingEvent(
+                "ReplicasUnavailable",
+                f"{ready} of {desired} desired replica(s) running for {now - self._since:.0f}s{why}",
+                "Warning",
+            )
+        return None
+
+
 def _resolve(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_result(None)
@@ -109,11 +153,13 @@ class ScaledObjectLoop:
         idle_replicas: int | None = None,
         start_offset: float = 0.0,
         clock: Callable[[], float] = time.time,
+        unavailable_after: float = UNAVAILABLE_AFTER,
     ) -> None:
         self.ref = ref
         self.scalers = list(scalers)
         self.target = target
         self.decider = decider
+        self.availability = Availability(unavailable_after)
         self.polling_interval = polling_interval
         self.idle_polling_interval = idle_polling_interval
         self.idle_replicas = idle_replicas or 0
@@ -254,6 +300,11 @@ class ScaledObjectLoop:
         self.last_results = results
         if self.state is not None:
             self.state.save(self.ref.key, self.decider.state, desired)
+        ready = self.target.ready_replicas()
+        reason = not_ready_reason(self.target) if ready < desired else None
+        availability = self.availability.check(desired, ready, reason, now)
+        if availability is not None:
+            self.observer.event(self.ref, availability, now)
         self.observer.poll(
             PollRecord(
                 ref=self.ref,
@@ -262,9 +313,10 @@ class ScaledObjectLoop:
                 decision=decision,
                 current_replicas=current,
                 desired_replicas=desired,
-                ready_replicas=self.target.ready_replicas(),
+                ready_replicas=ready,
                 lateness=lateness,
                 read_seconds=read_seconds,
+                reason=reason,
             )
         )
         return decision

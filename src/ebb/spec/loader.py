@@ -22,7 +22,17 @@ from pydantic_core import ErrorDetails
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from ebb.errors import SpecError
-from ebb.spec.models import KINDS, FieldIssue, KubeObject, PathElement, ScaledObject, describe, kind_of
+from ebb.spec.models import (
+    KINDS,
+    FieldIssue,
+    KubeObject,
+    PathElement,
+    ScaledJob,
+    ScaledObject,
+    describe,
+    kind_of,
+    kubernetes_string_problems,
+)
 from ebb.spec.paths import format_path, parse_path
 from ebb.spec.resources import ResourceSet
 
@@ -479,6 +489,12 @@ class _Parsed:
             for loc, message in problems:
                 self.error(loc, message)
             return
+        if isinstance(obj, ScaledObject | ScaledJob) and obj.cluster_bound:
+            problems = kubernetes_string_problems(data)
+            for loc, message in problems:
+                self.error(loc, message)
+            if problems:
+                return
         if self._source is not None:
             obj.set_source(f"{self._source}:{_line(self._node)}" if self._node is not None else self._source)
         self.obj = obj
@@ -531,7 +547,7 @@ class _Collector:
         self.result.resources.add(parsed.obj)
         self.result.objects.append(parsed.obj)
         self.result.origins[parsed.obj.key] = (source, node)
-        if isinstance(parsed.obj, ScaledObject):
+        if isinstance(parsed.obj, ScaledObject | ScaledJob):
             for loc, message in parsed.obj.warnings():
                 parsed.error(loc, message)
             self.result.warnings.extend(parsed.errors)
