@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import sys
 
-from bench import activation, decisions, fleet, metrics_api, objects
+from bench import activation, decisions, fleet, loading, metrics_api, objects
 
 
 def main() -> int:
     decisions.main()
+    loading.main([])
     activation.main([])
     objects.main([])
     metrics_api.main([])

@@ -57,9 +57,10 @@ _OBJECT_COLUMNS = (
     "last_scale",
     "state",
     "cost_per_replica_hour",
+    "reason",
 )
 #: Columns added after the first release: added to an older database on open (read-only opens read them as NULL).
-_ADDED_COLUMNS = {"state": "TEXT", "cost_per_replica_hour": "REAL"}
+_ADDED_COLUMNS = {"state": "TEXT", "cost_per_replica_hour": "REAL", "reason": "TEXT"}
 #: An object's state in the overview (from its last poll).
 STATES = ("active", "idle", "paused", "fallback", "error")
 _SCHEMA = """
@@ -67,7 +68,7 @@ CREATE TABLE IF NOT EXISTS objects (
     key TEXT PRIMARY KEY, kind TEXT, namespace TEXT, name TEXT,
     target TEXT, min_replicas INTEGER, max_replicas INTEGER, trigger_types TEXT,
     time REAL, active INTEGER, paused INTEGER, desired INTEGER, current INTEGER, ready INTEGER,
-    triggers TEXT, last_scale REAL, state TEXT, cost_per_replica_hour REAL
+    triggers TEXT, last_scale REAL, state TEXT, cost_per_replica_hour REAL, reason TEXT
 );
 CREATE TABLE IF NOT EXISTS points (
     key TEXT NOT NULL, time REAL NOT NULL, resolution REAL NOT NULL,
@@ -261,11 +262,12 @@ class HistoryStore:
                 scaled = r.time if r.desired_replicas != r.current_replicas else None
                 self._db.execute(
                     "INSERT INTO objects (key, kind, namespace, name, time, active, paused, desired, current, ready, "
-                    "triggers, last_scale, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                    "triggers, last_scale, state, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                     "ON CONFLICT(key) DO UPDATE SET "
                     "time=excluded.time, active=excluded.active, paused=excluded.paused, desired=excluded.desired, "
                     "current=excluded.current, ready=excluded.ready, triggers=excluded.triggers, "
-                    "last_scale=COALESCE(excluded.last_scale, objects.last_scale), state=excluded.state",
+                    "last_scale=COALESCE(excluded.last_scale, objects.last_scale), state=excluded.state, "
+                    "reason=excluded.reason",
                     (
                         r.ref.key,
                         r.ref.kind,
@@ -280,6 +282,7 @@ class HistoryStore:
                         triggers,
                         scaled,
                         _state(r, active, paused),
+                        r.reason,
                     ),
                 )
             self._db.executemany(
@@ -354,6 +357,7 @@ class HistoryStore:
         out = []
         for row in rows:
             obj = dict(zip(names, row, strict=True))
+            obj.setdefault("reason", None)
             obj["trigger_types"] = json.loads(obj["trigger_types"]) if obj["trigger_types"] else []
             obj["triggers"] = json.loads(obj["triggers"]) if obj["triggers"] else []
             obj["active"] = None if obj["active"] is None else bool(obj["active"])
@@ -452,6 +456,9 @@ class HistoryObserver(Observer):
         self.clock = clock
         self.on_drop = on_drop
         self.dropped = 0
+        #: Told (once per failing streak, and once on recovery) when the history cannot be written.
+        self.on_write_problem: Callable[[str, str], None] | None = None
+        self._write_failing = False
         self._points: deque[PollRecord] = deque()
         self._events: deque[EventRecord] = deque()
         self._last_problem: dict[ObjectRef, str] = {}
@@ -486,8 +493,8 @@ class HistoryObserver(Observer):
         self._last_problem.pop(ref, None)
         self._removed.append(ref)
 
-    async def flush(self) -> None:
-        """Write what is queued (in a worker thread)."""
+    async def flush(self) -> bool:
+        """Write what is queued (in a worker thread); True if there was anything to write."""
         points, self._points = list(self._points), deque()
         events, self._events = list(self._events), deque()
         removed, self._removed = self._removed, []
@@ -495,6 +502,20 @@ class HistoryObserver(Observer):
             await asyncio.to_thread(self.store.write, points, events)
         for ref in removed:
             await asyncio.to_thread(self.store.forget, ref)
+        return bool(points or events or removed)
+
+    def _wrote(self, error: Exception | None) -> None:
+        if error is not None and not self._write_failing:
+            self._write_failing = True
+            self._tell("HistoryWriteFailed", f"cannot write the history {self.store.path}: {error}")
+        elif error is None and self._write_failing:
+            self._write_failing = False
+            self._tell("HistoryWriteRecovered", f"the history {self.store.path} is written again")
+
+    def _tell(self, reason: str, message: str) -> None:
+        if self.on_write_problem is not None:
+            with contextlib.suppress(Exception):
+                self.on_write_problem(reason, message)
 
     async def run(self) -> None:
         """Flush every `flush_interval`, maintain every `maintain_interval`, until cancelled (then flush)."""
@@ -502,8 +523,13 @@ class HistoryObserver(Observer):
         try:
             while True:
                 await asyncio.sleep(self.flush_interval)
-                with contextlib.suppress(sqlite3.Error, OSError):
-                    await self.flush()
+                try:
+                    wrote = await self.flush()
+                except (sqlite3.Error, OSError) as exc:
+                    self._wrote(exc)
+                else:
+                    if wrote:
+                        self._wrote(None)
                 now = self.clock()
                 if now - last_maintain >= self.maintain_interval:
                     last_maintain = now

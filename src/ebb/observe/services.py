@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Literal
 
 from ebb.errors import SpecError
 from ebb.observe.catalog import object_info
@@ -15,7 +17,8 @@ from ebb.observe.events import EventLog, EventLogObserver
 from ebb.observe.history import DEFAULT_RETENTION, HistoryObserver, HistoryStore
 from ebb.observe.keda_names import COUNTED_RESOURCES
 from ebb.observe.metrics import MetricsObserver
-from ebb.runtime.observer import Observer, Observers
+from ebb.runtime.observer import RUNTIME_REF, Observer, Observers
+from ebb.scaling.types import ScalingEvent
 from ebb.spec.auth import DEFAULT_CLUSTER_OBJECT_NAMESPACE
 from ebb.spec.models import AnyCloudEventSource, KubeObject, ScaledJob, ScaledObject
 from ebb.web.server import DEFAULT_HOST, DEFAULT_PORT, AppServer, build_app, serve
@@ -39,6 +42,7 @@ class Services:
         *,
         metrics_port: int = DEFAULT_PORT,
         metrics_host: str = DEFAULT_HOST,
+        allowed_hosts: Sequence[str] = (),
         dashboard: bool = False,
         history: bool = True,
         memory_history: bool = False,
@@ -52,6 +56,7 @@ class Services:
         self.state_dir = state_dir
         self.metrics_port = metrics_port
         self.metrics_host = metrics_host
+        self.allowed_hosts = tuple(allowed_hosts)
         self.dashboard = dashboard and metrics_port != 0
         self.announce = announce
         self.pricing = pricing
@@ -104,7 +109,18 @@ class Services:
         for extra in (self.metrics, self.event_log, self.history, self.cloudevents):
             if extra is not None:
                 chain.append(extra)
-        return Observers(chain)
+        observers = Observers(chain)
+
+        def write_problem(reason: str, message: str) -> None:
+            # A failed write of the history or the event log is itself an event, for the outputs that work.
+            kind: Literal["Normal", "Warning"] = "Normal" if reason.endswith("Recovered") else "Warning"
+            observers.event(RUNTIME_REF, ScalingEvent(reason, message, kind), time.time())
+
+        if self.history is not None:
+            self.history.on_write_problem = write_problem
+        if self.event_log is not None:
+            self.event_log.on_write_problem = write_problem
+        return observers
 
     async def start(self) -> None:
         if self.history is not None:
@@ -119,12 +135,18 @@ class Services:
                 pricing=self.pricing,
             )
             try:
-                self.served = await serve(app, self.metrics_host, self.metrics_port)
+                self.served = await serve(app, self.metrics_host, self.metrics_port, hosts=self.allowed_hosts)
             except OSError as exc:
                 self._say(f"cannot serve metrics on {self.metrics_host}:{self.metrics_port}: {exc}")
                 return
-            page = f", dashboard on {self.served.url}/" if self.dashboard else ""
-            self._say(f"metrics on {self.served.url}/metrics{page}")
+            url = self.served.bound_url
+            page = f", dashboard on {url}/" if self.dashboard else ""
+            self._say(f"metrics on {url}/metrics{page}")
+            if not self.served.loopback:
+                self._say(
+                    f"warning: {self.metrics_host} is not a loopback address: anyone who can reach this machine "
+                    "on that port reads object names, metric values and the event log"
+                )
 
     def _say(self, text: str) -> None:
         if self.announce is not None:
