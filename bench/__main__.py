@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import sys
 
-from bench import activation, decisions, metrics_api, objects, predictive
+from bench import activation, decisions, fleet, loading, metrics_api, objects, predictive
 
 
 def main() -> int:
     decisions.main()
+    loading.main([])
     activation.main([])
     objects.main([])
     metrics_api.main([])
     metrics_api.main(["--auth"])
+    fleet.main([])
     predictive.main(["--jobs", "2"])
     return 0
 
