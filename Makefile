@@ -10,7 +10,7 @@ LATEST     := .venv-latest
 # uv never downloads a Python of its own: it uses $(PYTHON).
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: demo test lint typecheck unit bench lock test-latest clean
+.PHONY: demo test lint typecheck unit bench lock test-latest image clean
 
 # uv itself comes from PyPI, pinned, into a venv of its own.
 $(UV):
@@ -52,6 +52,16 @@ test-latest: | $(UV)
 	$(LATEST)/bin/ruff format --check src tests bench
 	$(LATEST)/bin/mypy
 	$(LATEST)/bin/pytest
+
+# The operator image, tagged as the Helm chart expects by default (image.repository ebb, tag = appVersion =
+# the project's version). Needs a Docker engine (or DOCKER=podman); says so clearly where there is none.
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+IMAGE   ?= ebb:$(VERSION)
+DOCKER  ?= docker
+image:
+	@command -v $(DOCKER) >/dev/null 2>&1 || { echo "make image: '$(DOCKER)' is not installed; install Docker (or set DOCKER=podman) to build $(IMAGE)" >&2; exit 1; }
+	@$(DOCKER) info >/dev/null 2>&1 || { echo "make image: no container engine answers ('$(DOCKER) info' failed); start Docker to build $(IMAGE)" >&2; exit 1; }
+	$(DOCKER) build -f deploy/Dockerfile -t $(IMAGE) .
 
 clean:
 	rm -rf $(VENV) $(LATEST) $(UV_HOME) .pytest_cache .mypy_cache .ruff_cache test-output

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import sys
 
-from bench import activation, decisions, http, metrics_api, objects
+from bench import activation, decisions, fleet, http, loading, metrics_api, objects, predictive
 
 
 def main() -> int:
     decisions.main()
+    loading.main([])
     activation.main([])
     objects.main([])
     metrics_api.main([])
     metrics_api.main(["--auth"])
     http.main([])
+    fleet.main([])
+    predictive.main(["--jobs", "2"])
     return 0
 
 

@@ -15,6 +15,8 @@ import pytest
 from typer.testing import CliRunner
 
 from ebb.cli import app
+from ebb.errors import SpecError
+from ebb.scalers import build_scaler
 from ebb.spec.loader import load_files
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -295,3 +297,56 @@ def test_operator_that_cannot_start_says_why_without_a_traceback(
     assert result.returncode == 1
     assert expected in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
+
+
+LOCAL_TYPO = """\
+apiVersion: ebb.dev/v1alpha1
+kind: ProcessGroup
+metadata: {name: w}
+spec: {command: ["true"]}
+---
+apiVersion: keda.sh/v1alpha1
+kind: ScaledObject
+metadata: {name: w}
+spec:
+  scaleTargetRef: {apiVersion: ebb.dev/v1alpha1, kind: ProcessGroup, name: w}
+  triggers:
+    - type: %s
+      metadata: {address: "127.0.0.1:6379", listName: q, %s}
+"""
+
+
+def test_check_typos_unknown_type_is_an_error_with_a_suggestion(tmp_path: Path) -> None:
+    path = tmp_path / "so.yaml"
+    path.write_text(LOCAL_TYPO % ("reddis", 'listLength: "5"'))
+    result = runner.invoke(app, ["check", str(path)])
+    assert result.exit_code == 1
+    assert "did you mean 'redis'?" in " ".join(result.output.split())
+
+
+def test_check_typos_unknown_parameter_is_a_warning_with_a_suggestion(tmp_path: Path) -> None:
+    path = tmp_path / "so.yaml"
+    path.write_text(LOCAL_TYPO % ("redis", 'listLenght: "20"'))
+    result = runner.invoke(app, ["check", str(path)])
+    output = " ".join(result.output.split())
+    assert result.exit_code == 0, output
+    assert "warning" in output and "did you mean 'listLength'?" in output
+
+
+def test_a_keda_type_ebb_lacks_is_an_error_locally_and_a_note_for_a_cluster(tmp_path: Path) -> None:
+    local = tmp_path / "local.yaml"
+    local.write_text(LOCAL_TYPO % ("kafka", 'topic: "t"'))
+    result = runner.invoke(app, ["check", str(local)])
+    assert result.exit_code == 1
+    assert "ebb does not implement yet" in " ".join(result.output.split())
+    with pytest.raises(SpecError, match="KEDA trigger type that ebb does not implement"):  # what `ebb run` reports
+        build_scaler("kafka", {"topic": "t"})
+    cluster = tmp_path / "cluster.yaml"
+    cluster.write_text(
+        "apiVersion: keda.sh/v1alpha1\nkind: ScaledObject\nmetadata: {name: w}\nspec:\n"
+        "  scaleTargetRef: {name: w}\n  triggers:\n"
+        "    - {type: kafka, metadata: {bootstrapServers: 'k:9092', consumerGroup: g, topic: t}}\n"
+    )
+    result = runner.invoke(app, ["check", str(cluster)])
+    assert result.exit_code == 0
+    assert "KEDA trigger type(s) ebb does not implement yet: kafka" in " ".join(result.output.split())

@@ -1,4 +1,4 @@
-"""The `ebb` command: run, check, metrics, events, status, dashboard, demo, version."""
+"""The `ebb` command: run, check, metrics, events, status, dashboard, demo, simulate, version."""
 
 from __future__ import annotations
 
@@ -6,10 +6,14 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import signal
 import sys
+import threading
+from collections.abc import Sequence
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import IO, TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 import yaml
@@ -18,16 +22,18 @@ from rich.markup import escape
 from rich.table import Table
 
 import ebb
-from ebb.errors import EbbError, SpecError
+from ebb.errors import MASK, EbbError, SpecError, redact
 from ebb.observe.api import parse_duration
+from ebb.observe.cost import Pricing
 from ebb.observe.services import Services as _Services
-from ebb.runtime.build import build_scalers, object_ref
+from ebb.observe.services import counted_resources
+from ebb.runtime.build import object_ref
+from ebb.runtime.check import scalers_for
 from ebb.runtime.local import LocalRuntime, RuntimeExtension, RuntimeOptions
+from ebb.runtime.lock import StateLock, StateLocked
+from ebb.runtime.output import BoundedWriter
 from ebb.runtime.scaled_object import close_scalers, read_trigger
-from ebb.scalers import available_types
 from ebb.scalers.base import DEFAULT_TIMEOUT, Scaler
-from ebb.scaling.modifiers import compile_formula
-from ebb.spec.auth import resolve_env, resolve_triggers_auth
 from ebb.spec.convert import hpa_name
 from ebb.spec.loader import LoadResult, load_files
 from ebb.spec.models import (
@@ -35,11 +41,17 @@ from ebb.spec.models import (
     CloudEventSource,
     ClusterCloudEventSource,
     HTTPScaledObject,
+    KubeObject,
     ProcessGroup,
     ScaledJob,
     ScaledObject,
+    Secret,
 )
+from ebb.targets._child import raise_open_file_limit, use_pidfd_child_watcher
 from ebb.web.server import DEFAULT_HOST, DEFAULT_PORT
+
+if TYPE_CHECKING:
+    from ebb.observe.history import HistoryStore
 
 app = typer.Typer(
     name="ebb",
@@ -49,72 +61,131 @@ app = typer.Typer(
     rich_markup_mode="rich",
     pretty_exceptions_show_locals=False,  # locals may hold credentials
 )
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+# soft_wrap: a line is never folded at the terminal's width (or at 80 columns in a pipe), so grep finds it.
+console = Console(highlight=False, soft_wrap=True)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 Files = Annotated[list[Path], typer.Argument(help="Manifest files or directories (multi-document YAML).")]
 
 
+class Output(StrEnum):
+    """What `-o` accepts."""
+
+    table = "table"
+    json = "json"
+    yaml = "yaml"
+
+
+OutputOption = Annotated[
+    Output, typer.Option("--output", "-o", help="table (default), json or yaml.", case_sensitive=False)
+]
+AllowedHosts = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--allow-host",
+        help="Another name the web server answers to in the Host header (repeatable; the bound address, "
+        "localhost, 127.0.0.1 and [::1] always are).",
+    ),
+]
+
+
+def _error(error: SpecError | str) -> None:
+    """An error, in the documented form: FILE:LINE: Kind namespace/name: field.path: message."""
+    err_console.print(f"[red]{escape(str(error))}[/]")
+
+
 def _load(files: list[Path]) -> LoadResult:
-    loaded = load_files(files)
+    # A file meant for kubectl holds the Deployment beside its ScaledObject: other tools' kinds are noted, not
+    # errors; a ScaledObject scaling a ProcessGroup that no file defines is.
+    loaded = load_files(files, ignore_unknown=True, require_targets=True)
     for error in loaded.errors:
-        err_console.print(f"[red]error[/] {escape(str(error))}")
+        _error(error)
     for warning in loaded.warnings:
-        err_console.print(f"[yellow]warning[/] {escape(str(warning))}")
+        err_console.print(f"[yellow]warning:[/] {escape(str(warning))}")
+    for skipped in loaded.skipped:
+        err_console.print(f"[dim]note: skipped {escape(skipped)}: not a kind ebb reads[/]")
     return loaded
 
 
-def _target_env(loaded: LoadResult, obj: ScaledObject | ScaledJob) -> tuple[dict[str, str], frozenset[str]]:
-    """The environment `*FromEnv` parameters resolve from: the ProcessGroup's, or the job container's."""
-    if isinstance(obj, ScaledJob):
-        env = resolve_env(obj, loaded.resources)
-        return dict(env), env.secret_values
-    group = loaded.resources.scale_target(obj)
-    if group is None:
-        return {}, frozenset()
-    env = resolve_env(group, loaded.resources)
-    return dict(env), env.secret_values
+def _cell(value: object) -> str:
+    return "-" if value is None else " ".join(str(value).split())
 
 
-def _cluster_bound(obj: ScaledObject | ScaledJob) -> bool:
-    """True when the object is meant for Kubernetes: a Deployment-like target, or a job with an image."""
-    if isinstance(obj, ScaledJob):
-        return bool(obj.spec.job_container.image)
-    return not obj.spec.scale_target_ref.is_process_group
+def _fit(widths: list[int], floors: list[int], room: int) -> list[int]:
+    """Column widths that fit in `room` characters: the widest columns give way first, none below its floor."""
+    widths = list(widths)
+    while sum(widths) > room:
+        shrinkable = [i for i in range(len(widths)) if widths[i] > floors[i]]
+        if not shrinkable:
+            break
+        widths[max(shrinkable, key=lambda i: widths[i])] -= 1
+    return widths
+
+
+def _print_rows(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    """A table that never folds a word: on a terminal, cells too long for the width end in an ellipsis;
+    elsewhere (a pipe, a file) plain aligned columns with nothing cut, so `ebb status | grep mailer` works."""
+    cells = [[_cell(value) for value in row] for row in rows]
+    widths = [max([len(header), *(len(row[i]) for row in cells)]) for i, header in enumerate(headers)]
+    gap = 2
+    if console.is_terminal:
+        room = console.width - gap * (len(headers) - 1)
+        # Headers stay whole while they can; on a very narrow terminal they give way too.
+        floors = [min(width, len(header)) for header, width in zip(headers, widths, strict=True)]
+        if sum(floors) > room:
+            floors = [min(width, 3) for width in widths]
+        widths = _fit(widths, floors, room)
+
+    def fit(cell: str, width: int) -> str:
+        return cell if len(cell) <= width else cell[: max(width - 1, 0)] + "…"
+
+    for index, row in enumerate([list(headers), *cells]):
+        line = (" " * gap).join(fit(cell, width).ljust(width) for cell, width in zip(row, widths, strict=True))
+        if console.is_terminal:
+            console.print(escape(line.rstrip()), style="bold" if index == 0 else None, overflow="ignore", crop=False)
+        else:
+            typer.echo(line.rstrip())
+
+
+def _print_fields(rows: Sequence[tuple[str, str]]) -> None:
+    """Label and value lines under an object in `ebb check`; a long value runs on, never folds."""
+    width = max((len(label) for label, _ in rows), default=0)
+    for label, value in rows:
+        console.print(f"  {label:<{width}}  {escape(value)}")
+
+
+def _print_data(data: object, output: Output) -> None:
+    """`data` as JSON or YAML on stdout."""
+    if output is Output.json:
+        typer.echo(json.dumps(data, indent=2, default=str))
+    else:
+        typer.echo(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), nl=False)
 
 
 def _scalers_for(
     loaded: LoadResult, obj: ScaledObject | ScaledJob, timeout: float = DEFAULT_TIMEOUT
 ) -> tuple[list[Scaler] | None, str | None]:
-    """(scalers, None), or (None, a note why they can't be built here); raises SpecError for real errors.
+    return scalers_for(loaded, obj, timeout)
 
-    Credentials of objects meant for a cluster may live in Secrets and pod environments that only the
-    cluster has: for those, what cannot be resolved here is a note, not an error.
-    """
-    unknown = sorted({t.type for t in obj.spec.triggers} - set(available_types()))
-    if unknown:
-        return None, f"trigger type(s) not in ebb's catalog yet: {', '.join(unknown)}"
-    cluster = _cluster_bound(obj)
-    try:  # resolution: Secrets, ConfigMaps, the target's environment
-        values, secrets = _target_env(loaded, obj)
-        resolve_triggers_auth(obj, loaded.resources, values)  # only to tell resolution from validation
-    except SpecError as exc:
-        if not cluster:
-            raise
-        return None, f"credentials resolve in the cluster, not here ({exc.field}: {exc.message})"
-    try:  # validation: every trigger's parameters, and the formula over them
-        scalers = build_scalers(obj, loaded.resources, values, env_secrets=secrets, timeout=timeout)
-        modifiers = obj.spec.scaling_modifiers if isinstance(obj, ScaledObject) else None
-        if modifiers is not None and modifiers.formula is not None:
-            names = [t.name for t in obj.spec.triggers if t.name]
-            compile_formula(modifiers.formula, names, obj.ref)
-        return scalers, None
-    except SpecError as exc:
-        if cluster and exc.field.endswith("FromEnv"):
-            return None, f"{exc.field} resolves from the target's environment in the cluster"
-        if cluster and exc.field.endswith(".aggregateFromKubeServiceEndpoints") and "Kubernetes API" in exc.message:
-            return None, f"{exc.field}: the Service's endpoints are found in the cluster (ebb operator)"
-        raise
+
+#: Prices for the cost figures (the object's `ebb.dev/cost-per-replica-hour` annotation wins over them).
+CostOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--cost-per-replica-hour",
+        metavar="[NAMESPACE=]PRICE",
+        help="Price of one replica-hour: PRICE for every object, NAMESPACE=PRICE for one namespace (repeatable). "
+        "An object's ebb.dev/cost-per-replica-hour annotation wins.",
+    ),
+]
+
+
+def _pricing(specs: list[str] | None) -> Pricing:
+    try:
+        return Pricing.parse(specs or [])
+    except ValueError as exc:
+        err_console.print(f"[red]error[/] {escape(str(exc))}")
+        raise typer.Exit(2) from None
 
 
 def _scaled(loaded: LoadResult) -> list[ScaledObject | ScaledJob]:
@@ -125,67 +196,123 @@ def _fmt_seconds(value: float | int | None) -> str:
     return "-" if value is None else f"{value:g}s"
 
 
+_USERINFO = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^/@:\s]*:)[^/@\s]+@")
+_PASSWORD_FIELD = re.compile(r"(?P<head>\b(?:password|pwd|pass)\s*=\s*)(?:'[^']*'|\"[^\"]*\"|[^\s;]+)", re.I)
+
+
+def _masked(value: Any, secrets: frozenset[str]) -> Any:
+    """`value` with every secret value, URL password and `password=` in a connection string masked."""
+    if isinstance(value, dict):
+        return {key: _masked(item, secrets) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_masked(item, secrets) for item in value]
+    if isinstance(value, str):
+        text = redact(value, secrets)
+        text = _USERINFO.sub(lambda m: f"{m['head']}{MASK}@", text)
+        return _PASSWORD_FIELD.sub(lambda m: f"{m['head']}{MASK}", text)
+    return value
+
+
+def _manifest(obj: KubeObject, secrets: frozenset[str], show_secrets: bool) -> dict[str, Any]:
+    manifest = obj.to_manifest()
+    if show_secrets:
+        return manifest
+    if isinstance(obj, Secret):
+        for key in ("data", "stringData"):
+            if isinstance(manifest.get(key), dict):
+                manifest[key] = dict.fromkeys(manifest[key], MASK)
+    return dict(_masked(manifest, secrets))
+
+
 @app.command()
 def check(
     files: Files,
     output: Annotated[
-        str, typer.Option("--output", "-o", help="table (default), yaml or json: the manifests with defaults filled.")
-    ] = "table",
+        Output,
+        typer.Option(
+            "--output",
+            "-o",
+            help="table (default), yaml or json: the manifests with defaults filled.",
+            case_sensitive=False,
+        ),
+    ] = Output.table,
+    show_secrets: Annotated[
+        bool, typer.Option("--show-secrets", help="With -o yaml/json: print Secret values and passwords as written.")
+    ] = False,
 ) -> None:
     """Validate manifests and show what would be scaled, on which triggers, with defaults filled in.
 
-    Secrets are masked. Exits 1 if any manifest has an error.
+    Secrets are masked. Exits 1 if any manifest has an error, whatever the output format.
     """
     loaded = _load(files)
     failed = bool(loaded.errors)
-    if output in ("yaml", "json"):
-        docs = [o.to_manifest() for o in loaded.objects]
-        text = yaml.safe_dump_all(docs, sort_keys=False) if output == "yaml" else json.dumps(docs, indent=2)
-        console.print(text, markup=False)
-        raise typer.Exit(1 if failed else 0)
+    checked: list[tuple[ScaledObject | ScaledJob, list[Scaler] | None, str | None, EbbError | None]] = []
     for obj in _scaled(loaded):
-        ref = object_ref(obj)
         try:
             scalers, note = _scalers_for(loaded, obj)
+            checked.append((obj, scalers, note, None))
         except EbbError as exc:
             failed = True
-            console.print(f"[red]✗[/] [bold]{escape(str(ref))}[/]: {escape(str(exc))}")
+            checked.append((obj, None, None, loaded.locate(exc, obj) if isinstance(exc, SpecError) else exc))
+    if output is not Output.table:
+        secrets = frozenset(value for secret in loaded.of(Secret) for value in secret.decoded().values()) | frozenset(
+            value for _, scalers, _, _ in checked for scaler in scalers or () for value in scaler.secrets
+        )
+        for _, _, _, error in checked:
+            if error is not None:
+                _error(str(error))
+        docs = [_manifest(o, secrets, show_secrets) for o in loaded.objects]
+        if output is Output.yaml:
+            typer.echo(yaml.safe_dump_all(docs, sort_keys=False, allow_unicode=True), nl=False)
+        else:
+            _print_data(docs, output)
+        raise typer.Exit(1 if failed else 0)
+    for obj, scalers, note, error in checked:
+        if error is not None:
+            console.print(f"[red]✗[/] {escape(str(error))}")
             continue
-        console.print(f"[green]✓[/] [bold]{escape(str(ref))}[/]")
-        table = Table(show_header=False, box=None, padding=(0, 2))
+        console.print(f"[green]✓[/] [bold]{escape(str(object_ref(obj)))}[/]")
+        rows: list[tuple[str, str]] = []
         spec = obj.spec
         if isinstance(obj, ScaledObject):
             t = obj.spec.scale_target_ref
-            table.add_row("target", f"{t.kind} {t.name} ({t.api_version})")
-            table.add_row(
-                "replicas",
-                f"min {obj.spec.min_replica_count}, max {obj.spec.max_replica_count}"
-                + (f", idle {obj.spec.idle_replica_count}" if obj.spec.idle_replica_count is not None else ""),
+            rows.append(("target", f"{t.kind} {t.name} ({t.api_version})"))
+            rows.append(
+                (
+                    "replicas",
+                    f"min {obj.spec.min_replica_count}, max {obj.spec.max_replica_count}"
+                    + (f", idle {obj.spec.idle_replica_count}" if obj.spec.idle_replica_count is not None else ""),
+                )
             )
-            table.add_row(
-                "timing",
-                f"polling {_fmt_seconds(spec.polling_interval)}, cooldown {_fmt_seconds(obj.spec.cooldown_period)}, "
-                f"initial cooldown {_fmt_seconds(obj.spec.initial_cooldown_period)}",
+            rows.append(
+                (
+                    "timing",
+                    f"polling {_fmt_seconds(spec.polling_interval)}, "
+                    f"cooldown {_fmt_seconds(obj.spec.cooldown_period)}, "
+                    f"initial cooldown {_fmt_seconds(obj.spec.initial_cooldown_period)}",
+                )
             )
             if obj.spec.fallback is not None:
                 fb = obj.spec.fallback
-                table.add_row(
-                    "fallback", f"{fb.replicas} replicas after {fb.failure_threshold} failures ({fb.behavior})"
+                rows.append(
+                    ("fallback", f"{fb.replicas} replicas after {fb.failure_threshold} failures ({fb.behavior})")
                 )
             if obj.spec.scaling_modifiers is not None:
                 sm = obj.spec.scaling_modifiers
-                table.add_row("formula", f"{sm.formula} (target {sm.target}, {sm.metric_type})")
-            table.add_row("hpa", hpa_name(obj))
+                rows.append(("formula", f"{sm.formula} (target {sm.target}, {sm.metric_type})"))
+            rows.append(("hpa", hpa_name(obj)))
         else:
             c = obj.spec.job_container
-            table.add_row("job", " ".join([*(c.command or []), *(c.args or [])]) or (c.image or "?"))
-            table.add_row(
-                "replicas",
-                f"min {obj.spec.min_replica_count}, max {obj.spec.max_replica_count}, "
-                f"strategy {obj.spec.scaling_strategy.strategy}",
+            rows.append(("job", " ".join([*(c.command or []), *(c.args or [])]) or (c.image or "?")))
+            rows.append(
+                (
+                    "replicas",
+                    f"min {obj.spec.min_replica_count}, max {obj.spec.max_replica_count}, "
+                    f"strategy {obj.spec.scaling_strategy.strategy}",
+                )
             )
-            table.add_row("timing", f"polling {_fmt_seconds(spec.polling_interval)}")
-        console.print(table)
+            rows.append(("timing", f"polling {_fmt_seconds(spec.polling_interval)}"))
+        _print_fields(rows)
         for index, trigger in enumerate(obj.spec.triggers):
             label = f"  triggers[{index}] [cyan]{escape(trigger.type)}[/]" + (
                 f" {escape(repr(trigger.name))}" if trigger.name else ""
@@ -249,7 +376,7 @@ def _check_cloudevent_sources(loaded: LoadResult) -> None:
             problems.append(f"{exc.field}: {exc.message} (ebb run will not start it)")
         mark = "[yellow]![/]" if problems else "[green]✓[/]"
         console.print(f"{mark} [bold]{escape(source.ref)}[/]")
-        table = Table(show_header=False, box=None, padding=(0, 2))
+        rows: list[tuple[str, str]] = []
         subscription = source.spec.event_subscription
         if subscription.included_event_types:
             events = "only " + ", ".join(subscription.included_event_types)
@@ -261,13 +388,13 @@ def _check_cloudevent_sources(loaded: LoadResult) -> None:
             shown = URL(uri)
             if shown.password:  # credentials in the URL are masked, as every output masks secrets
                 shown = shown.with_password("***")
-            table.add_row("destination", f"http {shown}")
-        table.add_row("cluster", source.spec.cluster_name or "(the runner's: ebb run --cluster-name)")
-        table.add_row("events", events)
+            rows.append(("destination", f"http {shown}"))
+        rows.append(("cluster", source.spec.cluster_name or "(the runner's: ebb run --cluster-name)"))
+        rows.append(("events", events))
         if source.spec.authentication_ref is not None:
             ref = source.spec.authentication_ref
-            table.add_row("auth", f"{ref.kind} {ref.name} (resolved, not sent: KEDA uses it for Azure Event Grid only)")
-        console.print(table)
+            rows.append(("auth", f"{ref.kind} {ref.name} (resolved, not sent: KEDA uses it for Azure Event Grid only)"))
+        _print_fields(rows)
         for problem in problems:
             console.print(f"  [yellow]{escape(problem)}[/]")
 
@@ -276,66 +403,139 @@ def _check_cloudevent_sources(loaded: LoadResult) -> None:
 def metrics(
     files: Files,
     timeout: Annotated[float, typer.Option(help="Seconds each trigger may take.")] = DEFAULT_TIMEOUT,
+    output: OutputOption = Output.table,
 ) -> None:
     """Poll every trigger once and print its value, target, activation threshold and whether it is active.
 
-    The first thing to run when scaling does not happen.
+    The first thing to run when scaling does not happen. Exits 1 if a manifest or a trigger fails.
     """
     loaded = _load(files)
 
-    async def poll_all() -> tuple[Table, bool]:
-        table = Table(title="Trigger metrics")
-        for column in ("object", "trigger", "metric", "value", "target", "activation", "active"):
-            table.add_column(column)
-        failed = False
+    async def poll_all() -> tuple[list[dict[str, Any]], list[str]]:
+        rows: list[dict[str, Any]] = []
+        errors: list[str] = []
         for obj in _scaled(loaded):
-            ref = object_ref(obj)
+            ref = str(object_ref(obj))
+            blank: dict[str, Any] = dict.fromkeys(
+                ("trigger", "metric", "value", "target", "metric_type", "activation", "active")
+            )
             try:
                 scalers, note = _scalers_for(loaded, obj, timeout)
             except EbbError as exc:
-                failed = True
-                table.add_row(escape(str(ref)), "", "", f"[red]{escape(str(exc))}[/]", "", "", "")
+                error = str(loaded.locate(exc, obj) if isinstance(exc, SpecError) else exc)
+                rows.append({"object": ref, **blank, "error": error, "note": None})
+                errors.append(error)
                 continue
             if scalers is None:
-                table.add_row(escape(str(ref)), "", "", f"[dim]{escape(note or '')}[/]", "", "", "")
+                rows.append({"object": ref, **blank, "error": None, "note": note})
                 continue
             try:
                 results = await asyncio.gather(*(read_trigger(s) for s in scalers))
             finally:
                 await close_scalers(scalers)
             for scaler, r in zip(scalers, results, strict=True):
-                activation = scaler.activation_threshold()
-                if r.resource:
-                    value = "[dim]measured from running workers under `ebb run`[/]"
-                    active = "-"
-                elif r.error is not None:
-                    failed = True
-                    value = f"[red]{escape(r.error)}[/]"
-                    active = "[red]error[/]"
-                else:
-                    value = f"{r.value:g}"
-                    active = "[green]yes[/]" if r.active else "no"
-                table.add_row(
-                    escape(str(ref)),
-                    escape(f"[{scaler.ctx.trigger_index}] {scaler.ctx.trigger_type}"),
-                    escape(r.metric_name),
-                    value,
-                    f"{r.target:g} ({r.metric_type})",
-                    "-" if activation is None else f"{activation:g}",
-                    active,
-                )
-        return table, failed
+                row: dict[str, Any] = {
+                    "object": ref,
+                    "trigger": f"[{scaler.ctx.trigger_index}] {scaler.ctx.trigger_type}",
+                    "metric": r.metric_name,
+                    "value": None if r.resource or r.error is not None else r.value,
+                    "target": r.target,
+                    "metric_type": r.metric_type,
+                    "activation": scaler.activation_threshold(),
+                    "active": None if r.resource or r.error is not None else r.active,
+                    "error": r.error,
+                    "note": "measured from running workers under `ebb run`" if r.resource else None,
+                }
+                if r.error is not None:
+                    errors.append(f"{ref}: {row['trigger']}: {r.error}")
+                rows.append(row)
+        return rows, errors
 
-    table, failed = asyncio.run(poll_all())
-    console.print(table)
-    raise typer.Exit(1 if failed or loaded.errors else 0)
+    rows, errors = asyncio.run(poll_all())
+    if output is not Output.table:
+        _print_data(rows, output)
+    else:
+
+        def value(row: dict[str, Any]) -> str:
+            if row["error"] is not None:
+                return "error (below)"
+            if row["note"] is not None:
+                return str(row["note"])
+            return "-" if row["value"] is None else f"{row['value']:g}"
+
+        def active(row: dict[str, Any]) -> str:
+            if row["error"] is not None:
+                return "error"
+            return "-" if row["active"] is None else "yes" if row["active"] else "no"
+
+        _print_rows(
+            ("OBJECT", "TRIGGER", "METRIC", "VALUE", "TARGET", "ACTIVATION", "ACTIVE"),
+            [
+                (
+                    row["object"],
+                    row["trigger"],
+                    row["metric"],
+                    value(row),
+                    None if row["target"] is None else f"{row['target']:g} ({row['metric_type']})",
+                    None if row["activation"] is None else f"{row['activation']:g}",
+                    active(row),
+                )
+                for row in rows
+            ],
+        )
+    for error in errors:
+        _error(error)
+    raise typer.Exit(1 if errors or loaded.errors else 0)
 
 
 def _console_sink(name: str, line: str) -> None:
     console.print(f"[dim]\\[{escape(name)}][/] {escape(line)}", highlight=False, soft_wrap=True)
 
 
-async def _run_until_signalled(runtime: LocalRuntime, services: _Services | None = None) -> None:
+#: Beyond the longest grace period, how long a stop may take (loops, scalers, reaping) before ebb kills
+#: whatever is left and exits.
+STOP_MARGIN = 10.0
+
+
+def _kill_and_exit(runtime: LocalRuntime, code: int, message: str) -> None:
+    """SIGKILL every worker, terminating ones included, and exit at once (works from any thread)."""
+    for _ in range(3):  # from a thread, the loop may change a target's worker table under us
+        try:
+            runtime.kill_all()
+            break
+        except RuntimeError:
+            continue
+    err_console.print(message)
+    writer = err_console.file
+    if isinstance(writer, BoundedWriter):
+        writer.drain(0.5)
+    os._exit(code)
+
+
+class _StopWatchdog:
+    """After the first signal: if ebb has not exited `limit` seconds later, kill the workers and exit.
+
+    A thread, so that it fires even if the event loop is stuck.
+    """
+
+    def __init__(self, runtime: LocalRuntime) -> None:
+        self.runtime = runtime
+        self.done = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self, limit: float) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._watch, args=(limit,), name="ebb-stop-watchdog", daemon=True)
+            self._thread.start()
+
+    def _watch(self, limit: float) -> None:
+        if not self.done.wait(limit):
+            _kill_and_exit(self.runtime, 1, f"[red]ebb did not stop within {limit:g}s: killed every worker[/]")
+
+
+async def _run_until_signalled(
+    runtime: LocalRuntime, services: _Services | None = None, watchdog: _StopWatchdog | None = None
+) -> None:
     loop = asyncio.get_running_loop()
     main = asyncio.current_task()
     assert main is not None
@@ -343,6 +543,7 @@ async def _run_until_signalled(runtime: LocalRuntime, services: _Services | None
         await services.start()
     runner = asyncio.create_task(runtime.run())
     signals = 0
+    watchdog = watchdog or _StopWatchdog(runtime)
 
     def on_signal() -> None:
         nonlocal signals
@@ -350,22 +551,21 @@ async def _run_until_signalled(runtime: LocalRuntime, services: _Services | None
         if signals == 1:
             err_console.print("[yellow]stopping: workers get their grace period (Ctrl-C again to kill them now)[/]")
             runner.cancel()
+            watchdog.start(runtime.max_grace() + STOP_MARGIN)
         else:
-            err_console.print("[red]killing workers[/]")
-            for target in runtime.targets.values():
-                for pid in target.pids():
-                    with contextlib.suppress(ProcessLookupError, PermissionError):
-                        os.killpg(pid, signal.SIGKILL)
-            os._exit(130)
+            _kill_and_exit(runtime, 130, "[red]killed every worker[/]")
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    # SIGHUP (a closed terminal or SSH session) stops gracefully too, instead of killing ebb outright.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, on_signal)
     try:
         with contextlib.suppress(asyncio.CancelledError):
             await runner
     finally:
         if services is not None:
-            await services.stop()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(5.0):
+                    await services.stop()
 
 
 def _cloudevent_sources(
@@ -403,11 +603,16 @@ def run(
     timeout: Annotated[float, typer.Option(help="Seconds each trigger may take per poll.")] = DEFAULT_TIMEOUT,
     metrics_port: Annotated[
         int,
-        typer.Option(help="Serve Prometheus metrics on /metrics (and the dashboard, with --dashboard); 0 = off."),
+        typer.Option(
+            min=0,
+            max=65535,
+            help="Serve Prometheus metrics on /metrics (and the dashboard, with --dashboard); 0 = off.",
+        ),
     ] = DEFAULT_PORT,
     metrics_host: Annotated[
         str, typer.Option(help="Address for --metrics-port (loopback by default; 0.0.0.0 to expose it).")
     ] = DEFAULT_HOST,
+    allow_host: AllowedHosts = None,
     dashboard: Annotated[bool, typer.Option("--dashboard", help="Serve the dashboard on / of --metrics-port.")] = False,
     history: Annotated[
         bool,
@@ -433,7 +638,8 @@ def run(
     http_host: Annotated[
         str, typer.Option(help="Address of the HTTP interceptor (started when an HTTPScaledObject is loaded).")
     ] = "127.0.0.1",
-    http_port: Annotated[int, typer.Option(help="Port of the HTTP interceptor.")] = 8080,
+    http_port: Annotated[int, typer.Option(min=0, max=65535, help="Port of the HTTP interceptor.")] = 8080,
+    cost_per_replica_hour: CostOption = None,
 ) -> None:
     """Scale local process groups from the given manifests until Ctrl-C.
 
@@ -457,37 +663,96 @@ def run(
     if (cloudevents_include or cloudevents_exclude) and not cloudevents_sink:
         err_console.print("[red]error[/] --cloudevents-include/--cloudevents-exclude need --cloudevents-sink")
         raise typer.Exit(2)
-    sources = _cloudevent_sources(loaded, cloudevents_sink, cloudevents_include or [], cloudevents_exclude or [])
-    services = _Services(
-        state_dir=state.parent,
-        metrics_port=metrics_port,
-        metrics_host=metrics_host,
-        dashboard=dashboard,
-        history=history,
-        retention=retention,
-        cloudevent_sources=sources,
-        cluster_name=cluster_name,
-        announce=lambda text: console.print(f"[dim]{escape(text)}[/]"),
-    )
-    for error in services.cloudevent_errors:
-        err_console.print(f"[red]✗[/] {escape(str(error))}")
-    http_objects = loaded.resources.all(HTTPScaledObject)
-    scaled = [*_scaled(loaded), *(obj.scaled_object() for obj in http_objects)]
-    observer = services.observers(ConsoleObserver(console, verbose=verbose), scaled)
-    options = RuntimeOptions(state_path=None if no_state else state, scaler_timeout=timeout, output=_console_sink)
-    extensions: list[RuntimeExtension] = []
-    if http_objects:
-        from ebb.http.local import HTTPFrontend, HTTPOptions
+    lock = _lock_state_dir(state.parent) if (history or not no_state) else None
+    raise_open_file_limit()
+    use_pidfd_child_watcher()  # no thread per worker
+    writers = _bounded_output()
+    try:
+        sources = _cloudevent_sources(loaded, cloudevents_sink, cloudevents_include or [], cloudevents_exclude or [])
+        services = _Services(
+            state_dir=state.parent,
+            metrics_port=metrics_port,
+            metrics_host=metrics_host,
+            allowed_hosts=allow_host or (),
+            dashboard=dashboard,
+            history=history,
+            retention=retention,
+            cloudevent_sources=sources,
+            cluster_name=cluster_name,
+            announce=lambda text: console.print(f"[dim]{escape(text)}[/]"),
+            pricing=_pricing(cost_per_replica_hour),
+            # Local targets have no HPA and no kube-state-metrics: ebb exports the HPA series KEDA's dashboard reads.
+            hpa_series=True,
+        )
+        for error in services.cloudevent_errors:
+            err_console.print(f"[red]✗[/] {escape(str(error))}")
+        counted = counted_resources(loaded.objects)  # KEDA counts TriggerAuthentications ... too
+        http_objects = loaded.resources.all(HTTPScaledObject)
+        scaled = [*_scaled(loaded), *(obj.scaled_object() for obj in http_objects)]
+        observer = services.observers(ConsoleObserver(console, verbose=verbose), scaled, counted)
+        options = RuntimeOptions(state_path=None if no_state else state, scaler_timeout=timeout, output=_console_sink)
+        extensions: list[RuntimeExtension] = []
+        if http_objects:
+            from ebb.http.local import HTTPFrontend, HTTPOptions
 
-        announce = lambda text: console.print(f"[dim]{escape(text)}[/]")  # noqa: E731
-        extensions.append(HTTPFrontend(HTTPOptions(host=http_host, port=http_port, announce=announce)))
-    runtime = LocalRuntime(loaded, observer, options, extensions)
-    console.print(
-        f"[bold]ebb {ebb.__version__}[/]: {len(loaded.of(ScaledObject))} ScaledObject(s), "
-        f"{len(loaded.of(ScaledJob))} ScaledJob(s), {len(http_objects)} HTTPScaledObject(s), "
-        f"{len(loaded.of(ProcessGroup))} ProcessGroup(s)"
-    )
-    asyncio.run(_run_until_signalled(runtime, services))
+            announce = lambda text: console.print(f"[dim]{escape(text)}[/]")  # noqa: E731
+            extensions.append(HTTPFrontend(HTTPOptions(host=http_host, port=http_port, announce=announce)))
+        runtime = LocalRuntime(loaded, observer, options, extensions)
+        console.print(
+            f"[bold]ebb {ebb.__version__}[/]: {len(loaded.of(ScaledObject))} ScaledObject(s), "
+            f"{len(loaded.of(ScaledJob))} ScaledJob(s), {len(http_objects)} HTTPScaledObject(s), "
+            f"{len(loaded.of(ProcessGroup))} ProcessGroup(s)"
+        )
+        asyncio.run(_run_until_signalled(runtime, services))
+    finally:
+        _restore_output(writers)
+        if lock is not None:
+            lock.release()
+
+
+def _lock_state_dir(directory: Path) -> StateLock:
+    """One ebb per state directory; a clear one-line error (not a traceback) when it is held or unusable."""
+    lock = StateLock(directory)
+    problem: str | None = None
+    try:
+        lock.acquire()
+    except StateLocked as exc:
+        err_console.print(f"[red]error[/] {escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(1) from None
+    except OSError as exc:
+        problem = exc.strerror or str(exc)
+        if directory.exists() and not directory.is_dir():
+            problem = "not a directory"
+    if problem is None and not os.access(directory, os.W_OK):
+        lock.release()
+        problem = "not writable"
+    if problem is not None:
+        err_console.print(
+            f"[red]error[/] state directory {escape(str(directory))}: {escape(problem)}; "
+            "give a writable --state (or run with --no-state --no-history)",
+            soft_wrap=True,
+        )
+        raise typer.Exit(1)
+    return lock
+
+
+def _bounded_output() -> tuple[BoundedWriter | None, BoundedWriter | None]:
+    """Route ebb's stdout and stderr through writers that never block the loop (see runtime/output.py)."""
+    out = BoundedWriter.around(sys.stdout, "stdout")
+    err = BoundedWriter.around(sys.stderr, "stderr")
+    if out is not None:
+        console.file = cast(IO[str], out)
+    if err is not None:
+        err_console.file = cast(IO[str], err)
+    return out, err
+
+
+def _restore_output(writers: tuple[BoundedWriter | None, BoundedWriter | None]) -> None:
+    for writer in writers:
+        if writer is not None:
+            writer.drain(1.0)  # what a reader can still take; a blocked one is not waited for
+    console.file = None  # type: ignore[assignment]
+    err_console.file = None  # type: ignore[assignment]
 
 
 @app.command()
@@ -531,8 +796,9 @@ def events(
     ] = None,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new events until Ctrl-C.")] = False,
     log: Annotated[Path, typer.Option(help="The event log `ebb run` writes.")] = Path(".ebb/events.jsonl"),
+    output: OutputOption = Output.table,
 ) -> None:
-    """List scaling events and problems recorded by `ebb run` (newest last)."""
+    """List scaling events and problems recorded by `ebb run` (newest last); `-o json` is one object per line."""
     import time
 
     from ebb.observe.events import EventLog, EventRecord
@@ -552,31 +818,45 @@ def events(
         stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.time))
         return f"[dim]{stamp}[/] [bold]{escape(r.object)}[/] [{style}]{escape(r.reason)}[/] {escape(r.message)}"
 
+    def as_dict(r: EventRecord) -> dict[str, Any]:
+        return {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(r.time)),
+            "object": r.object,
+            "type": r.type,
+            "reason": r.reason,
+            "message": r.message,
+        }
+
+    def show(records: list[EventRecord], header: bool) -> None:
+        if output is Output.json:
+            for r in records:  # one JSON object per line: `-f` can keep appending
+                typer.echo(json.dumps(as_dict(r)))
+        elif output is Output.yaml:
+            if records:
+                typer.echo(yaml.safe_dump([as_dict(r) for r in records], sort_keys=False), nl=False)
+        elif header:
+            _print_rows(
+                ("TIME", "OBJECT", "TYPE", "REASON", "MESSAGE"),
+                [
+                    (time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.time)), r.object, r.type, r.reason, r.message)
+                    for r in records
+                ],
+            )
+        else:
+            for r in records:
+                console.print(row(r), highlight=False)
+
     records = event_log.read(since=start, name=object_name)
-    table = Table(box=None, padding=(0, 1))
-    for column in ("TIME", "OBJECT", "TYPE", "REASON", "MESSAGE"):
-        table.add_column(column, overflow="fold")
-    for r in records:
-        table.add_row(
-            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.time)),
-            escape(r.object),
-            r.type,
-            escape(r.reason),
-            escape(r.message),
-        )
+    if not follow or records:
+        show(records, header=True)
     if not follow:
-        console.print(table)
         return
-    if records:
-        console.print(table)
     try:
         offset = event_log.path.stat().st_size if event_log.path.exists() else 0
         while True:
             time.sleep(1.0)
             new, offset = event_log.tail(offset)
-            for r in new:
-                if r.matches(object_name):
-                    console.print(row(r), highlight=False, soft_wrap=True)
+            show([r for r in new if r.matches(object_name)], header=False)
     except KeyboardInterrupt:
         pass
 
@@ -586,6 +866,14 @@ def status(
     history_path: Annotated[Path, typer.Option("--history", help="The history `ebb run` writes.")] = Path(
         ".ebb/history.db"
     ),
+    output: OutputOption = Output.table,
+    show_cost: Annotated[
+        bool, typer.Option("--cost", help="Also print replica-hours and cost against the peak and maxReplicaCount.")
+    ] = False,
+    since: Annotated[
+        str | None, typer.Option(help="With --cost: the range, back from now (default: the history, up to 1d).")
+    ] = None,
+    cost_per_replica_hour: CostOption = None,
 ) -> None:
     """Each scaled object's last known state, like `kubectl get scaledobject`: replicas, activity, triggers."""
     import time
@@ -595,29 +883,18 @@ def status(
     if not history_path.exists():
         err_console.print(f"[yellow]no history[/]: {escape(str(history_path))} does not exist (run `ebb run` first)")
         raise typer.Exit(1)
+    pricing = _pricing(cost_per_replica_hour)
     store = HistoryStore(history_path, readonly=True)
     try:
         objects = store.objects()
+        cost_table = _cost_table(store, pricing, since) if show_cost else None
     finally:
         store.close()
+    if output is not Output.table:
+        _print_data(objects, output)
+        return
     now = time.time()
-    table = Table(box=None, padding=(0, 1))
-    for column in (
-        "NAMESPACE",
-        "NAME",
-        "KIND",
-        "TARGET",
-        "MIN",
-        "MAX",
-        "CURRENT",
-        "DESIRED",
-        "READY",
-        "ACTIVE",
-        "TRIGGERS",
-        "LAST SCALE",
-        "LAST POLL",
-    ):
-        table.add_column(column, overflow="fold")
+    rows = []
     for o in objects:
         triggers = ", ".join(
             f"{t.get('name') or t['metric']}="
@@ -625,22 +902,95 @@ def status(
             for t in o["triggers"]
         )
         active = "-" if o["active"] is None else ("Paused" if o["paused"] else str(o["active"]))
-        table.add_row(
-            escape(o["namespace"]),
-            escape(o["name"]),
-            o["kind"],
-            escape(o["target"] or "-"),
-            "-" if o["min_replicas"] is None else str(o["min_replicas"]),
-            "-" if o["max_replicas"] is None else str(o["max_replicas"]),
-            "-" if o["current"] is None else str(o["current"]),
-            "-" if o["desired"] is None else str(o["desired"]),
-            "-" if o["ready"] is None else str(o["ready"]),
-            active,
-            escape(triggers) or "-",
-            _ago(now, o["last_scale"]),
-            _ago(now, o["time"]),
+        rows.append(
+            (
+                o["namespace"],
+                o["name"],
+                o["kind"],
+                o["target"],
+                o["min_replicas"],
+                o["max_replicas"],
+                o["current"],
+                o["desired"],
+                o["ready"],
+                active,
+                triggers or None,
+                _ago(now, o["last_scale"]),
+                _ago(now, o["time"]),
+                o.get("reason"),
+            )
         )
-    console.print(table)
+    _print_rows(
+        (
+            "NAMESPACE",
+            "NAME",
+            "KIND",
+            "TARGET",
+            "MIN",
+            "MAX",
+            "CURRENT",
+            "DESIRED",
+            # Worker processes running now; not KEDA's READY (the ScaledObject's Ready condition).
+            "RUNNING",
+            "ACTIVE",
+            "TRIGGERS",
+            "LAST SCALE",
+            "LAST POLL",
+            "REASON",
+        ),
+        rows,
+    )
+    if cost_table is not None:
+        console.print(cost_table)
+
+
+def _cost_table(store: HistoryStore, pricing: Pricing, since: str | None) -> Table:
+    """`ebb status --cost`: per object, replica-hours used and cost against running at the peak and at max."""
+    import time
+
+    from ebb.observe.overview import default_range, fleet_usage
+
+    now = time.time()
+    if since is None:
+        start, end = default_range(store, now)
+    else:
+        try:
+            start, end = now - parse_duration(since), now
+        except ValueError as exc:
+            err_console.print(f"[red]error[/] --since: {escape(str(exc))}")
+            raise typer.Exit(2) from None
+    usage = fleet_usage(store, start, end, pricing=pricing)
+    priced = any(u["price_per_replica_hour"] is not None for u in usage["per_object"].values())
+
+    def money(value: float | None) -> str:
+        return "-" if value is None or not priced else f"{value:.2f}"
+
+    table = Table(box=None, padding=(0, 1), title=f"cost over the last {_ago(now, start)}", title_justify="left")
+    for column in ("OBJECT", "REPLICA-H", "PEAK", "MAX", "SPENT", "AT PEAK", "AT MAX", "AT MAX FOR"):
+        table.add_column(column, overflow="fold")
+    for key, u in sorted(usage["per_object"].items()):
+        table.add_row(
+            escape(key),
+            f"{u['replica_seconds'] / 3600:.2f}",
+            f"{u['peak_replicas']:g}",
+            "-" if u["max_replicas"] is None else str(u["max_replicas"]),
+            money(u["cost"]),
+            money(u["cost_at_peak"]),
+            money(u["cost_at_max"]),
+            _ago(u["max_hit_seconds"], 0.0) if u["max_hit_seconds"] else "-",
+        )
+    t = usage["totals"]
+    table.add_row(
+        "TOTAL",
+        f"{t['replica_seconds'] / 3600:.2f}",
+        "",
+        "",
+        money(t["cost"]),
+        money(t["cost_at_peak"]),
+        money(t["cost_at_max"]),
+        f"{t['objects_hitting_max']} object(s)" if t["objects_hitting_max"] else "-",
+    )
+    return table
 
 
 @app.command()
@@ -649,7 +999,9 @@ def dashboard(
         ".ebb/history.db"
     ),
     host: Annotated[str, typer.Option(help="Address to serve on (loopback by default).")] = DEFAULT_HOST,
-    port: Annotated[int, typer.Option(help="Port to serve on.")] = DEFAULT_PORT,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to serve on (0: any free port).")] = DEFAULT_PORT,
+    allow_host: AllowedHosts = None,
+    cost_per_replica_hour: CostOption = None,
 ) -> None:
     """Serve the dashboard for a history file, standalone (while or after `ebb run` records it)."""
     from ebb.observe.history import HistoryStore
@@ -658,19 +1010,34 @@ def dashboard(
     if not history_path.exists():
         err_console.print(f"[red]error[/] {escape(str(history_path))} does not exist (run `ebb run` first)")
         raise typer.Exit(1)
+    pricing = _pricing(cost_per_replica_hour)
 
-    async def main() -> None:
+    async def main() -> int:
         store = HistoryStore(history_path, readonly=True)
-        served = await serve(build_app(history=store, dashboard=True), host, port)
-        console.print(f"dashboard on {served.url}/ (Ctrl-C to stop)")
+        try:
+            app = build_app(history=store, dashboard=True, pricing=pricing)
+            served = await serve(app, host, port, hosts=allow_host or ())
+        except OSError as exc:
+            store.close()
+            _error(f"cannot serve the dashboard on {host}:{port}: {exc.strerror or exc}")
+            return 1
+        console.print(f"dashboard on {served.bound_url}/ (Ctrl-C to stop)")
+        if not served.loopback:
+            err_console.print(
+                f"[yellow]warning:[/] {escape(host)} is not a loopback address: anyone who can reach this machine "
+                "on that port sees the dashboard"
+            )
         try:
             await asyncio.Event().wait()
         finally:
             await served.stop()
             store.close()
+        return 0
 
+    code = 0
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(main())
+        code = asyncio.run(main())
+    raise typer.Exit(code)
 
 
 @app.command()
@@ -690,8 +1057,10 @@ def main(argv: list[str] | None = None) -> Any:
 
 def _register_subcommands() -> None:
     from ebb.kube.commands import register as register_kube
+    from ebb.simulate.command import register as register_simulate
 
     register_kube(app)
+    register_simulate(app)
 
 
 _register_subcommands()

@@ -48,6 +48,18 @@ class ScalerError(EbbError):
         return f"{self.obj}: {self.trigger}: {self.message}"
 
 
+class PushUnavailable(ScalerError):
+    """A push source is not set up for push (e.g. Redis with keyspace notifications off); polling still works.
+
+    A hint for the user, not a failure: `key` names what the hint is about (the server), so that it is said
+    once per server rather than once per trigger and retry.
+    """
+
+    def __init__(self, obj: str, trigger: str, message: str, *, key: str) -> None:
+        self.key = key
+        super().__init__(obj, trigger, message)
+
+
 class TargetError(EbbError):
     """The scale target could not be read or changed (process group missing, /scale refused...)."""
 

@@ -653,8 +653,8 @@ def trigger_auth(spec: dict[str, Any], *, cluster_scoped: bool = False) -> dict[
             {"podIdentity": {"provider": "aws", "roleArn": "arn", "identityOwner": "workload"}},
             "spec.podIdentity.roleArn",
         ),
-        ({"oauth2": {"clientId": "id", "tokenUrl": "ftp://x"}}, "spec.oauth2.tokenUrl"),
-        ({"oauth2": {"tokenUrl": "https://idp/token"}}, "spec.oauth2.clientId"),
+        ({"oauth2": {"type": "clientCredentials", "clientId": "id", "tokenUrl": "ftp://x"}}, "spec.oauth2.tokenUrl"),
+        ({"oauth2": {"type": "clientCredentials", "tokenUrl": "https://idp/token"}}, "spec.oauth2.clientId"),
     ],
 )
 @pytest.mark.parametrize("cluster_scoped", [False, True], ids=["ta", "cta"])
@@ -676,7 +676,12 @@ async def test_trigger_authentication_values_are_never_quoted() -> None:
             "mount": 98765432,
             "secrets": [{"parameter": "password", "path": "kv/db", "key": "pw"}],
         },
-        "oauth2": {"clientId": "id", "tokenUrl": "https://idp/token", "tokenUrlParams": {"audience": ["s3cr3t-aud"]}},
+        "oauth2": {
+            "type": "clientCredentials",
+            "clientId": "id",
+            "tokenUrl": "https://idp/token",
+            "tokenUrlParams": {"audience": ["s3cr3t-aud"]},
+        },
     }
     outcome = await review(admission(trigger_auth(spec), kind="TriggerAuthentication"), kind="TriggerAuthentication")
     text = json.dumps(outcome.response())
@@ -702,3 +707,57 @@ async def test_trigger_authentication_values_are_never_quoted() -> None:
 async def test_malformed_reviews_raise(body: Any, problem: str) -> None:
     with pytest.raises(ReviewError, match=problem):
         await review(body, kind="ScaledObject")
+
+
+# --- triggers: types and parameters --------------------------------------------------------------------
+
+
+def _with_trigger(trigger: dict[str, Any], kind: str = "ScaledObject") -> dict[str, Any]:
+    body = so_body()
+    if kind == "ScaledJob":
+        body = {
+            "apiVersion": "keda.sh/v1alpha1",
+            "kind": "ScaledJob",
+            "metadata": {"name": "jobs", "namespace": NS},
+            "spec": {"jobTargetRef": {"template": {"spec": {"containers": [{"name": "j", "image": "j:1"}]}}}},
+        }
+    body["spec"]["triggers"] = [trigger]
+    return body
+
+
+@pytest.mark.parametrize("kind", ["ScaledObject", "ScaledJob"])
+async def test_unknown_trigger_type_is_refused_with_a_suggestion(kind: str) -> None:
+    trigger = {"type": "reddis", "metadata": {"address": "r:6379", "listName": "q"}}
+    outcome = await review(admission(_with_trigger(trigger, kind), kind=kind), kind=kind, index=index_of())
+    assert not outcome.allowed
+    assert "spec.triggers[0].type" in outcome.message and "did you mean 'redis'?" in outcome.message
+
+
+@pytest.mark.parametrize("kind", ["ScaledObject", "ScaledJob"])
+async def test_bad_trigger_parameters_in_metadata_are_refused(kind: str) -> None:
+    trigger = {"type": "redis", "metadata": {"address": "r:6379", "listName": "q", "enableTLS": "yes"}}
+    outcome = await review(admission(_with_trigger(trigger, kind), kind=kind), kind=kind, index=index_of())
+    assert not outcome.allowed and outcome.reason == "incorrect-triggers"
+    assert "spec.triggers[0].metadata.enableTLS" in outcome.message
+
+
+async def test_triggers_with_credentials_elsewhere_are_left_to_the_operator() -> None:
+    # Required parameters may come from the TriggerAuthentication's Secrets, which the webhook does not read.
+    for trigger in (
+        {"type": "redis", "metadata": {"listName": "q"}, "authenticationRef": {"name": "redis-auth"}},
+        {"type": "redis", "metadata": {"listName": "q", "addressFromEnv": "REDIS_ADDRESS"}},
+    ):
+        outcome = await review(admission(_with_trigger(trigger)), kind="ScaledObject", index=index_of())
+        assert outcome.allowed, trigger
+
+
+async def test_unknown_parameters_and_keda_only_types_are_warnings() -> None:
+    body = so_body()
+    body["spec"]["triggers"] = [
+        {"type": "redis", "metadata": {"address": "r:6379", "listName": "q", "listLenght": "20"}},
+        {"type": "kafka", "metadata": {"bootstrapServers": "k:9092", "consumerGroup": "g", "topic": "t"}},
+    ]
+    outcome = await review(admission(body), kind="ScaledObject", index=index_of())
+    assert outcome.allowed
+    assert any("listLenght" in w and "did you mean 'listLength'?" in w for w in outcome.warnings)
+    assert any("'kafka' is a KEDA trigger type that ebb does not implement" in w for w in outcome.warnings)

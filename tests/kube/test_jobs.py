@@ -454,7 +454,7 @@ async def test_scaled_jobs_feed_prometheus_and_triggers_activity_against_fake_ap
         "namespace": NS,
         "scaledObject": "batch",
         "metric": f"s0-redis-{key}",
-        "scaler": "redis",
+        "scaler": "redisScaler",
         "triggerIndex": "0",
         "type": "scaledjob",
     }

@@ -27,7 +27,7 @@ SCALER = {
     "namespace": "shop",
     "metric": "s0-redis-orders",
     "scaledObject": "orders",
-    "scaler": "redis",
+    "scaler": "redisScaler",
     "triggerIndex": "0",
     "type": "scaledobject",
 }
@@ -46,7 +46,7 @@ def test_scaler_series_use_kedas_names_and_labels() -> None:
     obj = {"namespace": "shop", "type": "scaledobject", "name": "orders"}
     assert value(obs, "ebb_desired_replicas", **obj) == 3.0
     assert value(obs, "ebb_current_replicas", **obj) == 1.0
-    assert value(obs, "keda_resource_registered_total", type="scaledobject", namespace="shop") == 1.0
+    assert value(obs, "keda_resource_registered_total", type="scaled_object", namespace="shop") == 1.0
     assert value(obs, "keda_trigger_registered_total", type="redis") == 1.0
 
 
@@ -73,7 +73,7 @@ def test_errors_count_per_trigger_and_per_object(ref: ObjectRef, family: str, la
               "type": ref.kind.lower()}  # fmt: skip
     assert value(obs, "keda_scaler_detail_errors_total", **detail) == 2.0
     assert value(obs, "keda_scaler_detail_errors_total", **{**detail, "metric": "s1-redis-orders", "triggerIndex": "1",
-                                                             "scaler": "s1-redis-orders"}) is None  # fmt: skip
+                                                             "scaler": "s1-redis-orders"}) == 0.0  # fmt: skip
     assert value(obs, family, **labels) == 2.0
     obs.problem(ref, "bad spec", 3.0)
     assert value(obs, family, **labels) == 3.0
@@ -121,7 +121,7 @@ def test_removed_object_loses_its_series_and_registration() -> None:
     obs.removed(SO)
     assert value(obs, "keda_scaler_metrics_value", **SCALER) is None
     assert value(obs, "ebb_desired_replicas", namespace="shop", type="scaledobject", name="orders") is None
-    assert value(obs, "keda_resource_registered_total", type="scaledobject", namespace="shop") == 0.0
+    assert value(obs, "keda_resource_registered_total", type="scaled_object", namespace="shop") == 0.0
     assert value(obs, "keda_trigger_registered_total", type="redis") == 0.0
 
 

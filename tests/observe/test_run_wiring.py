@@ -58,7 +58,7 @@ async def test_metrics_history_events_and_dashboard_of_a_real_run(tmp_path: Path
     }
     assert samples[("ebb_current_replicas", "wired")] == 2
     assert samples[("keda_scaler_metrics_value", "wired")] == 4
-    assert samples[("keda_resource_registered_total", "scaledobject")] == 1
+    assert samples[("keda_resource_registered_total", "scaled_object")] == 1
     assert samples[("keda_trigger_registered_total", "sqlite")] == 1
     assert samples[("ebb_activation_latency_seconds_count", "wired")] == 1
     [obj] = objects

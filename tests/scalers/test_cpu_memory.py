@@ -227,7 +227,7 @@ def test_container_name_makes_a_container_resource_metric() -> None:
 @pytest.mark.parametrize(
     ("trigger_type", "metric_type", "metadata", "field", "message"),
     [
-        ("cpu", "AverageValue", {}, "metadata.value", "Field required"),
+        ("cpu", "AverageValue", {}, "metadata.value", "required parameter missing"),
         ("cpu", "Utilization", {"value": "50.5"}, "metadata.value", "whole percent"),
         ("cpu", "Utilization", {"value": "0"}, "metadata.value", "greater than 0"),
         ("memory", "Utilization", {"value": "abc"}, "metadata.value", "'abc'"),

@@ -299,7 +299,6 @@ async def test_recovers_when_the_server_comes_back(server: ScalerServer) -> None
     [
         ({}, {}, "scalerAddress"),
         ({"scalerAddress": "h:1", "enableTLS": "maybe"}, {}, "enableTLS"),
-        ({"scalerAddress": "h:1"}, {"tlsClientCert": "x"}, "authenticationRef"),
         ({"scalerAddress": "h:1", "tlsClientKey": "k"}, {}, "tlsClientKey"),
     ],
 )
@@ -307,6 +306,14 @@ def test_bad_metadata_names_the_field(metadata: dict[str, str], auth: dict[str, 
     with pytest.raises(SpecError) as err:
         build_scaler("external", metadata, auth_params=auth)
     assert field in err.value.field
+
+
+@pytest.mark.parametrize("auth", [{"tlsClientCert": "x"}, {"tlsClientKey": "k"}])
+def test_half_a_client_certificate_is_ignored_as_keda_does(auth: dict[str, str]) -> None:
+    s = build_scaler("external", {"scalerAddress": "h:1"}, auth_params=auth)
+    assert isinstance(s, ExternalScaler)
+    assert s.client_pair is None
+    assert not s._uses_tls()  # no enableTLS, no CA: KEDA dials in plain text
 
 
 # -- push ------------------------------------------------------------------------------------------------

@@ -115,7 +115,55 @@ JSON_CASES = [
     ("components.worker.load", 1500.0),  # strings are Kubernetes quantities, as in KEDA
     ("components.worker.ratio", 0.5),
     ("components.worker.text", 64.0),
+    # GJSON beyond plain keys, as KEDA's gjson reads them
+    ("queues|@reverse|0.size", 9.0),
+    ("queues.@reverse.0.size", 9.0),
+    ("@this.count", 2.43),
+    ("[count,queues.#]|1", 2.0),
+    ("queues.#(name==images).size", 9.0),  # a bare query value is text
+    ("queues.#(size>6)#|#", 1.0),
+    ("queues.#(name>f).size", 9.0),  # strings compare as strings
+    ("queues.#.size|@reverse|0", 9.0),
+    ("queues.@dig:size|#", 2.0),
 ]
+
+NESTED = {
+    "friends": [
+        {"first": "Dale", "age": 44, "nets": ["ig", "fb", "tw"]},
+        {"first": "Roger", "age": 68, "nets": ["fb", "tw"]},
+    ],
+    "readings": [{"value": "7"}, {"value": "5"}, {"value": 9}],
+}
+
+
+@pytest.mark.parametrize(
+    ("location", "value"),
+    [
+        ('friends.#(nets.#(=="fb")).age', 44.0),
+        ('friends.#(nets.#(=="fb"))#|#', 2.0),
+        ("friends.#(first==Roger).age", 68.0),
+        # GJSON compares by the type of the value found: "7" > "6" as strings, 9 > 6 as numbers; "5" is not.
+        ("readings.#(value>6)#|#", 2.0),
+        ("readings.#(value>6).value", 7.0),
+    ],
+)
+async def test_json_value_nested_queries(api: Api, make: Callable[..., Scaler], location: str, value: float) -> None:
+    api.answer(NESTED)
+    reading = await make(meta(api.url, location)).get_metric_and_activity()
+    assert reading.value == pytest.approx(value)
+
+
+async def test_json_lines(api: Api, make: Callable[..., Scaler]) -> None:
+    api.answer('{"q": "a", "n": 3}\n{"q": "b", "n": 4}\n', "application/x-ndjson")
+    assert (await make(meta(api.url, '..#(q=="b").n')).get_metric_and_activity()).value == 4.0
+    assert (await make(meta(api.url, "..#")).get_metric_and_activity()).value == 2.0
+
+
+async def test_a_path_gjson_cannot_resolve_loads_and_finds_nothing(api: Api, make: Callable[..., Scaler]) -> None:
+    api.answer(DOC)
+    scaler = make(meta(api.url, "components..worker"))  # KEDA accepts it too; it never matches
+    with pytest.raises(ScalerError, match="matches nothing"):
+        await scaler.get_metric_and_activity()
 
 
 @pytest.mark.parametrize(("location", "value"), JSON_CASES, ids=[c[0] for c in JSON_CASES])
@@ -175,6 +223,12 @@ PROM_BODY = (
     "# TYPE queue_depth gauge\r\n"
     'queue_depth{queue="emails"} 17\r\n'
     'queue_depth{queue="images"} 4.5\r\n'
+    "# TYPE tasks_done counter\r\n"
+    "tasks_done 41\r\n"  # a counter exposed without _total: KEDA finds it under this name
+    "# TYPE latency histogram\r\n"
+    'latency_bucket{le="+Inf"} 6\r\n'
+    "latency_count 6\r\n"
+    "latency_sum 2.5\r\n"
     "jobs_waiting 8"  # untyped, and no final newline: tolerated as KEDA does
 )
 
@@ -188,6 +242,7 @@ PROM_BODY = (
         ('http_requests_total{code="500"}', 3.0),
         ('http_requests_total{code!="200"}', 3.0),
         ('{__name__="queue_depth", queue=~"im.*"}', 4.5),
+        ("tasks_done", 41.0),
     ],
 )
 async def test_prometheus_value(api: Api, make: Callable[..., Scaler], location: str, value: float) -> None:
@@ -196,9 +251,18 @@ async def test_prometheus_value(api: Api, make: Callable[..., Scaler], location:
     assert reading.value == value
 
 
-async def test_prometheus_no_such_series(api: Api, make: Callable[..., Scaler]) -> None:
+@pytest.mark.parametrize(
+    "location",
+    [
+        'queue_depth{queue="videos"}',
+        "tasks_done_total",  # nothing is renamed: the family is tasks_done
+        "latency_count",  # histogram samples carry no value KEDA reads (it reads untyped, counter, gauge)
+        "latency",
+    ],
+)
+async def test_prometheus_no_such_series(api: Api, make: Callable[..., Scaler], location: str) -> None:
     api.answer(PROM_BODY, "text/plain")
-    scaler = make(meta(api.url, 'queue_depth{queue="videos"}', format="prometheus"))
+    scaler = make(meta(api.url, location, format="prometheus"))
     with pytest.raises(ScalerError, match="matches no series"):
         await scaler.get_metric_and_activity()
 
@@ -562,8 +626,7 @@ BAD: list[tuple[str, dict[str, str | None], dict[str, str], str, str]] = [
     ("unsafeSsl not a bool", {"unsafeSsl": "perhaps"}, {}, "unsafeSsl", "boolean"),
     ("timeout not a duration", {"timeout": "soon"}, {}, "timeout", "duration"),
     ("negative timeout", {"timeout": "-1s"}, {}, "timeout", "duration"),
-    ("gjson modifier", {"valueLocation": "items|@reverse"}, {}, "valueLocation", "not supported"),
-    ("empty gjson key", {"valueLocation": "a..b"}, {}, "valueLocation", "empty key"),
+    ("empty valueLocation", {"valueLocation": " "}, {}, "valueLocation", "required"),
     ("bad selector", {"format": "prometheus", "valueLocation": "up{job=}"}, {}, "valueLocation", "matcher"),
     ("aggregation from a host that names no service", {"aggregateFromKubeServiceEndpoints": "true"}, {},
      "aggregateFromKubeServiceEndpoints", "<service>.<namespace>"),

@@ -161,6 +161,20 @@ def test_parse_defaults_and_modes(metadata: dict[str, str], mode: str, target: f
         ({"host": AMQP, "queueName": "q"}, {"password": "p"}, "username"),
         ({"host": AMQP, "queueName": "q", "password": "p"}, {}, "password"),
         ({"host": AMQP, "queueName": "q"}, {"tls": "enable"}, "tls"),
+        # OAuth2, KEDA's validateOAuth2: all three or none, HTTP only, not with username/password.
+        ({"host": HTTP, "queueName": "q"}, {"oauthTokenURI": "http://t/", "clientID": "c"}, "clientSecret"),
+        ({"host": HTTP, "queueName": "q"}, {"clientSecret": "s"}, "oauthTokenURI"),
+        (
+            {"host": AMQP, "queueName": "q"},
+            {"oauthTokenURI": "http://t/", "clientID": "c", "clientSecret": "s"},
+            "oauthTokenURI",
+        ),
+        (
+            {"host": HTTP, "queueName": "q"},
+            {"oauthTokenURI": "http://t/", "clientID": "c", "clientSecret": "s", "username": "u", "password": "p"},
+            "oauthTokenURI",
+        ),
+        ({"host": HTTP, "queueName": "q"}, {"workloadIdentityResource": "api://x"}, "workloadIdentityResource"),
     ],
 )
 def test_bad_metadata_names_the_parameter(metadata: dict[str, str], auth: dict[str, str], field: str) -> None:
@@ -290,6 +304,60 @@ async def test_http_queue_length_and_exclude_unacknowledged(broker: Broker, mgmt
     ready = scaler({"host": HTTP, "queueName": q, "excludeUnacknowledged": "true"})
     assert await read_once(total) == (float(info["messages"]), True)
     assert await read_once(ready) == (float(info["messages_ready"]), True)
+
+
+async def test_http_oauth2_client_credentials_token_is_fetched_cached_and_sent(
+    broker: Broker, mgmt: aiohttp.ClientSession
+) -> None:
+    """KEDA's clientcredentials flow: the token endpoint is asked once, the management API gets the bearer token.
+
+    RabbitMQ here takes no OAuth2 tokens, so a stand-in on loopback serves the token endpoint and forwards
+    API requests that carry the token to the real management API.
+    """
+    from aiohttp import web
+
+    q = await broker.queue(uid(), messages=4)
+    await wait_for_value(lambda: api_queue(mgmt, q), lambda d: d.get("messages") == 4)
+    token_requests: list[tuple[str | None, dict[str, str]]] = []
+
+    async def token(request: web.Request) -> web.Response:
+        form = dict(await request.post())
+        token_requests.append((request.headers.get("Authorization"), {k: str(v) for k, v in form.items()}))
+        return web.json_response({"access_token": "tok-123", "token_type": "bearer", "expires_in": 3600})
+
+    async def api(request: web.Request) -> web.Response:
+        if request.headers.get("Authorization") != "Bearer tok-123":
+            return web.Response(status=401)
+        async with mgmt.get(f"http://127.0.0.1:15672{request.path_qs}") as resp:
+            return web.Response(status=resp.status, body=await resp.read(), content_type="application/json")
+
+    app = web.Application()
+    app.router.add_post("/token", token)
+    app.router.add_get("/{tail:.*}", api)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        auth = {
+            "oauthTokenURI": f"http://127.0.0.1:{port}/token",
+            "clientID": "ebb client",
+            "clientSecret": "s3cret",
+            "scopes": "queues.read, queues.list",
+            "endpointParams": "audience=rabbitmq",
+        }
+        s = scaler({"host": f"http://127.0.0.1:{port}/", "queueName": q}, auth_params=auth)
+        try:
+            assert (await s.get_metric_and_activity()).value == 4
+            assert (await s.get_metric_and_activity()).value == 4
+        finally:
+            await s.close()
+    finally:
+        await runner.cleanup()
+    assert len(token_requests) == 1  # cached until it expires
+    header, form = token_requests[0]
+    assert header == basic_auth("ebb+client", "s3cret")
+    assert form == {"grant_type": "client_credentials", "scope": "queues.read queues.list", "audience": "rabbitmq"}
 
 
 def _has_messages(n: int, queue: dict[str, Any]) -> bool:

@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from ebb.errors import ScalerError, SpecError
+from ebb.errors import PushUnavailable, ScalerError, SpecError
 from ebb.scalers import MetricSpec
+from ebb.scalers._redis_common import PUSH_HUBS, SHARED_MAX_CONNECTIONS, SHARED_POOLS
 from tests.scalers._redis_support import (
     ADDRESS,
     NOTIFY_CONFIG,
@@ -83,12 +84,10 @@ def test_metric_name_is_indexed_and_normalised(make: ScalerFactory) -> None:
     ("metadata", "auth_params", "resolved_env", "field", "words"),
     [
         ({"address": ADDRESS}, {}, {}, "metadata.listName", ["required"]),
-        ({"listName": "q"}, {}, {}, "metadata", ["address", "host", "port"]),
-        ({"listName": "q", "address": ADDRESS, "host": "127.0.0.1"}, {}, {}, "metadata.address", ["host"]),
-        ({"listName": "q", "address": ADDRESS}, {"host": "h", "port": "1"}, {}, "metadata.address", ["port"]),
+        ({"listName": "q"}, {}, {}, "metadata.address", ["address", "host", "port"]),
         ({"listName": "q", "host": "127.0.0.1"}, {}, {}, "metadata.port", ["port"]),
         ({"listName": "q", "port": "6379"}, {}, {}, "metadata.host", ["host"]),
-        ({"listName": "q", "host": "a,b", "port": "1"}, {}, {}, "metadata.port", ["same number"]),
+        ({"listName": "q", "host": "a,b", "port": "1"}, {}, {}, "metadata.port", ["one port per host"]),
         ({"listName": "q", "address": "redis-without-port"}, {}, {}, "metadata.address", ["host:port"]),
         ({"listName": "q", "address": "h:99999"}, {}, {}, "metadata.address", ["65535"]),
         (
@@ -228,8 +227,27 @@ async def test_unsupported_key_type_is_a_scaler_error(make: ScalerFactory, admin
         ({"addressFromEnv": "REDIS_ADDR"}, {}, {"REDIS_ADDR": ADDRESS}),
         ({"hostFromEnv": "H", "portFromEnv": "P"}, {}, {"H": "127.0.0.1", "P": "6379"}),
         ({"address": f"{ADDRESS},127.0.0.1:{free_port()}"}, {}, {}),  # KEDA uses the first address
+        ({"addresses": ADDRESS}, {}, {}),  # KEDA's other spellings: name=address;addresses
+        ({"hosts": "127.0.0.1", "ports": "6379"}, {}, {}),
+        ({"address": ADDRESS, "host": "127.0.0.1", "port": str(free_port())}, {}, {}),  # address comes first
+        ({"address": ADDRESS}, {"host": "h", "port": "1"}, {}),
+        ({"address": ADDRESS, "host": "ignored-without-a-port"}, {}, {}),
+        ({"address": ADDRESS, "enableTLS": " False "}, {}, {}),  # values are trimmed, Go booleans
     ],
-    ids=["host-port", "auth-host-port", "auth-address", "address-from-env", "host-port-from-env", "list"],
+    ids=[
+        "host-port",
+        "auth-host-port",
+        "auth-address",
+        "address-from-env",
+        "host-port-from-env",
+        "list",
+        "addresses",
+        "hosts-ports",
+        "address-and-host-port",
+        "address-and-auth-host-port",
+        "address-and-host",
+        "trimmed-bool",
+    ],
 )
 async def test_every_way_of_giving_the_server_reaches_it(
     make: ScalerFactory,
@@ -364,6 +382,55 @@ async def test_polls_reuse_one_pooled_connection_and_close_releases_it(
     # A closed scaler opens a new connection if it is used again.
     assert (await scaler.get_metric_and_activity()).value == 1
     assert len(await connections_named(admin, name)) == 1
+
+
+async def test_objects_reading_one_server_share_its_connections(
+    make: ScalerFactory, admin: aioredis.Redis, key: str
+) -> None:
+    name = unique("client")
+    await admin.rpush(key, "a")
+    scalers = [make("redis", {"address": ADDRESS, "listName": key, "clientName": name}) for _ in range(50)]
+    for _ in range(3):
+        results = await asyncio.gather(*(s.get_metric_and_activity() for s in scalers))
+        assert all(r.value == 1 for r in results)
+    # 50 objects, one pool: at most its size, not 50 x 3.
+    assert 1 <= len(await connections_named(admin, name)) <= SHARED_MAX_CONNECTIONS
+    assert SHARED_POOLS.count() == 1
+    for scaler in scalers[:-1]:
+        await scaler.close()
+    assert (await scalers[-1].get_metric_and_activity()).value == 1  # the last user still reads
+    await scalers[-1].close()
+    assert SHARED_POOLS.count() == 0
+
+    async def none_left() -> bool:
+        return not await connections_named(admin, name)
+
+    await eventually(none_left)
+
+
+async def test_a_cancellation_during_a_write_is_never_swallowed(make: ScalerFactory, key: str) -> None:
+    """Python 3.11's wait_for returns the result when a cancellation arrives as the awaited write completes;
+    redis-py wraps every write in it, so a Ctrl-C could be lost. ebb's connection never loses it."""
+    scaler = make("redis", {"address": ADDRESS, "listName": key})
+    assert (await scaler.get_metric_and_activity()).value == 0  # connected
+    assert scaler._pool is not None
+    conn = await scaler._pool.get_connection()
+    try:
+        gate: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        async def slow_write(command: object) -> None:
+            await gate
+
+        conn._send_packed_command = slow_write  # type: ignore[method-assign]
+        task = asyncio.create_task(conn.send_packed_command(b"*1\r\n$4\r\nPING\r\n", check_health=False))
+        await asyncio.sleep(0.01)
+        gate.set_result(None)  # the write completes ...
+        task.cancel()  # ... in the same moment as the cancellation
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    finally:
+        await conn.disconnect()
+        await scaler._pool.release(conn)
 
 
 # --- TLS -------------------------------------------------------------------------------------------
@@ -552,6 +619,8 @@ async def test_push_without_notifications_explains_how_to_enable_them(
             await asyncio.wait_for(scaler.watch(Notifications()), 10)
         assert "CONFIG SET notify-keyspace-events Kl" in caught.value.message
         assert "enableKeyspaceNotifications" in caught.value.message
+        # A hint said once per server, not an error per trigger.
+        assert isinstance(caught.value, PushUnavailable) and caught.value.key == f"redis://{ADDRESS}"
         assert (await admin.config_get(NOTIFY_CONFIG))[NOTIFY_CONFIG] == ""
 
 
@@ -640,6 +709,34 @@ async def test_push_reconnects_after_losing_its_connection(
             assert not task.done()
         finally:
             await _stop(task)
+
+
+async def test_watches_of_one_server_share_one_subscription(make: ScalerFactory, admin: aioredis.Redis) -> None:
+    name = unique("client")
+    keys = [unique("list") for _ in range(20)]
+    async with notify_config(admin, "Kl"):
+        scalers = [make("redis", {"address": ADDRESS, "listName": k, "clientName": name}) for k in keys]
+        notes = [Notifications() for _ in keys]
+        tasks = [await _start_watch(s, n) for s, n in zip(scalers, notes, strict=True)]
+        try:
+            for k in keys:
+                await eventually(lambda k=k: subscribed(admin, _channel(k)))  # type: ignore[misc]
+            subscribers = [c for c in await connections_named(admin, name) if c.get("sub") != "0"]
+            assert len(subscribers) == 1  # 20 watched keys, one connection
+            assert PUSH_HUBS.count() == 1
+            await admin.rpush(keys[7], "job")
+            await notes[7].wait()
+            assert [n.count for n in notes].count(0) == 19  # only the watcher of that key was told
+        finally:
+            for task in tasks:
+                await _stop(task)
+            await admin.delete(*keys)
+        assert PUSH_HUBS.count() == 0
+
+        async def none_subscribed() -> bool:
+            return not [c for c in await connections_named(admin, name) if c.get("sub") != "0"]
+
+        await eventually(none_subscribed)
 
 
 async def test_cancelled_watch_and_close_leave_no_connection(

@@ -100,8 +100,8 @@ def test_metric_name_is_indexed_and_normalised(make: ScalerFactory) -> None:
     ("metadata", "field"),
     [
         ({"address": ADDRESS}, "metadata.stream"),
-        ({"stream": "s"}, "metadata"),
-        ({"stream": "s", "address": ADDRESS, "host": "127.0.0.1", "port": "6379"}, "metadata.address"),
+        ({"stream": "s"}, "metadata.address"),
+        ({"stream": "s", "hosts": "a,b", "ports": "6379"}, "metadata.port"),
         ({"stream": "s", "address": ADDRESS, "pendingEntriesCount": "0"}, "metadata.pendingEntriesCount"),
         ({"stream": "s", "address": ADDRESS, "streamLength": "-2"}, "metadata.streamLength"),
         ({"stream": "s", "address": ADDRESS, "lagCount": "-1"}, "metadata.lagCount"),

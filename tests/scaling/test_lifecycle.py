@@ -802,3 +802,26 @@ def test_a_removed_trigger_does_not_pin_fallback_on() -> None:
     d = decider("hpa", fallback=Fallback(failure_threshold=1, replicas=3))
     d.state.health["s9-removed"] = MetricHealth(10, "Failing")
     assert d.decide([trig(1)], 1, now=0.0).conditions["Fallback"].status == "False"
+
+
+def test_a_formula_failing_at_run_time_holds_the_count_like_a_failing_trigger() -> None:
+    # Division by zero for many cooldowns: the 4 replicas stay, as for a failing trigger; never 0.
+    mods = ScalingModifiers(formula="a / b", target=1.0)
+    d = decider("direct", modifiers=mods, cooldown_period=10, behavior=FAST_DOWN)
+    for now in range(0, 600, 30):
+        decision = d.decide(named(8, 0), 4, now=float(now))
+        assert decision.desired_replicas in (None, 4), now
+        assert not decision.active
+    assert decision.conditions["Ready"].status == "False"
+
+
+def test_a_formula_failing_past_the_fallback_threshold_uses_fallback_replicas() -> None:
+    mods = ScalingModifiers(formula="a / b", target=1.0)
+    fb = Fallback(failure_threshold=1, replicas=2)
+    d = decider("direct", modifiers=mods, fallback=fb, cooldown_period=10, behavior=FAST_DOWN)
+    first = d.decide(named(8, 0), 4, now=0.0)
+    assert first.desired_replicas in (None, 4)  # one failure: held
+    second = d.decide(named(8, 0), 4, now=30.0)
+    assert second.metric_values == {COMPOSITE_METRIC: 2.0} and second.active
+    assert second.desired_replicas == 2
+    assert second.conditions["Fallback"].status == "True"

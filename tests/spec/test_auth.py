@@ -197,7 +197,7 @@ spec:
             "env[0] reads 'PASSWORD' from the scale target, which has no environment",
         ),
         (
-            "{oauth2: {clientId: c, tokenUrl: 'https://idp',"
+            "{oauth2: {type: clientCredentials, clientId: c, tokenUrl: 'https://idp',"
             " clientSecret: {valueFrom: {secretKeyRef: {name: creds, key: nope}}}}}",
             {},
             "oauth2.clientSecret: Secret default/creds has no key 'nope'",
@@ -253,7 +253,8 @@ def test_pod_identity_none_is_kedas_default_and_needs_nothing() -> None:
 
 def test_oauth2_is_resolved_like_keda_does() -> None:
     store, so = auth_store(
-        "{oauth2: {clientId: my-client, tokenUrl: 'https://idp.example/token', scopes: [read, write],"
+        "{oauth2: {type: clientCredentials, clientId: my-client, tokenUrl: 'https://idp.example/token',"
+        " scopes: [read, write],"
         " tokenUrlParams: {audience: api, x: 'a b'},"
         " clientSecret: {valueFrom: {secretKeyRef: {name: creds, key: token}}}}}"
     )

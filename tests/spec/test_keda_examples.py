@@ -17,6 +17,7 @@ from ebb.spec import (
     Secret,
     TriggerAuthentication,
     load_files,
+    load_text,
     object_policy,
     pause_state,
     unsupported_auth_providers,
@@ -63,6 +64,14 @@ def test_example_loads_unchanged(path: Path) -> None:
     assert len(result.objects) == len(documents)
     for document, obj in zip(documents, result.objects, strict=True):
         assert_contains(document, obj.to_manifest(), obj.ref)
+
+
+def test_the_docs_unquoted_annotation_is_refused_as_the_api_server_refuses_it() -> None:
+    text = (EXAMPLES / "scaledjob-spec.yaml").read_text().replace('paused: "true"', "paused: true")
+    result = load_text(text, "scaledjob-spec.yaml")
+    assert [(e.field, "quote it" in e.message) for e in result.errors] == [
+        ('metadata.annotations["autoscaling.keda.sh/paused"]', True)
+    ]
 
 
 def test_scaledobject_spec_overview() -> None:

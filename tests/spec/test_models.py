@@ -127,19 +127,30 @@ def test_scaled_job_keeps_unknown_job_spec_fields_and_types_the_container() -> N
     ("value", "expected"),
     [(5, "5"), (2.5, "2.5"), (True, "true"), (False, "false"), (None, ""), ("x", "x")],
 )
-def test_trigger_metadata_scalars_become_strings(value: Any, expected: str) -> None:
-    result = load_docs(edited(SO, ("spec.triggers.0.metadata.listLength", value)))
+def test_trigger_metadata_scalars_become_strings_for_local_objects(value: Any, expected: str) -> None:
+    local = edited(SO, ("spec.scaleTargetRef", {"kind": "ProcessGroup", "name": "workers"}))
+    result = load_docs(edited(local, ("spec.triggers.0.metadata.listLength", value)))
     assert result.errors == []
     so = result.objects[0]
     assert isinstance(so, ScaledObject)
     assert so.spec.triggers[0].metadata["listLength"] == expected
 
 
-def test_annotations_and_labels_take_yaml_scalars_as_strings() -> None:
-    doc = edited(SO, ("metadata.annotations", {"autoscaling.keda.sh/paused": True}), ("metadata.labels", {"v": 1}))
+@pytest.mark.parametrize("value", [5, 2.5, True])
+def test_trigger_metadata_scalars_are_refused_for_cluster_objects_as_the_api_server_does(value: Any) -> None:
+    result = load_docs(edited(SO, ("spec.triggers.0.metadata.listLength", value)))
+    assert [e.field for e in result.errors] == ["spec.triggers[0].metadata.listLength"]
+    assert "quote it" in result.errors[0].message
+
+
+def test_annotations_and_labels_take_yaml_scalars_as_strings_for_local_objects() -> None:
+    local = edited(SO, ("spec.scaleTargetRef", {"kind": "ProcessGroup", "name": "workers"}))
+    doc = edited(local, ("metadata.annotations", {"autoscaling.keda.sh/paused": True}), ("metadata.labels", {"v": 1}))
     so = load_docs(doc).objects[0]
     assert so.metadata.annotations == {"autoscaling.keda.sh/paused": "true"}
     assert so.metadata.labels == {"v": "1"}
+    refused = load_docs(edited(SO, ("metadata.labels", {"v": 1}))).errors
+    assert [e.field for e in refused] == ["metadata.labels.v"]
 
 
 def test_metric_type_defaults_to_average_value_except_on_cpu_and_memory() -> None:
@@ -147,7 +158,7 @@ def test_metric_type_defaults_to_average_value_except_on_cpu_and_memory() -> Non
         SO,
         (
             "spec.triggers",
-            [SO["spec"]["triggers"][0], {"type": "memory", "metadata": {"type": "Utilization", "value": "60"}}],
+            [SO["spec"]["triggers"][0], {"type": "memory", "metricType": "Utilization", "metadata": {"value": "60"}}],
         ),
         ("spec.minReplicaCount", 1),
     )
@@ -155,8 +166,14 @@ def test_metric_type_defaults_to_average_value_except_on_cpu_and_memory() -> Non
     assert result.errors == []
     so = result.objects[0]
     assert isinstance(so, ScaledObject)
-    assert [t.metric_type for t in so.spec.triggers] == ["AverageValue", None]
+    assert [t.metric_type for t in so.spec.triggers] == ["AverageValue", "Utilization"]
     assert [t.is_resource for t in so.spec.triggers] == [False, True]
+
+
+def test_the_removed_metadata_type_of_cpu_and_memory_is_refused_as_keda_does() -> None:
+    doc = edited(SO, ("spec.triggers", [{"type": "memory", "metadata": {"type": "Utilization", "value": "60"}}]))
+    fields = [e.field for e in load_docs(doc).errors]
+    assert fields == ["spec.triggers[0].metricType", "spec.triggers[0].metadata.type"]
 
 
 def test_status_is_accepted_and_dropped() -> None:

@@ -43,6 +43,7 @@ async def group(rec: Recorder) -> AsyncIterator[MakeGroup]:
         kwargs.setdefault("output", rec)
         kwargs.setdefault("backoff_initial", 0.05)
         kwargs.setdefault("backoff_max", 0.4)
+        kwargs.setdefault("jitter", 0.0)  # exact delays; test_restarts_of_workers_failing_together_are_spread has it
         target = ProcessGroupTarget(name, PY, [script], termination_grace_period=grace, **kwargs)
         made.append(target)
         return target

@@ -18,6 +18,8 @@ from typing import Any, Final, Protocol
 from pydantic import ValidationError
 
 from ebb.errors import EbbError, SpecError, redact
+from ebb.runtime.build import self_contained_trigger_errors
+from ebb.scalers import available_types
 from ebb.scaling.modifiers import compile_formula
 from ebb.spec import format_path, parse_object
 from ebb.spec.loader import validation_problems
@@ -26,6 +28,7 @@ from ebb.spec.models import (
     TRANSFER_HPA_OWNERSHIP_ANNOTATION,
     ClusterTriggerAuthentication,
     KubeObject,
+    ScaledJob,
     ScaledObject,
     TriggerAuthentication,
 )
@@ -637,10 +640,25 @@ async def review(
     if errors or parsed is None:
         errors = errors or [SpecError(label, "", "not a valid object")]
         return Review(uid, kind, namespace, action, False, _join(errors), _reason(errors[0]))
-    if not isinstance(parsed, ScaledObject):
+    if not isinstance(parsed, ScaledObject | ScaledJob):
         return Review(uid, kind, namespace, action)
+    # KEDA checks trigger parameters only when its controller builds the scalers; ebb refuses at admission
+    # what it can judge without the cluster (see docs/validation.md).
+    trigger_errors = self_contained_trigger_errors(parsed)
+    if trigger_errors:
+        return Review(uid, kind, namespace, action, False, _join(trigger_errors), "incorrect-triggers")
+    notes = [
+        f"{parsed.ref}: spec.triggers[{index}].type: {trigger.type!r} is a KEDA trigger type that ebb does not "
+        "implement yet; ebb's operator will not scale on it"
+        for index, trigger in enumerate(parsed.spec.triggers)
+        if trigger.type not in available_types()
+    ]
+    if isinstance(parsed, ScaledJob):
+        warnings = [str(SpecError(parsed.ref, format_path(loc), message)) for loc, message in parsed.warnings()]
+        return Review(uid, kind, namespace, action, warnings=tuple(warnings + notes))
     dry_run = request.get("dryRun") is True
-    denial, notes = await _check_scaled_object(parsed, index, cluster, dry_run=dry_run)
+    denial, cluster_notes = await _check_scaled_object(parsed, index, cluster, dry_run=dry_run)
+    notes += cluster_notes
     if denial is not None:
         return Review(uid, kind, namespace, action, False, str(denial), denial.reason)
     warnings = [str(SpecError(parsed.ref, format_path(loc), message)) for loc, message in parsed.warnings()]

@@ -100,9 +100,24 @@ def register(app: typer.Typer) -> None:
                 "Service that selects the leader; every replica then reports ready (the Helm chart sets it)."
             ),
         ] = False,
+        cost_per_replica_hour: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--cost-per-replica-hour",
+                metavar="[NAMESPACE=]PRICE",
+                help="Price of one replica-hour on the dashboard: PRICE for every object, NAMESPACE=PRICE for one "
+                "namespace (repeatable). An object's ebb.dev/cost-per-replica-hour annotation wins.",
+            ),
+        ] = None,
     ) -> None:
         """Run the Kubernetes operator: ScaledObjects, their HPAs and the external metrics API."""
         from ebb.kube.runner import run_operator
+        from ebb.observe.cost import Pricing
+
+        try:
+            pricing = Pricing.parse(cost_per_replica_hour or [])
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--cost-per-replica-hour") from None
 
         configure_logging(log_level)
         run_operator(
@@ -122,4 +137,5 @@ def register(app: typer.Typer) -> None:
             webhook_port=webhook_port,
             cluster_name=cluster_name,
             leader_pod_label=leader_pod_label,
+            pricing=pricing,
         )

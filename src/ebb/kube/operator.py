@@ -52,6 +52,8 @@ from ebb.spec import object_policy, parse_object, pause_state
 from ebb.spec.models import ScaledObject
 
 log = logging.getLogger("ebb.operator")
+#: Hints already logged (see Observer.hint).
+_HINTED: set[str] = set()
 
 #: KEDA's finalizer on ScaledObjects (controllers/keda/scaledobject_finalizer.go).
 FINALIZER = "finalizer.keda.sh"
@@ -145,6 +147,11 @@ class _KubeObserver(Observer):
         repeated = message == self._last_problem
         self._last_problem = message
         log.log(logging.DEBUG if repeated else logging.WARNING, "%s: %s", ref, message)
+
+    def hint(self, ref: ObjectRef, key: str, message: str, now: float) -> None:
+        if key not in _HINTED:  # once per server for the whole operator, not per object
+            _HINTED.add(key)
+            log.info("hint: %s", message)
 
     async def drain(self) -> None:
         if self._tasks:

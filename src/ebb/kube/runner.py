@@ -29,6 +29,7 @@ from ebb.kube.operator import FINALIZER, OperatorOptions, ScaledObjectController
 from ebb.kube.webhook import DEFAULT_PORT as DEFAULT_WEBHOOK_PORT
 from ebb.kube.webhook import KubeCluster, WebhookMetrics, WebhookServer, load_conflicts
 from ebb.observe.cloudevents import DEFAULT_CLUSTER, CloudEventHub
+from ebb.observe.cost import Pricing
 from ebb.observe.services import Services
 
 log = logging.getLogger("ebb.operator")
@@ -134,6 +135,7 @@ async def operator_main(
     webhook_port: int = DEFAULT_WEBHOOK_PORT,
     cluster_name: str = DEFAULT_CLUSTER,
     leader_pod_label: bool = False,
+    pricing: Pricing | None = None,
 ) -> None:
     from ebb.kube.metrics_api import MetricsAPIServer
 
@@ -150,6 +152,7 @@ async def operator_main(
             history=history_dir is not None,
             memory_history=history_dir is None,
             announce=log.info,
+            pricing=pricing,
         )
     conflicts = ConflictIndex()
     # CloudEvents' source is /{cluster}/{KEDA's namespace}/keda: KEDA's namespace is its cluster object namespace.

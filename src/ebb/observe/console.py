@@ -22,6 +22,7 @@ class ConsoleObserver(Observer):
         self.console = console
         self.verbose = verbose
         self._last_problem: dict[ObjectRef, str] = {}
+        self._hinted: set[str] = set()
 
     def event(self, ref: ObjectRef, event: ScalingEvent, now: float) -> None:
         style = "yellow" if event.type == "Warning" else "green"
@@ -34,10 +35,16 @@ class ConsoleObserver(Observer):
         if self._last_problem.get(ref) == message:
             return
         self._last_problem[ref] = message
-        self.console.print(
-            f"[dim]{_clock(now)}[/] [bold]{escape(str(ref))}[/] [red]error[/] {escape(message)}",
-            highlight=False,
-        )
+        # A message that names its object already ("app.yaml:8: ScaledObject default/x: field: ...") is printed
+        # as it is, so the object is named once.
+        who = "" if str(ref) in message else f"[bold]{escape(str(ref))}[/] "
+        self.console.print(f"[dim]{_clock(now)}[/] {who}[red]error[/] {escape(message)}", highlight=False)
+
+    def hint(self, ref: ObjectRef, key: str, message: str, now: float) -> None:
+        if key in self._hinted:
+            return
+        self._hinted.add(key)
+        self.console.print(f"[dim]{_clock(now)}[/] [yellow]hint[/] {escape(message)}", highlight=False)
 
     def poll(self, record: PollRecord) -> None:
         if record.ref in self._last_problem and record.decision is not None:

@@ -10,7 +10,7 @@ import contextlib
 import json
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -151,15 +151,35 @@ class EventLogObserver(Observer):
     def __init__(self, log: EventLog) -> None:
         self.log = log
         self._last_problem: dict[ObjectRef, str] = {}
+        #: Told (once per failing streak, and on recovery) when the log cannot be written.
+        self.on_write_problem: Callable[[str, str], None] | None = None
+        self._write_failing = False
 
     def event(self, ref: ObjectRef, event: ScalingEvent, now: float) -> None:
-        self.log.append(EventRecord.of(ref, event, now))
+        self._append(EventRecord.of(ref, event, now))
 
     def problem(self, ref: ObjectRef, message: str, now: float) -> None:
         if self._last_problem.get(ref) == message:
             return
         self._last_problem[ref] = message
-        self.log.append(EventRecord.of(ref, ScalingEvent(PROBLEM_REASON, message, "Warning"), now))
+        self._append(EventRecord.of(ref, ScalingEvent(PROBLEM_REASON, message, "Warning"), now))
+
+    def _append(self, record: EventRecord) -> None:
+        try:
+            self.log.append(record)
+        except OSError as exc:
+            if not self._write_failing:
+                self._write_failing = True
+                self._tell("EventLogWriteFailed", f"cannot write the event log {self.log.path}: {exc}")
+            return
+        if self._write_failing:
+            self._write_failing = False
+            self._tell("EventLogWriteRecovered", f"the event log {self.log.path} is written again")
+
+    def _tell(self, reason: str, message: str) -> None:
+        if self.on_write_problem is not None:
+            with contextlib.suppress(Exception):
+                self.on_write_problem(reason, message)
 
     def poll(self, record: PollRecord) -> None:
         self._last_problem.pop(record.ref, None)  # it polls again: the next problem is news

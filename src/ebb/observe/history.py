@@ -55,13 +55,20 @@ _OBJECT_COLUMNS = (
     "ready",
     "triggers",
     "last_scale",
+    "state",
+    "cost_per_replica_hour",
+    "reason",
 )
+#: Columns added after the first release: added to an older database on open (read-only opens read them as NULL).
+_ADDED_COLUMNS = {"state": "TEXT", "cost_per_replica_hour": "REAL", "reason": "TEXT"}
+#: An object's state in the overview (from its last poll).
+STATES = ("active", "idle", "paused", "fallback", "error")
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS objects (
     key TEXT PRIMARY KEY, kind TEXT, namespace TEXT, name TEXT,
     target TEXT, min_replicas INTEGER, max_replicas INTEGER, trigger_types TEXT,
     time REAL, active INTEGER, paused INTEGER, desired INTEGER, current INTEGER, ready INTEGER,
-    triggers TEXT, last_scale REAL
+    triggers TEXT, last_scale REAL, state TEXT, cost_per_replica_hour REAL, reason TEXT
 );
 CREATE TABLE IF NOT EXISTS points (
     key TEXT NOT NULL, time REAL NOT NULL, resolution REAL NOT NULL,
@@ -73,6 +80,7 @@ CREATE TABLE IF NOT EXISTS events (
     time REAL NOT NULL, key TEXT, kind TEXT, namespace TEXT, name TEXT, type TEXT, reason TEXT, message TEXT
 );
 CREATE INDEX IF NOT EXISTS events_time ON events (time);
+CREATE INDEX IF NOT EXISTS events_key_time ON events (key, time);
 """
 
 
@@ -192,6 +200,14 @@ class HistoryStore:
         if not readonly:
             with self._db:
                 self._db.executescript(_SCHEMA)
+        have = {row[1] for row in self._db.execute("PRAGMA table_info(objects)")}
+        for column, sql_type in _ADDED_COLUMNS.items():
+            if column not in have and not readonly and have:
+                with self._db:
+                    self._db.execute(f"ALTER TABLE objects ADD COLUMN {column} {sql_type}")
+                have.add(column)
+        #: How to read each objects column: its name, or NULL for one a read-only older database lacks.
+        self._columns = [c if c in have or not have else f"NULL AS {c}" for c in _OBJECT_COLUMNS]
 
     def close(self) -> None:
         with self._lock:
@@ -205,9 +221,10 @@ class HistoryStore:
                 ref = info.ref
                 self._db.execute(
                     "INSERT INTO objects (key, kind, namespace, name, target, min_replicas, max_replicas, "
-                    "trigger_types) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET "
-                    "target=excluded.target, min_replicas=excluded.min_replicas, "
-                    "max_replicas=excluded.max_replicas, trigger_types=excluded.trigger_types",
+                    "trigger_types, cost_per_replica_hour) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT(key) DO UPDATE SET target=excluded.target, min_replicas=excluded.min_replicas, "
+                    "max_replicas=excluded.max_replicas, trigger_types=excluded.trigger_types, "
+                    "cost_per_replica_hour=excluded.cost_per_replica_hour",
                     (
                         ref.key,
                         ref.kind,
@@ -217,6 +234,7 @@ class HistoryStore:
                         info.min_replicas,
                         info.max_replicas,
                         json.dumps([t.type for t in info.triggers]),
+                        info.cost_per_replica_hour,
                     ),
                 )
 
@@ -244,10 +262,12 @@ class HistoryStore:
                 scaled = r.time if r.desired_replicas != r.current_replicas else None
                 self._db.execute(
                     "INSERT INTO objects (key, kind, namespace, name, time, active, paused, desired, current, ready, "
-                    "triggers, last_scale) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET "
+                    "triggers, last_scale, state, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT(key) DO UPDATE SET "
                     "time=excluded.time, active=excluded.active, paused=excluded.paused, desired=excluded.desired, "
                     "current=excluded.current, ready=excluded.ready, triggers=excluded.triggers, "
-                    "last_scale=COALESCE(excluded.last_scale, objects.last_scale)",
+                    "last_scale=COALESCE(excluded.last_scale, objects.last_scale), state=excluded.state, "
+                    "reason=excluded.reason",
                     (
                         r.ref.key,
                         r.ref.kind,
@@ -261,6 +281,8 @@ class HistoryStore:
                         r.ready_replicas,
                         triggers,
                         scaled,
+                        _state(r, active, paused),
+                        r.reason,
                     ),
                 )
             self._db.executemany(
@@ -302,16 +324,40 @@ class HistoryStore:
 
     # --- reading ----------------------------------------------------------------------------------------------
 
-    def objects(self) -> list[dict[str, Any]]:
-        """Every object with its latest state, by namespace and name."""
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Rows of one read-only statement (for the fleet overview's queries)."""
+        with self._lock:
+            return self._db.execute(sql, params).fetchall()
+
+    def column(self, name: str) -> str:
+        """`name` in an objects-table SELECT, or NULL when this (older, read-only) database lacks it."""
+        return name if name in self._columns else "NULL"
+
+    def span(self) -> tuple[float, float] | None:
+        """The first and last point's time, None without points (indexed: two cheap lookups per resolution)."""
         with self._lock:
             rows = self._db.execute(
-                f"SELECT {', '.join(_OBJECT_COLUMNS)} FROM objects ORDER BY namespace, name, kind"
+                "SELECT MIN(time), MAX(time) FROM points WHERE resolution = 0 UNION ALL "
+                "SELECT MIN(time), MAX(time) FROM points WHERE resolution = ?",
+                (self.bucket,),
+            ).fetchall()
+        found = [(float(a), float(b)) for a, b in rows if a is not None]
+        if not found:
+            return None
+        return min(a for a, _ in found), max(b for _, b in found)
+
+    def objects(self, namespace: str | None = None) -> list[dict[str, Any]]:
+        """Every object (of `namespace`, if given) with its latest state, by namespace and name."""
+        where, params = ("WHERE namespace = ?", (namespace,)) if namespace is not None else ("", ())
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {', '.join(self._columns)} FROM objects {where} ORDER BY namespace, name, kind", params
             ).fetchall()
         names = _OBJECT_COLUMNS
         out = []
         for row in rows:
             obj = dict(zip(names, row, strict=True))
+            obj.setdefault("reason", None)
             obj["trigger_types"] = json.loads(obj["trigger_types"]) if obj["trigger_types"] else []
             obj["triggers"] = json.loads(obj["triggers"]) if obj["triggers"] else []
             obj["active"] = None if obj["active"] is None else bool(obj["active"])
@@ -364,6 +410,18 @@ class HistoryStore:
         return [EventRecord(*r) for r in reversed(rows)]
 
 
+def _state(r: PollRecord, active: bool, paused: bool) -> str:
+    """The overview's state of an object after a poll: paused, fallback, error, active or idle."""
+    if paused:
+        return "paused"
+    fallback = r.decision.conditions.get("Fallback") if r.decision is not None else None
+    if fallback is not None and fallback.status == "True":
+        return "fallback"
+    if any(t.error for t in r.triggers):
+        return "error"
+    return "active" if active else "idle"
+
+
 def _row(r: Sequence[Any]) -> _Row:
     t, res, active, desired, current, ready, peak, triggers = r
     return _Row(
@@ -398,6 +456,9 @@ class HistoryObserver(Observer):
         self.clock = clock
         self.on_drop = on_drop
         self.dropped = 0
+        #: Told (once per failing streak, and once on recovery) when the history cannot be written.
+        self.on_write_problem: Callable[[str, str], None] | None = None
+        self._write_failing = False
         self._points: deque[PollRecord] = deque()
         self._events: deque[EventRecord] = deque()
         self._last_problem: dict[ObjectRef, str] = {}
@@ -432,8 +493,8 @@ class HistoryObserver(Observer):
         self._last_problem.pop(ref, None)
         self._removed.append(ref)
 
-    async def flush(self) -> None:
-        """Write what is queued (in a worker thread)."""
+    async def flush(self) -> bool:
+        """Write what is queued (in a worker thread); True if there was anything to write."""
         points, self._points = list(self._points), deque()
         events, self._events = list(self._events), deque()
         removed, self._removed = self._removed, []
@@ -441,6 +502,20 @@ class HistoryObserver(Observer):
             await asyncio.to_thread(self.store.write, points, events)
         for ref in removed:
             await asyncio.to_thread(self.store.forget, ref)
+        return bool(points or events or removed)
+
+    def _wrote(self, error: Exception | None) -> None:
+        if error is not None and not self._write_failing:
+            self._write_failing = True
+            self._tell("HistoryWriteFailed", f"cannot write the history {self.store.path}: {error}")
+        elif error is None and self._write_failing:
+            self._write_failing = False
+            self._tell("HistoryWriteRecovered", f"the history {self.store.path} is written again")
+
+    def _tell(self, reason: str, message: str) -> None:
+        if self.on_write_problem is not None:
+            with contextlib.suppress(Exception):
+                self.on_write_problem(reason, message)
 
     async def run(self) -> None:
         """Flush every `flush_interval`, maintain every `maintain_interval`, until cancelled (then flush)."""
@@ -448,8 +523,13 @@ class HistoryObserver(Observer):
         try:
             while True:
                 await asyncio.sleep(self.flush_interval)
-                with contextlib.suppress(sqlite3.Error, OSError):
-                    await self.flush()
+                try:
+                    wrote = await self.flush()
+                except (sqlite3.Error, OSError) as exc:
+                    self._wrote(exc)
+                else:
+                    if wrote:
+                        self._wrote(None)
                 now = self.clock()
                 if now - last_maintain >= self.maintain_interval:
                     last_maintain = now

@@ -7,15 +7,20 @@ series. Labels carry object, trigger and metric names only: never a trigger's me
 from __future__ import annotations
 
 import contextlib
+import functools
+import os
 import platform
 import re
+import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 import ebb
+from ebb.observe.keda_names import RESOURCE_TRIGGER_TYPES, RESOURCE_TYPES, keda_scaler_name
 from ebb.runtime.observer import ObjectRef, Observer, PollRecord
 from ebb.scaling.types import ScalingEvent, TriggerResult
 
@@ -28,7 +33,35 @@ _INDEX = re.compile(r"^s(\d+)-")
 
 
 def _resource_type(kind: str) -> str:
+    """The `type` label of the per-trigger and scale-loop series (KEDA's getResourceType)."""
     return "scaledjob" if kind == "ScaledJob" else "scaledobject"
+
+
+@functools.cache
+def git_commit() -> str:
+    """The commit ebb was built from: $EBB_GIT_COMMIT (the image's build argument), else the git work tree the
+    package runs from (a source checkout or an editable install), else "unknown"."""
+    env = os.environ.get("EBB_GIT_COMMIT", "").strip()
+    if env:
+        return env
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5, check=True
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    commit = out.stdout.strip()
+    # Only a checkout that holds this very file: a site-packages inside some other repository is not ebb's.
+    try:
+        top = subprocess.run(
+            ["git", "rev-parse", "--show-toplevel"], cwd=here, capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    if not commit or not (Path(top) / "src" / "ebb" / "observe" / "metrics.py").exists():
+        return "unknown"
+    return commit
 
 
 @dataclass(frozen=True)
@@ -48,6 +81,7 @@ class _ObjectMemory:
     #: When a poll first saw activity while the target ran zero replicas (for ebb_activation_latency_seconds).
     active_since: float | None = None
     registered: bool = False
+    max_replicas: int | None = None
 
 
 class EbbMetrics:
@@ -62,9 +96,9 @@ class EbbMetrics:
             ["version", "git_commit", "goversion", "goos", "goarch"],
             registry=r,
         )
-        self.build_info.labels(
-            ebb.__version__, "", f"python{platform.python_version()}", platform.system().lower(), platform.machine()
-        ).set(1)
+        python = f"python{platform.python_version()}"
+        system = platform.system().lower()
+        self.build_info.labels(ebb.__version__, git_commit(), python, system, platform.machine()).set(1)
         self.scaler_metrics_value = Gauge(
             "keda_scaler_metrics_value",
             "The current value for each scaler's metric that would be used by the HPA in computing the target.",
@@ -160,6 +194,27 @@ class EbbMetrics:
             ["namespace"],
             registry=r,
         )
+        # kube-state-metrics' names for the HPA KEDA would create (keda-hpa-<name>), which KEDA's Grafana dashboard
+        # reads. Only where no HPA exists (`ebb run`'s local targets); on Kubernetes kube-state-metrics has them.
+        hpa_labels = ["namespace", "horizontalpodautoscaler"]
+        self.hpa_current_replicas = Gauge(
+            "kube_horizontalpodautoscaler_status_current_replicas",
+            "Current number of replicas of pods managed by this autoscaler (ebb run: the local target's).",
+            hpa_labels,
+            registry=r,
+        )
+        self.hpa_desired_replicas = Gauge(
+            "kube_horizontalpodautoscaler_status_desired_replicas",
+            "Desired number of replicas of pods managed by this autoscaler (ebb run: ebb's decision).",
+            hpa_labels,
+            registry=r,
+        )
+        self.hpa_max_replicas = Gauge(
+            "kube_horizontalpodautoscaler_spec_max_replicas",
+            "Upper limit for the number of pods that can be set by the autoscaler (maxReplicaCount).",
+            hpa_labels,
+            registry=r,
+        )
         self.observer_dropped = Counter(
             "ebb_observer_dropped",
             "Records an observer dropped because its queue was full (scaling never waits for observers).",
@@ -171,8 +226,10 @@ class EbbMetrics:
 class MetricsObserver(Observer):
     """Keeps the Prometheus series of every scaled object up to date from polls, events and problems."""
 
-    def __init__(self, metrics: EbbMetrics | None = None) -> None:
+    def __init__(self, metrics: EbbMetrics | None = None, *, hpa_series: bool = False) -> None:
         self.metrics = metrics or EbbMetrics()
+        #: Export kube_horizontalpodautoscaler_* for ScaledObjects (ebb run: there is no HPA, nor kube-state-metrics).
+        self.hpa_series = hpa_series
         self._objects: dict[ObjectRef, _ObjectMemory] = {}
 
     @property
@@ -185,28 +242,56 @@ class MetricsObserver(Observer):
             memory = self._objects[ref] = _ObjectMemory()
         return memory
 
-    def register(self, ref: ObjectRef, triggers: Iterable[TriggerInfo]) -> None:
+    def register(self, ref: ObjectRef, triggers: Iterable[TriggerInfo], max_replicas: int | None = None) -> None:
         """An object starts being scaled: count it and its triggers (keda_*_registered_total)."""
         memory = self._memory(ref)
         if memory.registered:
             return
         memory.registered = True
         memory.triggers = {t.index: t for t in triggers}
-        self.metrics.resource_registered.labels(_resource_type(ref.kind), ref.namespace).inc()
+        memory.max_replicas = max_replicas
+        self.resource_added(ref.kind, ref.namespace)
         for t in memory.triggers.values():
             self.metrics.trigger_registered.labels(t.type).inc()
+        self._object_errors(ref)  # KEDA creates the object's error counter at 0, so dashboards draw a 0 line
+
+    def resource_added(self, kind: str, namespace: str) -> None:
+        """One more custom resource of `kind` (ScaledObject, TriggerAuthentication, ...) in `namespace`."""
+        rtype = RESOURCE_TYPES.get(kind)
+        if rtype is not None:
+            self.metrics.resource_registered.labels(rtype, namespace or "default").inc()
+
+    def resource_removed(self, kind: str, namespace: str) -> None:
+        rtype = RESOURCE_TYPES.get(kind)
+        if rtype is not None:
+            self.metrics.resource_registered.labels(rtype, namespace or "default").dec()
+
+    def _object_errors(self, ref: ObjectRef) -> Counter:
+        if ref.kind == "ScaledJob":
+            return self.metrics.scaled_job_errors.labels(ref.namespace, ref.name)
+        return self.metrics.scaled_object_errors.labels(ref.namespace, ref.name)
 
     def _scaler_labels(self, ref: ObjectRef, memory: _ObjectMemory, position: int, r: TriggerResult) -> tuple[str, ...]:
+        """KEDA's labels: `scaler` is the trigger's name, else KEDA's scaler type name (`redisScaler`); the
+        `metric` of a cpu/memory trigger is the resource's name."""
         match = _INDEX.match(r.metric_name)
         index = int(match.group(1)) if match else position
         info = memory.triggers.get(index)
+        trigger_type = info.type if info is not None else None
+        metric = r.metric_name
+        if r.resource:
+            resource = trigger_type if trigger_type in RESOURCE_TRIGGER_TYPES else _INDEX.sub("", r.metric_name)
+            trigger_type = trigger_type or resource
+            metric = resource
         if r.trigger_name:
             scaler = r.trigger_name
-        elif info is not None:
-            scaler = info.name or info.type
+        elif info is not None and info.name:
+            scaler = info.name
+        elif trigger_type is not None:
+            scaler = keda_scaler_name(trigger_type)
         else:
             scaler = r.metric_name
-        return (ref.namespace, r.metric_name, ref.name, scaler, str(index), _resource_type(ref.kind))
+        return (ref.namespace, metric, ref.name, scaler, str(index), _resource_type(ref.kind))
 
     def poll(self, record: PollRecord) -> None:
         m = self.metrics
@@ -218,6 +303,11 @@ class MetricsObserver(Observer):
         for position, r in enumerate(record.triggers):
             labels = self._scaler_labels(ref, memory, position, r)
             memory.series.add(labels)
+            if r.resource:
+                # KEDA exports only keda_scaler_active for cpu/memory (always 1: they are HPA resource metrics).
+                if r.error is None:
+                    m.scaler_active.labels(*labels).set(1)
+                continue
             # The trigger's own read time (KEDA's per-scaler latency); the poll's when the scaler was not timed.
             latency = r.read_seconds if r.read_seconds is not None else record.read_seconds
             m.scaler_metrics_latency.labels(*labels).set(latency)
@@ -226,19 +316,24 @@ class MetricsObserver(Observer):
                 m.scaler_detail_errors.labels(*labels).inc()
                 m.scaler_active.labels(*labels).set(0)
                 continue
+            m.scaler_detail_errors.labels(*labels)  # a healthy trigger's error counter exists, at 0 (as KEDA)
             m.scaler_metrics_value.labels(*labels).set(r.value if r.value is not None else 0.0)
             m.scaler_active.labels(*labels).set(1 if r.active else 0)
             any_active = any_active or r.active
+        object_errors = self._object_errors(ref)
         if any_error:
-            if ref.kind == "ScaledJob":
-                m.scaled_job_errors.labels(ref.namespace, ref.name).inc()
-            else:
-                m.scaled_object_errors.labels(ref.namespace, ref.name).inc()
+            object_errors.inc()
         m.scale_loop_latency.labels(ref.namespace, rtype, ref.name).set(record.lateness)
         obj = (ref.namespace, rtype, ref.name)
         m.desired_replicas.labels(*obj).set(record.desired_replicas)
         m.current_replicas.labels(*obj).set(record.current_replicas)
         m.ready_replicas.labels(*obj).set(record.ready_replicas)
+        if self.hpa_series and ref.kind == "ScaledObject":
+            hpa = (ref.namespace, f"keda-hpa-{ref.name}")
+            m.hpa_current_replicas.labels(*hpa).set(record.current_replicas)
+            m.hpa_desired_replicas.labels(*hpa).set(record.desired_replicas)
+            if memory.max_replicas is not None:
+                m.hpa_max_replicas.labels(*hpa).set(memory.max_replicas)
         if record.decision is not None:
             paused = record.decision.conditions.get("Paused")
             m.scaled_object_paused.labels(ref.namespace, ref.name).set(
@@ -267,10 +362,8 @@ class MetricsObserver(Observer):
         self.metrics.scaling_events.labels(event.reason).inc()
 
     def problem(self, ref: ObjectRef, message: str, now: float) -> None:
-        if ref.kind == "ScaledJob":
-            self.metrics.scaled_job_errors.labels(ref.namespace, ref.name).inc()
-        elif ref.kind == "ScaledObject":
-            self.metrics.scaled_object_errors.labels(ref.namespace, ref.name).inc()
+        if ref.kind in ("ScaledJob", "ScaledObject"):
+            self._object_errors(ref).inc()
 
     def removed(self, ref: ObjectRef) -> None:
         memory = self._objects.pop(ref, None)
@@ -285,8 +378,11 @@ class MetricsObserver(Observer):
             _remove(per_object, (ref.namespace, rtype, ref.name))
         _remove(m.scale_loop_latency, (ref.namespace, rtype, ref.name))
         _remove(m.scaled_object_paused, (ref.namespace, ref.name))
+        for hpa_family in (m.hpa_current_replicas, m.hpa_desired_replicas, m.hpa_max_replicas):
+            _remove(hpa_family, (ref.namespace, f"keda-hpa-{ref.name}"))
+        _remove(m.scaled_job_errors if ref.kind == "ScaledJob" else m.scaled_object_errors, (ref.namespace, ref.name))
         if memory.registered:
-            m.resource_registered.labels(rtype, ref.namespace).dec()
+            self.resource_removed(ref.kind, ref.namespace)
             for t in memory.triggers.values():
                 m.trigger_registered.labels(t.type).dec()
 

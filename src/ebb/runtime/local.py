@@ -6,29 +6,35 @@ One broken object is reported (through the observer) and skipped; every other ob
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import time
+import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
-from ebb.errors import EbbError
+from ebb.errors import EbbError, SpecError
 from ebb.runtime.build import build_scalers, object_ref
 from ebb.runtime.heap import freeze_heap, refreeze_after
-from ebb.runtime.observer import ObjectRef, Observer
+from ebb.runtime.job_template import local_job_settings
+from ebb.runtime.leftovers import stop_leftovers
+from ebb.runtime.observer import RUNTIME_REF, ObjectRef, Observer
+from ebb.runtime.predictive import PredictiveScaler
 from ebb.runtime.scaled_job import ScaledJobLoop
 from ebb.runtime.scaled_object import ScaledObjectLoop, close_scalers, spread_offset
 from ebb.runtime.state import StateStore
-from ebb.scalers.base import DEFAULT_TIMEOUT
+from ebb.scalers.base import DEFAULT_TIMEOUT, Scaler
+from ebb.scaling.forecast import PREDICTIVE_ANNOTATION, parse_predictive
 from ebb.scaling.jobs import JobStrategy
 from ebb.scaling.lifecycle import ScaledObjectDecider, pause_state
+from ebb.scaling.types import ScalingEvent
 from ebb.spec.auth import ResolvedEnv, resolve_env
 from ebb.spec.convert import object_policy
 from ebb.spec.loader import LoadResult
 from ebb.spec.models import ProcessGroup, ScaledJob, ScaledObject
-from ebb.targets.base import OutputSink
+from ebb.targets._child import RUN_ID_ENV
+from ebb.targets.base import ChildRecord, EventSink, OutputSink
 from ebb.targets.jobs import JobRunner
 from ebb.targets.process import ProcessGroupTarget
 
@@ -36,6 +42,11 @@ L = TypeVar("L", ScaledObjectLoop, ScaledJobLoop)
 
 #: ebb's own annotation: poll an idle object (at zero or idle replicas) this often, in seconds.
 IDLE_POLLING_ANNOTATION = "ebb.dev/idle-polling-interval"
+#: How long stopping waits for the scaling loops to end after cancelling them (a loop stuck in a library
+#: that swallows a cancellation is cancelled again, then left behind).
+LOOP_STOP_TIMEOUT = 3.0
+#: At most this long for workers a killed ebb left behind to honour SIGTERM before SIGKILL.
+LEFTOVER_GRACE = 10.0
 
 
 @dataclass
@@ -45,6 +56,8 @@ class RuntimeOptions:
     output: OutputSink | None = None
     #: ProcessGroup restart backoff (seconds): first delay, cap, and the run time that resets it.
     backoff: tuple[float, float, float] = (1.0, 60.0, 60.0)
+    #: ScaledJob retry backoff after a failed attempt (seconds): first delay and cap, as Kubernetes' Job.
+    job_backoff: tuple[float, float] = (10.0, 360.0)
     clock: Callable[[], float] = field(default=time.time)
 
 
@@ -89,18 +102,58 @@ class LocalRuntime:
         self.resources = loaded.resources
         self.observer = observer
         self.options = options or RuntimeOptions()
-        self.state = StateStore(self.options.state_path)
+        #: Every worker carries it in its environment ($EBB_RUN_ID): how a later ebb recognises leftovers.
+        self.run_id = uuid.uuid4().hex
+        self.state = StateStore(self.options.state_path, on_problem=self._state_problem, run_id=self.run_id)
+        self.state.children_source = self.children
         self.targets: dict[tuple[str, str], ProcessGroupTarget] = {}
         self.envs: dict[tuple[str, str], ResolvedEnv] = {}
         self.loops: dict[ObjectRef, ScaledObjectLoop] = {}
         self.job_loops: dict[ObjectRef, ScaledJobLoop] = {}
         self.runners: dict[ObjectRef, JobRunner] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        #: Which object a ProcessGroup's events are recorded under: the ScaledObject scaling it, if any.
+        self._group_owner: dict[tuple[str, str], ObjectRef] = {}
 
     # --- building -------------------------------------------------------------------------------------
 
     def _problem(self, ref: ObjectRef, error: Exception | str) -> None:
+        if isinstance(error, SpecError):  # with the file and line of the field at fault, as `ebb check` says it
+            error = self.loaded.locate(error, self.resources.lookup(ref.kind, ref.namespace, ref.name))
         self.observer.problem(ref, str(error), self.options.clock())
+
+    def _state_problem(self, reason: str, message: str) -> None:
+        kind: Literal["Normal", "Warning"] = "Normal" if reason.endswith("Recovered") else "Warning"
+        self.observer.event(RUNTIME_REF, ScalingEvent(reason, message, kind), self.options.clock())
+
+    def _event_sink(self, default: ObjectRef, key: tuple[str, str] | None = None) -> EventSink:
+        def sink(reason: str, message: str, type_: Literal["Normal", "Warning"]) -> None:
+            ref = self._group_owner.get(key, default) if key is not None else default
+            self.observer.event(ref, ScalingEvent(reason, message, type_), self.options.clock())
+
+        return sink
+
+    def children(self) -> list[ChildRecord]:
+        """Every live worker and job process of this run."""
+        out: list[ChildRecord] = []
+        for target in self.targets.values():
+            out.extend(target.children())
+        for runner in self.runners.values():
+            out.extend(runner.children())
+        return out
+
+    def kill_all(self) -> None:
+        """SIGKILL every worker and job now, terminating ones included (a second Ctrl-C, a stop overrun)."""
+        for target in self.targets.values():
+            target.kill_all()
+        for runner in self.runners.values():
+            runner.kill_all()
+
+    def max_grace(self) -> float:
+        """The longest termination grace period of any target: how long a graceful stop may take."""
+        graces = [t.termination_grace_period for t in self.targets.values()]
+        graces += [r.termination_grace_period for r in self.runners.values()]
+        return max(graces, default=0.0)
 
     def _build_targets(self) -> None:
         backoff_initial, backoff_max, backoff_reset = self.options.backoff
@@ -119,6 +172,8 @@ class LocalRuntime:
                     backoff_initial=backoff_initial,
                     backoff_max=backoff_max,
                     backoff_reset_after=backoff_reset,
+                    on_event=self._event_sink(ref, (pg.metadata.namespace, pg.metadata.name)),
+                    extra_env={RUN_ID_ENV: self.run_id},
                 )
             except EbbError as exc:
                 self._problem(ref, exc)
@@ -154,6 +209,7 @@ class LocalRuntime:
                 timeout=self.options.scaler_timeout,
                 target_pids=target.pids,
             )
+            scalers = self._predictive(so, ref, scalers)
             pause_state(so.metadata.annotations, str(ref))
             idle_interval = _idle_polling_interval(so)
             decider = ScaledObjectDecider(
@@ -182,6 +238,38 @@ class LocalRuntime:
             clock=self.options.clock,
         )
 
+    def _predictive(self, so: ScaledObject, ref: ObjectRef, scalers: list[Scaler]) -> list[Scaler]:
+        """ebb.dev/predictive: each non-resource trigger's metric with its own forecast added."""
+        raw = so.metadata.annotations.get(PREDICTIVE_ANNOTATION)
+        if raw is None:
+            return scalers
+        try:
+            settings = parse_predictive(raw)
+        except ValueError as exc:
+            raise EbbError(f"{so.ref}: metadata.annotations[{PREDICTIVE_ANNOTATION}]: {exc}") from None
+
+        def guard(trigger: str) -> Callable[[bool, float], None]:
+            def report(enabled: bool, error: float) -> None:
+                if enabled:
+                    event = ScalingEvent("PredictionResumed", f"{trigger}: forecast error {error:.2f}, prediction on")
+                else:
+                    event = ScalingEvent(
+                        "PredictionDisabled",
+                        f"{trigger}: recent forecast error {error:.2f} > maxError {settings.max_error:g}, "
+                        "prediction off",
+                        "Warning",
+                    )
+                self.observer.event(ref, event, self.options.clock())
+
+            return report
+
+        return [
+            s
+            if s.type_name in ("cpu", "memory")  # resource metrics: nothing to forecast from a queue
+            else PredictiveScaler(s, settings, clock=self.options.clock, on_guard=guard(s.ctx.trigger_ref))
+            for s in scalers
+        ]
+
     def _build_scaled_job(self, sj: ScaledJob, offset: float) -> ScaledJobLoop | None:
         ref = object_ref(sj)
         try:
@@ -191,6 +279,7 @@ class LocalRuntime:
                     f"{ref}: spec.jobTargetRef.template.spec.containers[0].command: a local ScaledJob runs this "
                     "command as one job; it is missing (an image alone cannot run without a cluster)"
                 )
+            settings = local_job_settings(sj)
             env = resolve_env(sj, self.resources)
             scalers = build_scalers(
                 sj, self.resources, env, env_secrets=env.secret_values, timeout=self.options.scaler_timeout
@@ -205,10 +294,26 @@ class LocalRuntime:
                 output=self.options.output,
                 successful_jobs_history_limit=sj.spec.successful_jobs_history_limit,
                 failed_jobs_history_limit=sj.spec.failed_jobs_history_limit,
+                backoff_limit=settings.backoff_limit,
+                active_deadline_seconds=settings.active_deadline_seconds,
+                ttl_seconds_after_finished=settings.ttl_seconds_after_finished,
+                retry_backoff=self.options.job_backoff,
+                on_event=self._event_sink(ref),
+                extra_env={RUN_ID_ENV: self.run_id},
             )
         except EbbError as exc:
             self._problem(ref, exc)
             return None
+        if settings.cluster_only:
+            self.observer.event(
+                ref,
+                ScalingEvent(
+                    "IgnoredLocally",
+                    "these job template fields only matter on a cluster and do nothing under ebb run: "
+                    + ", ".join(settings.cluster_only),
+                ),
+                self.options.clock(),
+            )
         strategy = sj.spec.scaling_strategy
         self.runners[ref] = runner
         return ScaledJobLoop(
@@ -235,6 +340,7 @@ class LocalRuntime:
         for error in self.loaded.errors:
             ref = ObjectRef("manifest", "", getattr(error, "obj", "") or "?")
             self.observer.problem(ref, str(error), self.options.clock())
+        self.state.report_load_problems()
         self._build_targets()
         scaled = self.resources.scaled_objects()
         jobs = self.resources.scaled_jobs()
@@ -244,11 +350,13 @@ class LocalRuntime:
             loop = self._guarded(so, functools.partial(self._build_scaled_object, so, offset))
             if loop is not None:
                 self.loops[loop.ref] = loop
+                self._group_owner[(so.metadata.namespace, so.spec.scale_target_ref.name)] = loop.ref
         for j, sj in enumerate(jobs):
             offset = self._offset(len(scaled) + j, count, sj.spec.polling_interval)
             job_loop = self._guarded(sj, functools.partial(self._build_scaled_job, sj, offset))
             if job_loop is not None:
                 self.job_loops[job_loop.ref] = job_loop
+        await self._stop_leftovers()
         for extension in self.extensions:
             extension.build(self)
         await self._initial_replicas()
@@ -264,6 +372,29 @@ class LocalRuntime:
         self._tasks.append(asyncio.create_task(self.state.run_flusher()))
         for extension in self.extensions:
             await extension.start()
+
+    async def _stop_leftovers(self) -> None:
+        """Stop workers a previous ebb with this state left running (it was killed), before starting ours."""
+        previous = self.state.previous_run
+        if previous is None:
+            return
+        grace = min(self.max_grace(), LEFTOVER_GRACE)
+        try:
+            stopped = await asyncio.to_thread(stop_leftovers, previous, grace)
+        except Exception as exc:  # psutil on an odd platform: never a reason not to start
+            self._problem(RUNTIME_REF, f"cannot look for workers a previous ebb left: {exc}")
+            return
+        if stopped:
+            self.observer.event(
+                RUNTIME_REF,
+                ScalingEvent(
+                    "LeftoverWorkersStopped",
+                    f"stopped {len(stopped)} process(es) left running by a previous ebb (pid {previous.pid}) "
+                    f"with this state: {', '.join(map(str, sorted(stopped)))}",
+                    "Warning",
+                ),
+                self.options.clock(),
+            )
 
     def _guarded(self, obj: ScaledObject | ScaledJob, build: Callable[[], L | None]) -> L | None:
         """Build one object's loop; an unexpected failure is that object's problem, not the runtime's."""
@@ -320,25 +451,46 @@ class LocalRuntime:
             await asyncio.shield(self.stop())
 
     async def stop(self) -> None:
-        """Cancel loops, close scalers, stop every worker gracefully (SIGTERM, grace, SIGKILL), save state."""
+        """Cancel loops, close scalers, stop every worker gracefully (SIGTERM, grace, SIGKILL), save state.
+
+        Every step is bounded: loops get LOOP_STOP_TIMEOUT (cancelled again if one swallows its
+        cancellation), scalers their close timeout, workers their grace period and then SIGKILL.
+        """
         for extension in self.extensions:
             try:
                 await extension.stop()
             except Exception as exc:
                 self.observer.problem(ObjectRef("runtime", "", "ebb"), f"while stopping: {exc}", time.time())
         tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await close_scalers([s for loop in self.loops.values() for s in loop.scalers])
-        await close_scalers([s for loop in self.job_loops.values() for s in loop.scalers])
+        await cancel_and_wait(tasks, LOOP_STOP_TIMEOUT)
         closers = [t.close() for t in self.targets.values()] + [r.close() for r in self.runners.values()]
-        results = await asyncio.gather(*closers, return_exceptions=True)
+        scalers = [s for loop in self.loops.values() for s in loop.scalers]
+        scalers += [s for loop in self.job_loops.values() for s in loop.scalers]
+        # Workers and scalers close side by side: a slow scaler close never delays the workers' SIGTERM.
+        results = await asyncio.gather(close_scalers(scalers), *closers, return_exceptions=True)
         for result in results:
             if isinstance(result, Exception):
-                self.observer.problem(ObjectRef("runtime", "", "ebb"), f"while stopping: {result}", time.time())
-        with contextlib.suppress(OSError):
-            self.state.flush()
+                self.observer.problem(RUNTIME_REF, f"while stopping: {result}", time.time())
+        self.state.clear_children()
+        self.state.flush()
+
+
+async def cancel_and_wait(tasks: list[asyncio.Task[None]], within: float) -> list[asyncio.Task[None]]:
+    """Cancel `tasks` and wait at most `within` seconds for them; the ones still running are returned.
+
+    A task that swallowed its cancellation (asyncio.wait_for in Python 3.11 can, when the awaited operation
+    completes at the same moment) is cancelled again each round.
+    """
+    pending = {t for t in tasks if not t.done()}
+    deadline = time.monotonic() + within
+    while pending:
+        for task in pending:
+            task.cancel()
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        _, pending = await asyncio.wait(pending, timeout=min(remaining, 0.5))
+    return list(pending)
 
 
 def loop_target_name(loop: ScaledObjectLoop) -> str:

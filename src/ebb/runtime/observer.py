@@ -22,6 +22,10 @@ class ObjectRef:
         return f"{self.kind}/{self.namespace}/{self.name}"
 
 
+#: What events about ebb itself (its state files, leftovers of a killed run) are recorded under.
+RUNTIME_REF = ObjectRef("Runtime", "", "ebb")
+
+
 @dataclass(frozen=True)
 class PollRecord:
     """One poll of one object: what the triggers said, what the core decided, what the target now runs."""
@@ -37,6 +41,8 @@ class PollRecord:
     lateness: float = 0.0
     #: Seconds spent reading all triggers.
     read_seconds: float = 0.0
+    #: Why fewer replicas run than desired (a crash loop, a failed start...); None when all run.
+    reason: str | None = None
 
 
 class Observer:
@@ -50,6 +56,10 @@ class Observer:
 
     def problem(self, ref: ObjectRef, message: str, now: float) -> None:
         """When an object cannot be scaled at all (bad spec, missing credentials, unknown target)."""
+
+    def hint(self, ref: ObjectRef, key: str, message: str, now: float) -> None:
+        """Advice that is not a failure (push unavailable, polling carries on); `key` names what it is about,
+        so a hint about one server reported by many objects can be said once."""
 
     def removed(self, ref: ObjectRef) -> None:
         """When an object stops being scaled."""
@@ -82,6 +92,13 @@ class Observers(Observer):
         for o in self.observers:
             try:
                 o.problem(ref, message, now)
+            except Exception:
+                continue
+
+    def hint(self, ref: ObjectRef, key: str, message: str, now: float) -> None:
+        for o in self.observers:
+            try:
+                o.hint(ref, key, message, now)
             except Exception:
                 continue
 

@@ -118,6 +118,7 @@ class ScaledJobLoop:
                 ready_replicas=self.runner.running(),
                 lateness=lateness,
                 read_seconds=read_seconds,
+                reason=self.runner.not_ready_reason(),
             )
         )
         return decision

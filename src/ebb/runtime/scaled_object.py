@@ -10,7 +10,7 @@ import contextlib
 import time
 from collections.abc import Callable, Mapping, Sequence
 
-from ebb.errors import EbbError, ScalerError
+from ebb.errors import EbbError, PushUnavailable, ScalerError
 from ebb.runtime.observer import ObjectRef, Observer, PollRecord
 from ebb.runtime.state import StateStore
 from ebb.scalers.base import Scaler
@@ -21,6 +21,8 @@ from ebb.targets.base import ScaleTarget
 #: A push only wakes an idle object, and not more often than this (seconds): a busy stream must not turn
 #: push notifications into a poll storm.
 PUSH_MIN_GAP = 0.05
+#: How often a push source that is not set up for push is checked again (quietly).
+PUSH_RECHECK = 60.0
 #: Polls of many objects are spread over at most this many seconds per object (never over more than the
 #: polling interval), so that ten thousand objects do not all poll in the same instant.
 SPREAD_PER_OBJECT = 0.005
@@ -84,6 +86,50 @@ def rescale_event(current: int, desired: int, decision: Decision, results: Seque
     )
 
 
+#: How long (seconds) fewer replicas may run than desired before a ReplicasUnavailable event says why.
+UNAVAILABLE_AFTER = 30.0
+
+
+def not_ready_reason(target: object) -> str | None:
+    """The target's own words for why replicas are missing (local targets know; others say nothing)."""
+    explain = getattr(target, "not_ready_reason", None)
+    if explain is None:
+        return None
+    try:
+        reason = explain()
+    except Exception:
+        return None
+    return reason if isinstance(reason, str) else None
+
+
+class Availability:
+    """Turns "fewer ready than desired" lasting `after` seconds into one Warning event, and its end into one."""
+
+    def __init__(self, after: float = UNAVAILABLE_AFTER) -> None:
+        self.after = after
+        self._since: float | None = None
+        self._reported = False
+
+    def check(self, desired: int, ready: int, reason: str | None, now: float) -> ScalingEvent | None:
+        if ready >= desired:
+            self._since = None
+            if self._reported:
+                self._reported = False
+                return ScalingEvent("ReplicasAvailable", f"all {desired} desired replica(s) run")
+            return None
+        if self._since is None:
+            self._since = now
+        if not self._reported and now - self._since >= self.after:
+            self._reported = True
+            why = f": {reason}" if reason else ""
+            return ScalingEvent(
+                "ReplicasUnavailable",
+                f"{ready} of {desired} desired replica(s) running for {now - self._since:.0f}s{why}",
+                "Warning",
+            )
+        return None
+
+
 def _resolve(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_result(None)
@@ -107,11 +153,13 @@ class ScaledObjectLoop:
         idle_replicas: int | None = None,
         start_offset: float = 0.0,
         clock: Callable[[], float] = time.time,
+        unavailable_after: float = UNAVAILABLE_AFTER,
     ) -> None:
         self.ref = ref
         self.scalers = list(scalers)
         self.target = target
         self.decider = decider
+        self.availability = Availability(unavailable_after)
         self.polling_interval = polling_interval
         self.idle_polling_interval = idle_polling_interval
         self.idle_replicas = idle_replicas or 0
@@ -252,6 +300,11 @@ class ScaledObjectLoop:
         self.last_results = results
         if self.state is not None:
             self.state.save(self.ref.key, self.decider.state, desired)
+        ready = self.target.ready_replicas()
+        reason = not_ready_reason(self.target) if ready < desired else None
+        availability = self.availability.check(desired, ready, reason, now)
+        if availability is not None:
+            self.observer.event(self.ref, availability, now)
         self.observer.poll(
             PollRecord(
                 ref=self.ref,
@@ -260,9 +313,10 @@ class ScaledObjectLoop:
                 decision=decision,
                 current_replicas=current,
                 desired_replicas=desired,
-                ready_replicas=self.target.ready_replicas(),
+                ready_replicas=ready,
                 lateness=lateness,
                 read_seconds=read_seconds,
+                reason=reason,
             )
         )
         return decision
@@ -283,6 +337,11 @@ async def watch_scaler(
             backoff = 1.0
         except asyncio.CancelledError:
             raise
+        except PushUnavailable as exc:
+            # The source works, only not for push: a hint (said once per server), then a quiet re-check now
+            # and then in case the server's setting changes.
+            observer.hint(ref, exc.key, exc.message, clock())
+            await asyncio.sleep(PUSH_RECHECK)
         except Exception as exc:  # push is an accelerator: polling carries on without it
             observer.problem(ref, f"{scaler.ctx.trigger_ref}: push unavailable: {exc}", clock())
             await asyncio.sleep(backoff)

@@ -52,13 +52,23 @@ class AzureStorageMetadata(ScalerMetadata):
     """Connection parameters of the Azure Storage triggers."""
 
     # KEDA also reads `connection` from trigger metadata; ebb refuses it there: it holds the account key.
-    connection: str | None = param(None, name="connection", sources=("authParams", "resolvedEnv"), secret=True)
-    account_name: str | None = param(None, name="accountName", description="Azure workload identity only")
+    connection: str | None = param(
+        None,
+        name="connection",
+        sources=("authParams", "resolvedEnv"),
+        secret=True,
+        description="A storage connection string (below)",
+    )
+    account_name: str | None = param(
+        None, name="accountName", description="Azure workload identity only: refused (below)"
+    )
     cloud: str | None = param(
-        None, name="cloud", description="AzurePublicCloud (default), AzureUSGovernmentCloud, AzureChinaCloud, Private"
+        None,
+        name="cloud",
+        description="also `AzureUSGovernmentCloud`, `AzureChinaCloud`, `AzureGermanCloud`, `Private`",
     )
     endpoint_suffix: str | None = param(
-        None, name="endpointSuffix", description="with cloud Private: the storage suffix, e.g. core.example.net"
+        None, name="endpointSuffix", description="required with `cloud: Private`, e.g. `queue.core.example.net`"
     )
 
 

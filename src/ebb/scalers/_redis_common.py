@@ -2,16 +2,22 @@
 
 Parameters, sources and their order follow KEDA's `redisConnectionInfo` (pkg/scalers/redis_scaler.go),
 except that `password` is a secret here: only a TriggerAuthentication or `passwordFromEnv` may give it.
+
+Reads go through one connection pool per server (address, database, credentials, timeout) and event loop,
+shared by every trigger that reads there and closed when the last of them closes: a thousand objects on
+one Redis hold a few connections, not thousands. Push subscriptions share one connection per server too.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import ssl
 import tempfile
-from collections.abc import Awaitable, Callable, Mapping
+import weakref
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, TypeVar
 
@@ -23,7 +29,7 @@ from redis.exceptions import AuthenticationError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from ebb.errors import SpecError, redact
+from ebb.errors import PushUnavailable, SpecError, redact
 from ebb.scalers.base import Scaler, ScalerMetadata, Source, TriggerContext, param
 
 T = TypeVar("T")
@@ -35,6 +41,8 @@ _CONN_SOURCES: tuple[Source, ...] = ("triggerMetadata", "resolvedEnv", "authPara
 
 #: A scaler's reads are sequential; the spare connections serve the odd concurrent read.
 MAX_CONNECTIONS = 3
+#: Connections of the read pool shared by every trigger reading one server.
+SHARED_MAX_CONNECTIONS = 16
 
 _BACKOFF_START = 0.5
 _BACKOFF_MAX = 30.0
@@ -43,29 +51,59 @@ _BACKOFF_MAX = 30.0
 class RedisConnectionMetadata(ScalerMetadata):
     """Connection parameters of every Redis trigger, and ebb's own enableKeyspaceNotifications, clientName."""
 
-    address: str | None = param(None, name="address", sources=_ADDRESS_SOURCES)
-    host: str | None = param(None, name="host", sources=_CONN_SOURCES)
-    port: str | None = param(None, name="port", sources=_CONN_SOURCES)
+    address: str | None = param(
+        None,
+        name="address",
+        also=("addresses",),
+        sources=_ADDRESS_SOURCES,
+        description=("`host:port`, or a comma list whose first entry is used. Or give `host` and `port`"),
+    )
+    host: str | None = param(
+        None,
+        name="host",
+        also=("hosts",),
+        sources=_CONN_SOURCES,
+        description=(
+            "comma lists of the same length; the first pair is used. When `address` is also "
+            "given, `address` wins, as in KEDA"
+        ),
+    )
+    port: str | None = param(
+        None,
+        name="port",
+        also=("ports",),
+        sources=_CONN_SOURCES,
+        description=(
+            "comma lists of the same length; the first pair is used. When `address` is also "
+            "given, `address` wins, as in KEDA"
+        ),
+    )
     username: str | None = param(None, name="username", sources=_CONN_SOURCES)
     password: str | None = param(None, name="password", sources=("resolvedEnv", "authParams"), secret=True)
     database_index: int = param(0, name="databaseIndex", ge=0)
-    enable_tls: bool | None = param(None, name="enableTLS")
-    tls: Literal["enable", "disable"] | None = param(None, name="tls", sources=("authParams",))
+    enable_tls: bool | None = param(
+        None, name="enableTLS", shown_default="`false`", description="or `tls: enable` from auth, not both"
+    )
+    tls: Literal["enable", "disable"] | None = param(
+        None, name="tls", sources=("authParams",), description="`enable` or `disable`; not together with `enableTLS`"
+    )
     unsafe_ssl: bool = param(False, name="unsafeSsl")
-    ca: str | None = param(None, name="ca", sources=("authParams",))
-    cert: str | None = param(None, name="cert", sources=("authParams",))
-    key: str | None = param(None, name="key", sources=("authParams",), secret=True)
-    key_password: str | None = param(None, name="keyPassword", sources=("authParams",), secret=True)
+    ca: str | None = param(None, name="ca", sources=("authParams",), description="PEM text")
+    cert: str | None = param(None, name="cert", also=("Cert",), sources=("authParams",), description="PEM text")
+    key: str | None = param(None, name="key", sources=("authParams",), secret=True, description="PEM text")
+    key_password: str | None = param(
+        None, name="keyPassword", sources=("authParams",), secret=True, description="PEM text"
+    )
     enable_keyspace_notifications: bool = param(
         False,
         name="enableKeyspaceNotifications",
-        description="ebb only: may ebb turn on the keyspace notifications push needs (CONFIG SET)",
+        description="ebb only: lets ebb `CONFIG SET notify-keyspace-events` for push",
     )
     client_name: str | None = param(
         None,
         name="clientName",
         pattern=r"^\S+$",
-        description="ebb only: CLIENT SETNAME for this trigger's connections (needs the ACL permission)",
+        description="ebb only: `CLIENT SETNAME` for this trigger's connections",
     )
 
 
@@ -114,35 +152,27 @@ def _parse_address(address: str, where: str, obj: str) -> tuple[str, int]:
 
 
 def _resolve_host_port(meta: RedisConnectionMetadata, ctx: TriggerContext) -> tuple[str, int]:
+    """KEDA's validateRedisAddress: host/port pairs are appended to `address`, and a single-node client
+    connects to the first entry, so `address` wins when both are given."""
     where = f"spec.triggers[{ctx.trigger_index}].metadata"
     obj = ctx.object_ref
-    if meta.address and (meta.host or meta.port):
-        given = " and ".join(k for k, v in (("host", meta.host), ("port", meta.port)) if v)
+    hosts, ports = _split(meta.host or ""), _split(meta.port or "")
+    if hosts and ports and len(hosts) != len(ports):
         raise SpecError(
             obj,
-            f"{where}.address",
-            f"give either address or host and port, not both (got address and {given})",
+            f"{where}.port",
+            f"host lists {len(hosts)} entries and port {len(ports)}: give one port per host",
         )
-    if meta.address:
+    if meta.address and _split(meta.address):
         return _parse_address(meta.address, f"{where}.address", obj)
-    if not meta.host and not meta.port:
-        raise SpecError(
-            obj,
-            where,
-            "no Redis server given: set address (host:port), or host and port (in the trigger "
-            "metadata, a TriggerAuthentication, or addressFromEnv/hostFromEnv/portFromEnv)",
-        )
-    if not meta.host or not meta.port:
-        missing = "host" if not meta.host else "port"
-        raise SpecError(
-            obj,
-            f"{where}.{missing}",
-            f"{missing} is required when {'port' if missing == 'host' else 'host'} is set",
-        )
-    hosts, ports = _split(meta.host), _split(meta.port)
-    if len(hosts) != len(ports):
-        raise SpecError(obj, f"{where}.port", "host and port must list the same number of entries")
-    return hosts[0], _parse_port(ports[0], f"{where}.port", obj)
+    if hosts and ports:
+        return hosts[0], _parse_port(ports[0], f"{where}.port", obj)
+    raise SpecError(
+        obj,
+        f"{where}.address" if not (hosts or ports) else f"{where}.{'port' if hosts else 'host'}",
+        "no Redis server given: set address (host:port, or a comma list), or both host and port (in the "
+        "trigger metadata, a TriggerAuthentication, or addressFromEnv/hostFromEnv/portFromEnv)",
+    )
 
 
 def _tls_enabled(meta: RedisConnectionMetadata, ctx: TriggerContext) -> bool:
@@ -224,7 +254,30 @@ def resolve_endpoint(meta: RedisConnectionMetadata, ctx: TriggerContext) -> Redi
     )
 
 
-class _TLSConnection(Connection):
+class _Connection(Connection):
+    """redis-py's connection, with the write timeout done by `asyncio.timeout` instead of `wait_for`.
+
+    On Python 3.11 `asyncio.wait_for` swallows a cancellation that arrives as the write completes, so a
+    Ctrl-C could leave a scaling loop running for good; `asyncio.timeout` never does.
+    """
+
+    async def send_packed_command(self, command: bytes | str | Iterable[bytes], check_health: bool = True) -> None:
+        timeout = self.socket_timeout
+        if not timeout:
+            await super().send_packed_command(command, check_health)
+            return
+        self.socket_timeout = None  # the parent then writes without wait_for; the bound is ours
+        try:
+            async with asyncio.timeout(timeout):
+                await super().send_packed_command(command, check_health)
+        except TimeoutError:
+            await self.disconnect(nowait=True)
+            raise RedisTimeoutError("Timeout writing to socket") from None
+        finally:
+            self.socket_timeout = timeout
+
+
+class _TLSConnection(_Connection):
     """A redis-py connection using a prepared SSLContext (redis-py would build one from file paths)."""
 
     def __init__(self, *, ebb_ssl_context: ssl.SSLContext, **kwargs: Any) -> None:
@@ -269,13 +322,56 @@ def make_pool(
         "decode_responses": True,
         "encoding_errors": "replace",
     }
-    connection_class: type[Connection] = Connection
+    connection_class: type[Connection] = _Connection
     if endpoint.ssl_context is not None:
         connection_class = _TLSConnection
         kwargs["ebb_ssl_context"] = endpoint.ssl_context
     return BlockingConnectionPool(
         max_connections=max_connections, timeout=timeout, connection_class=connection_class, **kwargs
     )
+
+
+_PoolKey = tuple[RedisEndpoint, float]
+
+
+class _SharedPools:
+    """Read pools by server and event loop, counted: the last release disconnects the pool."""
+
+    def __init__(self) -> None:
+        self._by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[_PoolKey, list[Any]]] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def acquire(self, endpoint: RedisEndpoint, timeout: float) -> BlockingConnectionPool:
+        pools = self._by_loop.setdefault(asyncio.get_running_loop(), {})
+        key = (endpoint, timeout)
+        entry = pools.get(key)
+        if entry is None:
+            entry = pools[key] = [make_pool(endpoint, timeout, max_connections=SHARED_MAX_CONNECTIONS), 0]
+        entry[1] += 1
+        pool: BlockingConnectionPool = entry[0]
+        return pool
+
+    async def release(self, pool: BlockingConnectionPool) -> None:
+        try:
+            pools = self._by_loop.get(asyncio.get_running_loop(), {})
+        except RuntimeError:
+            return
+        for key, entry in list(pools.items()):
+            if entry[0] is pool:
+                entry[1] -= 1
+                if entry[1] <= 0:
+                    del pools[key]
+                    await pool.disconnect(inuse_connections=True)
+                return
+        await pool.disconnect(inuse_connections=True)  # not shared (made on another loop): just close it
+
+    def count(self) -> int:
+        """Pools open on the running loop (for tests)."""
+        return len(self._by_loop.get(asyncio.get_running_loop(), {}))
+
+
+SHARED_POOLS = _SharedPools()
 
 
 # Events that only take work away: they never need an early poll.
@@ -289,6 +385,156 @@ _REMOVAL_EVENTS = frozenset(
         "xdel", "xtrim", "xgroup-delconsumer", "xgroup-destroy",
     }
 )  # fmt: skip
+
+
+class _Watcher:
+    def __init__(self, notify: Callable[[], None], subscribed: Callable[[], None]) -> None:
+        self.notify = notify
+        self.subscribed = subscribed
+        self.failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def fail(self, exc: BaseException) -> None:
+        if not self.failed.done():
+            self.failed.set_exception(exc)
+
+
+class _PushHub:
+    """One subscription connection per server, shared by every trigger watching a key there.
+
+    One task reads it and applies (un)subscriptions between reads, so the connection is never used by two
+    tasks at once. A lost connection fails every watcher, whose own loop reconnects with its backoff.
+    """
+
+    #: How often the reader looks for new subscriptions between messages (seconds).
+    TICK = 0.1
+
+    def __init__(self, endpoint: RedisEndpoint, timeout: float, on_empty: Callable[[_PushHub], None]) -> None:
+        self.endpoint = endpoint
+        self.timeout = timeout
+        self._on_empty = on_empty
+        self._watchers: dict[str, set[_Watcher]] = {}
+        self._subscribed: set[str] = set()
+        self._task: asyncio.Task[None] | None = None
+        #: Set once its reader has ended: a hub is never reused, the next watcher gets a new one.
+        self._dead = False
+
+    async def watch(self, channel: str, notify: Callable[[], None], subscribed: Callable[[], None]) -> None:
+        """Call `notify` for each message on `channel` until cancelled; raises what broke the subscription."""
+        if self._dead:
+            raise RedisConnectionError("the shared subscription was just lost")
+        watcher = _Watcher(notify, subscribed)
+        self._watchers.setdefault(channel, set()).add(watcher)
+        if channel in self._subscribed:
+            subscribed()
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name=f"ebb-redis-push-{self.endpoint.address}")
+        try:
+            await watcher.failed
+        finally:
+            self._remove(channel, watcher)
+
+    def _remove(self, channel: str, watcher: _Watcher) -> None:
+        watchers = self._watchers.get(channel)
+        if watchers is not None:
+            watchers.discard(watcher)
+            if not watchers:
+                del self._watchers[channel]
+        if not self._watchers:
+            self._on_empty(self)
+
+    def _fail_all(self, exc: BaseException) -> None:
+        for watchers in list(self._watchers.values()):
+            for watcher in list(watchers):
+                watcher.fail(exc)
+
+    async def _run(self) -> None:
+        pool = make_pool(self.endpoint, self.timeout, max_connections=1, blocking_reads=True)
+        pubsub = aioredis.Redis(connection_pool=pool).pubsub()
+        self._subscribed = set()
+        try:
+            while self._watchers:
+                await self._apply(pubsub)
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=self.TICK)
+                if message is not None:
+                    self._dispatch(message)
+        except (RedisConnectionError, RedisTimeoutError, OSError, ResponseError) as exc:
+            self._fail_all(exc)
+        except Exception as exc:  # never leave a watcher waiting on a dead reader
+            self._fail_all(exc)
+            raise
+        finally:
+            self._dead = True
+            self._on_empty(self)  # before any await: later watchers get a new hub
+            self._subscribed = set()
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()
+            with contextlib.suppress(Exception):
+                await pool.disconnect(inuse_connections=True)
+
+    async def _apply(self, pubsub: Any) -> None:
+        wanted = set(self._watchers)
+        gone = self._subscribed - wanted
+        if gone:
+            await pubsub.unsubscribe(*gone)
+            self._subscribed -= gone
+        for channel in wanted - self._subscribed:
+            await pubsub.subscribe(channel)
+            try:
+                await self._confirmed(pubsub, channel)
+            except ResponseError as exc:
+                # This channel is refused (an ACL): its watchers learn why; the others carry on.
+                pubsub.channels.pop(channel, None)
+                for watcher in list(self._watchers.get(channel, ())):
+                    watcher.fail(exc)
+                continue
+            self._subscribed.add(channel)
+            for watcher in list(self._watchers.get(channel, ())):
+                watcher.subscribed()
+
+    async def _confirmed(self, pubsub: Any, channel: str) -> None:
+        async with asyncio.timeout(self.timeout):
+            while True:
+                message = await pubsub.get_message(timeout=self.TICK)
+                if message is None:
+                    continue
+                if message.get("type") == "subscribe" and message.get("channel") == channel:
+                    return
+                self._dispatch(message)
+
+    def _dispatch(self, message: Mapping[str, Any]) -> None:
+        if message.get("type") != "message" or message.get("data") in _REMOVAL_EVENTS:
+            return
+        for watcher in list(self._watchers.get(str(message.get("channel")), ())):
+            watcher.notify()
+
+
+class _PushHubs:
+    """Push hubs by server and event loop; a hub goes when its last watcher does."""
+
+    def __init__(self) -> None:
+        self._by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[_PoolKey, _PushHub]] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def hub(self, endpoint: RedisEndpoint, timeout: float) -> _PushHub:
+        hubs = self._by_loop.setdefault(asyncio.get_running_loop(), {})
+        key = (endpoint, timeout)
+        found = hubs.get(key)
+        if found is None:
+            found = hubs[key] = _PushHub(endpoint, timeout, lambda hub: self._drop(hubs, key, hub))
+        return found
+
+    @staticmethod
+    def _drop(hubs: dict[_PoolKey, _PushHub], key: _PoolKey, hub: _PushHub) -> None:
+        if hubs.get(key) is hub:
+            del hubs[key]
+
+    def count(self) -> int:
+        """Hubs on the running loop (for tests)."""
+        return len(self._by_loop.get(asyncio.get_running_loop(), {}))
+
+
+PUSH_HUBS = _PushHubs()
 
 
 class RedisScalerBase(Scaler):
@@ -309,7 +555,6 @@ class RedisScalerBase(Scaler):
         self.endpoint = resolve_endpoint(meta, ctx)
         self._pool: BlockingConnectionPool | None = None
         self._redis: aioredis.Redis | None = None
-        self._push_pool: BlockingConnectionPool | None = None
 
     # --- what subclasses say -------------------------------------------------------------------
 
@@ -325,28 +570,20 @@ class RedisScalerBase(Scaler):
     # --- client --------------------------------------------------------------------------------
 
     def client(self) -> aioredis.Redis:
-        """This scaler's client; created without I/O on first use, connections made on demand."""
+        """This scaler's client on its server's shared pool; created without I/O, connections on demand."""
         if self._redis is None:
-            self._pool = make_pool(self.endpoint, self.timeout)
+            self._pool = SHARED_POOLS.acquire(self.endpoint, self.timeout)
             self._redis = aioredis.Redis(connection_pool=self._pool)
         return self._redis
 
-    def _push_client(self) -> aioredis.Redis:
-        # Its own one-connection pool: the subscription waits without a read timeout, and never
-        # takes a connection the reads need.
-        if self._push_pool is None:
-            self._push_pool = make_pool(self.endpoint, self.timeout, max_connections=1, blocking_reads=True)
-        return aioredis.Redis(connection_pool=self._push_pool)
-
     async def close(self) -> None:
-        """Release every connection; a later read or watch opens new ones."""
-        client, pools = self._redis, (self._pool, self._push_pool)
-        self._redis, self._pool, self._push_pool = None, None, None
+        """Release every connection (the shared pool when its last user goes); a later read opens new ones."""
+        client, pool = self._redis, self._pool
+        self._redis, self._pool = None, None
         if client is not None:
             await client.aclose()
-        for pool in pools:
-            if pool is not None:
-                await pool.disconnect(inuse_connections=True)
+        if pool is not None:
+            await SHARED_POOLS.release(pool)
 
     async def call(self, what: Callable[[aioredis.Redis], Awaitable[T]]) -> T:
         """Run one exchange with Redis; failures become messages that name the server and never a secret."""
@@ -379,12 +616,15 @@ class RedisScalerBase(Scaler):
             return
         wanted = current + missing
         if not self.meta.enable_keyspace_notifications:
-            raise self.error(
-                f"push needs Redis keyspace notifications for {self.watched_key!r}, but "
-                f"notify-keyspace-events on {self.endpoint.address} is {current!r}: "
-                f"run `CONFIG SET notify-keyspace-events {wanted}` "
-                "(or set it in redis.conf; KEA enables every event), or set enableKeyspaceNotifications: "
-                '"true" on this trigger to let ebb do it. Polling carries on meanwhile.'
+            raise PushUnavailable(
+                self.ctx.object_ref,
+                self.ctx.trigger_ref,
+                f"Redis at {self.endpoint.address} has keyspace notifications off (notify-keyspace-events "
+                f"{current!r}), so its redis triggers are polled at their pollingInterval. For activation as "
+                f"soon as work arrives, run `CONFIG SET notify-keyspace-events {wanted}` there (or set it in "
+                'redis.conf; KEA enables every event), or set enableKeyspaceNotifications: "true" on a trigger '
+                "to let ebb do it",
+                key=f"redis://{self.endpoint.address}",
             )
         try:
             await client.config_set("notify-keyspace-events", wanted)
@@ -397,25 +637,26 @@ class RedisScalerBase(Scaler):
     async def watch(self, notify: Callable[[], None]) -> None:
         """Subscribe to the key's keyspace channel and call `notify()` on each event that may add work.
 
-        Reconnects with backoff until cancelled, re-checking the server's notification setting each
-        time (a restarted server forgets CONFIG SET), and notifies once after a reconnect for events
-        missed meanwhile.
+        The subscription is this server's shared one (see _PushHub). Reconnects with backoff until
+        cancelled, re-checking the server's notification setting each time (a restarted server forgets
+        CONFIG SET), and notifies once after a reconnect for events missed meanwhile.
         """
         channel = f"__keyspace@{self.endpoint.db}__:{self.watched_key}"
         backoff = _BACKOFF_START
         reconnecting = False
         while True:
-            pubsub = self._push_client().pubsub(ignore_subscribe_messages=True)
             try:
                 await self._ensure_notifications(self.client())
-                await pubsub.subscribe(channel)
-                if reconnecting:
-                    notify()
-                backoff, reconnecting = _BACKOFF_START, False
-                while True:
-                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
-                    if message and message.get("type") == "message" and message.get("data") not in _REMOVAL_EVENTS:
+                caught_up = reconnecting
+
+                def subscribed() -> None:
+                    nonlocal backoff, reconnecting, caught_up
+                    backoff, reconnecting = _BACKOFF_START, False
+                    if caught_up:
+                        caught_up = False
                         notify()
+
+                await PUSH_HUBS.hub(self.endpoint, self.timeout).watch(channel, notify, subscribed)
             except (RedisConnectionError, RedisTimeoutError, OSError):
                 reconnecting = True
             except ResponseError as exc:
@@ -423,8 +664,6 @@ class RedisScalerBase(Scaler):
                     f"Redis at {self.endpoint.address} refused the subscription to {channel!r}: {exc} "
                     "(an ACL user needs permission for the channel, e.g. `&__keyspace@*`)"
                 ) from None
-            finally:
-                await pubsub.aclose()
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, _BACKOFF_MAX)
 

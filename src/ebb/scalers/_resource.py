@@ -37,11 +37,12 @@ class ResourceMetadata(ScalerMetadata):
     value: str = param(
         name="value",
         min_length=1,
-        description="Utilization: a whole percent of the request; AverageValue: a quantity per worker",
+        description=(
+            'Utilization: a whole percent of the request, > 0 (`"60"`). AverageValue: a quantity per '
+            'worker: cores for cpu (`"500m"` = 0.5, `"2"`), bytes for memory (`"256Mi"`, `"1G"`)'
+        ),
     )
-    container_name: str | None = param(
-        None, name="containerName", description="Kubernetes only (ContainerResource); a local worker is measured whole"
-    )
+    container_name: str | None = param(None, name="containerName", description="Kubernetes only")
 
 
 def process_tree(pid: int) -> list[psutil.Process] | None:
@@ -58,6 +59,8 @@ class ResourceScaler(Scaler):
 
     resource: ClassVar[ResourceName]
     Metadata = ResourceMetadata
+    #: The old `metadata.type`: refused by the spec layer (as KEDA does), so never reported as unknown too.
+    extra_parameters: ClassVar[frozenset[str]] = frozenset({"type"})
     supports_utilization = True
 
     def __init__(self, ctx: TriggerContext, meta: Any) -> None:

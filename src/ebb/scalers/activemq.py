@@ -37,15 +37,36 @@ _PLACEHOLDER = re.compile(r"\{\{\s*\.(ManagementEndpoint|BrokerName|DestinationN
 
 
 class ActiveMQMetadata(ScalerMetadata):
-    management_endpoint: str | None = param(None, name="managementEndpoint", description="host:port of Jolokia")
-    destination_name: str | None = param(None, name="destinationName")
-    broker_name: str | None = param(None, name="brokerName")
+    management_endpoint: str | None = param(
+        None,
+        name="managementEndpoint",
+        description=("`host:port` of the broker's web server (8161 upstream). Not needed with `restAPITemplate`"),
+    )
+    destination_name: str | None = param(
+        None, name="destinationName", description="the queue. Not needed with `restAPITemplate`"
+    )
+    broker_name: str | None = param(
+        None, name="brokerName", description="the broker's `brokerName`. Not needed with `restAPITemplate`"
+    )
     # KEDA also reads the password from trigger metadata; ebb refuses it there.
-    username: str = param(name="username", sources=("authParams", "resolvedEnv", "triggerMetadata"), min_length=1)
+    username: str = param(
+        name="username",
+        sources=("authParams", "resolvedEnv", "triggerMetadata"),
+        min_length=1,
+        description="the Jolokia login (upstream: `conf/jetty-realm.properties`)",
+    )
     password: str = param(name="password", sources=("authParams", "resolvedEnv"), secret=True, min_length=1)
-    cors_header: str | None = param(None, name="corsHeader", description="the Origin header; http://<endpoint>")
-    rest_api_template: str | None = param(None, name="restAPITemplate")
-    target_queue_size: int = param(10, name="targetQueueSize", gt=0)
+    cors_header: str | None = param(None, name="corsHeader", description="the `Origin` header sent")
+    rest_api_template: str | None = param(
+        None,
+        name="restAPITemplate",
+        description=(
+            "a whole URL instead. ebb reads the endpoint from its host, and `brokerName` and "
+            "`destinationName` from the MBean name in its path. `{{.ManagementEndpoint}}`, "
+            "`{{.BrokerName}}`, `{{.DestinationName}}` are filled in"
+        ),
+    )
+    target_queue_size: int = param(10, name="targetQueueSize", gt=0, description="> 0, messages per replica")
     activation_target_queue_size: int = param(0, name="activationTargetQueueSize")
 
 

@@ -72,30 +72,47 @@ def _split(value: Any) -> Any:
 
 
 class AwsCloudwatchMetadata(AwsMetadata):
-    namespace: str | None = param(None, name="namespace", description="required without expression")
-    metric_name: str | None = param(None, name="metricName", description="required without expression")
+    namespace: str | None = param(None, name="namespace", description="required without `expression`")
+    metric_name: str | None = param(None, name="metricName", description="required without `expression`")
     dimension_name: list[str] | None = param(
-        None, name="dimensionName", description="`;`-separated; required without expression"
+        None, name="dimensionName", description="`;`-separated lists of equal length. Required without `expression`"
     )
     dimension_value: list[str] | None = param(
-        None, name="dimensionValue", description="`;`-separated, one per dimensionName"
+        None, name="dimensionValue", description="`;`-separated lists of equal length. Required without `expression`"
     )
-    expression: str | None = param(None, name="expression", description="metric math or Metrics Insights query")
+    expression: str | None = param(None, name="expression", description="replaces the metric and `metricStat`")
     #: KEDA takes any number; the HPA refuses a target that is not positive.
-    target_metric_value: float = param(name="targetMetricValue", gt=0, allow_inf_nan=False)
+    target_metric_value: float = param(name="targetMetricValue", gt=0, allow_inf_nan=False, description="> 0")
     activation_target_metric_value: float = param(0.0, name="activationTargetMetricValue", allow_inf_nan=False)
     min_metric_value: float = param(
-        name="minMetricValue", allow_inf_nan=False, description="the value when there is no datapoint"
+        name="minMetricValue", allow_inf_nan=False, description="the value when the window has no datapoint"
     )
-    ignore_null_values: bool = param(True, name="ignoreNullValues", description="false: no datapoint is an error")
-    metric_collection_time: int = param(300, name="metricCollectionTime", description="seconds of data asked for")
-    metric_stat: str = param("Average", name="metricStat", min_length=1, description="Average, Sum, p99 ...")
-    metric_unit: str | None = param(None, name="metricUnit", description="a CloudWatch standard unit")
+    ignore_null_values: bool = param(True, name="ignoreNullValues", description="`false`: no datapoint is an error")
+    metric_collection_time: int = param(
+        300, name="metricCollectionTime", description="seconds, > 0, a multiple of `metricStatPeriod`"
+    )
+    metric_stat: str = param(
+        "Average",
+        name="metricStat",
+        min_length=1,
+        description="`Average`, `Sum`, `Minimum`, `Maximum`, `SampleCount`, `p99` …",
+    )
+    metric_unit: str | None = param(
+        None,
+        name="metricUnit",
+        description=("a CloudWatch unit (`Count`, `Seconds`, `Bytes/Second` …). Only datapoints in that unit count"),
+    )
     metric_stat_period: int = param(
-        300, name="metricStatPeriod", description="seconds: 1, 5, 10, 30 or a multiple of 60"
+        300, name="metricStatPeriod", description="seconds: 1, 5, 10, 30, 60 or a multiple of 60"
     )
-    metric_end_time_offset: int = param(0, name="metricEndTimeOffset", description="seconds")
-    aws_account_id: str | None = param(None, name="awsAccountId", description="for cross-account observability")
+    metric_end_time_offset: int = param(
+        0,
+        name="metricEndTimeOffset",
+        description="seconds. Skips the newest periods, which CloudWatch may still be filling",
+    )
+    aws_account_id: str | None = param(
+        None, name="awsAccountId", description="read from another account (cross-account observability)"
+    )
 
     _dimension_lists = field_validator("dimension_name", "dimension_value", mode="before")(_split)
 

@@ -84,17 +84,27 @@ def _json_object(text: Any) -> Any:
 
 class AwsDynamoDBMetadata(AwsMetadata):
     table_name: str = param(name="tableName", min_length=1)
-    key_condition_expression: str = param(name="keyConditionExpression", min_length=1)
+    key_condition_expression: str = param(name="keyConditionExpression", min_length=1, description="e.g. `#q = :q`")
     expression_attribute_names: dict[str, str] = param(
         name="expressionAttributeNames", description='JSON: {"#k": "attribute name"}'
     )
     expression_attribute_values: dict[str, Any] = param(
         name="expressionAttributeValues", description='JSON in DynamoDB\'s form: {":v": {"S": "text"}}'
     )
-    filter_expression: str | None = param(None, name="filterExpression")
-    index_name: str | None = param(None, name="indexName")
+    filter_expression: str | None = param(
+        None,
+        name="filterExpression",
+        description="applied after the key condition; the count is of the items that pass",
+    )
+    index_name: str | None = param(None, name="indexName", description="a global or local secondary index")
     #: KEDA takes any integer; the HPA refuses a target that is not positive.
-    target_value: int | None = param(None, name="targetValue", gt=0, validate_default=True)
+    target_value: int | None = param(
+        None,
+        name="targetValue",
+        gt=0,
+        validate_default=True,
+        description="integer > 0. Optional when the trigger only feeds `scalingModifiers`",
+    )
     activation_target_value: int = param(0, name="activationTargetValue")
 
     _target = field_validator("target_value")(require_target_unless_metric_source)

@@ -21,9 +21,11 @@ if TYPE_CHECKING:
 
 
 class AwsDynamoDBStreamsMetadata(AwsMetadata):
-    table_name: str = param(name="tableName", min_length=1)
+    table_name: str = param(
+        name="tableName", min_length=1, description="the table must have a stream (`StreamSpecification`)"
+    )
     #: KEDA takes any integer; the HPA refuses a target that is not positive.
-    shard_count: int = param(2, name="shardCount", gt=0, description="target shards per replica")
+    shard_count: int = param(2, name="shardCount", gt=0, description="> 0. Target shards per replica")
     activation_shard_count: int = param(0, name="activationShardCount")
 
 

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 class AwsKinesisStreamMetadata(AwsMetadata):
     stream_name: str = param(name="streamName", min_length=1)
     #: KEDA takes any integer; the HPA refuses a target that is not positive.
-    shard_count: int = param(2, name="shardCount", gt=0, description="target open shards per replica")
+    shard_count: int = param(2, name="shardCount", gt=0, description="> 0. Target open shards per replica")
     activation_shard_count: int = param(0, name="activationShardCount")
 
 

@@ -32,13 +32,17 @@ class AwsSqsQueueMetadata(AwsMetadata):
         name="queueURL",
         sources=("triggerMetadata", "resolvedEnv"),
         min_length=1,
-        description="the queue's URL, or its name alone",
+        description="`https://sqs.<region>.amazonaws.com/<account>/<name>`, or the name alone",
     )
     #: KEDA takes any integer; the HPA refuses a target that is not positive.
-    queue_length: int = param(5, name="queueLength", gt=0, description="target messages per replica")
+    queue_length: int = param(5, name="queueLength", gt=0, description="> 0. Target messages per replica")
     activation_queue_length: int = param(0, name="activationQueueLength")
-    scale_on_in_flight: bool = param(True, name="scaleOnInFlight", description="count received, undeleted messages")
-    scale_on_delayed: bool = param(False, name="scaleOnDelayed", description="count delayed messages")
+    scale_on_in_flight: bool = param(
+        True, name="scaleOnInFlight", description="count in-flight messages (`ApproximateNumberOfMessagesNotVisible`)"
+    )
+    scale_on_delayed: bool = param(
+        False, name="scaleOnDelayed", description="count delayed messages (`ApproximateNumberOfMessagesDelayed`)"
+    )
 
 
 def queue_name(queue_url: str) -> str | None:

@@ -21,7 +21,7 @@ from ebb.scalers.base import MetricSpec, ScalerMetadata, ScalerReading, TriggerC
 
 class AzureBlobMetadata(AzureStorageMetadata):
     blob_container_name: str = param(name="blobContainerName", min_length=1)
-    blob_count: int = param(5, name="blobCount", gt=0)
+    blob_count: int = param(5, name="blobCount", gt=0, description="> 0, blobs per replica")
     activation_blob_count: int = param(0, name="activationBlobCount")
     blob_delimiter: str = param("/", name="blobDelimiter")
     blob_prefix: str | None = param(None, name="blobPrefix")

@@ -21,9 +21,11 @@ MAX_PEEK_MESSAGES = 32
 
 class AzureQueueMetadata(AzureStorageMetadata):
     queue_name: str = param(name="queueName", min_length=1)
-    queue_length: int = param(5, name="queueLength", gt=0)
+    queue_length: int = param(5, name="queueLength", gt=0, description="> 0, messages per replica")
     activation_queue_length: int = param(0, name="activationQueueLength")
-    queue_length_strategy: Literal["all", "visibleonly"] = param("all", name="queueLengthStrategy")
+    queue_length_strategy: Literal["all", "visibleonly"] = param(
+        "all", name="queueLengthStrategy", description="`all` or `visibleonly`"
+    )
 
 
 class AzureQueueScaler(AzureStorageScaler):

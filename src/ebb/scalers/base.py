@@ -11,10 +11,11 @@ from __future__ import annotations
 import asyncio
 import math
 import re
+import types
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo
 from pydantic.fields import FieldInfo
@@ -94,17 +95,23 @@ def param(
     default: Any = ...,
     *,
     name: str | None = None,
+    also: tuple[str, ...] = (),
     sources: tuple[Source, ...] = ("triggerMetadata",),
     secret: bool = False,
     description: str | None = None,
+    shown_default: str | None = None,
     **constraints: Any,
 ) -> Any:
     """Declare one scaler parameter.
 
-    `name` is the key users write (KEDA's camelCase); `sources` is where it may come from, in order;
-    `secret` parameters are masked in every output and refused in plain trigger metadata.
+    `name` is the key users write (KEDA's camelCase); `also` other spellings KEDA reads for it (its
+    `name=address;addresses` tags: within each source, the first spelling given wins); `sources` is where it
+    may come from, in order; `secret` parameters are masked in every output and refused in plain trigger
+    metadata. `shown_default` is how docs/scalers.md shows a default the value alone does not explain.
     """
-    extra: dict[str, Any] = {"sources": list(sources), "secret": secret}
+    extra: dict[str, Any] = {"sources": list(sources), "secret": secret, "also": list(also)}
+    if shown_default is not None:
+        extra["shown_default"] = shown_default
     return Field(default, alias=name, description=description, json_schema_extra=extra, **constraints)
 
 
@@ -142,6 +149,68 @@ def field_is_secret(info: FieldInfo) -> bool:
     return bool(_field_extra(info).get("secret", False))
 
 
+def field_names(fname: str, info: FieldInfo) -> tuple[str, ...]:
+    """Every spelling of a parameter, the main one first."""
+    return (_field_key(fname, info), *_field_extra(info).get("also", ()))
+
+
+def known_parameters(model: type[ScalerMetadata]) -> frozenset[str]:
+    """The metadata keys a scaler reads: every spelling, and `<name>FromEnv` where the environment is a source."""
+    keys: set[str] = set()
+    for fname, info in model.model_fields.items():
+        names = field_names(fname, info)
+        if "triggerMetadata" in field_sources(info) or field_is_secret(info):
+            keys.update(names)  # secrets are read from metadata only to be refused with a clear message
+        if "resolvedEnv" in field_sources(info):
+            keys.update(f"{n}FromEnv" for n in names)
+    return frozenset(keys)
+
+
+def auth_only_parameters(model: type[ScalerMetadata]) -> frozenset[str]:
+    """Parameters read only from a TriggerAuthentication: written in metadata, they are ignored."""
+    keys: set[str] = set()
+    for fname, info in model.model_fields.items():
+        sources = field_sources(info)
+        if "triggerMetadata" not in sources and "resolvedEnv" not in sources and not field_is_secret(info):
+            keys.update(field_names(fname, info))
+    return frozenset(keys)
+
+
+#: Go's strconv.ParseBool, which KEDA's typed metadata uses for every boolean parameter.
+GO_BOOL_FORMS = ("1", "t", "T", "TRUE", "true", "True", "0", "f", "F", "FALSE", "false", "False")
+# KEDA's typed metadata reads numbers with encoding/json: no "+", no leading zeros, no ".5", no NaN or Inf.
+_JSON_INT = re.compile(r"-?(0|[1-9][0-9]*)")
+_JSON_NUMBER = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?")
+
+
+def _go_kind(annotation: Any) -> type | None:
+    """bool, int or float when the field holds one of those (optionally None), else None."""
+    members = get_args(annotation) if get_origin(annotation) in (Union, types.UnionType) else (annotation,)
+    kinds = [m for m in members if m is not type(None)]
+    return kinds[0] if len(kinds) == 1 and kinds[0] in (bool, int, float) else None
+
+
+def _has_before_validator(model: type[BaseModel], fname: str) -> bool:
+    """True when the model parses the field's raw text itself (durations, lists)."""
+    decorators = model.__pydantic_decorators__.field_validators.values()
+    return any(d.info.mode in ("before", "plain") and fname in d.info.fields for d in decorators)
+
+
+def go_value(kind: type, text: str) -> bool | int | float:
+    """`text` as KEDA's typed metadata reads a Go bool, int64 or float64; ValueError says what was expected."""
+    if kind is bool:
+        if text not in GO_BOOL_FORMS:
+            raise ValueError(f"expected a boolean as Go reads one: {', '.join(GO_BOOL_FORMS)}")
+        return text in GO_BOOL_FORMS[:6]
+    if kind is int:
+        if not _JSON_INT.fullmatch(text) or not -(2**63) <= int(text) < 2**63:
+            raise ValueError("expected an integer (digits with an optional leading -, no leading zeros)")
+        return int(text)
+    if not _JSON_NUMBER.fullmatch(text):
+        raise ValueError("expected a finite number as JSON writes one (such as 5, -1.5 or 2e3)")
+    return float(text)
+
+
 def parse_metadata(
     model: type[M],
     ctx: TriggerContext,
@@ -157,50 +226,95 @@ def parse_metadata(
     resolved_env = resolved_env or {}
     where = f"spec.triggers[{ctx.trigger_index}]"
     data: dict[str, Any] = {}
+    given: dict[str, str] = {}  # field name -> the key the value was found under
     for fname, info in model.model_fields.items():
-        key = _field_key(fname, info)
+        names = field_names(fname, info)
         sources = field_sources(info)
-        if field_is_secret(info) and "triggerMetadata" not in sources and metadata.get(key):
-            raise SpecError(
-                ctx.object_ref,
-                f"{where}.metadata.{key}",
-                f"{key} is a secret: give it through a TriggerAuthentication or {key}FromEnv, "
-                "not in plain trigger metadata",
-            )
-        for source in sources:
-            if source == "triggerMetadata" and metadata.get(key, "") != "":
-                data[fname] = metadata[key]
-                break
-            if source == "authParams" and auth_params.get(key, "") != "":
-                data[fname] = auth_params[key]
-                break
-            if source == "resolvedEnv" and metadata.get(f"{key}FromEnv"):
-                env_name = metadata[f"{key}FromEnv"]
-                if env_name not in resolved_env:
-                    raise SpecError(
-                        ctx.object_ref,
-                        f"{where}.metadata.{key}FromEnv",
-                        f"environment variable {env_name!r} is not set on the scale target",
-                    )
-                data[fname] = resolved_env[env_name]
-                break
+        for key in names:
+            if field_is_secret(info) and "triggerMetadata" not in sources and metadata.get(key, "").strip():
+                raise SpecError(
+                    ctx.object_ref,
+                    f"{where}.metadata.{key}",
+                    f"{key} is a secret: give it through a TriggerAuthentication or {key}FromEnv, "
+                    "not in plain trigger metadata",
+                )
+        found = _lookup(names, sources, metadata, auth_params, resolved_env, ctx, where)
+        if found is None:
+            continue
+        key, text = found
+        kind = _go_kind(info.annotation)
+        if kind is not None and not _has_before_validator(model, fname):
+            try:
+                data[fname] = go_value(kind, text)
+            except ValueError as exc:
+                shown = "invalid value" if field_is_secret(info) else f"{exc} (got {text!r})"
+                raise SpecError(ctx.object_ref, f"{where}.metadata.{key}", shown) from None
+        else:
+            data[fname] = text
+        given[fname] = key
     try:
         return model.model_validate(data, context={"trigger": ctx})
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = [str(p) for p in err.get("loc", ())]
         key = loc[0] if loc else ""
-        if key in model.model_fields:
+        if key in given:
+            key = given[key]
+        elif key in model.model_fields:
             key = _field_key(key, model.model_fields[key])
         secret_keys = {_field_key(f, i) for f, i in model.model_fields.items() if field_is_secret(i)}
         # pydantic echoes the bad input in its message: never let that be a secret.
         msg = str(err.get("msg", "invalid value"))
-        if key in secret_keys:
+        if err.get("type") == "missing" and key in {_field_key(f, i) for f, i in model.model_fields.items()}:
+            info = next(i for f, i in model.model_fields.items() if _field_key(f, i) == key)
+            where_from = {
+                "triggerMetadata": "the trigger metadata",
+                "authParams": "a TriggerAuthentication",
+                "resolvedEnv": f"{key}FromEnv",
+            }
+            places = " or ".join(where_from[s] for s in field_sources(info))
+            msg = f"required parameter missing: give {key} in {places}"
+        if key in secret_keys and err.get("type") != "missing":
             msg = "invalid value"
         elif "input" in err and key and isinstance(err["input"], str | int | float):
             msg = f"{msg} (got {err['input']!r})"
         path = f"{where}.metadata.{key}" if key else f"{where}.metadata"
         raise SpecError(ctx.object_ref, path, msg) from None
+
+
+def _lookup(
+    names: tuple[str, ...],
+    sources: tuple[str, ...],
+    metadata: Mapping[str, str],
+    auth_params: Mapping[str, str],
+    resolved_env: Mapping[str, str],
+    ctx: TriggerContext,
+    where: str,
+) -> tuple[str, str] | None:
+    """(key, value) of the first non-blank value, KEDA's order: each source in turn, each spelling within it.
+
+    Values are trimmed, as KEDA's typed metadata trims them.
+    """
+    for source in sources:
+        for key in names:
+            if source == "triggerMetadata":
+                value = metadata.get(key, "").strip()
+            elif source == "authParams":
+                value = auth_params.get(key, "").strip()
+            else:
+                env_name = metadata.get(f"{key}FromEnv", "")
+                if not env_name:
+                    continue
+                if env_name not in resolved_env:
+                    raise SpecError(
+                        ctx.object_ref,
+                        f"{where}.metadata.{key}FromEnv",
+                        f"environment variable {env_name!r} is not set on the scale target",
+                    )
+                value, key = resolved_env[env_name].strip(), f"{key}FromEnv"
+            if value:
+                return key, value
+    return None
 
 
 def secret_values(meta: ScalerMetadata) -> frozenset[str]:
@@ -256,6 +370,17 @@ class Scaler(ABC):
     supports_push: ClassVar[bool] = False
     #: Only cpu and memory take metricType Utilization; external metrics never do (KEDA's GetMetricTargetType).
     supports_utilization: ClassVar[bool] = False
+    #: Metadata keys read outside `Metadata` (deprecated spellings a scaler still honours).
+    extra_parameters: ClassVar[frozenset[str]] = frozenset()
+    #: True for scalers that pass every metadata key on (external): no key is unknown to them.
+    forwards_metadata: ClassVar[bool] = False
+
+    @classmethod
+    def parameter_names(cls) -> frozenset[str] | None:
+        """Every metadata key this trigger type reads; None when it reads them all."""
+        if cls.forwards_metadata:
+            return None
+        return known_parameters(cls.Metadata) | cls.extra_parameters
 
     def __init__(self, ctx: TriggerContext, meta: ScalerMetadata) -> None:
         self.ctx = ctx

@@ -40,12 +40,18 @@ _MAX_STATS_BYTES = 65536
 
 
 class BeanstalkdMetadata(ScalerMetadata):
-    server: str = param(name="server", min_length=1, description="host:port")
-    tube: str = param(name="tube", min_length=1)
-    value: float = param(name="value", gt=0, allow_inf_nan=False)
+    server: str = param(name="server", min_length=1, description="`host:port` (beanstalkd's port is 11300)")
+    tube: str = param(
+        name="tube",
+        min_length=1,
+        description=("a beanstalkd tube name: up to 200 of `A-Z a-z 0-9 - + / ; . $ _ ( )`, not starting with `-`"),
+    )
+    value: float = param(name="value", gt=0, allow_inf_nan=False, description="> 0, jobs per replica")
     activation_value: float = param(0.0, name="activationValue", allow_inf_nan=False)
     include_delayed: bool = param(False, name="includeDelayed")
-    timeout: float | None = param(None, name="timeout", ge=0, description="ms, or a duration (500ms, 5s)")
+    timeout: float | None = param(
+        None, name="timeout", ge=0, description="ms, or a Go duration (`500ms`, `2s`). Bounds each poll"
+    )
 
     @field_validator("timeout", mode="before")
     @classmethod

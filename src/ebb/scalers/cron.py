@@ -59,10 +59,10 @@ def _check_schedule(expr: str, key: str) -> str:
 
 
 class CronMetadata(ScalerMetadata):
-    timezone: str = param(name="timezone", description="IANA time zone the schedules are read in")
-    start: str = param(name="start", description="cron expression: when the window opens")
-    end: str = param(name="end", description="cron expression: when the window closes")
-    desired_replicas: int = param(name="desiredReplicas", gt=0, description="replicas inside the window")
+    timezone: str = param(name="timezone", description="IANA name (`Europe/Paris`, `UTC`)")
+    start: str = param(name="start", description="5-field cron expression (no seconds, no `@daily`)")
+    end: str = param(name="end", description="5-field cron expression, different from `start`")
+    desired_replicas: int = param(name="desiredReplicas", gt=0, description="> 0")
 
     @field_validator("timezone")
     @classmethod

@@ -47,18 +47,44 @@ _TRANSPORT_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADL
 
 
 class EtcdMetadata(ScalerMetadata):
-    endpoints: str = param(name="endpoints", min_length=1, description="comma list of host:port or http(s)://host:port")
+    endpoints: str = param(
+        name="endpoints",
+        min_length=1,
+        description=("comma list of `host:port`, `http://host:port` or `https://host:port`, tried in order"),
+    )
     watch_key: str = param(name="watchKey", min_length=1)
-    value: float = param(name="value", gt=0, allow_inf_nan=False)
+    value: float = param(name="value", gt=0, allow_inf_nan=False, description="> 0, per replica")
     activation_value: float = param(0.0, name="activationValue", allow_inf_nan=False)
-    watch_progress_notify_interval: int = param(600, name="watchProgressNotifyInterval", gt=0)
-    username: str | None = param(None, name="username", sources=_AUTH_SOURCES)
+    watch_progress_notify_interval: int = param(
+        600,
+        name="watchProgressNotifyInterval",
+        gt=0,
+        description="seconds, > 0. Push re-watches after twice this without a word from the server",
+    )
+    username: str | None = param(None, name="username", sources=_AUTH_SOURCES, description="with `password`")
     password: str | None = param(None, name="password", sources=_AUTH_SOURCES, secret=True)
-    tls: Literal["enable", "disable"] = param("disable", name="tls", sources=("authParams",))
-    cert: str | None = param(None, name="cert", sources=("authParams",))
-    key: str | None = param(None, name="key", sources=("authParams",), secret=True)
-    key_password: str | None = param(None, name="keyPassword", sources=("authParams",), secret=True)
-    ca: str | None = param(None, name="ca", sources=("authParams",))
+    tls: Literal["enable", "disable"] = param(
+        "disable",
+        name="tls",
+        sources=("authParams",),
+        description="`enable` for TLS. An `https://` endpoint also turns it on",
+    )
+    cert: str | None = param(
+        None, name="cert", sources=("authParams",), description="PEM text. No `ca`: the system's roots"
+    )
+    key: str | None = param(
+        None, name="key", sources=("authParams",), secret=True, description="PEM text. No `ca`: the system's roots"
+    )
+    key_password: str | None = param(
+        None,
+        name="keyPassword",
+        sources=("authParams",),
+        secret=True,
+        description="PEM text. No `ca`: the system's roots",
+    )
+    ca: str | None = param(
+        None, name="ca", sources=("authParams",), description="PEM text. No `ca`: the system's roots"
+    )
 
 
 class EtcdScaler(Scaler):

@@ -17,7 +17,7 @@ from typing import Any, ClassVar, TypeVar
 import grpc
 import grpc.aio
 
-from ebb.errors import ScalerError, SpecError
+from ebb.errors import ScalerError
 from ebb.scalers._proto import externalscaler_pb2 as pb
 from ebb.scalers._proto.externalscaler_pb2_grpc import ExternalScalerStub
 from ebb.scalers.base import (
@@ -46,12 +46,27 @@ _CHANNEL_OPTIONS: list[tuple[str, Any]] = [
 
 
 class ExternalMetadata(ScalerMetadata):
-    scaler_address: str = param(name="scalerAddress", min_length=1, description="host:port of the gRPC server")
+    scaler_address: str = param(name="scalerAddress", min_length=1, description="`host:port`")
     enable_tls: bool = param(False, name="enableTLS")
     unsafe_ssl: bool = param(False, name="unsafeSsl")
-    ca_cert: str | None = param(None, name="caCert", sources=("authParams",))
-    tls_client_cert: str | None = param(None, name="tlsClientCert", sources=("authParams",))
-    tls_client_key: str | None = param(None, name="tlsClientKey", sources=("authParams",), secret=True)
+    ca_cert: str | None = param(None, name="caCert", sources=("authParams",), description="PEM")
+    tls_client_cert: str | None = param(
+        None,
+        name="tlsClientCert",
+        sources=("authParams",),
+        description=(
+            "a client certificate is used only when both are given (as in KEDA, one without the other is ignored)"
+        ),
+    )
+    tls_client_key: str | None = param(
+        None,
+        name="tlsClientKey",
+        sources=("authParams",),
+        secret=True,
+        description=(
+            "a client certificate is used only when both are given (as in KEDA, one without the other is ignored)"
+        ),
+    )
 
 
 def forwarded_metadata(metadata: Mapping[str, str], resolved_env: Mapping[str, str] | None) -> dict[str, str]:
@@ -79,6 +94,7 @@ class ExternalScaler(Scaler):
     """Client of one external scaler server; one gRPC channel per trigger, opened on first use."""
 
     type_name: ClassVar[str] = "external"
+    forwards_metadata: ClassVar[bool] = True
     Metadata: ClassVar[type[ScalerMetadata]] = ExternalMetadata
 
     def __init__(
@@ -91,12 +107,11 @@ class ExternalScaler(Scaler):
         super().__init__(ctx, meta)
         assert isinstance(meta, ExternalMetadata)
         self.m = meta
-        if bool(meta.tls_client_cert) != bool(meta.tls_client_key):
-            raise SpecError(
-                ctx.object_ref,
-                f"spec.triggers[{ctx.trigger_index}].authenticationRef",
-                "tlsClientCert and tlsClientKey must be given together",
-            )
+        # KEDA (util.NewTLSConfig) loads a client certificate only when both halves are given, and otherwise
+        # goes on without one: half a pair is ignored, not refused.
+        self.client_pair: tuple[str, str] | None = (
+            (meta.tls_client_cert, meta.tls_client_key) if meta.tls_client_cert and meta.tls_client_key else None
+        )
         if trigger_metadata is None:
             # Built without the raw trigger metadata: forward what the typed metadata still knows.
             trigger_metadata = {"scalerAddress": meta.scaler_address}
@@ -134,7 +149,7 @@ class ExternalScaler(Scaler):
 
     def _uses_tls(self) -> bool:
         m = self.m
-        return bool(m.enable_tls or m.tls_client_cert or m.ca_cert)
+        return bool(m.enable_tls or self.client_pair or m.ca_cert)
 
     async def _open_channel(self) -> grpc.aio.Channel:
         m = self.m
@@ -148,8 +163,8 @@ class ExternalScaler(Scaler):
                 options.append(("grpc.ssl_target_name_override", name))
         credentials = grpc.ssl_channel_credentials(
             root_certificates=root,
-            private_key=m.tls_client_key.encode() if m.tls_client_key else None,
-            certificate_chain=m.tls_client_cert.encode() if m.tls_client_cert else None,
+            private_key=self.client_pair[1].encode() if self.client_pair else None,
+            certificate_chain=self.client_pair[0].encode() if self.client_pair else None,
         )
         return grpc.aio.secure_channel(m.scaler_address, credentials, options=options)
 

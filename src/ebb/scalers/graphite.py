@@ -30,13 +30,21 @@ from ebb.scalers.rabbitmq import basic_auth
 
 
 class GraphiteMetadata(ScalerMetadata):
-    server_address: str = param(name="serverAddress", min_length=1, description="http(s)://host:port of graphite-web")
-    query: str = param(name="query", min_length=1, description="a render target, e.g. sumSeries(jobs.*.pending)")
-    threshold: float = param(100.0, name="threshold", gt=0, allow_inf_nan=False)
+    server_address: str = param(
+        name="serverAddress",
+        min_length=1,
+        description="`http(s)://host:port` of graphite-web, with no query and no credentials",
+    )
+    query: str = param(name="query", min_length=1, description="a render target, e.g. `sumSeries(jobs.*.pending)`")
+    threshold: float = param(100.0, name="threshold", gt=0, allow_inf_nan=False, description="> 0, per replica")
     activation_threshold: float = param(0.0, name="activationThreshold", allow_inf_nan=False)
-    query_time: str = param(name="queryTime", min_length=1, description="render `from`, e.g. -10Minutes")
-    auth_mode: Literal["basic"] | None = param(None, name="authMode")
-    username: str | None = param(None, name="username", sources=("authParams",))
+    query_time: str = param(
+        name="queryTime", min_length=1, description="the render API's `from`, e.g. `-10Minutes`, `-1h`"
+    )
+    auth_mode: Literal["basic"] | None = param(None, name="authMode", description="`basic`")
+    username: str | None = param(
+        None, name="username", sources=("authParams",), description="required with `authMode: basic`"
+    )
     password: str | None = param(None, name="password", sources=("authParams",), secret=True)
 
 

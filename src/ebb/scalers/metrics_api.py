@@ -1,7 +1,7 @@
 """`metrics-api`: KEDA's metrics-api scaler. GET a URL, pick one number out of the answer.
 
 Parity with KEDA's pkg/scalers/metrics_api_scaler.go: only HTTP 200 is an answer; `valueLocation` is a
-GJSON path for json (here also for yaml and xml, see `_Path`) or a metric selector for prometheus; the value
+GJSON path for json (here also for yaml and xml: see `_gjson`) or a metric selector for prometheus; the value
 is a number or a string holding a Kubernetes quantity ("10", "1.5k", "500m"); active iff value >
 activationTargetValue. Auth as KEDA's authentication.Config: apiKey (header or query), basic, bearer, tls.
 """
@@ -16,7 +16,7 @@ import os
 import re
 import ssl
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import quote, quote_plus
@@ -25,12 +25,13 @@ from xml.etree import ElementTree
 import aiohttp
 import yaml
 from aiohttp.helpers import get_env_proxy_for_url
-from prometheus_client.parser import text_string_to_metric_families
 from pydantic import ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 from yarl import URL
 
 from ebb.errors import ScalerError, SpecError
+from ebb.scalers import _gjson as gjson
+from ebb.scalers import _prometheus_text as prometheus_text
 from ebb.scalers.base import (
     MetricSpec,
     Scaler,
@@ -50,213 +51,6 @@ AggregationType = Literal["average", "sum", "max", "min"]
 AuthMode = Literal["apiKey", "basic", "tls", "bearer", "custom", "oauth"]
 _SUPPORTED_AUTH = ("apiKey", "basic", "tls", "bearer")
 _AUTH: tuple[Source, ...] = ("triggerMetadata", "authParams")
-
-# ---------------------------------------------------------------------------------------------------------
-# ---------------------------------------------------------------------------------------------------------
-# GJSON paths (https://github.com/tidwall/gjson/blob/master/SYNTAX.md), the subset a metric lookup needs:
-# `a.b.c` keys, `a.0` array index, `a.#` array length, `a.#.b` every element's b, `*`/`?` key wildcards,
-# `\.` escapes, and queries `a.#(name=="x").value` / `a.#(n>3)#.value`. Modifiers (`@`), pipes (`|`),
-# multipaths (`[...]`, `{...}`) and JSON lines (`..`) are refused when the trigger is parsed.
-# No maintained, permissively licensed GJSON package exists for Python (gjson-py is GPL-3.0+; pygjson is
-# a 0.0.x binding), so the subset lives here.
-
-_MISSING: Any = object()
-_OPS = ("==", "!=", "<=", ">=", "!%", "=", "<", ">", "%")
-
-
-@dataclass(frozen=True)
-class _Key:
-    text: str
-    wildcard: re.Pattern[str] | None = None
-
-
-@dataclass(frozen=True)
-class _Count:
-    pass
-
-
-@dataclass(frozen=True)
-class _Query:
-    path: tuple[_Step, ...]
-    op: str
-    value: Any
-    every: bool
-
-
-_Step = _Key | _Count | _Query
-
-
-def _glob(pattern: str, escaped: set[int]) -> re.Pattern[str] | None:
-    """A GJSON wildcard (`*`, `?`) as a regex; None if `pattern` has no unescaped wildcard."""
-    if not any(ch in "*?" and i not in escaped for i, ch in enumerate(pattern)):
-        return None
-    parts = []
-    for i, ch in enumerate(pattern):
-        if ch == "*" and i not in escaped:
-            parts.append(".*")
-        elif ch == "?" and i not in escaped:
-            parts.append(".")
-        else:
-            parts.append(re.escape(ch))
-    return re.compile("".join(parts), re.DOTALL)
-
-
-def _matching_paren(text: str, start: int) -> int:
-    """Index of the `)` closing the `(` at `start`, skipping quoted strings and escapes."""
-    depth, i, quote_char = 0, start, ""
-    while i < len(text):
-        ch = text[i]
-        if ch == "\\":
-            i += 2
-            continue
-        if quote_char:
-            if ch == quote_char:
-                quote_char = ""
-        elif ch == '"':
-            quote_char = ch
-        elif ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth -= 1
-            if depth == 0:
-                return i
-        i += 1
-    raise ValueError("unbalanced parentheses in query")
-
-
-def _parse_query(inner: str, every: bool) -> _Query:
-    i, depth, quote_char = 0, 0, ""
-    while i < len(inner):
-        ch = inner[i]
-        if ch == "\\":
-            i += 2
-            continue
-        if quote_char:
-            quote_char = "" if ch == quote_char else quote_char
-        elif ch == '"':
-            quote_char = ch
-        elif ch in "([":
-            depth += 1
-        elif ch in ")]":
-            depth -= 1
-        elif depth == 0:
-            op = next((o for o in _OPS if inner.startswith(o, i)), None)
-            if op is not None:
-                path_text, value_text = inner[:i].strip(), inner[i + len(op) :].strip()
-                try:
-                    value = json.loads(value_text)
-                except ValueError:
-                    raise ValueError(
-                        f'query value {value_text!r} must be a JSON literal: "a string", a number, true, false or null'
-                    ) from None
-                if op in ("%", "!%") and not isinstance(value, str):
-                    raise ValueError(f'query operator {op} needs a "pattern"')
-                path = parse_path(path_text) if path_text else ()
-                return _Query(path=path, op="==" if op == "=" else op, value=value, every=every)
-        i += 1
-    raise ValueError(f"query ({inner}) has no comparison (==, !=, <, <=, >, >=, %, !%)")
-
-
-def parse_path(path: str) -> tuple[_Step, ...]:
-    """Compile a GJSON path of the supported subset; ValueError says what is wrong or unsupported."""
-    if not path:
-        raise ValueError("the path is empty")
-    if path.startswith(".."):
-        raise ValueError("JSON lines (`..`) are not supported")
-    steps: list[_Step] = []
-    i = 0
-    while True:
-        if path.startswith("#(", i):
-            end = _matching_paren(path, i + 1)
-            every = path.startswith("#", end + 1)
-            steps.append(_parse_query(path[i + 2 : end], every))
-            i = end + 1 + (1 if every else 0)
-        else:
-            text: list[str] = []
-            escaped: set[int] = set()
-            while i < len(path) and path[i] != ".":
-                ch = path[i]
-                if ch == "\\" and i + 1 < len(path):
-                    escaped.add(len(text))
-                    text.append(path[i + 1])
-                    i += 2
-                    continue
-                if ch == "|" or (ch in "@[{" and not text):
-                    raise ValueError(f"{ch!r} (GJSON modifiers, pipes and multipaths) is not supported")
-                text.append(ch)
-                i += 1
-            key = "".join(text)
-            if not key:
-                raise ValueError("empty key (two dots in a row, or a trailing dot)")
-            if key == "#" and 0 not in escaped:
-                steps.append(_Count())
-            else:
-                steps.append(_Key(key, _glob(key, escaped)))
-        if i == len(path):
-            return tuple(steps)
-        if path[i] != ".":
-            raise ValueError(f"expected '.' at position {i}")
-        i += 1
-        if i == len(path):
-            raise ValueError("empty key (two dots in a row, or a trailing dot)")
-
-
-def _glob_match(pattern: str, value: str) -> bool:
-    compiled = _glob(pattern, set())
-    return compiled.fullmatch(value) is not None if compiled else pattern == value
-
-
-def _query_matches(query: _Query, element: Any) -> bool:
-    found = _follow(element, query.path)
-    want, op = query.value, query.op
-    if found is _MISSING:
-        return False
-    if isinstance(want, str):
-        if not isinstance(found, str):
-            return False
-        if op in ("%", "!%"):
-            return _glob_match(want, found) == (op == "%")
-    elif isinstance(want, bool) or want is None:
-        if op not in ("==", "!="):
-            return False
-        same = found is want if want is None else (isinstance(found, bool) and found == want)
-        return same == (op == "==")
-    elif isinstance(found, bool) or not isinstance(found, int | float):
-        return False
-    compare: dict[str, Callable[[Any, Any], bool]] = {
-        "==": lambda a, b: a == b, "!=": lambda a, b: a != b, "<": lambda a, b: a < b,
-        "<=": lambda a, b: a <= b, ">": lambda a, b: a > b, ">=": lambda a, b: a >= b,
-    }  # fmt: skip
-    return op in compare and compare[op](found, want)
-
-
-def _follow(value: Any, steps: tuple[_Step, ...]) -> Any:
-    """The value at `steps` inside `value`, or _MISSING. Collecting steps yield lists, as GJSON does."""
-    if not steps:
-        return value
-    step, rest = steps[0], steps[1:]
-    if isinstance(step, _Key):
-        if isinstance(value, dict):
-            if step.wildcard is None:
-                return _follow(value[step.text], rest) if step.text in value else _MISSING
-            key = next((k for k in value if step.wildcard.fullmatch(k)), None)
-            return _MISSING if key is None else _follow(value[key], rest)
-        if isinstance(value, list) and step.text.isdigit() and step.wildcard is None:
-            index = int(step.text)
-            return _follow(value[index], rest) if index < len(value) else _MISSING
-        return _MISSING
-    if not isinstance(value, list):
-        return _MISSING
-    if isinstance(step, _Count):
-        if not rest:
-            return len(value)
-        return [v for v in (_follow(e, rest) for e in value) if v is not _MISSING]
-    matches = (e for e in value if _query_matches(step, e))
-    if step.every:
-        return [v for v in (_follow(e, rest) for e in matches) if v is not _MISSING]
-    first = next(matches, _MISSING)
-    return _MISSING if first is _MISSING else _follow(first, rest)
-
 
 # ---------------------------------------------------------------------------------------------------------
 # Prometheus text exposition: `valueLocation` is a selector, `name{label="v",other=~"re"}`.
@@ -447,27 +241,64 @@ def aggregate(values: list[float], kind: AggregationType) -> float:
 
 
 class MetricsApiMetadata(ScalerMetadata):
-    url: str = param(name="url", description="the endpoint to GET")
-    format: Format = param("json", name="format")
-    value_location: str = param(name="valueLocation", description="GJSON path, or a selector for prometheus")
-    target_value: float | None = param(None, name="targetValue", gt=0, allow_inf_nan=False, validate_default=True)
+    url: str = param(name="url", description="`http://` or `https://`")
+    format: Format = param("json", name="format", description="`json`, `xml`, `yaml`, `prometheus`")
+    value_location: str = param(
+        name="valueLocation",
+        description=(
+            "GJSON path, as KEDA's GJSON reads it: keys, wildcards, `#`, queries (nested "
+            "too), modifiers (`@reverse`), pipes, multipaths, literals, JSON lines (`..`). "
+            "With `prometheus`: a metric selector"
+        ),
+    )
+    target_value: float | None = param(
+        None,
+        name="targetValue",
+        gt=0,
+        allow_inf_nan=False,
+        validate_default=True,
+        description="> 0. Optional when the trigger only feeds `scalingModifiers`",
+    )
     activation_target_value: float = param(0.0, name="activationTargetValue", allow_inf_nan=False)
-    unsafe_ssl: bool = param(False, name="unsafeSsl", description="skip TLS certificate verification")
-    timeout: float | None = param(None, name="timeout", description="ms or Go duration; default the global one")
-    aggregate_from_kube_service_endpoints: bool = param(False, name="aggregateFromKubeServiceEndpoints")
-    aggregation_type: AggregationType = param("average", name="aggregationType")
-    auth_modes: tuple[AuthMode, ...] = param((), name="authModes", sources=_AUTH)
-    auth_mode: tuple[AuthMode, ...] = param((), name="authMode", sources=_AUTH)
-    api_key: str | None = param(None, name="apiKey", sources=("authParams",), secret=True)
+    unsafe_ssl: bool = param(False, name="unsafeSsl", description="skip certificate verification")
+    timeout: float | None = param(
+        None, name="timeout", shown_default="global (3 s)", description="ms, or a Go duration (`500ms`, `2s`)"
+    )
+    aggregate_from_kube_service_endpoints: bool = param(
+        False,
+        name="aggregateFromKubeServiceEndpoints",
+        description="query every ready endpoint of the Service `url` names, then aggregate (operator only)",
+    )
+    aggregation_type: AggregationType = param(
+        "average", name="aggregationType", description="`average`, `sum`, `max` or `min` over the endpoints"
+    )
+    auth_modes: tuple[AuthMode, ...] = param(
+        (), name="authModes", sources=_AUTH, description="comma list: `apiKey`, `basic`, `bearer`, `tls`"
+    )
+    auth_mode: tuple[AuthMode, ...] = param(
+        (), name="authMode", sources=_AUTH, description="comma list: `apiKey`, `basic`, `bearer`, `tls`"
+    )
+    api_key: str | None = param(
+        None,
+        name="apiKey",
+        sources=("authParams",),
+        secret=True,
+        description=(
+            "Sent in header `keyParamName` (default `X-API-KEY`), or with `method: query` in "
+            "the query (default `api_key`)"
+        ),
+    )
     method: Literal["header", "query"] = param("header", name="method", sources=_AUTH)
     key_param_name: str | None = param(None, name="keyParamName", sources=_AUTH)
-    username: str | None = param(None, name="username", sources=("authParams",))
-    password: str | None = param(None, name="password", sources=("authParams",), secret=True)
-    token: str | None = param(None, name="token", sources=("authParams",), secret=True)
-    bearer_token: str | None = param(None, name="bearerToken", sources=("authParams",), secret=True)
-    cert: str | None = param(None, name="cert", sources=("authParams",), description="client certificate, PEM")
-    key: str | None = param(None, name="key", sources=("authParams",), secret=True)
-    ca: str | None = param(None, name="ca", sources=("authParams",), description="CA bundle, PEM")
+    username: str | None = param(None, name="username", sources=("authParams",), description="`basic`")
+    password: str | None = param(None, name="password", sources=("authParams",), secret=True, description="`basic`")
+    token: str | None = param(None, name="token", sources=("authParams",), secret=True, description="`bearer`")
+    bearer_token: str | None = param(
+        None, name="bearerToken", sources=("authParams",), secret=True, description="`bearer`"
+    )
+    cert: str | None = param(None, name="cert", sources=("authParams",), description="`tls`: PEM text")
+    key: str | None = param(None, name="key", sources=("authParams",), secret=True, description="`tls`: PEM text")
+    ca: str | None = param(None, name="ca", sources=("authParams",), description="`tls`: PEM text")
 
     _target = field_validator("target_value")(require_target_unless_metric_source)
 
@@ -489,7 +320,7 @@ class MetricsApiMetadata(ScalerMetadata):
             if info.data.get("format") == "prometheus":
                 parse_selector(value)
             else:
-                parse_path(value)
+                gjson.check_path(value)
         except ValueError as exc:
             raise PydanticCustomError("valueLocation", "{err}", {"err": str(exc)}) from None
         return value
@@ -561,12 +392,9 @@ class MetricsApiScaler(Scaler):
             self.headers["Authorization"] = f"Bearer {meta.bearer_token or meta.token}"
         # Secrets may reach a message URL-encoded (an api key in the query string): mask those forms too.
         self.secrets = self.secrets | {f(s) for s in self.secrets for f in (quote, quote_plus) if f(s) != s}
-        self.path: tuple[_Step, ...] = ()
         self.selector: _Selector | None = None
         if meta.format == "prometheus":
             self.selector = parse_selector(meta.value_location)
-        else:
-            self.path = parse_path(meta.value_location)
         self._session: aiohttp.ClientSession | None = None
         self._ssl_setting: ssl.SSLContext | bool = True
         self._proxy_url: URL | None = None
@@ -694,11 +522,14 @@ class MetricsApiScaler(Scaler):
         if self.selector is not None:
             return self._prometheus_value(body)
         try:
-            data = _BODY_PARSERS[self.meta.format](body)
+            if self.meta.format == "json" and location.startswith(".."):
+                data: Any = gjson.parse_json_lines(body.decode("utf-8"))  # GJSON's `..`: one value per line
+            else:
+                data = _BODY_PARSERS[self.meta.format](body)
         except (ValueError, yaml.YAMLError, ElementTree.ParseError) as exc:
             raise self.error(f"the response is not valid {self.meta.format}: {exc}") from None
-        found = _follow(data, self.path)
-        if found is _MISSING:
+        found = gjson.get(data, location)
+        if not gjson.exists(found):
             raise self.error(f"valueLocation {location!r} matches nothing in the response")
         if isinstance(found, int | float) and not isinstance(found, bool):
             return float(found)
@@ -711,22 +542,20 @@ class MetricsApiScaler(Scaler):
 
     def _prometheus_value(self, body: bytes) -> float:
         assert self.selector is not None
-        # As KEDA: tolerate CRLF line ends and a missing final newline.
+        # As KEDA: tolerate CRLF line ends; the whole body must parse before a value is picked.
         text = body.decode("utf-8", errors="replace").replace("\r\n", "\n")
-        if text and not text.endswith("\n"):
-            text += "\n"
         try:
-            for sample in self._samples(text):
-                if sample.name == self.selector.name and self.selector.matches(sample.labels):
-                    return float(sample.value)
+            samples = list(prometheus_text.parse(text))
         except ValueError as exc:
             raise self.error(f"the response is not in the Prometheus text format: {exc}") from None
+        for sample in samples:
+            if (
+                sample.name == self.selector.name
+                and sample.family_type in prometheus_text.VALUE_TYPES
+                and self.selector.matches(sample.labels)
+            ):
+                return sample.value
         raise self.error(f"valueLocation {self.meta.value_location!r} matches no series in the response")
-
-    @staticmethod
-    def _samples(text: str) -> Iterator[Any]:
-        for family in text_string_to_metric_families(text):
-            yield from family.samples
 
     async def read(self) -> ScalerReading:
         if self.meta.aggregate_from_kube_service_endpoints:

@@ -79,14 +79,17 @@ def parse_broker_address(address: str) -> tuple[str, int, bool]:
 
 class MqttMetadata(ScalerMetadata):
     broker_address: str = param(
-        name="brokerAddress", sources=("triggerMetadata", "authParams", "resolvedEnv"), min_length=1
+        name="brokerAddress",
+        sources=("triggerMetadata", "authParams", "resolvedEnv"),
+        min_length=1,
+        description="`host:port`, `mqtt://…` or `mqtts://…`. No credentials in the URL",
     )
-    topic: str = param(name="topic", min_length=1)
-    mode: Literal["retained", "rate"] = param(name="mode")
-    value: float = param(5.0, name="value", gt=0)
+    topic: str = param(name="topic", min_length=1, description="a topic filter")
+    mode: Literal["retained", "rate"] = param(name="mode", description="`retained` or `rate`")
+    value: float = param(5.0, name="value", gt=0, description="> 0")
     activation_value: float = param(0.0, name="activationValue")
-    window_seconds: float = param(30.0, name="windowSeconds", gt=0)
-    quiet_period_ms: int = param(200, name="quietPeriodMs", gt=0)
+    window_seconds: float = param(30.0, name="windowSeconds", gt=0, description="`rate` only")
+    quiet_period_ms: int = param(200, name="quietPeriodMs", gt=0, description="`retained` only")
     username: str | None = param(None, name="username", sources=("triggerMetadata", "authParams", "resolvedEnv"))
     password: str | None = param(None, name="password", sources=("authParams", "resolvedEnv"), secret=True)
 

@@ -12,7 +12,7 @@ import re
 import ssl
 import weakref
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 from urllib.parse import unquote
 
 import aiomysql
@@ -184,16 +184,37 @@ def _ssl_context(mode: TlsMode) -> ssl.SSLContext | None:
 class MySQLMetadata(ScalerMetadata):
     query: str = param(name="query", min_length=1)
     #: KEDA accepts any float; the HPA refuses any target that is not positive, so ebb says so up front.
-    query_value: float = param(name="queryValue", gt=0, allow_inf_nan=False)
+    query_value: float = param(name="queryValue", gt=0, allow_inf_nan=False, description="> 0")
     activation_query_value: float = param(0.0, name="activationQueryValue", allow_inf_nan=False)
     connection_string: str | None = param(
-        None, name="connectionString", sources=("authParams", "resolvedEnv"), secret=True
+        None,
+        name="connectionString",
+        sources=("authParams", "resolvedEnv"),
+        secret=True,
+        description="A go-sql-driver DSN: `user:pass@tcp(host:3306)/db?tls=true`",
     )
     username: str | None = param(None, name="username", sources=("triggerMetadata", "authParams", "resolvedEnv"))
     password: str | None = param(None, name="password", sources=("authParams", "resolvedEnv"), secret=True)
-    host: str | None = param(None, name="host", sources=("triggerMetadata", "authParams"))
-    port: int | None = param(None, name="port", sources=("triggerMetadata", "authParams"), gt=0, lt=65536)
-    db_name: str | None = param(None, name="dbName", sources=("triggerMetadata", "authParams"))
+    host: str | None = param(
+        None,
+        name="host",
+        sources=("triggerMetadata", "authParams"),
+        description="`host` and `port` are required without `connectionString`",
+    )
+    port: int | None = param(
+        None,
+        name="port",
+        sources=("triggerMetadata", "authParams"),
+        gt=0,
+        lt=65536,
+        description="`host` and `port` are required without `connectionString`",
+    )
+    db_name: str | None = param(
+        None,
+        name="dbName",
+        sources=("triggerMetadata", "authParams"),
+        description="`host` and `port` are required without `connectionString`",
+    )
 
 
 class MySQLScaler(Scaler):
@@ -201,6 +222,8 @@ class MySQLScaler(Scaler):
 
     type_name = "mysql"
     Metadata = MySQLMetadata
+    #: KEDA reads `metricName` and then replaces it with its own name: accepted, without effect.
+    extra_parameters: ClassVar[frozenset[str]] = frozenset({"metricName"})
 
     def __init__(self, ctx: TriggerContext, meta: ScalerMetadata) -> None:
         super().__init__(ctx, meta)

@@ -46,20 +46,33 @@ WATCH_RETRY_MAX = 10.0
 
 class NatsJetStreamMetadata(ScalerMetadata):
     nats_server_monitoring_endpoint: str = param(
-        name="natsServerMonitoringEndpoint", sources=("authParams", "triggerMetadata"), min_length=1
+        name="natsServerMonitoringEndpoint",
+        sources=("authParams", "triggerMetadata"),
+        min_length=1,
+        description="`host:port` of the monitoring port, with no scheme or path",
     )
-    account: str | None = param(None, name="account", sources=("authParams", "triggerMetadata"))
-    account_id: str | None = param(None, name="accountID", sources=("authParams", "triggerMetadata"))
+    account: str | None = param(
+        None,
+        name="account",
+        sources=("authParams", "triggerMetadata"),
+        description="one is required (`$G` on a server without accounts)",
+    )
+    account_id: str | None = param(
+        None,
+        name="accountID",
+        sources=("authParams", "triggerMetadata"),
+        description="one is required (`$G` on a server without accounts)",
+    )
     stream: str = param(name="stream", min_length=1)
     consumer: str = param(name="consumer", min_length=1)
-    lag_threshold: int = param(10, name="lagThreshold", gt=0)
+    lag_threshold: int = param(10, name="lagThreshold", gt=0, description="> 0")
     activation_lag_threshold: int = param(0, name="activationLagThreshold")
     use_https: bool = param(False, name="useHttps")
     nats_server_address: str | None = param(
         None,
         name="natsServerAddress",
         sources=("triggerMetadata", "authParams"),
-        description="ebb only: nats://host:port of the client port, needed for push",
+        description="ebb only: `nats://host:4222`, the client port, for push",
     )
 
     @field_validator("nats_server_monitoring_endpoint")

@@ -242,14 +242,33 @@ def connect_args(params: Mapping[str, str], application_name: str) -> ConnectArg
 class PostgreSQLMetadata(ScalerMetadata):
     query: str = param(name="query", min_length=1)
     #: KEDA refuses 0 ("no targetQueryValue given"); the HPA refuses any target that is not positive.
-    target_query_value: float = param(name="targetQueryValue", gt=0, allow_inf_nan=False)
+    target_query_value: float = param(name="targetQueryValue", gt=0, allow_inf_nan=False, description="> 0")
     activation_target_query_value: float = param(0.0, name="activationTargetQueryValue", allow_inf_nan=False)
-    connection: str | None = param(None, name="connection", sources=("authParams", "resolvedEnv"), secret=True)
-    host: str | None = param(None, name="host", sources=("authParams", "triggerMetadata"))
-    port: str | None = param(None, name="port", sources=("authParams", "triggerMetadata"))
-    user_name: str | None = param(None, name="userName", sources=("authParams", "triggerMetadata"))
-    db_name: str | None = param(None, name="dbName", sources=("authParams", "triggerMetadata"))
-    sslmode: str | None = param(None, name="sslmode", sources=("authParams", "triggerMetadata"))
+    connection: str | None = param(
+        None,
+        name="connection",
+        sources=("authParams", "resolvedEnv"),
+        secret=True,
+        description="A `postgresql://` URL or a libpq `key=value` string",
+    )
+    host: str | None = param(
+        None, name="host", sources=("authParams", "triggerMetadata"), description="all required without `connection`"
+    )
+    port: str | None = param(
+        None, name="port", sources=("authParams", "triggerMetadata"), description="all required without `connection`"
+    )
+    user_name: str | None = param(
+        None,
+        name="userName",
+        sources=("authParams", "triggerMetadata"),
+        description="all required without `connection`",
+    )
+    db_name: str | None = param(
+        None, name="dbName", sources=("authParams", "triggerMetadata"), description="all required without `connection`"
+    )
+    sslmode: str | None = param(
+        None, name="sslmode", sources=("authParams", "triggerMetadata"), description="all required without `connection`"
+    )
     password: str | None = param(None, name="password", sources=("authParams", "resolvedEnv"), secret=True)
 
     @field_validator("port")

@@ -54,25 +54,42 @@ def parse_key_values(text: str) -> dict[str, str]:
 
 
 class PrometheusMetadata(ScalerMetadata):
-    server_address: str = param(name="serverAddress", min_length=1)
+    server_address: str = param(name="serverAddress", min_length=1, description="`http(s)://…`")
     query: str = param(name="query", min_length=1)
-    threshold: float = param(name="threshold", gt=0, allow_inf_nan=False)
+    threshold: float = param(name="threshold", gt=0, allow_inf_nan=False, description="> 0")
     activation_threshold: float = param(0.0, name="activationThreshold", allow_inf_nan=False)
-    namespace: str | None = param(None, name="namespace", description="Thanos tenancy: sent as ?namespace=")
-    custom_headers: dict[str, str] = param({}, name="customHeaders")
-    query_parameters: dict[str, str] = param({}, name="queryParameters")
-    ignore_null_values: bool = param(True, name="ignoreNullValues")
+    namespace: str | None = param(None, name="namespace", description="Thanos tenancy (`?namespace=`)")
+    custom_headers: dict[str, str] = param({}, name="customHeaders", description="`k1=v1,k2=v2`")
+    query_parameters: dict[str, str] = param({}, name="queryParameters", description="`k1=v1,k2=v2`")
+    ignore_null_values: bool = param(
+        True,
+        name="ignoreNullValues",
+        description="an empty result, NaN or Inf counts as 0. With `false` it is an error",
+    )
     unsafe_ssl: bool = param(False, name="unsafeSsl")
-    timeout: float | None = param(None, name="timeout", description="ms, or a duration such as 5s")
-    auth_modes: tuple[str, ...] = param((), name="authModes", sources=("triggerMetadata", "authParams"))
-    username: str | None = param(None, name="username", sources=("authParams",))
-    password: str | None = param(None, name="password", sources=("authParams",), secret=True)
-    bearer_token: str | None = param(None, name="bearerToken", sources=("authParams",), secret=True)
-    custom_auth_header: str | None = param(None, name="customAuthHeader", sources=("authParams",))
-    custom_auth_value: str | None = param(None, name="customAuthValue", sources=("authParams",), secret=True)
-    ca: str | None = param(None, name="ca", sources=("authParams",))
-    cert: str | None = param(None, name="cert", sources=("authParams",))
-    key: str | None = param(None, name="key", sources=("authParams",), secret=True)
+    timeout: float | None = param(
+        None, name="timeout", shown_default="global (3 s)", description="ms or a duration (`5s`)"
+    )
+    auth_modes: tuple[str, ...] = param(
+        (),
+        name="authModes",
+        sources=("triggerMetadata", "authParams"),
+        description="comma list: `basic`, `bearer`, `tls`, `custom`",
+    )
+    username: str | None = param(None, name="username", sources=("authParams",), description="`basic`")
+    password: str | None = param(None, name="password", sources=("authParams",), secret=True, description="`basic`")
+    bearer_token: str | None = param(
+        None, name="bearerToken", sources=("authParams",), secret=True, description="`bearer`"
+    )
+    custom_auth_header: str | None = param(
+        None, name="customAuthHeader", sources=("authParams",), description="`custom`. The value is"
+    )
+    custom_auth_value: str | None = param(
+        None, name="customAuthValue", sources=("authParams",), secret=True, description="`custom`. The value is"
+    )
+    ca: str | None = param(None, name="ca", sources=("authParams",), description="PEM text")
+    cert: str | None = param(None, name="cert", sources=("authParams",), description="PEM text")
+    key: str | None = param(None, name="key", sources=("authParams",), secret=True, description="PEM text")
 
     @field_validator("server_address")
     @classmethod

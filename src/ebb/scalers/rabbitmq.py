@@ -12,9 +12,13 @@ Two ways to read, picked by `protocol` (`auto` follows the scheme of `host`):
   `useRegex` matches `queueName` as a regular expression over the vhost's queues and combines them with
   `operation` (sum, max, avg; avg of counts is an integer division, as KEDA's).
 
+OAuth2 (`oauthTokenURI`, `clientID`, `clientSecret`, `scopes`, `endpointParams` from a TriggerAuthentication)
+works as in KEDA: HTTP only, never with username/password, a client-credentials token fetched, cached until
+it expires and sent as a bearer token to the management API.
+
 Not supported (refused with a clear error rather than ignored): client TLS certificates (`tls: enable`
-with `ca`/`cert`/`key`), OAuth2 and Azure workload identity. `amqps://` and `https://` with the system's
-CA store work, and `unsafeSsl` turns verification off.
+with `ca`/`cert`/`key`) and Azure workload identity. `amqps://` and `https://` with the system's CA store
+work, and `unsafeSsl` turns verification off.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import re
 import ssl
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, NoReturn, cast
-from urllib.parse import quote, quote_plus, unquote, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, quote_plus, unquote, urlsplit, urlunsplit
 
 import aiohttp
 import aiormq
@@ -83,25 +87,107 @@ def mask_userinfo(url: str) -> str:
 
 
 class RabbitMQMetadata(ScalerMetadata):
-    host: str = param(name="host", sources=("triggerMetadata", "authParams", "resolvedEnv"), min_length=1)
-    queue_name: str = param(name="queueName", min_length=1)
-    mode: Mode | None = param(None, name="mode")
-    value: float | None = param(None, name="value")
-    activation_value: float = param(0.0, name="activationValue")
-    queue_length: float | None = param(None, name="queueLength", description="deprecated: use mode and value")
-    protocol: Literal["auto", "amqp", "http"] = param(
-        "auto", name="protocol", sources=("triggerMetadata", "authParams")
+    host: str = param(
+        name="host",
+        sources=("triggerMetadata", "authParams", "resolvedEnv"),
+        min_length=1,
+        description="URL. Credentials in it are masked in output",
     )
-    vhost_name: str | None = param(None, name="vhostName", sources=("triggerMetadata", "authParams"))
-    use_regex: bool = param(False, name="useRegex")
-    exclude_unacknowledged: bool = param(False, name="excludeUnacknowledged")
-    page_size: int = param(100, name="pageSize", ge=1)
-    operation: Literal["sum", "avg", "max"] = param("sum", name="operation")
-    timeout: float | None = param(None, name="timeout", description="seconds; written as 500ms, 5s or 3000")
+    queue_name: str = param(name="queueName", min_length=1, description="a regular expression with `useRegex` (HTTP)")
+    mode: Mode | None = param(
+        None,
+        name="mode",
+        shown_default="`QueueLength`",
+        description=(
+            "`QueueLength`, `MessageRate`, `DeliverGetRate`, `PublishedToDeliveredRatio`, "
+            "`ExpectedQueueConsumptionTime` (the last four need HTTP)"
+        ),
+    )
+    value: float | None = param(
+        None, name="value", shown_default="`20` (with no `mode`)", description="the target. Required with `mode`"
+    )
+    activation_value: float = param(0.0, name="activationValue")
+    queue_length: float | None = param(
+        None, name="queueLength", description="deprecated spelling of `mode: QueueLength` + `value`"
+    )
+    protocol: Literal["auto", "amqp", "http"] = param(
+        "auto",
+        name="protocol",
+        sources=("triggerMetadata", "authParams"),
+        description="`auto`, `amqp`, `http`. Must match the scheme",
+    )
+    vhost_name: str | None = param(
+        None, name="vhostName", sources=("triggerMetadata", "authParams"), shown_default="from `host`"
+    )
+    use_regex: bool = param(
+        False, name="useRegex", description="`operation`: `sum`, `avg`, `max` over the matched queues"
+    )
+    exclude_unacknowledged: bool = param(False, name="excludeUnacknowledged", description="HTTP only")
+    page_size: int = param(
+        100, name="pageSize", ge=1, description="`operation`: `sum`, `avg`, `max` over the matched queues"
+    )
+    operation: Literal["sum", "avg", "max"] = param(
+        "sum", name="operation", description="`operation`: `sum`, `avg`, `max` over the matched queues"
+    )
+    timeout: float | None = param(
+        None, name="timeout", shown_default="global (3 s)", description="`500ms`, `5s`, or ms"
+    )
     unsafe_ssl: bool = param(False, name="unsafeSsl")
-    username: str | None = param(None, name="username", sources=("authParams", "resolvedEnv"))
+    username: str | None = param(
+        None, name="username", sources=("authParams", "resolvedEnv"), description="given together with `password`"
+    )
     password: str | None = param(None, name="password", sources=("authParams", "resolvedEnv"), secret=True)
     tls: Literal["enable", "disable"] = param("disable", name="tls", sources=("authParams",))
+    oauth_token_uri: str | None = param(
+        None,
+        name="oauthTokenURI",
+        sources=("authParams",),
+        description=("OAuth2 client credentials: all three or none, HTTP only, not with `username`/`password`"),
+    )
+    client_id: str | None = param(
+        None,
+        name="clientID",
+        sources=("authParams",),
+        description=("OAuth2 client credentials: all three or none, HTTP only, not with `username`/`password`"),
+    )
+    client_secret: str | None = param(
+        None,
+        name="clientSecret",
+        sources=("authParams",),
+        secret=True,
+        description=("OAuth2 client credentials: all three or none, HTTP only, not with `username`/`password`"),
+    )
+    scopes: tuple[str, ...] = param(
+        (),
+        name="scopes",
+        also=("scope",),
+        sources=("authParams",),
+        description=("OAuth2: a comma list of scopes; extra token-request fields as a query string (`audience=x`)"),
+    )
+    endpoint_params: tuple[tuple[str, str], ...] = param(
+        (),
+        name="endpointParams",
+        sources=("authParams",),
+        description=("OAuth2: a comma list of scopes; extra token-request fields as a query string (`audience=x`)"),
+    )
+    workload_identity_resource: str | None = param(None, name="workloadIdentityResource", sources=("authParams",))
+
+    @field_validator("scopes", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        # KEDA's list parameters: comma-separated, each entry trimmed.
+        return tuple(p.strip() for p in value.split(",")) if isinstance(value, str) else value
+
+    @field_validator("endpoint_params", mode="before")
+    @classmethod
+    def _query(cls, value: Any) -> Any:
+        # KEDA reads endpointParams as a URL query string (url.ParseQuery): "audience=x&resource=y".
+        if not isinstance(value, str):
+            return value
+        try:
+            return tuple(parse_qsl(value, keep_blank_values=True, strict_parsing=True))
+        except ValueError:
+            raise ValueError("expected a URL query string such as audience=api&resource=x") from None
 
     @field_validator("timeout", mode="before")
     @classmethod
@@ -148,6 +234,13 @@ class RabbitMQScaler(Scaler):
             self._bad("mode", f"mode {self.mode} needs the HTTP protocol (the management API), not AMQP")
         if m.timeout is not None and self.protocol == "amqp":
             self._bad("timeout", "the AMQP protocol does not take a custom timeout")
+        if m.workload_identity_resource:
+            self._bad(
+                "workloadIdentityResource",
+                "Azure workload identity is not supported by ebb; use username/password or OAuth2",
+            )
+        self.oauth = self._oauth()
+        self._token: tuple[str, float] | None = None  # (Authorization value, expiry on the loop's clock)
         # The password may travel inside `host` (and percent-encoded there): keep every form out of messages.
         in_host = urlsplit(m.host).password
         extra = {in_host, unquote(in_host)} if in_host else set()
@@ -159,6 +252,62 @@ class RabbitMQScaler(Scaler):
         self._connection: aiormq.abc.AbstractConnection | None = None
         self._channel: aiormq.abc.AbstractChannel | None = None
         self._session: aiohttp.ClientSession | None = None
+
+    def _oauth(self) -> bool:
+        """KEDA's validateOAuth2: all three parameters or none, HTTP only, not with username/password."""
+        m = self.m
+        given = {"oauthTokenURI": m.oauth_token_uri, "clientID": m.client_id, "clientSecret": m.client_secret}
+        if not any(given.values()):
+            return False
+        missing = [k for k, v in given.items() if not v]
+        if missing:
+            self._bad(
+                missing[0],
+                f"OAuth2 needs oauthTokenURI, clientID and clientSecret from a TriggerAuthentication; "
+                f"missing: {', '.join(missing)}",
+            )
+        if self.protocol != "http":
+            self._bad("oauthTokenURI", "OAuth2 works with the HTTP protocol (the management API) only, not AMQP")
+        if m.username and m.password:
+            self._bad("oauthTokenURI", "OAuth2 cannot be combined with username and password")
+        token_url = urlsplit(m.oauth_token_uri or "")
+        if token_url.scheme not in ("http", "https") or not token_url.netloc:
+            self._bad("oauthTokenURI", "expected an http:// or https:// URL")
+        return True
+
+    async def _bearer(self, session: aiohttp.ClientSession) -> str:
+        """A client-credentials token, cached until 10 s before it expires (golang.org/x/oauth2's margin)."""
+        now = asyncio.get_running_loop().time()
+        if self._token is not None and now < self._token[1]:
+            return self._token[0]
+        m = self.m
+        form = {"grant_type": "client_credentials"}
+        if m.scopes:
+            form["scope"] = " ".join(m.scopes)
+        form.update(dict(m.endpoint_params))
+        client_id, secret = m.client_id or "", m.client_secret or ""
+        # x/oauth2 tries HTTP Basic first (id and secret URL-encoded), then the credentials in the form.
+        header = basic_auth(quote_plus(client_id), quote_plus(secret))
+        attempts = [({"Authorization": header}, form), ({}, {**form, "client_id": client_id, "client_secret": secret})]
+        problem = ""
+        for headers, data in attempts:
+            async with session.post(str(m.oauth_token_uri), data=data, headers=headers) as resp:
+                if not 200 <= resp.status < 300:
+                    problem = f"the token endpoint answered {resp.status} {resp.reason}"
+                    continue
+                body = await resp.json(content_type=None)
+            token = body.get("access_token") if isinstance(body, dict) else None
+            if not isinstance(token, str) or not token:
+                raise self.error("the token endpoint's answer has no access_token")
+            kind = str(body.get("token_type") or "Bearer")
+            kind = "Bearer" if kind.lower() == "bearer" else kind
+            expires_in = body.get("expires_in")
+            lifetime = float(expires_in) if isinstance(expires_in, int | float) and expires_in > 0 else None
+            value = f"{kind} {token}"
+            self.secrets = self.secrets | {token}
+            self._token = (value, now + lifetime - 10.0) if lifetime is not None else (value, float("inf"))
+            return value
+        raise self.error(f"OAuth2: {problem}")
 
     def _bad(self, key: str, message: str) -> NoReturn:
         raise SpecError(self.ctx.object_ref, f"spec.triggers[{self.ctx.trigger_index}].metadata.{key}", message)
@@ -339,8 +488,11 @@ class RabbitMQScaler(Scaler):
 
     async def _read_http(self) -> QueueStatus:
         url, auth = self._http_target()
+        session = self._http_session()
+        if self.oauth:
+            auth = await self._bearer(session)
         headers = {"Authorization": auth} if auth else {}
-        async with self._http_session().get(URL(url, encoded=True), headers=headers) as resp:
+        async with session.get(URL(url, encoded=True), headers=headers) as resp:
             if resp.status != 200:
                 body = (await resp.text())[:300]
                 raise self.error(f"management API answered {resp.status} {resp.reason} for {url}: {body}")

@@ -36,7 +36,7 @@ return redis.error_reply('EBBTYPE ' .. kind)
 
 class RedisMetadata(RedisConnectionMetadata):
     list_name: str = param(name="listName")
-    list_length: int = param(5, name="listLength", gt=0)
+    list_length: int = param(5, name="listLength", gt=0, description="> 0, items per replica")
     activation_list_length: int = param(0, name="activationListLength")
 
 

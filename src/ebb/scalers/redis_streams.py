@@ -31,10 +31,12 @@ Mode = Literal["pendingEntriesCount", "streamLength", "lagCount"]
 class RedisStreamsMetadata(RedisConnectionMetadata):
     stream: str = param(name="stream")
     consumer_group: str | None = param(None, name="consumerGroup")
-    pending_entries_count: int = param(5, name="pendingEntriesCount", gt=0)
-    stream_length: int = param(5, name="streamLength", gt=0)
-    lag_count: int = param(0, name="lagCount", ge=0, description="0 means not set: pending entries mode")
-    activation_lag_count: int = param(0, name="activationLagCount")
+    pending_entries_count: int = param(5, name="pendingEntriesCount", gt=0, description="> 0")
+    stream_length: int = param(5, name="streamLength", gt=0, description="> 0")
+    lag_count: int = param(0, name="lagCount", ge=0, description="0 = not set")
+    activation_lag_count: int = param(
+        0, name="activationLagCount", description="the activation threshold in every mode"
+    )
 
     @property
     def mode(self) -> Mode:

@@ -30,10 +30,10 @@ from ebb.scalers.base import (
 
 class SqliteMetadata(ScalerMetadata):
     database_path: str = param(
-        name="databasePath", min_length=1, description="SQLite file, relative to the working directory"
+        name="databasePath", min_length=1, description="relative to ebb's working directory, resolved once"
     )
-    query: str = param(name="query", min_length=1, description="returns one row with one numeric column")
-    target_query_value: float = param(name="targetQueryValue", gt=0, allow_inf_nan=False)
+    query: str = param(name="query", min_length=1, description="first column of the first row, numeric")
+    target_query_value: float = param(name="targetQueryValue", gt=0, allow_inf_nan=False, description="> 0")
     activation_target_query_value: float = param(0.0, name="activationTargetQueryValue", allow_inf_nan=False)
 
 

@@ -299,13 +299,24 @@ class ScaledObjectDecider:
         # 3. scalingModifiers: one composite metric, active iff composite > activationTarget.
         metric_values: dict[str, float] = {}
         composite: float | None = None
+        formula_fallback = False
         if mods is not None:
             if fallback_metrics:
                 composite = fallback_metrics[0].value
             else:
                 composite = self._evaluate_formula(results, metrics, events)
+                formula_health = st.health.get(COMPOSITE_METRIC)
+                if formula_health is not None and formula_health.status == "Failing":
+                    # A formula that fails at run time (division by zero...) is a failing metric source:
+                    # the count holds, or fallback applies past its threshold; it is never read as zero.
+                    is_error = True
+                    if fallback_enabled and fb is not None and formula_health.number_of_failures > fb.failure_threshold:
+                        value = self._fallback_value(mods.target, mods.metric_type, current, ready_replicas)
+                        if value is not None:
+                            composite, is_error, formula_fallback = value, False, True
             is_active, active_names = False, []
-            if not is_error and composite is not None and composite > mods.activation_target:
+            above = not is_error and composite is not None and composite > mods.activation_target
+            if formula_fallback or above:
                 is_active, active_names = True, [COMPOSITE_METRIC]
             if composite is not None:
                 metric_values[COMPOSITE_METRIC] = composite
@@ -321,7 +332,7 @@ class ScaledObjectDecider:
         # 4. Fallback condition and its events (fallbackExceededThreshold). KEDA scans every health entry;
         # only this poll's triggers are scanned here, so a trigger removed from the spec cannot pin it on.
         if fallback_enabled and fb is not None:
-            fallback_now = any(
+            fallback_now = formula_fallback or any(
                 (h := st.health.get(r.metric_name)) is not None
                 and h.status == "Failing"
                 and h.number_of_failures > fb.failure_threshold

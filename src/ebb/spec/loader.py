@@ -1,7 +1,7 @@
 """Reading manifests: multi-document YAML in, validated objects and readable errors out.
 
 One broken document never hides the others: each is validated on its own and every problem becomes a
-`SpecError` naming the object ("ScaledObject default/worker", or "document 2 in workers.yaml" when even
+`SpecError` naming the object ("ScaledObject default/worker", or "document 2" of a file when even
 that is unknown), the field path (`spec.triggers[0].metadata`) and what was expected. Errors from files
 also carry the file and line.
 """
@@ -22,13 +22,36 @@ from pydantic_core import ErrorDetails
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from ebb.errors import SpecError
-from ebb.spec.models import KINDS, FieldIssue, KubeObject, PathElement, ScaledObject, describe, kind_of
-from ebb.spec.paths import format_path
+from ebb.spec.models import (
+    KINDS,
+    FieldIssue,
+    KubeObject,
+    PathElement,
+    ScaledJob,
+    ScaledObject,
+    describe,
+    kind_of,
+    kubernetes_string_problems,
+)
+from ebb.spec.paths import format_path, parse_path
 from ebb.spec.resources import ResourceSet
 
 T = TypeVar("T", bound=KubeObject)
 
 YAML_SUFFIXES = (".yaml", ".yml")
+
+#: Bounds on what one file may make ebb build. A real manifest is a few hundred nodes, nested a dozen deep;
+#: these refuse hostile input (deep nesting, alias bombs, huge files) in milliseconds instead of exhausting
+#: the stack or memory. Kubernetes refuses objects over 1.5 MiB; a file may hold many.
+MAX_FILE_BYTES = 16 * 2**20
+#: Nesting of mappings and lists in one document.
+MAX_DEPTH = 100
+#: Nodes (mappings, lists, scalars) in one document as written.
+MAX_NODES = 1_000_000
+#: Nodes in one document once aliases are expanded: what validation walks. Like Go's yaml.v3 (Kubernetes'
+#: parser), aliases may multiply a document's size only moderately.
+MAX_EXPANDED_NODES = 10_000
+MAX_ALIAS_RATIO = 10
 
 
 class ManifestError(SpecError):
@@ -60,10 +83,27 @@ class LoadResult:
     #: Valid objects with settings that have no effect (KEDA's webhook warnings); not errors.
     warnings: list[SpecError] = field(default_factory=list)
     resources: ResourceSet = field(default_factory=ResourceSet)
+    #: Where each loaded object was written: (file, its YAML node), by object key.
+    origins: dict[tuple[str, str, str], tuple[str, Node | None]] = field(default_factory=dict, repr=False)
 
     @property
     def ok(self) -> bool:
         return not self.errors
+
+    def locate(self, error: SpecError, obj: KubeObject | None = None) -> SpecError:
+        """`error`, raised about a loaded object after loading (by a scaler, a check), with its file and line.
+
+        The line is that of the field the error names, or of the nearest enclosing one.
+        """
+        if isinstance(error, ManifestError) or obj is None:
+            return error
+        origin = self.origins.get(obj.key)
+        if origin is None:
+            return error
+        source, node = origin
+        line = _locate(node, parse_path(error.field))
+        located = ManifestError(error.obj, error.field, error.message, source=source, line=line)
+        return located
 
     def of(self, model: type[T]) -> list[T]:
         """The loaded objects of one kind: `result.of(ScaledObject)`."""
@@ -73,8 +113,39 @@ class LoadResult:
 # --- YAML ------------------------------------------------------------------------------------------
 
 
+class _LimitError(yaml.MarkedYAMLError):
+    """A document exceeds one of the loader's bounds (depth, size, alias expansion)."""
+
+
 class _Loader(yaml.SafeLoader):
-    """Safe YAML, except that timestamps stay strings: pydantic parses the one field that is a time."""
+    """Safe YAML, except that timestamps stay strings: pydantic parses the one field that is a time.
+
+    Composing is bounded: a document nested deeper than MAX_DEPTH or larger than MAX_NODES is refused while
+    it is read, before it can exhaust the stack or memory.
+    """
+
+    _depth = 0
+    _nodes = 0
+
+    def compose_document(self) -> Node | None:
+        self._depth, self._nodes = 0, 0
+        node: Node | None = super().compose_document()
+        return node
+
+    def compose_node(self, parent: Node | None, index: Any) -> Node | None:
+        self._nodes += 1
+        if self._nodes > MAX_NODES:
+            mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+            raise _LimitError(None, None, f"refused: a document of more than {MAX_NODES:,} nodes", mark)
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+                raise _LimitError(None, None, f"refused: nested more than {MAX_DEPTH} levels deep", mark)
+            node: Node | None = super().compose_node(parent, index)
+            return node
+        finally:
+            self._depth -= 1
 
 
 _Loader.yaml_implicit_resolvers = {
@@ -85,6 +156,49 @@ _Loader.yaml_implicit_resolvers = {
 
 def _line(node: Node) -> int:
     return int(node.start_mark.line) + 1
+
+
+def _expansion_problem(root: Node) -> tuple[Node, str] | None:
+    """Whether aliases make `root` too big or too deep once expanded (or cyclic): (where, why), or None.
+
+    Sizes and depths are computed per distinct node, bottom up, so an alias bomb costs what it is written in.
+    """
+    size: dict[int, int] = {}
+    depth: dict[int, int] = {}
+    distinct = 0
+    on_path: set[int] = set()
+    stack: list[tuple[Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        key = id(node)
+        children: list[Node] = []
+        if isinstance(node, MappingNode):
+            children = [child for pair in node.value for child in pair]
+        elif isinstance(node, SequenceNode):
+            children = list(node.value)
+        if done:
+            on_path.discard(key)
+            size[key] = 1 + sum(size[id(child)] for child in children)
+            depth[key] = 1 + max((depth[id(child)] for child in children), default=0)
+            continue
+        if key in size:
+            continue
+        if key in on_path:
+            return node, "refused: an alias refers to the mapping or list that contains it"
+        distinct += 1
+        on_path.add(key)
+        stack.append((node, True))
+        stack.extend((child, False) for child in children if id(child) not in size)
+    expanded = size[id(root)]
+    limit = max(MAX_EXPANDED_NODES, MAX_ALIAS_RATIO * distinct)
+    if expanded > limit:
+        return root, (
+            f"refused: aliases expand this document to more than {limit:,} nodes "
+            f"({distinct:,} written, {MAX_ALIAS_RATIO}x allowed)"
+        )
+    if depth[id(root)] > MAX_DEPTH:
+        return root, f"refused: aliases nest this document more than {MAX_DEPTH} levels deep"
+    return None
 
 
 def _locate(node: Node | None, loc: Sequence[PathElement]) -> int | None:
@@ -309,8 +423,18 @@ def _kind_problem(api_version: Any, kind: Any) -> tuple[tuple[PathElement, ...],
     versions = [version for version, known in KINDS if known == kind]
     if versions:
         return (("apiVersion",), f"kind {kind} is read as apiVersion {versions[0]}, got {api_version!r}")
-    known_kinds = ", ".join(sorted({known for _, known in KINDS}))
-    return (("kind",), f"unknown kind {kind!r} (apiVersion {api_version}); ebb reads {known_kinds}")
+    known = sorted({known for _, known in KINDS})
+    close = difflib.get_close_matches(kind, known, n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return (("kind",), f"unknown kind {kind!r} (apiVersion {api_version}); {hint}ebb reads {', '.join(known)}")
+
+
+def _own_group(api_version: Any) -> bool:
+    """Whether `api_version` is KEDA's or ebb's: an unknown kind there is a typo, not another tool's object."""
+    if not isinstance(api_version, str):
+        return False
+    group = api_version.rpartition("/")[0]
+    return group in {version.rpartition("/")[0] for version, _ in KINDS if "/" in version}
 
 
 def parse_object(data: Any, *, label: str = "object") -> tuple[KubeObject | None, list[SpecError]]:
@@ -365,6 +489,12 @@ class _Parsed:
             for loc, message in problems:
                 self.error(loc, message)
             return
+        if isinstance(obj, ScaledObject | ScaledJob) and obj.cluster_bound:
+            problems = kubernetes_string_problems(data)
+            for loc, message in problems:
+                self.error(loc, message)
+            if problems:
+                return
         if self._source is not None:
             obj.set_source(f"{self._source}:{_line(self._node)}" if self._node is not None else self._source)
         self.obj = obj
@@ -400,6 +530,7 @@ class _Collector:
             and (data.get("apiVersion"), data.get("kind")) not in KINDS
             and isinstance(data.get("kind"), str)
             and data.get("kind") not in {kind for _, kind in KINDS}
+            and not _own_group(data.get("apiVersion"))
         ):
             self.result.skipped.append(_object_label(data, label))
             return
@@ -415,13 +546,22 @@ class _Collector:
             return
         self.result.resources.add(parsed.obj)
         self.result.objects.append(parsed.obj)
-        if isinstance(parsed.obj, ScaledObject):
+        self.result.origins[parsed.obj.key] = (source, node)
+        if isinstance(parsed.obj, ScaledObject | ScaledJob):
             for loc, message in parsed.obj.warnings():
                 parsed.error(loc, message)
             self.result.warnings.extend(parsed.errors)
 
     def text(self, text: str, source: str) -> None:
-        loader = _Loader(text)
+        if len(text) > MAX_FILE_BYTES:
+            message = f"refused: larger than {MAX_FILE_BYTES // 2**20} MiB"
+            self.result.errors.append(ManifestError(source, "", message, source=source))
+            return
+        try:
+            loader = _Loader(text)
+        except yaml.reader.ReaderError as exc:
+            self._reader_error(exc, text, 1, source)
+            return
         number = 0
         try:
             while True:
@@ -432,8 +572,17 @@ class _Collector:
                 except yaml.MarkedYAMLError as exc:
                     self._yaml_error(exc, number + 1, source)
                     return
+                except yaml.reader.ReaderError as exc:
+                    self._reader_error(exc, text, number + 1, source)
+                    return
                 number += 1
-                label = f"document {number} in {source}"
+                label = f"document {number}"
+                if node is not None:
+                    problem = _expansion_problem(node)
+                    if problem is not None:
+                        where, message = problem
+                        self.result.errors.append(ManifestError(label, "", message, source=source, line=_line(where)))
+                        continue
                 try:
                     data = loader.construct_document(node)
                 except yaml.MarkedYAMLError as exc:
@@ -443,13 +592,35 @@ class _Collector:
         finally:
             loader.dispose()
 
+    def _reader_error(self, exc: yaml.reader.ReaderError, text: str, number: int, source: str) -> None:
+        """A character YAML does not allow (a control character, a NUL)."""
+        position = min(max(int(exc.position), 0), len(text))
+        line = text.count("\n", 0, position) + 1
+        column = position - (text.rfind("\n", 0, position) + 1) + 1
+        message = f"invalid YAML (column {column}): character {int(exc.character):#06x} is not allowed in YAML"
+        self.result.errors.append(ManifestError(f"document {number}", "", message, source=source, line=line))
+
     def _yaml_error(self, exc: yaml.MarkedYAMLError, number: int, source: str) -> None:
-        mark = exc.problem_mark or exc.context_mark
-        problem = exc.problem or exc.context or "not valid YAML"
+        label = f"document {number}"
+        if isinstance(exc, _LimitError):
+            line = exc.problem_mark.line + 1 if exc.problem_mark is not None else None
+            self.result.errors.append(ManifestError(label, "", exc.problem or "", source=source, line=line))
+            return
+        mark, problem = exc.problem_mark, " ".join((exc.problem or "not valid YAML").split())
+        context = " ".join((exc.context or "").split())
+        # An unterminated quote, flow list or flow mapping is found where the file or the next token is: the
+        # line to fix is where it began.
+        if exc.context_mark is not None and (
+            "quoted scalar" in context or "flow" in context or "end of stream" in problem
+        ):
+            if mark is not None and mark.line != exc.context_mark.line:
+                problem = f"{problem} on line {mark.line + 1}"
+            mark = exc.context_mark
+            problem = f"{context}: {problem}" if context else problem
         column = f" (column {mark.column + 1})" if mark is not None else ""
         self.result.errors.append(
             ManifestError(
-                f"document {number} in {source}",
+                label,
                 "",
                 f"invalid YAML{column}: {problem}",
                 source=source,
@@ -464,14 +635,38 @@ def _child(node: Node | None, key: str) -> Node | None:
     return next((value for k, value in node.value if isinstance(k, ScalarNode) and k.value == key), None)
 
 
-def load_text(text: str, source: str = "<string>", *, ignore_unknown: bool = False) -> LoadResult:
+def _check_targets(result: LoadResult) -> None:
+    """A ScaledObject whose scaleTargetRef names a ProcessGroup that no loaded file defines is an error.
+
+    Only ProcessGroup targets are checked: a Deployment or StatefulSet lives in the cluster, not in the files.
+    """
+    for so in list(result.resources.scaled_objects()):
+        target = so.spec.scale_target_ref
+        if not target.is_process_group or result.resources.scale_target(so) is not None:
+            continue
+        known = [pg.name for pg in result.resources.process_groups(so.metadata.namespace)]
+        close = difflib.get_close_matches(target.name, known, n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]!r}?)" if close else f" (defined: {', '.join(known)})" if known else ""
+        message = f"no ProcessGroup {target.name!r} in namespace {so.metadata.namespace!r} in the loaded files{hint}"
+        error = result.locate(SpecError(so.ref, "spec.scaleTargetRef.name", message), so)
+        result.errors.append(error)
+        result.resources.discard(so.kind, so.namespace, so.name)
+        result.objects.remove(so)
+
+
+def load_text(
+    text: str, source: str = "<string>", *, ignore_unknown: bool = False, require_targets: bool = False
+) -> LoadResult:
     """Load every document of a YAML text; `source` names it in errors.
 
     Unknown kinds are errors, unless `ignore_unknown` (then they are listed in `skipped`): a file meant
-    for kubectl may hold the Deployment next to its ScaledObject.
+    for kubectl may hold the Deployment next to its ScaledObject. With `require_targets`, a ScaledObject
+    scaling a ProcessGroup that is not loaded is an error (what `ebb check` and `ebb run` want).
     """
     result = LoadResult()
     _Collector(result, ignore_unknown).text(text, source)
+    if require_targets:
+        _check_targets(result)
     return result
 
 
@@ -484,15 +679,22 @@ def _expand(paths: Iterable[str | Path]) -> Iterator[Path]:
             yield path
 
 
-def load_files(paths: Iterable[str | Path], *, ignore_unknown: bool = False) -> LoadResult:
+def load_files(
+    paths: Iterable[str | Path], *, ignore_unknown: bool = False, require_targets: bool = False
+) -> LoadResult:
     """Load YAML files (a directory means its *.yaml and *.yml files) into one set of objects.
 
-    Objects from all files share one index, so the same object defined in two files is an error.
+    Objects from all files share one index, so the same object defined in two files is an error. The options
+    are `load_text`'s.
     """
     result = LoadResult()
     collector = _Collector(result, ignore_unknown)
     for path in _expand(paths):
         try:
+            if path.is_file() and path.stat().st_size > MAX_FILE_BYTES:
+                message = f"refused: larger than {MAX_FILE_BYTES // 2**20} MiB"
+                result.errors.append(ManifestError(str(path), "", message, source=str(path)))
+                continue
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
@@ -500,4 +702,6 @@ def load_files(paths: Iterable[str | Path], *, ignore_unknown: bool = False) -> 
             result.errors.append(ManifestError(str(path), "", message, source=str(path)))
             continue
         collector.text(text, str(path))
+    if require_targets:
+        _check_targets(result)
     return result

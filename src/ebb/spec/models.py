@@ -30,6 +30,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from ebb.scalers import unknown_parameters, unknown_type_message
 from ebb.units import parse_quantity
 
 KEDA_API_VERSION: Final = "keda.sh/v1alpha1"
@@ -302,14 +303,11 @@ class AuthenticationRef(KubeModel):
     kind: Literal["TriggerAuthentication", "ClusterTriggerAuthentication"] = "TriggerAuthentication"
 
 
-_RESOURCE_METRIC_TYPES = ("Utilization", "AverageValue")
-
-
 class ScaleTrigger(KubeModel):
     """One entry of `spec.triggers` (KEDA's ScaleTriggers).
 
-    `metric_type` is filled with "AverageValue" except on cpu/memory triggers, where an unset value lets the
-    scaler fall back to the deprecated `metadata.type` as KEDA does.
+    `metric_type` is filled with "AverageValue" except on cpu/memory triggers, which must say Utilization or
+    AverageValue (their old `metadata.type` was removed in KEDA v2.18, and KEDA refuses it).
     """
 
     type: str = Field(min_length=1)
@@ -324,18 +322,45 @@ class ScaleTrigger(KubeModel):
         """cpu and memory: HPA Resource metrics, always active, not counted for fallback."""
         return self.type in RESOURCE_TRIGGER_TYPES
 
+    def warnings(self) -> list[tuple[tuple[PathElement, ...], str]]:
+        """Metadata keys this trigger type does not read. KEDA ignores them (it can log them with
+        KEDA_CHECK_UNEXPECTED_SCALERS_PARAMS), so they are warnings: the parameter meant keeps its default."""
+        found: list[tuple[tuple[PathElement, ...], str]] = []
+        for key, guess, auth_only in unknown_parameters(self.type, self.metadata):
+            if auth_only:
+                message = (
+                    f"{self.type} triggers read {key!r} from a TriggerAuthentication (authenticationRef) only: "
+                    "in metadata it is ignored, as KEDA ignores it"
+                )
+            else:
+                hint = f"; did you mean {guess!r}?" if guess else ""
+                message = f"{self.type} triggers have no parameter {key!r}: it is ignored, as KEDA ignores it{hint}"
+            found.append((("metadata", key), message))
+        return found
+
     @model_validator(mode="after")
     def _check(self) -> ScaleTrigger:
         if self.name == "":
             self.name = None
         issues: list[tuple[tuple[PathElement, ...], str]] = []
+        unknown = unknown_type_message(self.type)
+        if unknown is not None:
+            issues.append((("type",), unknown))
         if self.use_cached_metrics and self.type in NO_CACHED_METRICS_TRIGGER_TYPES:
             issues.append((("useCachedMetrics",), f"not supported for {self.type!r} triggers"))
         if self.is_resource:
             if self.metric_type == "Value":
                 issues.append((("metricType",), f"{self.type} triggers take Utilization or AverageValue, not Value"))
-            elif self.metric_type is None and self.metadata.get("type") not in _RESOURCE_METRIC_TYPES:
+            elif self.metric_type is None:
                 issues.append((("metricType",), f"required for {self.type} triggers: Utilization or AverageValue"))
+            if self.metadata.get("type", "").strip():
+                issues.append(
+                    (
+                        ("metadata", "type"),
+                        "removed in KEDA v2.18, which refuses it: set the trigger's metricType "
+                        "(Utilization or AverageValue) instead",
+                    )
+                )
         elif self.metric_type == "Utilization":
             issues.append((("metricType",), "Utilization is only supported by cpu and memory triggers"))
         elif self.metric_type is None:
@@ -343,6 +368,14 @@ class ScaleTrigger(KubeModel):
         if issues:
             raise FieldIssue(*issues)
         return self
+
+
+def _trigger_warnings(triggers: Sequence[ScaleTrigger]) -> list[tuple[tuple[PathElement, ...], str]]:
+    return [
+        (("spec", "triggers", index, *loc), message)
+        for index, trigger in enumerate(triggers)
+        for loc, message in trigger.warnings()
+    ]
 
 
 def _check_triggers(triggers: Sequence[ScaleTrigger]) -> list[tuple[tuple[PathElement, ...], str]]:
@@ -581,6 +614,11 @@ class ScaledObject(KubeObject):
     spec: ScaledObjectSpec
 
     @property
+    def cluster_bound(self) -> bool:
+        """Meant for Kubernetes: the target is not a local ProcessGroup."""
+        return not self.spec.scale_target_ref.is_process_group
+
+    @property
     def hpa_name(self) -> str:
         """The HPA KEDA would create: `advanced.horizontalPodAutoscalerConfig.name` or keda-hpa-<name>."""
         config = self.spec.advanced.horizontal_pod_autoscaler_config if self.spec.advanced else None
@@ -610,6 +648,17 @@ class ScaledObject(KubeObject):
                         "has no effect: it only matters when minReplicaCount is 0 or idleReplicaCount is set",
                     )
                 )
+        target = spec.scale_target_ref
+        resources = sorted({t.type for t in spec.triggers if t.is_resource})
+        if resources and (target.api_version, target.kind) in (("apps/v1", "Deployment"), ("apps/v1", "StatefulSet")):
+            found.append(
+                (
+                    ("spec", "triggers"),
+                    f"KEDA's admission webhook refuses this ScaledObject unless every container of {target.kind} "
+                    f"{target.name!r} requests {' and '.join(resources)} (or a LimitRange gives a default): "
+                    "that needs the cluster, so ebb's webhook checks it there",
+                )
+            )
         if spec.min_replica_count == 0 and all(trigger.is_resource for trigger in spec.triggers):
             found.append(
                 (
@@ -617,7 +666,7 @@ class ScaledObject(KubeObject):
                     "cpu and memory triggers are always active, so this object never scales to zero",
                 )
             )
-        return found
+        return found + _trigger_warnings(spec.triggers)
 
     @model_validator(mode="after")
     def _check(self) -> ScaledObject:
@@ -655,6 +704,42 @@ class ScaledObject(KubeObject):
         if issues:
             raise FieldIssue(*issues)
         return self
+
+
+def kubernetes_string_problems(data: Any) -> list[tuple[tuple[PathElement, ...], str]]:
+    """Values of string maps (trigger metadata, labels, annotations) written as YAML numbers or booleans.
+
+    ebb reads `listLength: 5` as "5" for local objects; Kubernetes' schema refuses it (map[string]string), so
+    for a manifest meant for a cluster it is an error, as `kubectl apply` would make it.
+    """
+    if not isinstance(data, dict):
+        return []
+    found: list[tuple[tuple[PathElement, ...], str]] = []
+
+    def check(values: Any, path: tuple[PathElement, ...]) -> None:
+        if not isinstance(values, dict):
+            return
+        for key, value in values.items():
+            if isinstance(value, bool | int | float):
+                shown = scalar_text(value)
+                found.append(
+                    (
+                        (*path, str(key)),
+                        f"expected a string, got {describe(value, echo=False).removeprefix('a ').removeprefix('an ')}"
+                        f' {shown}: Kubernetes refuses it here; quote it ("{shown}")',
+                    )
+                )
+
+    metadata = data.get("metadata")
+    if isinstance(metadata, dict):
+        check(metadata.get("labels"), ("metadata", "labels"))
+        check(metadata.get("annotations"), ("metadata", "annotations"))
+    spec = data.get("spec")
+    triggers = spec.get("triggers") if isinstance(spec, dict) else None
+    for index, trigger in enumerate(triggers if isinstance(triggers, list) else []):
+        if isinstance(trigger, dict):
+            check(trigger.get("metadata"), ("spec", "triggers", index, "metadata"))
+    return found
 
 
 # --- Environment variables (ProcessGroup and job containers) ------------------------------------------
@@ -776,6 +861,7 @@ class JobTargetRef(_Permissive):
     completions: int | None = Field(default=None, ge=0)
     active_deadline_seconds: int | None = Field(default=None, gt=0)
     backoff_limit: int | None = Field(default=None, ge=0)
+    ttl_seconds_after_finished: int | None = Field(default=None, ge=0)
 
 
 class Rollout(KubeModel):
@@ -842,6 +928,15 @@ class ScaledJob(KubeObject):
     kind: Literal["ScaledJob"] = "ScaledJob"
     metadata: ObjectMeta
     spec: ScaledJobSpec
+
+    @property
+    def cluster_bound(self) -> bool:
+        """Meant for Kubernetes: the job container names an image."""
+        return bool(self.spec.job_container.image)
+
+    def warnings(self) -> list[tuple[tuple[PathElement, ...], str]]:
+        """What is valid but probably not meant: trigger parameters no scaler reads."""
+        return _trigger_warnings(self.spec.triggers)
 
 
 # --- TriggerAuthentication / ClusterTriggerAuthentication --------------------------------------------
@@ -942,7 +1037,7 @@ class HashiCorpVault(KubeModel):
 class AzureKeyVaultCredentials(KubeModel):
     client_id: str
     tenant_id: str
-    client_secret: SecretValue | None = None
+    client_secret: SecretValue
 
 
 class AzureKeyVaultSecret(KubeModel):
@@ -1008,7 +1103,8 @@ class BoundServiceAccountToken(KubeModel):
 
 
 class OAuth2(KubeModel):
-    type: Literal["clientCredentials"] = "clientCredentials"
+    #: Required by KEDA's CRD schema (no default there), and clientCredentials is the only grant it accepts.
+    type: Literal["clientCredentials"]
     client_id: str = Field(min_length=1)
     client_secret: SecretValue | None = None
     token_url: str = Field(min_length=1)

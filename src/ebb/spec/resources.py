@@ -11,6 +11,7 @@ from typing import TypeVar
 
 from ebb.errors import SpecError
 from ebb.spec.models import (
+    EBB_API_VERSION,
     ClusterTriggerAuthentication,
     ConfigMap,
     KubeObject,
@@ -35,6 +36,11 @@ class ResourceSet:
 
     def __init__(self, objects: Iterable[KubeObject] = ()) -> None:
         self._objects: dict[tuple[str, str, str], KubeObject] = {}
+        # Indexes that keep adding N objects linear in N: objects by kind, and ScaledObjects by what they
+        # claim (target, HPA name), each keyed by (namespace, ...) -> {object key: object}.
+        self._by_kind: dict[str, dict[tuple[str, str, str], KubeObject]] = {}
+        self._by_target: dict[tuple[str, str, str, str], dict[tuple[str, str, str], ScaledObject]] = {}
+        self._by_hpa: dict[tuple[str, str], dict[tuple[str, str, str], ScaledObject]] = {}
         for obj in objects:
             self.add(obj)
 
@@ -52,25 +58,24 @@ class ResourceSet:
             issues.extend(self._scaled_object_conflicts(obj))
         return issues
 
+    @staticmethod
+    def _target_key(so: ScaledObject) -> tuple[str, str, str, str]:
+        target = so.spec.scale_target_ref
+        return (so.metadata.namespace, target.api_version, target.kind, target.name)
+
     def _scaled_object_conflicts(self, so: ScaledObject) -> list[tuple[tuple[PathElement, ...], str]]:
         issues: list[tuple[tuple[PathElement, ...], str]] = []
         target = so.spec.scale_target_ref
-        for other in self.scaled_objects(so.metadata.namespace):
-            if other.key == so.key:
-                continue
-            other_target = other.spec.scale_target_ref
-            if (other_target.api_version, other_target.kind, other_target.name) == (
-                target.api_version,
-                target.kind,
-                target.name,
-            ):
+        for other in self._by_target.get(self._target_key(so), {}).values():
+            if other.key != so.key:
                 issues.append(
                     (
                         ("spec", "scaleTargetRef", "name"),
                         f"{target.kind} {target.name!r} is already scaled by {other.ref}",
                     )
                 )
-            if other.hpa_name == so.hpa_name:
+        for other in self._by_hpa.get((so.metadata.namespace, so.hpa_name), {}).values():
+            if other.key != so.key:
                 custom = so.hpa_name != f"keda-hpa-{so.name}"
                 path: tuple[PathElement, ...] = (
                     ("spec", "advanced", "horizontalPodAutoscalerConfig", "name") if custom else ("metadata", "name")
@@ -84,14 +89,33 @@ class ResourceSet:
         if issues:
             path, message = issues[0]
             raise SpecError(obj.ref, format_path(path), message)
-        self._objects[obj.key] = obj
+        self._store(obj)
 
     def replace(self, obj: KubeObject) -> None:
         """Add or overwrite `obj` without conflict checks (an object the API server already admitted)."""
-        self._objects[obj.key] = obj
+        self._store(obj)
 
     def discard(self, kind: str, namespace: str | None, name: str) -> KubeObject | None:
-        return self._objects.pop((kind, namespace or "", name), None)
+        obj = self._objects.pop((kind, namespace or "", name), None)
+        if obj is not None:
+            self._unindex(obj)
+        return obj
+
+    def _store(self, obj: KubeObject) -> None:
+        previous = self._objects.get(obj.key)
+        if previous is not None:
+            self._unindex(previous)
+        self._objects[obj.key] = obj
+        self._by_kind.setdefault(obj.kind, {})[obj.key] = obj
+        if isinstance(obj, ScaledObject):
+            self._by_target.setdefault(self._target_key(obj), {})[obj.key] = obj
+            self._by_hpa.setdefault((obj.metadata.namespace, obj.hpa_name), {})[obj.key] = obj
+
+    def _unindex(self, obj: KubeObject) -> None:
+        self._by_kind.get(obj.kind, {}).pop(obj.key, None)
+        if isinstance(obj, ScaledObject):
+            self._by_target.get(self._target_key(obj), {}).pop(obj.key, None)
+            self._by_hpa.get((obj.metadata.namespace, obj.hpa_name), {}).pop(obj.key, None)
 
     # --- lookups ---------------------------------------------------------------------------------
 
@@ -110,11 +134,15 @@ class ResourceSet:
         obj = self._objects.get((kind_of(model), ns, name))
         return obj if isinstance(obj, model) else None
 
+    def lookup(self, kind: str, namespace: str | None, name: str) -> KubeObject | None:
+        """The object of that kind name, namespace ("" or None for cluster-scoped kinds) and name, if loaded."""
+        return self._objects.get((kind, namespace or "", name))
+
     def all(self, model: type[T], namespace: str | None = None) -> list[T]:
         """Every object of that kind (in `namespace` if given), in the order they were added."""
         return [
             obj
-            for obj in self._objects.values()
+            for obj in self._by_kind.get(kind_of(model), {}).values()
             if isinstance(obj, model) and (namespace is None or obj.namespace == namespace)
         ]
 
@@ -136,11 +164,8 @@ class ResourceSet:
 
     def scaled_object_for(self, group: ProcessGroup) -> ScaledObject | None:
         """The ScaledObject that scales `group`, if any (a ProcessGroup without one holds spec.replicas)."""
-        for so in self.scaled_objects(group.metadata.namespace):
-            target = so.spec.scale_target_ref
-            if target.is_process_group and target.name == group.name:
-                return so
-        return None
+        claims = self._by_target.get((group.metadata.namespace, EBB_API_VERSION, "ProcessGroup", group.name), {})
+        return next(iter(claims.values()), None)
 
     # --- AuthStore -------------------------------------------------------------------------------
 

@@ -3,17 +3,28 @@
 Shared by the process-group target and the local job runner. A custom subprocess protocol is used
 instead of `asyncio.subprocess.Process` because `Process.wait()` only returns once every pipe is closed:
 a grandchild that inherited stdout would then keep ebb from noticing that the worker itself exited.
+
+On Linux every child gets a parent-death signal (SIGKILL) before it execs, so a worker never outlives an
+ebb that dies for any reason, SIGKILL included; it keeps its own session and process group, which is what
+a graceful stop signals. (Linux sends it when the *thread* that started the child ends: children are started
+from the event loop's thread, which lives as long as ebb.)
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
+import ctypes.util
 import logging
 import os
+import resource
 import shlex
 import signal
 import subprocess
+import sys
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 
 import psutil
@@ -28,6 +39,36 @@ MAX_LINE = 64 * 1024
 DRAIN_TIMEOUT = 1.0
 #: How long SIGKILLed leftovers of a group may take to disappear (their new parent, init, reaps them).
 GROUP_EXIT_TIMEOUT = 1.0
+#: How many of a child's last output lines (stdout and stderr share a pipe) are kept, to explain a crash.
+OUTPUT_TAIL = 5
+#: Each line kept in the tail is cut to this many characters.
+OUTPUT_TAIL_WIDTH = 200
+#: The environment variable every child gets: the run of ebb that started it, to recognise leftovers.
+RUN_ID_ENV = "EBB_RUN_ID"
+
+_PR_SET_PDEATHSIG = 1
+_libc: ctypes.CDLL | None = None
+if sys.platform.startswith("linux"):
+    # Loaded once, here: after fork only the call itself may run.
+    _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+
+def _die_with_parent(parent: int) -> Callable[[], None] | None:
+    """A preexec function: the child gets SIGKILL when ebb dies (and dies now if ebb is already gone)."""
+    libc = _libc
+    if libc is None:
+        return None
+    prctl = libc.prctl
+    nofile = _original_nofile
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if nofile is not None:  # ebb raised its own limit, not the workers'
+            resource.setrlimit(resource.RLIMIT_NOFILE, nofile)
+        if os.getppid() != parent:  # ebb died between fork and prctl
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return preexec
 
 
 class _LineProtocol(asyncio.SubprocessProtocol):
@@ -35,6 +76,8 @@ class _LineProtocol(asyncio.SubprocessProtocol):
         loop = asyncio.get_running_loop()
         self._on_line = on_line
         self._buffer = bytearray()
+        #: The last non-empty output lines (a crash's traceback is usually among them).
+        self.output_tail: deque[str] = deque(maxlen=OUTPUT_TAIL)
         self.transport: asyncio.SubprocessTransport | None = None
         self.exited: asyncio.Future[int] = loop.create_future()
         self.closed: asyncio.Future[None] = loop.create_future()
@@ -73,6 +116,8 @@ class _LineProtocol(asyncio.SubprocessProtocol):
 
     def _emit(self, raw: bytes) -> None:
         line = raw.decode("utf-8", errors="replace").rstrip("\r")
+        if line.strip():
+            self.output_tail.append(line[:OUTPUT_TAIL_WIDTH])
         try:
             self._on_line(line)
         except Exception:
@@ -88,6 +133,10 @@ class Child:
         self._protocol = protocol
         self.pid: int = transport.get_pid()
         self.started_at = time.time()
+        #: The kernel's start time of the process (psutil's create_time): with the pid, its identity.
+        self.create_time: float | None = None
+        with contextlib.suppress(psutil.Error):
+            self.create_time = psutil.Process(self.pid).create_time()
         self.started_monotonic = time.monotonic()
         self.term_sent_at: float | None = None
         self.killed = False
@@ -111,12 +160,18 @@ class Child:
             *argv,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
+            stderr=subprocess.STDOUT,  # one pipe: one file descriptor per worker, and the order kept
             env=dict(env),
             cwd=cwd,
             start_new_session=True,
+            preexec_fn=_die_with_parent(os.getpid()),
         )
         return cls(transport, protocol)
+
+    @property
+    def output_tail(self) -> list[str]:
+        """The child's last few non-empty output lines (stdout and stderr), oldest first."""
+        return list(self._protocol.output_tail)
 
     @property
     def returncode(self) -> int | None:
@@ -219,3 +274,35 @@ def describe_exit(code: int) -> str:
         except ValueError:
             return f"killed by signal {-code}"
     return f"exited with code {code}"
+
+
+_original_nofile: tuple[int, int] | None = None
+
+
+def raise_open_file_limit() -> tuple[int, int]:
+    """Raise this process's open-file soft limit to its hard limit (a worker, a socket and a pipe each cost
+    descriptors); children get the original limit back. Returns (old soft, new soft)."""
+    global _original_nofile
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft == resource.RLIM_INFINITY or wanted <= soft:
+        return soft, soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    except (ValueError, OSError):
+        return soft, soft
+    _original_nofile = (soft, hard)
+    return soft, wanted
+
+
+def use_pidfd_child_watcher() -> bool:
+    """On Python 3.11 asyncio waits for each child in a thread of its own; a pidfd per child costs one file
+    descriptor and no thread (Linux 5.3+). Python 3.12 does this by itself. True if installed."""
+    if sys.version_info >= (3, 12) or not hasattr(os, "pidfd_open"):
+        return False
+    try:
+        os.close(os.pidfd_open(os.getpid()))
+    except OSError:  # an older kernel, or a seccomp filter that refuses it
+        return False
+    asyncio.set_child_watcher(asyncio.PidfdChildWatcher())
+    return True

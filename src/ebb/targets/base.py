@@ -8,10 +8,22 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from typing import Protocol, runtime_checkable
+from dataclasses import dataclass
+from typing import Literal, Protocol, runtime_checkable
 
 #: Receives one line of a replica's output (or one of ebb's own lines about it) and the replica's name.
 OutputSink = Callable[[str, str], None]
+#: Receives what a target wants users to see in `ebb events`: (reason, message, type "Normal"|"Warning").
+EventSink = Callable[[str, str, Literal["Normal", "Warning"]], None]
+
+
+@dataclass(frozen=True)
+class ChildRecord:
+    """One live child process, as the state file records it so that a later ebb can find leftovers."""
+
+    pid: int
+    #: The kernel's start time (psutil create_time): a reused pid has another one.
+    create_time: float | None
 
 
 @runtime_checkable

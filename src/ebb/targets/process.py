@@ -6,6 +6,9 @@ included: a process group is a long-running pool, like a Deployment's pods with 
 Scaling down sends SIGTERM and, after the grace period, SIGKILL; that happens in the background, and the
 terminating workers are neither counted as running nor restarted. A scale-up during termination starts the
 new workers at once, so an index may briefly belong to a terminating worker and its running successor.
+
+Restart delays carry +-20% jitter so that workers that crash together do not restart in lockstep.
+Failures to start, crash loops (with the last output lines) are reported through `on_event`.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -21,12 +25,27 @@ from typing import Literal
 
 from ebb.errors import TargetError
 from ebb.targets._child import Child, describe_exit, log, start_error
-from ebb.targets.base import OutputSink, write_stdout
+from ebb.targets.base import ChildRecord, EventSink, OutputSink, write_stdout
 
 WorkerState = Literal["starting", "running", "terminating", "backoff"]
 
 #: How many exits `recent_exits()` remembers.
 EXIT_HISTORY = 100
+#: Consecutive quick exits (each shorter than the backoff reset time) that make a crash loop.
+CRASH_LOOP_EXITS = 3
+#: Restart delays are spread by this fraction either way.
+JITTER = 0.2
+
+
+def jittered(delay: float, jitter: float = JITTER) -> float:
+    """`delay` +-`jitter` (a fraction), so that workers failing together spread their restarts."""
+    if jitter <= 0:
+        return delay
+    return round(delay * (1.0 + random.uniform(-jitter, jitter)), 3)
+
+
+def _tail_text(lines: Sequence[str]) -> str:
+    return " | ".join(lines)
 
 
 @dataclass(frozen=True)
@@ -75,6 +94,11 @@ class _Worker:
         self.stop = asyncio.Event()
         self.first_attempt = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
+        #: Quick exits in a row (reset by a run longer than the backoff reset time).
+        self.quick_exits = 0
+        #: The last reason this worker is not running, for `ebb status`.
+        self.why: str | None = None
+        self.failing_start = False
 
     def request_stop(self) -> None:
         self.stop.set()
@@ -114,9 +138,16 @@ class ProcessGroupTarget:
         backoff_initial: float = 1.0,
         backoff_max: float = 60.0,
         backoff_reset_after: float = 60.0,
+        on_event: EventSink | None = None,
+        extra_env: Mapping[str, str] | None = None,
+        jitter: float = JITTER,
     ) -> None:
         if not command:
             raise TargetError(f"ProcessGroup {name}: command is empty")
+        self.on_event = on_event
+        self.jitter = jitter
+        #: ebb's own variables for every worker (the run id that marks leftovers), under the group's env.
+        self.extra_env = dict(extra_env or {})
         self.name = name
         self.argv = [*command, *args]
         self.env = dict(env or {})
@@ -190,6 +221,32 @@ class ProcessGroupTarget:
         """The last worker exits, oldest first."""
         return list(self._exits)
 
+    def children(self) -> list[ChildRecord]:
+        """Every live worker process, terminating ones included (for the state file)."""
+        workers = [*self._workers.values(), *self._terminating]
+        return [
+            ChildRecord(w.child.pid, w.child.create_time)
+            for w in workers
+            if w.child is not None and w.child.returncode is None
+        ]
+
+    def kill_all(self) -> None:
+        """SIGKILL every worker's process group now, terminating ones included (a second Ctrl-C)."""
+        for worker in [*self._workers.values(), *self._terminating]:
+            if worker.child is not None:
+                worker.child.kill()
+
+    def not_ready_reason(self) -> str | None:
+        """Why fewer workers run than wanted, in a few words; None when all wanted workers run."""
+        waiting = [w for w in self._workers.values() if w.state != "running"]
+        if not waiting:
+            return None
+        first = min(waiting, key=lambda w: w.index)
+        if first.why is not None:
+            more = f" (+{len(waiting) - 1} more)" if len(waiting) > 1 else ""
+            return f"{first.name}: {first.why}{more}"
+        return f"{len(waiting)} worker(s) {first.state}"
+
     # --- internals --------------------------------------------------------------------------------
 
     def _retire(self, worker: _Worker) -> None:
@@ -207,6 +264,7 @@ class ProcessGroupTarget:
         return {
             **os.environ,
             **self.env,
+            **self.extra_env,
             "EBB_REPLICA_INDEX": str(worker.index),
             "EBB_PROCESS_GROUP": self.name,
             **(self.replica_env(worker.index) if self.replica_env is not None else {}),
@@ -229,16 +287,24 @@ class ProcessGroupTarget:
                         return
                     if time.monotonic() - child.started_monotonic >= self.backoff_reset_after:
                         delay = self.backoff_initial
-                    self._record_exit(worker, child, code, delay)
-                    self._say(worker, f"{describe_exit(code)}; restarting in {delay:g}s")
+                        worker.quick_exits = 0
+                    wait = jittered(delay, self.jitter)
+                    self._record_exit(worker, child, code, wait)
+                    self._say(worker, f"{describe_exit(code)}; restarting in {wait:g}s")
+                    self._crashed(worker, child, code, wait)
                 elif worker.stop.is_set():
                     return
                 else:
-                    self._say(worker, f"{worker.error}; retrying in {delay:g}s")
+                    wait = jittered(delay, self.jitter)
+                    self._say(worker, f"{worker.error}; retrying in {wait:g}s")
+                    worker.why = f"cannot start: {worker.error}"
+                    if not worker.failing_start:  # once per streak of failed starts
+                        worker.failing_start = True
+                        self._event("FailedStart", f"{worker.error}; retrying with backoff", "Warning")
                 worker.state = "backoff"
-                worker.restart_delay = delay
+                worker.restart_delay = wait
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(delay):
+                    async with asyncio.timeout(wait):
                         await worker.stop.wait()
                 if worker.stop.is_set():
                     return
@@ -271,6 +337,8 @@ class ProcessGroupTarget:
             worker.first_attempt.set()
         worker.child = child
         worker.error = self.last_error = None
+        worker.why = None
+        worker.failing_start = False
         # A scale-down may have arrived while the spawn was under way.
         worker.state = "terminating" if worker.stop.is_set() else "running"
         return child
@@ -306,3 +374,31 @@ class ProcessGroupTarget:
 
     def _forward(self, worker: _Worker, line: str) -> None:
         self.output(worker.name, line)
+
+    def _event(self, reason: str, message: str, type_: Literal["Normal", "Warning"] = "Normal") -> None:
+        if self.on_event is None:
+            return
+        try:
+            self.on_event(reason, message, type_)
+        except Exception:
+            log.exception("event sink failed")
+
+    def _crashed(self, worker: _Worker, child: Child, code: int, wait: float) -> None:
+        """Report an unexpected exit: the first of a streak, then once when it becomes a crash loop."""
+        worker.quick_exits += 1
+        tail = child.output_tail
+        last = f"; last output: {_tail_text(tail)}" if tail else ""
+        worker.why = f"{describe_exit(code)}, restarting in {wait:g}s{last}"
+        where = f"ProcessGroup {self.name}: worker {worker.name}"
+        if worker.quick_exits == 1:
+            self._event("WorkerExited", f"{where} {describe_exit(code)}; restarting in {wait:g}s{last}", "Warning")
+        elif worker.quick_exits == CRASH_LOOP_EXITS:
+            worker.why = f"crash loop ({worker.quick_exits} exits), {describe_exit(code)}{last}"
+            self._event(
+                "CrashLoopBackOff",
+                f"{where} exited {worker.quick_exits} times in a row, last {describe_exit(code)}; "
+                f"restarting with backoff{last}",
+                "Warning",
+            )
+        elif worker.quick_exits > CRASH_LOOP_EXITS:
+            worker.why = f"crash loop ({worker.quick_exits} exits), {describe_exit(code)}{last}"

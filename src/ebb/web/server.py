@@ -5,14 +5,18 @@ The operator mounts the same routes on its own app (`metrics_routes`, `api_route
 
 from __future__ import annotations
 
+import ipaddress
 import logging
+import socket
 import ssl
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Self
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from ebb.observe.api import api_routes
+from ebb.observe.cost import Pricing
 from ebb.observe.history import HistoryStore
 from ebb.observe.metrics import metrics_routes
 
@@ -24,17 +28,78 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 9022
 
 
+def is_loopback(host: str) -> bool:
+    """True for an address only this machine can reach (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _host_name(header: str) -> str:
+    """The name in a Host header, without port and IPv6 brackets, lower case."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[1 : header.find("]")] if "]" in header else header[1:]
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+
+
+def allowed_hosts(bound: str, extra: Iterable[str] = ()) -> frozenset[str]:
+    """The Host names a local server answers to: what it binds, the loopback names, and `extra`.
+
+    A wildcard bind (0.0.0.0, ::) also answers to this machine's host names.
+    """
+    names = {"localhost", "127.0.0.1", "::1", bound.strip("[]").lower()}
+    if bound in ("", "0.0.0.0", "::"):
+        names.update({socket.gethostname().lower(), socket.getfqdn().lower()})
+    names.update(_host_name(name) for name in extra)
+    names.discard("")
+    return frozenset(names)
+
+
+def host_check(allowed: frozenset[str], wildcard: bool) -> Callable[..., Awaitable[web.StreamResponse]]:
+    """Middleware refusing requests whose Host is not one of `allowed`: the defence against DNS rebinding.
+
+    A rebinding page reaches the server under the attacker's domain name, which the Host header carries. An IP
+    address in Host can't be rebound, so a wildcard bind (reached through any of the machine's addresses)
+    accepts any IP literal.
+    """
+
+    @web.middleware
+    async def middleware(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        name = _host_name(request.headers.get("Host", ""))
+        if name not in allowed and not (wildcard and _is_ip(name)):
+            return web.Response(status=421, text=f"unknown Host {name!r}: this server answers to {sorted(allowed)}\n")
+        return await handler(request)
+
+    return middleware
+
+
+def _is_ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
 def build_app(
     registry: CollectorRegistry | None = None,
     history: HistoryStore | None = None,
     dashboard: bool = False,
+    pricing: Pricing | None = None,
 ) -> web.Application:
-    """An app with /metrics (if `registry`), /api/* (if `history`) and / (if `dashboard` and `history`)."""
+    """An app with /metrics (if `registry`), /api/* (if `history`; costs at `pricing`) and / (if `dashboard` and
+    `history`)."""
     app = web.Application()
     if registry is not None:
         app.add_routes(metrics_routes(registry))
     if history is not None:
-        app.add_routes(api_routes(history))
+        app.add_routes(api_routes(history, pricing=pricing))
         if dashboard:
             from ebb.web.dashboard import dashboard_routes
 
@@ -68,6 +133,19 @@ class AppServer:
     @property
     def running(self) -> bool:
         return self._runner is not None
+
+    @property
+    def loopback(self) -> bool:
+        """Whether only this machine can reach the server."""
+        return is_loopback(self.host)
+
+    @property
+    def bound_url(self) -> str:
+        """The address as bound (`http://0.0.0.0:9022` for every interface), for announcements."""
+        scheme = "https" if self.ssl_context is not None else "http"
+        host = self.host or "0.0.0.0"
+        host = f"[{host}]" if ":" in host else host
+        return f"{scheme}://{host}:{self.port}"
 
     @property
     def url(self) -> str:
@@ -128,8 +206,14 @@ class _Served(AppServer):
         return self._app
 
 
-async def serve(app: web.Application, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> AppServer:
-    """Start serving `app`; port 0 picks a free port (the chosen one is in the result's `port`)."""
+async def serve(
+    app: web.Application, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *, hosts: Iterable[str] = ()
+) -> AppServer:
+    """Start serving `app`; port 0 picks a free port (the chosen one is in the result's `port`).
+
+    Requests must name the server in `Host`: its address, a loopback name, or one of `hosts`.
+    """
+    app.middlewares.append(host_check(allowed_hosts(host, hosts), wildcard=host in ("", "0.0.0.0", "::")))
     server = _Served(app, host, port)
     await server.start()
     return server

@@ -1,11 +1,16 @@
-// ebb dashboard: objects by namespace, and for one object its replicas, trigger values against targets and
-// scaling events over a time range. Reads the history's JSON API (relative URLs: works under any prefix).
+// ebb dashboard. Home: the fleet overview (every object by namespace, sparklines, state, cost, a stacked chart of
+// replicas per application), one /api/overview request per view, paged. An object's detail: its replicas,
+// trigger values against targets and scaling events. The URL's hash holds the view's state (range, filters,
+// page, selected object), so a view can be shared. Relative URLs: works under any path prefix.
 "use strict";
 
 const COLORS = ["#2563eb", "#db2777", "#059669", "#d97706", "#7c3aed", "#0891b2", "#dc2626", "#4b5563"];
 const REFRESH_MS = 5000;
-const state = { range: 3600, from: null, to: null, key: decodeURIComponent(location.hash.slice(1)) || null,
-                charts: {}, shape: {} };
+const PAGE = 50;
+const RANGES = { "15m": 900, "1h": 3600, "6h": 21600, "24h": 86400 };
+const STATES = ["active", "idle", "paused", "fallback", "error"];
+const state = { range: "auto", from: null, to: null, key: null, ns: "", st: "", q: "", page: 0,
+                charts: {}, shape: {}, busy: false, view: null };
 
 const $ = (sel) => document.querySelector(sel);
 const el = (tag, attrs = {}, ...kids) => {
@@ -19,6 +24,7 @@ const el = (tag, attrs = {}, ...kids) => {
 };
 const fmtTime = (t) => new Date(t * 1000).toLocaleString();
 const fmtNum = (v) => (v == null ? "–" : Number.isInteger(v) ? String(v) : v.toFixed(2));
+const fmtMoney = (v) => (v == null ? "–" : v >= 100 ? v.toFixed(0) : v.toFixed(2));
 const fmtDuration = (s) => (s >= 3600 ? (s / 3600).toFixed(1) + " h" : s >= 60 ? (s / 60).toFixed(1) + " min"
                                                                        : s.toFixed(0) + " s");
 
@@ -28,11 +34,177 @@ async function getJSON(url) {
   return resp.json();
 }
 
-function range() {
-  if (state.range === "custom" && state.from != null) return [state.from, state.to];
-  const now = Date.now() / 1000;
-  return [now - state.range, now];
+// --- URL state ------------------------------------------------------------------------------------------------
+
+function readHash() {
+  const raw = decodeURIComponent(location.hash.slice(1));
+  // The old form, #Kind/namespace/name, still selects an object.
+  const p = raw.includes("=") ? new URLSearchParams(location.hash.slice(1)) : new URLSearchParams(raw ? { obj: raw } : {});
+  state.key = p.get("obj") || null;
+  state.range = p.get("range") || "auto";
+  state.from = p.has("from") ? Number(p.get("from")) : null;
+  state.to = p.has("to") ? Number(p.get("to")) : null;
+  state.ns = p.get("ns") || "";
+  state.st = p.get("state") || "";
+  state.q = p.get("q") || "";
+  state.page = Number(p.get("page") || 0);
 }
+
+function writeHash() {
+  const p = new URLSearchParams();
+  if (state.range !== "auto") p.set("range", state.range);
+  if (state.range === "custom") { p.set("from", state.from); p.set("to", state.to); }
+  if (state.ns) p.set("ns", state.ns);
+  if (state.st) p.set("state", state.st);
+  if (state.q) p.set("q", state.q);
+  if (state.page) p.set("page", state.page);
+  if (state.key) p.set("obj", state.key);
+  const hash = p.toString();
+  history.replaceState(null, "", hash ? "#" + hash : location.pathname + location.search);
+}
+
+function rangeQuery() {
+  if (state.range === "custom" && state.from != null) return `from=${state.from}&to=${state.to}`;
+  if (RANGES[state.range]) return `from=${state.range}`;
+  return "";  // auto: the server picks what the history holds, up to a day
+}
+
+function syncControls() {
+  for (const b of document.querySelectorAll("#ranges button[data-range]")) b.classList.toggle("on", b.dataset.range === state.range);
+  $("#custom").hidden = state.range !== "custom";
+  $("#f-name").value = state.q;
+}
+
+// --- Overview ---------------------------------------------------------------------------------------------------
+
+function spark(values, marks, color, width = 120, height = 26) {
+  const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
+  svg.setAttribute("width", width); svg.setAttribute("height", height); svg.setAttribute("class", "spark");
+  const vs = values.filter((v) => v != null);
+  if (!vs.length) return svg;
+  const hi = Math.max(1, ...vs), n = values.length;
+  const x = (i) => (n === 1 ? width / 2 : (i / (n - 1)) * (width - 2) + 1);
+  const y = (v) => height - 2 - (v / hi) * (height - 4);
+  if (marks) marks.forEach((m, i) => {
+    if (!m) return;
+    const r = document.createElementNS(svg.namespaceURI, "rect");
+    r.setAttribute("x", Math.max(0, x(i) - 2)); r.setAttribute("y", 0); r.setAttribute("width", 4);
+    r.setAttribute("height", height); r.setAttribute("fill", "rgba(220,38,38,0.25)");
+    r.setAttribute("class", "maxmark");
+    svg.append(r);
+  });
+  const pts = [];
+  values.forEach((v, i) => { if (v != null) pts.push(`${x(i).toFixed(1)},${y(v).toFixed(1)}`); });
+  const line = document.createElementNS(svg.namespaceURI, "polyline");
+  line.setAttribute("points", pts.join(" ")); line.setAttribute("fill", "none");
+  line.setAttribute("stroke", color); line.setAttribute("stroke-width", "1.5");
+  svg.append(line);
+  return svg;
+}
+
+function kpi(label, value, cls = "") {
+  return el("div", { class: cls }, el("b", {}, value), label);
+}
+
+function renderKpis(v) {
+  const t = v.totals;
+  const kids = [kpi("objects", String(v.total)),
+                kpi("replica-hours used", (t.replica_seconds / 3600).toFixed(1)),
+                kpi("replica-hours at the peak all the time", (t.peak_replica_seconds / 3600).toFixed(1)),
+                kpi("replica-hours at maxReplicaCount", (t.max_replica_seconds / 3600).toFixed(1))];
+  if (t.cost != null) {
+    kids.push(kpi("spent", fmtMoney(t.cost)), kpi("at the peak all the time", fmtMoney(t.cost_at_peak)),
+              kpi("at maxReplicaCount", fmtMoney(t.cost_at_max)));
+  }
+  kids.push(kpi("hit maxReplicaCount", `${t.objects_hitting_max}`, t.objects_hitting_max ? "bad" : ""));
+  $("#kpis").replaceChildren(...kids);
+}
+
+function renderStacked(v) {
+  const s = v.stacked;
+  const box = $("#chart-fleet");
+  const raw = s.series.map((x) => x.replicas.map((r) => r ?? 0));
+  // Cumulative sums, drawn top (largest) first so each band covers the one below it.
+  const cum = [];
+  raw.forEach((r, i) => cum.push(r.map((val, j) => val + (i ? cum[i - 1][j] : 0))));
+  const order = cum.map((_, i) => i).reverse();
+  const series = order.map((i) => {
+    const color = s.series[i].key ? COLORS[i % COLORS.length] : "#9ca3af";
+    return { label: s.series[i].label, stroke: color, fill: color + "cc", width: 1, points: { show: false },
+             value: (u, _v, _si, idx) => (idx == null ? "–" : fmtNum(raw[i][idx])) };
+  });
+  const data = [s.time, ...order.map((i) => cum[i])];
+  const shape = series.map((x) => x.label).join("|");
+  state.fleetView = [v.from, v.to];
+  if (state.charts.fleet && state.shape.fleet === shape) { state.charts.fleet.setData(data); return; }
+  if (state.charts.fleet) state.charts.fleet.destroy();
+  box.replaceChildren();
+  state.charts.fleet = new uPlot({
+    width: Math.max(300, box.clientWidth - 2), height: 220,
+    scales: { x: { time: true, range: () => state.fleetView }, y: { range: (u, min, max) => [0, Math.max(1, max * 1.1)] } },
+    series: [{}, ...series], axes: [{}, { size: 50 }],
+  }, data, box);
+  state.shape.fleet = shape;
+}
+
+function renderFleet(v) {
+  const body = $("#fleet tbody");
+  const rows = [];
+  let ns = null;
+  for (const o of v.objects) {
+    if (o.namespace !== ns) {
+      ns = o.namespace;
+      rows.push(el("tr", { class: "ns" }, el("td", { colspan: "10" }, ns)));
+    }
+    const hit = o.max_hit_seconds > 0;
+    const ev = o.last_event;
+    rows.push(el("tr", { class: "row", "data-key": o.key, "data-state": o.state, onclick: () => select(o.key) },
+      el("td", {}, el("b", {}, o.name), el("span", { class: "kindtag" }, o.kind)),
+      el("td", {}, el("span", { class: "badge " + o.state }, o.state)),
+      el("td", { class: "sp-replicas" }, spark(o.spark.replicas, o.spark.max_hit, COLORS[2])),
+      el("td", { class: "sp-trigger" }, spark(o.spark.value, null, COLORS[0])),
+      el("td", { class: hit ? "num maxhit" : "num", title: hit ? `at maxReplicaCount for ${fmtDuration(o.max_hit_seconds)}` : "" },
+         `${fmtNum(o.current)} / ${fmtNum(o.max_replicas)}${hit ? " ▲max" : ""}`),
+      el("td", { class: "ev " + (ev ? ev.type : ""), title: ev ? `${fmtTime(ev.time)}: ${ev.message}` : "" },
+         ev ? ev.reason : "–"),
+      el("td", { class: "num replica-hours" }, (o.replica_seconds / 3600).toFixed(2)),
+      el("td", { class: "num cost" }, fmtMoney(o.cost)),
+      el("td", { class: "num" }, fmtMoney(o.cost_at_peak)),
+      el("td", { class: "num" }, fmtMoney(o.cost_at_max))));
+  }
+  if (!rows.length) rows.push(el("tr", {}, el("td", { colspan: "10", class: "muted" }, "No objects match.")));
+  body.replaceChildren(...rows);
+  const first = v.total ? v.offset + 1 : 0, last = v.offset + v.objects.length;
+  $("#page-info").textContent = `${first}–${last} of ${v.total}`;
+  $("#prev").disabled = v.offset === 0;
+  $("#next").disabled = last >= v.total;
+}
+
+function renderFilters(v) {
+  const nsSel = $("#f-namespace"), stSel = $("#f-state");
+  nsSel.replaceChildren(el("option", { value: "" }, "all"), ...v.namespaces.map((n) => el("option", { value: n }, n)));
+  nsSel.value = state.ns;
+  stSel.replaceChildren(el("option", { value: "" }, "all"),
+    ...STATES.map((s) => el("option", { value: s }, `${s} (${v.states[s] || 0})`)));
+  stSel.value = state.st;
+  const q = rangeQuery();
+  $("#csv").setAttribute("href", "api/usage.csv" + (q ? "?" + q : ""));
+}
+
+async function refreshOverview() {
+  const params = [rangeQuery(), `offset=${state.page * PAGE}`, `limit=${PAGE}`, "points=60"];
+  if (state.ns) params.push("namespace=" + encodeURIComponent(state.ns));
+  if (state.st) params.push("state=" + encodeURIComponent(state.st));
+  if (state.q) params.push("name=" + encodeURIComponent(state.q));
+  const v = await getJSON("api/overview?" + params.filter(Boolean).join("&"));
+  state.autoFrom = v.from;
+  renderFilters(v);
+  renderKpis(v);
+  renderStacked(v);
+  renderFleet(v);
+}
+
+// --- Detail -----------------------------------------------------------------------------------------------------
 
 function renderObjects(objects) {
   const aside = $("#objects");
@@ -57,7 +229,7 @@ function renderObjects(objects) {
 
 function select(key) {
   state.key = key;
-  history.replaceState(null, "", "#" + encodeURIComponent(key));
+  writeHash();
   for (const row of document.querySelectorAll(".obj")) row.classList.toggle("sel", row.dataset.key === key);
   refresh();
 }
@@ -121,10 +293,17 @@ function renderSeries(s) {
     el("div", {}, el("b", {}, saved.toFixed(0) + " %"), "saved"),
     el("div", {}, el("b", {}, fmtDuration(s.covered_seconds)), "observed"));
   const step = { paths: uPlot.paths.stepped({ align: 1 }) };
-  chart("replicas", [
+  const replicaSeries = [
     { label: "desired", stroke: COLORS[0], width: 2, ...step },
     { label: "running", stroke: COLORS[2], width: 2, fill: "rgba(5,150,105,0.08)", ...step },
-  ], [xs, pts.map((p) => p.desired), pts.map((p) => p.ready)], s.events, s.from, s.to);
+  ];
+  const replicaData = [xs, pts.map((p) => p.desired), pts.map((p) => p.ready)];
+  if (state.maxReplicas != null) {
+    // maxReplicaCount as a red dashed line: where desired touches it, the autoscaler is capped.
+    replicaSeries.push({ label: "maxReplicaCount", stroke: "#dc2626", width: 1, dash: [3, 3] });
+    replicaData.push(pts.map(() => state.maxReplicas));
+  }
+  chart("replicas", replicaSeries, replicaData, s.events, s.from, s.to);
 
   const metrics = [];
   for (const p of pts) for (const t of p.triggers) if (!metrics.some((m) => m.metric === t.metric)) metrics.push(t);
@@ -147,39 +326,75 @@ function renderSeries(s) {
        el("td", {}, e.message))));
 }
 
+async function refreshDetail() {
+  const [kind, ns, name] = state.key.split("/");
+  // Only the selected object's namespace: the list stays short in a fleet of thousands.
+  const objs = await getJSON("api/objects?namespace=" + encodeURIComponent(ns));
+  renderObjects(objs.objects);
+  state.maxReplicas = (objs.objects.find((o) => o.key === state.key) || {}).max_replicas;
+  const q = rangeQuery() || "from=" + (state.autoFrom != null ? state.autoFrom : "1h");
+  const path = [kind, ns, name].map(encodeURIComponent).join("/");
+  const s = await getJSON(`api/objects/${path}/series?${q}&points=600`);
+  renderSeries(s);
+}
+
 async function refresh() {
+  if (state.busy) return;
+  state.busy = true;
+  const detail = !!state.key;
+  $("#overview").hidden = detail;
+  $("#detail-view").hidden = !detail;
   try {
-    const objs = await getJSON("api/objects");
-    if (!state.key && objs.objects.length) state.key = objs.objects[0].key;
-    renderObjects(objs.objects);
-    if (state.key) {
-      const [from, to] = range();
-      const [kind, ns, name] = state.key.split("/").map(encodeURIComponent);
-      const s = await getJSON(`api/objects/${kind}/${ns}/${name}/series?from=${from}&to=${to}&points=600`);
-      renderSeries(s);
-    }
+    if (detail) await refreshDetail(); else await refreshOverview();
     $("#updated").textContent = "updated " + new Date().toLocaleTimeString();
     document.body.dataset.ready = "1";
+    document.body.dataset.view = detail ? "detail" : "overview";
   } catch (err) {
     $("#updated").textContent = String(err.message || err);
+  } finally {
+    state.busy = false;
   }
+}
+
+// The detail view's "all" range is the overview's: ask the server once what it holds.
+async function learnAutoRange() {
+  try {
+    // Filtered to the object, so that the fleet's totals are not computed for a fleet of thousands.
+    const [, ns, name] = state.key.split("/").map(encodeURIComponent);
+    const v = await getJSON(`api/overview?limit=1&points=1&chart_points=1&namespace=${ns}&name=${name}`);
+    state.autoFrom = v.from;
+  } catch (err) { /* the detail view falls back to the last hour */ }
 }
 
 for (const b of document.querySelectorAll("#ranges button[data-range]")) {
   b.addEventListener("click", () => {
-    for (const o of document.querySelectorAll("#ranges button[data-range]")) o.classList.toggle("on", o === b);
     const custom = b.dataset.range === "custom";
+    for (const o of document.querySelectorAll("#ranges button[data-range]")) o.classList.toggle("on", o === b);
     $("#custom").hidden = !custom;
-    if (!custom) { state.range = Number(b.dataset.range); refresh(); }
+    if (!custom) { state.range = b.dataset.range; writeHash(); refresh(); }
   });
 }
 $("#apply").addEventListener("click", () => {
   const from = Date.parse($("#from").value) / 1000, to = Date.parse($("#to").value) / 1000;
   if (!(from < to)) { $("#updated").textContent = "custom range: from must be before to"; return; }
-  Object.assign(state, { range: "custom", from, to, auto: false });
+  Object.assign(state, { range: "custom", from, to });
   $("#auto").checked = false;
+  writeHash();
   refresh();
 });
+$("#f-namespace").addEventListener("change", (e) => { state.ns = e.target.value; state.page = 0; writeHash(); refresh(); });
+$("#f-state").addEventListener("change", (e) => { state.st = e.target.value; state.page = 0; writeHash(); refresh(); });
+let typing = null;
+$("#f-name").addEventListener("input", (e) => {
+  clearTimeout(typing);
+  typing = setTimeout(() => { state.q = e.target.value.trim(); state.page = 0; writeHash(); refresh(); }, 250);
+});
+$("#prev").addEventListener("click", () => { state.page = Math.max(0, state.page - 1); writeHash(); refresh(); });
+$("#next").addEventListener("click", () => { state.page += 1; writeHash(); refresh(); });
+for (const a of [$("#home"), $("#back")]) {
+  a.addEventListener("click", (e) => { e.preventDefault(); state.key = null; writeHash(); refresh(); });
+}
+window.addEventListener("hashchange", () => { readHash(); syncControls(); refresh(); });
 setInterval(() => { if ($("#auto").checked) refresh(); }, REFRESH_MS);
 // Recreate the charts only when the width really changed (headless browsers fire a resize at start).
 let lastWidth = window.innerWidth;
@@ -189,4 +404,6 @@ window.addEventListener("resize", () => {
   for (const k of Object.keys(state.charts)) { state.charts[k].destroy(); delete state.charts[k]; }
   refresh();
 });
-refresh();
+readHash();
+syncControls();
+if (state.key && state.range === "auto") learnAutoRange().then(refresh); else refresh();

@@ -1,0 +1,148 @@
+"""The `predictkube` trigger, served by ebb's own forecaster instead of Dysnix's SaaS (no account, offline).
+
+KEDA's predictkube scaler reads `query` over `historyTimeWindow` at `queryStep` from Prometheus, sends it to
+the PredictKube API and scales on the value predicted `predictHorizon` ahead. Here the same range query feeds
+`ebb.scaling.forecast`, and the metric is max(the query's latest value, the forecast's peak over the horizon):
+a forecast can only add replicas earlier, never starve current load. `apiKey` is accepted and never used.
+A guard serves the latest value alone while the recent forecast error is too high.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from typing import Any, ClassVar
+
+import aiohttp
+from pydantic import field_validator
+
+from ebb.scalers.base import (
+    MetricSpec,
+    Scaler,
+    ScalerMetadata,
+    ScalerReading,
+    TriggerContext,
+    activity,
+    metric_name,
+    param,
+)
+from ebb.scaling.forecast import ForecastGuard, PredictiveSettings, make_forecaster
+
+_DURATION = re.compile(r"(\d+(?:\.\d*)?)(ms|s|m|h|d|w)")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+#: At most this many points are asked of Prometheus (its own limit is 11,000 per query).
+MAX_POINTS = 11000
+
+
+def parse_span(value: Any) -> Any:
+    """`2h`, `7d`, `1w2d`, `90s` (KEDA's str2duration forms) as seconds."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    pos, total = 0, 0.0
+    for match in _DURATION.finditer(text):
+        if match.start() != pos:
+            break
+        total += float(match.group(1)) * _UNITS[match.group(2)]
+        pos = match.end()
+    if pos != len(text) or not text:
+        raise ValueError(f"expected a duration such as 30s, 2m, 2h or 7d, got {value!r}")
+    return total
+
+
+class PredictKubeMetadata(ScalerMetadata):
+    prometheus_address: str = param(name="prometheusAddress", min_length=1)
+    query: str = param(name="query", min_length=1)
+    predict_horizon: float = param(name="predictHorizon", gt=0)
+    history_time_window: float = param(name="historyTimeWindow", gt=0)
+    query_step: float = param(name="queryStep", gt=0)
+    threshold: float = param(name="threshold", gt=0, allow_inf_nan=False)
+    activation_threshold: float = param(0.0, name="activationThreshold", allow_inf_nan=False)
+    api_key: str | None = param(None, name="apiKey", sources=("authParams",), secret=True)
+
+    @field_validator("predict_horizon", "history_time_window", "query_step", mode="before")
+    @classmethod
+    def _span(cls, value: Any) -> Any:
+        return parse_span(value)
+
+    @field_validator("prometheus_address")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]", value):
+            raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
+        return value.rstrip("/")
+
+
+class PredictKubeScaler(Scaler):
+    type_name: ClassVar[str] = "predictkube"
+    Metadata: ClassVar[type[ScalerMetadata]] = PredictKubeMetadata
+
+    def __init__(self, ctx: TriggerContext, meta: ScalerMetadata) -> None:
+        super().__init__(ctx, meta)
+        assert isinstance(meta, PredictKubeMetadata)
+        self.m = meta
+        self._session: aiohttp.ClientSession | None = None
+        self.guard = ForecastGuard()
+        self._cached: tuple[float, float, float] | None = None  # (until, latest, predicted)
+        self._pending: float | None = None  # the last forecast of the next step, checked by the guard
+
+    def metric_spec(self) -> MetricSpec:
+        return MetricSpec(name=metric_name(self.ctx, "predictkube"), target=self.m.threshold)
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
+        return self._session
+
+    async def history(self, now: float) -> list[float]:
+        """The query's values over historyTimeWindow at queryStep, oldest first (missing steps as 0)."""
+        step = max(self.m.query_step, self.m.history_time_window / MAX_POINTS)
+        start = now - self.m.history_time_window
+        params = {"query": self.m.query, "start": f"{start:.3f}", "end": f"{now:.3f}", "step": f"{step:g}"}
+        url = f"{self.m.prometheus_address}/api/v1/query_range"
+        async with self._get_session().get(url, params=params) as resp:
+            body = await resp.read()
+            if not 200 <= resp.status <= 299:
+                raise self.error(f"prometheus query_range API returned HTTP {resp.status}")
+        try:
+            result = json.loads(body)["data"]["result"]
+        except (ValueError, KeyError, TypeError):
+            raise self.error(f"{url} did not answer with a Prometheus query_range response") from None
+        if len(result) > 1:
+            raise self.error(f"query returned {len(result)} series; it must return one (aggregate it with sum(...))")
+        n = int(self.m.history_time_window // step) + 1
+        values = [0.0] * n
+        for stamp, raw in result[0].get("values", []) if result else []:
+            i = round((float(stamp) - start) / step)
+            try:
+                v = float(raw)
+            except (TypeError, ValueError):
+                continue
+            if 0 <= i < n and math.isfinite(v):
+                values[i] = v
+        return values
+
+    async def read(self) -> ScalerReading:
+        now = time.time()
+        if self._cached is None or now >= self._cached[0]:
+            values = await self.history(now)
+            latest = values[-1] if values else 0.0
+            if self._pending is not None:
+                self.guard.record(self._pending, latest)
+            model = make_forecaster(PredictiveSettings().model, self.m.query_step)
+            for v in values:
+                model.observe(v)
+            steps = max(1, math.ceil(self.m.predict_horizon / self.m.query_step))
+            fc = model.forecast(steps)
+            self._pending = fc.mean[0]
+            self._cached = (now + self.m.query_step, latest, fc.peak(steps, "upper"))
+        _, latest, predicted = self._cached
+        value = max(latest, predicted) if self.guard.enabled else latest
+        return ScalerReading(value=value, active=activity(value, self.m.activation_threshold))
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
