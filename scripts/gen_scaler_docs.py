@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic_core import PydanticUndefined
 
-from ebb.scalers import available_types, scaler_class
+from ebb.scalers import KEDA_TRIGGER_TYPES, available_types, scaler_class
 from ebb.scalers.base import field_is_secret, field_names, field_sources
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,6 +26,58 @@ BLOCK = re.compile(
     re.DOTALL,
 )
 _SOURCES = {"triggerMetadata": "m", "authParams": "a", "resolvedEnv": "e"}
+CATALOG = re.compile(r"(<!-- BEGIN GENERATED catalog -->\n)(?P<body>.*?)(<!-- END GENERATED catalog -->)", re.DOTALL)
+
+_SAAS = "a hosted service: needs an account, and no implementation of its API runs here"
+_NO_SERVER = "no server for it in the registries ebb builds with (PyPI, Debian, npm), as looked up"
+#: Why a KEDA trigger type ebb lacks cannot be tested here; a type not listed is simply not done yet.
+NOT_POSSIBLE_HERE = {
+    **dict.fromkeys(
+        [
+            "azure-app-insights",
+            "azure-data-explorer",
+            "azure-log-analytics",
+            "azure-monitor",
+            "azure-pipelines",
+            "datadog",
+            "dynatrace",
+            "gcp-cloudtasks",
+            "gcp-spanner",
+            "gcp-stackdriver",
+            "huawei-cloudeye",
+            "new-relic",
+            "solarwinds",
+            "splunk-observability",
+            "sumologic",
+            "github-runner",
+        ],
+        _SAAS,
+    ),
+    **dict.fromkeys(
+        [
+            "kafka",
+            "apache-kafka",
+            "mongodb",
+            "couchdb",
+            "cassandra",
+            "elasticsearch",
+            "elastic-forecast",
+            "opensearch",
+            "nsq",
+            "pulsar",
+            "arangodb",
+            "temporal",
+            "artemis-queue",
+        ],
+        _NO_SERVER,
+    ),
+    "ibmmq": "IBM MQ is proprietary: no server for it in the registries ebb builds with",
+    "solace-direct-messaging": "Solace PubSub+ is proprietary: no server for it in the registries ebb builds with",
+    "solace-event-queue": "Solace PubSub+ is proprietary: no server for it in the registries ebb builds with",
+    "mssql": "SQL Server: no server for it in the registries ebb builds with",
+    "azure-eventhub": "Microsoft's emulator ships only as a container image, and no Docker engine runs here",
+    "azure-servicebus": "Microsoft's emulator ships only as a container image, and no Docker engine runs here",
+}
 
 
 def _default(info: Any) -> str:
@@ -61,7 +113,22 @@ def render(current: str) -> str:
     def replace(match: re.Match[str]) -> str:
         return f"{match.group(1)}{table(match.group('type'))}{match.group(4)}"
 
-    return BLOCK.sub(replace, current)
+    return CATALOG.sub(lambda m: f"{m.group(1)}{catalog()}{m.group(3)}", BLOCK.sub(replace, current))
+
+
+def catalog() -> str:
+    """Every trigger type KEDA builds, and ebb's own, with ebb's status for each."""
+    ours = set(available_types())
+    lines = ["| trigger type | in ebb | why not |", "|---|---|---|"]
+    for trigger_type in sorted(KEDA_TRIGGER_TYPES | ours):
+        if trigger_type in ours:
+            status, why = ("supported (ebb's own)" if trigger_type not in KEDA_TRIGGER_TYPES else "supported"), ""
+        elif trigger_type in NOT_POSSIBLE_HERE:
+            status, why = "not possible here", NOT_POSSIBLE_HERE[trigger_type]
+        else:
+            status, why = "not yet", ""
+        lines.append(f"| `{trigger_type}` | {status} | {why} |")
+    return "\n".join(lines) + "\n"
 
 
 def missing(current: str) -> list[str]:
@@ -73,6 +140,9 @@ def missing(current: str) -> list[str]:
 def main(argv: list[str]) -> int:
     current = DOC.read_text()
     absent = missing(current)
+    if not CATALOG.search(current):
+        print(f"{DOC.relative_to(ROOT)} has no catalog block", file=sys.stderr)
+        return 1
     if absent:
         print(f"{DOC.relative_to(ROOT)} has no parameter table for: {', '.join(absent)}", file=sys.stderr)
         return 1
