@@ -193,7 +193,7 @@ def test_errors_have_the_documented_form_naming_the_object_once(tmp_path: Path) 
     [line] = [line for line in result.output.splitlines() if "listLength" in line]
     assert line == (
         f"✗ {path}:22: ScaledObject default/mailer: spec.triggers[0].metadata.listLength: "
-        "Input should be greater than 0 (got '-3')"
+        "Input should be greater than 0 (got -3)"
     )
 
 
@@ -333,5 +333,5 @@ def test_run_reports_a_broken_trigger_in_the_documented_form(tmp_path: Path) -> 
         proc.wait(timeout=30)
     assert line.split(" ", 1)[1].strip() == (
         f"error {path}:22: ScaledObject default/mailer: spec.triggers[0].metadata.listLength: "
-        "Input should be greater than 0 (got '-3')"
+        "Input should be greater than 0 (got -3)"
     )

@@ -51,8 +51,9 @@ def test_every_file_the_quick_start_names_exists() -> None:
     assert {"examples/mailer.yaml", "examples/mailer.py", ".venv/bin/activate"} <= named
     for word in named - {".venv/bin/activate", ".venv/bin/ebb"}:
         assert (ROOT / word).is_file(), word
-    ebb_commands = [c for c in commands if c[0] == "ebb"]
-    assert [c[1] for c in ebb_commands] == ["check", "metrics", "run"]
+    # The mailer walk-through, in order (the section's other examples name their own files).
+    mailer = [c for c in commands if c[0] == "ebb" and "examples/mailer.yaml" in c]
+    assert [c[1] for c in mailer] == ["check", "metrics", "run"]
 
 
 def test_the_mailer_sends_queued_mail_and_stops_on_sigterm() -> None:
