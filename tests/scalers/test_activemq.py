@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from ebb.cli import app
 from ebb.errors import ScalerError, SpecError
 from ebb.scalers import Scaler, TriggerContext, build_scaler
+from tests.scalers._reads import read_once
 from tests.test_cli_metrics import row_of
 
 from ._activemq import BROKER, ENABLE, USER, ActiveMQ, activemq_server
@@ -45,14 +46,6 @@ def creds(srv: ActiveMQ) -> dict[str, str]:
 
 def queue_meta(srv: ActiveMQ, queue: str, **extra: str) -> dict[str, str]:
     return {"managementEndpoint": srv.management_endpoint, "brokerName": BROKER, "destinationName": queue, **extra}
-
-
-async def read_once(s: Scaler) -> tuple[float, bool]:
-    try:
-        r = await s.get_metric_and_activity()
-    finally:
-        await s.close()
-    return r.value, r.active
 
 
 # --- parsing ---------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from ebb.cli import app
 from ebb.errors import ScalerError, SpecError
 from ebb.scalers import Scaler, TriggerContext, build_scaler
 from ebb.scalers.azure_blob import glob_to_regex
+from tests.scalers._reads import read_once
 from tests.test_cli_metrics import row_of
 
 from ._azurite import ENABLE, KEY, REPO, Azurite, azurite
@@ -55,14 +56,6 @@ async def container(server: Azurite) -> AsyncIterator[str]:
             await client.upload_blob(blob, b"x")
         yield name
         await client.delete_container()
-
-
-async def read_once(s: Scaler) -> tuple[float, bool]:
-    try:
-        r = await s.get_metric_and_activity()
-    finally:
-        await s.close()
-    return r.value, r.active
 
 
 # --- parsing ---------------------------------------------------------------------------------------

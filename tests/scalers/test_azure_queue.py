@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from ebb.cli import app
 from ebb.errors import ScalerError, SpecError
 from ebb.scalers import Scaler, TriggerContext, build_scaler
+from tests.scalers._reads import read_once
 from tests.test_cli_metrics import row_of
 
 from ._azurite import ENABLE, KEY, REPO, Azurite, azurite
@@ -60,14 +61,6 @@ async def queue(server: Azurite) -> AsyncIterator[Queue]:
         await client.create_queue()
         yield Queue(client)
         await client.delete_queue()
-
-
-async def read_once(s: Scaler) -> tuple[float, bool]:
-    try:
-        r = await s.get_metric_and_activity()
-    finally:
-        await s.close()
-    return r.value, r.active
 
 
 # --- parsing ---------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from ebb.cli import app
 from ebb.errors import ScalerError, SpecError
 from ebb.scalers import Scaler, TriggerContext, build_scaler
+from tests.scalers._reads import read_once
 from tests.test_cli_metrics import row_of
 
 from ._beanstalkd import ENABLE, Beanstalk, beanstalkd_server
@@ -52,14 +53,6 @@ def ctx(index: int = 0) -> TriggerContext:
 
 def scaler(metadata: dict[str, str], **kw: Any) -> Scaler:
     return build_scaler("beanstalkd", metadata, ctx=kw.pop("ctx", None) or ctx(), **kw)
-
-
-async def read_once(s: Scaler) -> tuple[float, bool]:
-    try:
-        r = await s.get_metric_and_activity()
-    finally:
-        await s.close()
-    return r.value, r.active
 
 
 # --- parsing ---------------------------------------------------------------------------------------

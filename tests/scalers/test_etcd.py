@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 from ebb.cli import app
 from ebb.errors import ScalerError, SpecError
 from ebb.scalers import Scaler, TriggerContext, build_scaler
+from tests.scalers._reads import read_once
 from tests.test_cli_metrics import row_of
 
 from ._etcd import ENABLE, Etcd, etcd_server
@@ -85,14 +86,6 @@ def ctx(index: int = 0) -> TriggerContext:
 
 def scaler(metadata: dict[str, str], auth: dict[str, str] | None = None, **kw: Any) -> Scaler:
     return build_scaler("etcd", metadata, ctx=kw.pop("ctx", None) or ctx(), auth_params=auth, **kw)
-
-
-async def read_once(s: Scaler) -> tuple[float, bool]:
-    try:
-        r = await s.get_metric_and_activity()
-    finally:
-        await s.close()
-    return r.value, r.active
 
 
 # --- parsing ---------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from ebb.cli import app
 from ebb.errors import ScalerError, SpecError
 from ebb.scalers import Scaler, TriggerContext, build_scaler
 from ebb.scalers.rabbitmq import basic_auth
+from tests.scalers._reads import read_once
 from tests.test_cli_metrics import row_of
 
 from ._graphite import ENABLE, Graphite, graphite_server
@@ -47,14 +48,6 @@ def ctx(index: int = 0) -> TriggerContext:
 
 def scaler(metadata: dict[str, str], auth: dict[str, str] | None = None, **kw: Any) -> Scaler:
     return build_scaler("graphite", metadata, ctx=kw.pop("ctx", None) or ctx(), auth_params=auth, **kw)
-
-
-async def read_once(s: Scaler) -> tuple[float, bool]:
-    try:
-        r = await s.get_metric_and_activity()
-    finally:
-        await s.close()
-    return r.value, r.active
 
 
 # --- parsing ---------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ import pytest
 from ebb.errors import ScalerError, SpecError
 from ebb.scalers import Scaler, TriggerContext, build_scaler
 from ebb.scalers.mqtt import parse_broker_address
+from tests.scalers._reads import read_once
 
 from ._servers import free_port
 
@@ -59,14 +60,6 @@ def ctx(index: int = 0) -> TriggerContext:
 
 def scaler(metadata: dict[str, str], **kw: Any) -> Scaler:
     return build_scaler("mqtt", {"brokerAddress": BROKER, **metadata}, ctx=kw.pop("ctx", None) or ctx(), **kw)
-
-
-async def read_once(s: Scaler) -> tuple[float, bool]:
-    try:
-        r = await s.get_metric_and_activity()
-    finally:
-        await s.close()
-    return r.value, r.active
 
 
 async def wait_for_value(fetch: Callable[[], Awaitable[T]], ok: Callable[[T], bool], within: float = WAIT) -> T:

@@ -21,6 +21,7 @@ from nats.js.api import AckPolicy, ConsumerConfig
 
 from ebb.errors import ScalerError, SpecError
 from ebb.scalers import Scaler, TriggerContext, build_scaler
+from tests.scalers._reads import read_once
 
 from ._servers import NatsServer, free_port, nats_server
 
@@ -82,14 +83,6 @@ def meta(server: NatsServer | None, stream: str = "S", consumer: str = "C", **ex
 
 def scaler(metadata: dict[str, str], **kw: Any) -> Scaler:
     return build_scaler("nats-jetstream", metadata, ctx=kw.pop("ctx", None) or ctx(), **kw)
-
-
-async def read_once(s: Scaler) -> tuple[float, bool]:
-    try:
-        r = await s.get_metric_and_activity()
-    finally:
-        await s.close()
-    return r.value, r.active
 
 
 # --- parsing ------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from ebb.errors import ScalerError, SpecError
 from ebb.scalers import Scaler, TriggerContext, build_scaler
 from ebb.scalers.rabbitmq import basic_auth
 from tests._skips import needs
+from tests.scalers._reads import read_once
 
 from ._servers import free_port
 
@@ -105,14 +106,6 @@ async def api_queue(session: aiohttp.ClientSession, name: str, vhost: str = "%2F
 
 def scaler(metadata: dict[str, str], **kw: Any) -> Scaler:
     return build_scaler("rabbitmq", metadata, ctx=kw.pop("ctx", None) or ctx(), **kw)
-
-
-async def read_once(s: Scaler) -> tuple[float, bool]:
-    try:
-        r = await s.get_metric_and_activity()
-    finally:
-        await s.close()
-    return r.value, r.active
 
 
 # --- parsing ------------------------------------------------------------------------------------

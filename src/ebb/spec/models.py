@@ -16,7 +16,7 @@ import math
 import re
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Annotated, Any, ClassVar, Final, Literal
+from typing import Annotated, Any, ClassVar, Final, Literal, get_args
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -1291,31 +1291,6 @@ class ProcessGroup(KubeObject):
 # --- CloudEventSource / ClusterCloudEventSource (eventing.keda.sh/v1alpha1) ----------------------------
 
 #: Every CloudEvent type KEDA's CRD enum names (apis/eventing/v1alpha1/cloudevent_types.go).
-CLOUDEVENT_TYPES: Final = (
-    "keda.scaledobject.ready.v1",
-    "keda.scaledobject.failed.v1",
-    "keda.scaledobject.removed.v1",
-    "keda.scaledobject.paused.v1",
-    "keda.scaledobject.unpaused.v1",
-    "keda.scaledjob.ready.v1",
-    "keda.scaledjob.failed.v1",
-    "keda.scaledjob.removed.v1",
-    "keda.scaledjob.paused.v1",
-    "keda.scaledjob.unpaused.v1",
-    "keda.scaledjob.rolloutcleanup.started.v1",
-    "keda.scaledjob.rolloutcleanup.completed.v1",
-    "keda.scaledjob.rolloutcleanup.failed.v1",
-    "keda.authentication.triggerauthentication.created.v1",
-    "keda.authentication.triggerauthentication.updated.v1",
-    "keda.authentication.triggerauthentication.removed.v1",
-    "keda.authentication.clustertriggerauthentication.created.v1",
-    "keda.authentication.clustertriggerauthentication.updated.v1",
-    "keda.authentication.clustertriggerauthentication.removed.v1",
-)
-#: The types KEDA's webhook lets a subscription name (its AllEventTypes): not the authentication ones, although
-#: the CRD enum has them and they are sent to every CloudEventSource whose subscription does not filter them out.
-SUBSCRIBABLE_CLOUDEVENT_TYPES: Final = CLOUDEVENT_TYPES[:13]
-
 CloudEventType = Literal[
     "keda.scaledobject.ready.v1",
     "keda.scaledobject.failed.v1",
@@ -1337,6 +1312,10 @@ CloudEventType = Literal[
     "keda.authentication.clustertriggerauthentication.updated.v1",
     "keda.authentication.clustertriggerauthentication.removed.v1",
 ]
+CLOUDEVENT_TYPES: Final[tuple[str, ...]] = get_args(CloudEventType)
+#: The types KEDA's webhook lets a subscription name (its AllEventTypes): not the authentication ones, although
+#: the CRD enum has them and they are sent to every CloudEventSource whose subscription does not filter them out.
+SUBSCRIBABLE_CLOUDEVENT_TYPES: Final = CLOUDEVENT_TYPES[:13]
 
 
 class CloudEventHTTP(KubeModel):

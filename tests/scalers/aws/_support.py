@@ -18,14 +18,6 @@ def scaler(trigger_type: str, metadata: dict[str, str], **kw: Any) -> Scaler:
     return build_scaler(trigger_type, metadata, ctx=kw.pop("ctx", None) or ctx(trigger_type), **kw)
 
 
-async def read_once(s: Scaler) -> tuple[float, bool]:
-    try:
-        r = await s.get_metric_and_activity()
-    finally:
-        await s.close()
-    return r.value, r.active
-
-
 def open_fds() -> int:
     return psutil.Process().num_fds()
 

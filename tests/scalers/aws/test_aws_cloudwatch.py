@@ -19,9 +19,10 @@ import pytest
 
 from ebb.errors import ScalerError, SpecError
 from ebb.scalers.aws_cloudwatch import STANDARD_UNITS, AwsCloudwatchScaler, query_window
+from tests.scalers._reads import read_once
 
 from .._servers import free_port
-from ._support import ctx, open_fds, read_once, tcp_to
+from ._support import ctx, open_fds, tcp_to
 from ._support import scaler as build
 from .conftest import REGION, Moto, uid
 

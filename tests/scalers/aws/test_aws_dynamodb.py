@@ -12,9 +12,10 @@ import pytest
 
 from ebb.errors import ScalerError, SpecError
 from ebb.scalers import Scaler
+from tests.scalers._reads import read_once
 
 from .._servers import free_port
-from ._support import ctx, open_fds, read_once, tcp_to
+from ._support import ctx, open_fds, tcp_to
 from ._support import scaler as build
 from .conftest import REGION, Moto, uid
 
