@@ -35,6 +35,7 @@ from ebb.scalers.base import TriggerContext
 from ebb.scaling.lifecycle import ScaledObjectDecider, pause_state
 from ebb.spec.convert import created_at, object_policy
 from ebb.spec.models import HTTPScaledObject
+from ebb.targets.process import ProcessGroupTarget
 
 if TYPE_CHECKING:
     from ebb.runtime.local import LocalRuntime
@@ -69,6 +70,32 @@ def _polling_interval(obj: HTTPScaledObject, default: int) -> float:
             f"{obj.ref}: metadata.annotations[{POLLING_ANNOTATION}]: expected a number of seconds > 0, got {raw!r}"
         )
     return value
+
+
+def _route_port(ref: str, port: int | None, port_name: str | None, group: ProcessGroupTarget) -> int:
+    """Replica 0's port for a route: scaleTargetRef.port, or portName looked up in the group's ports."""
+    declared = ", ".join(f"{p.name or '(unnamed)'}={p.container_port}" for p in group.ports) or "none"
+    if port is None:
+        if not group.ports:
+            raise EbbError(
+                f"{ref}: spec.scaleTargetRef.portName: ProcessGroup {group.name} declares no ports: give `port` "
+                "(replica i listens on port + i), or declare spec.ports in the ProcessGroup"
+            )
+        try:
+            return group.port_number(port_name or "")
+        except KeyError:
+            raise EbbError(
+                f"{ref}: spec.scaleTargetRef.portName: ProcessGroup {group.name} has no port named {port_name!r} "
+                f"(declared: {declared})"
+            ) from None
+    if not 0 < port < 65536:
+        raise EbbError(f"{ref}: spec.scaleTargetRef.port: expected 1..65535, got {port}")
+    if group.ports and all(p.container_port != port for p in group.ports):
+        raise EbbError(
+            f"{ref}: spec.scaleTargetRef.port: {port} is not one of ProcessGroup {group.name}'s ports "
+            f"(declared: {declared})"
+        )
+    return port
 
 
 @dataclass
@@ -124,10 +151,6 @@ class HTTPFrontend:
                 f"{ref}: spec.scaleTargetRef: ebb run scales ProcessGroups (kind: ProcessGroup); "
                 f"{target_ref.kind or 'Deployment'} {target_ref.name!r} needs a cluster"
             )
-        if target_ref.port is None:
-            raise EbbError(f"{ref}: spec.scaleTargetRef.portName: locally, give `port` (replica i listens on port + i)")
-        if not 0 < target_ref.port < 65536:
-            raise EbbError(f"{ref}: spec.scaleTargetRef.port: expected 1..65535, got {target_ref.port}")
         failover_url = None
         failover = spec.cold_start_timeout_failover_ref
         if failover is not None:
@@ -145,8 +168,11 @@ class HTTPFrontend:
             )
         so = obj.scaled_object()
         so_ref = object_ref(so)
-        base_port = target_ref.port
-        group.replica_env = lambda index: replica_env(base_port, index)
+        base_port = _route_port(ref, target_ref.port, target_ref.port_name, group)
+        if group.ports:  # the group's own ports already reach each replica (PORT, PORT_<NAME>)
+            group.replica_env = lambda index: {"EBB_PORT": str(base_port + index)}
+        else:
+            group.replica_env = lambda index: replica_env(base_port, index)
         pool = ReplicaPool(group, base_port, readiness_path=obj.metadata.annotations.get(READINESS_PATH_ANNOTATION))
         rate_spec = spec.scaling_metric.request_rate if spec.scaling_metric is not None else None
         route = Route(
@@ -179,12 +205,18 @@ class HTTPFrontend:
             target=route.target,
             trigger_names=[],
         )
-        draining = DrainingTarget(group, pool)
-        self.targets.append(draining)
+        target: DrainingTarget | ProcessGroupTarget
+        if group.busy_probe is not None:
+            # The group drains by its busyProbe: a draining replica leaves the pool at once (it is no longer
+            # "running"), finishes its requests, and is stopped once its probe says idle.
+            target = group
+        else:
+            target = DrainingTarget(group, pool)
+            self.targets.append(target)
         loop = ScaledObjectLoop(
             so_ref,
             [scaler],
-            draining,
+            target,
             decider,
             polling_interval=_polling_interval(obj, so.spec.polling_interval),
             observer=runtime.observer,

@@ -3,6 +3,7 @@
 Replica `i` of a group routed on port P listens on P + i (its environment says so: PORT and EBB_PORT). It is
 ready once a TCP connect to that port succeeds, or, with a readiness path, once a GET of that path answers
 below 400; it stops being ready when its process is no longer running or a connection to it is refused.
+When the ProcessGroup declares a readinessProbe, the group's probe decides instead.
 Requests go to the ready replica with the fewest requests in flight.
 
 `DrainingTarget` wraps the group for the scaling loop: on scale-in, the replicas that will go stop receiving
@@ -204,8 +205,19 @@ class ReplicaPool:
             return False
 
     async def probe_once(self) -> bool:
-        """Sync with the group and probe every replica not ready yet; True if any is still starting."""
+        """Sync with the group and probe every replica not ready yet; True if any is still starting.
+
+        A group with a readinessProbe of its own decides readiness: the pool follows it, both ways."""
         self.sync()
+        if self.group.readiness_probe is not None:
+            became_ready = False
+            for replica in self.replicas.values():
+                ready = self.group.worker_ready(replica.index) and not replica.gone
+                became_ready |= ready and not replica.ready
+                replica.ready = ready
+            if became_ready:
+                self._wake_waiters()
+            return any(not r.ready for r in self.replicas.values())
         pending = [r for r in self.replicas.values() if not r.ready]
         if pending:
             results = await asyncio.gather(*(self._probe(r) for r in pending))

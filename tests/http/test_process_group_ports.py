@@ -1,0 +1,64 @@
+"""A ProcessGroup's own ports and readinessProbe behind an HTTPScaledObject (portName, readiness from the group)."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+
+import aiohttp
+
+from tests.runtime._support import eventually
+
+from ._support import APP, free_ports, running
+
+
+def declared_group(name: str, port: int, *, probe: str = "", extra: str = "") -> str:
+    return textwrap.dedent(f"""\
+        apiVersion: ebb.dev/v1alpha1
+        kind: ProcessGroup
+        metadata: {{name: {name}}}
+        spec:
+          command: [{sys.executable!r}, {str(APP)!r}]
+          env: [{{name: APP_START_DELAY, value: "0.8"}}]
+          ports: [{{name: http, containerPort: {port}}}, {{name: metrics, containerPort: {port + 50}}}]
+        """) + textwrap.indent(textwrap.dedent(probe + extra), "  ")
+
+
+def routed(name: str, port_name: str, min_replicas: int = 0) -> str:
+    return textwrap.dedent(f"""\
+        apiVersion: http.keda.sh/v1alpha1
+        kind: HTTPScaledObject
+        metadata: {{name: {name}, annotations: {{"ebb.dev/polling-interval": "0.3"}}}}
+        spec:
+          hosts: [{name}.local]
+          scaleTargetRef: {{name: {name}, kind: ProcessGroup, service: {name}, portName: {port_name}}}
+          replicas: {{min: {min_replicas}, max: 3}}
+        """)
+
+
+async def test_port_name_resolves_against_the_group_and_its_probe_decides_readiness() -> None:
+    port = free_ports(60)
+    probe = "readinessProbe: {httpGet: {path: /, port: http}, periodSeconds: 0.1}\n"
+    async with running(declared_group("web", port, probe=probe), routed("web", "http")) as run:
+        group = run.runtime.targets[("default", "web")]
+        assert group.ready_replicas() == 0
+        # Held through the cold start (the app listens after 0.8 s), answered by replica 0 on `http`.
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(run.url + "/", headers={"Host": "web.local"}) as response,
+        ):
+            assert response.status == 200
+            assert await response.text() == "hello from replica 0\n"
+        assert group.ready_replicas() == 1
+        assert group.status()[0].ready
+        await eventually(lambda: run.ready("web") == 1, what="the pool follows the group's readiness")
+
+
+async def test_an_unknown_port_name_is_a_clear_problem() -> None:
+    port = free_ports(60)
+    async with running(declared_group("web", port), routed("web", "grpc")) as run:
+        problems = [m for _, m in run.recorder.problems]
+        assert any(
+            "spec.scaleTargetRef.portName: ProcessGroup web has no port named 'grpc' (declared: http=" in m
+            for m in problems
+        ), problems
