@@ -20,7 +20,7 @@ def declared_group(name: str, port: int, *, probe: str = "", extra: str = "") ->
         spec:
           command: [{sys.executable!r}, {str(APP)!r}]
           env: [{{name: APP_START_DELAY, value: "0.8"}}]
-          ports: [{{name: http, containerPort: {port}}}, {{name: metrics, containerPort: {port + 50}}}]
+          ports: [{{name: http, containerPort: {port}}}, {{name: metrics, containerPort: {port + 4}}}]
         """) + textwrap.indent(textwrap.dedent(probe + extra), "  ")
 
 
@@ -37,7 +37,7 @@ def routed(name: str, port_name: str, min_replicas: int = 0) -> str:
 
 
 async def test_port_name_resolves_against_the_group_and_its_probe_decides_readiness() -> None:
-    port = free_ports(60)
+    port = free_ports(8)
     probe = "readinessProbe: {httpGet: {path: /, port: http}, periodSeconds: 0.1}\n"
     async with running(declared_group("web", port, probe=probe), routed("web", "http")) as run:
         group = run.runtime.targets[("default", "web")]
@@ -55,7 +55,7 @@ async def test_port_name_resolves_against_the_group_and_its_probe_decides_readin
 
 
 async def test_an_unknown_port_name_is_a_clear_problem() -> None:
-    port = free_ports(60)
+    port = free_ports(8)
     async with running(declared_group("web", port), routed("web", "grpc")) as run:
         problems = [m for _, m in run.recorder.problems]
         assert any(
