@@ -114,6 +114,7 @@ def test_long_jobs_drain_with_no_interrupted_job(tmp_path: Path, client: redis.R
         deadline = time.monotonic() + 90
         while client.llen(f"{jobs}:done") < JOBS:
             assert proc.poll() is None, output.decode(errors="replace")
+            assert b"did not exit within" not in output, output.decode(errors="replace")  # a job was cut
             assert time.monotonic() < deadline, output.decode(errors="replace")
             time.sleep(0.2)
         # Back to zero: every worker stopped.
