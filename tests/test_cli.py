@@ -350,3 +350,11 @@ def test_a_keda_type_ebb_lacks_is_an_error_locally_and_a_note_for_a_cluster(tmp_
     result = runner.invoke(app, ["check", str(cluster)])
     assert result.exit_code == 0
     assert "KEDA trigger type(s) ebb does not implement yet: kafka" in " ".join(result.output.split())
+
+
+def test_check_describes_a_process_groups_ports_and_probes() -> None:
+    result = runner.invoke(app, ["check", str(ROOT / "examples" / "long-jobs" / "long-jobs.yaml")])
+    assert result.exit_code == 0, result.output
+    assert "ports     busy=8500 (replica i: port + i)" in result.output
+    assert "ready     tcpSocket on port busy, every 2s, timeout 1s, thresholds 1/3" in result.output
+    assert "busy      httpGet /busy on port busy; scale-in drains busy workers up to 300s" in result.output

@@ -43,6 +43,7 @@ from ebb.spec.models import (
     HTTPScaledObject,
     KubeObject,
     ProcessGroup,
+    ProcessGroupSpec,
     ScaledJob,
     ScaledObject,
     Secret,
@@ -347,8 +348,35 @@ def check(
             f"[green]✓[/] [bold]ProcessGroup {escape(pg.metadata.namespace)}/{escape(pg.metadata.name)}[/]: "
             f"{escape(' '.join(pg.spec.argv))} (grace {pg.spec.termination_grace_period_seconds}s)"
         )
+        for line in _describe_group_probes(pg.spec):
+            console.print(f"  {escape(line)}")
     _check_cloudevent_sources(loaded)
     raise typer.Exit(1 if failed else 0)
+
+
+def _describe_group_probes(spec: ProcessGroupSpec) -> list[str]:
+    """`ebb check`'s lines on a ProcessGroup's ports, readinessProbe and busyProbe (none when it has none)."""
+    lines = []
+    if spec.ports:
+        ports = ", ".join(f"{p.name or 'PORT'}={p.container_port}" for p in spec.ports)
+        lines.append(f"ports     {ports} (replica i: port + i)")
+    ready = spec.readiness_probe
+    if ready is not None:
+        how = f"httpGet {ready.http_get.path}" if ready.http_get is not None else "tcpSocket"
+        lines.append(
+            f"ready     {how} on port {ready.port}, every {ready.period_seconds:g}s, "
+            f"timeout {ready.timeout_seconds:g}s, thresholds {ready.success_threshold}/{ready.failure_threshold}"
+        )
+    busy = spec.busy_probe
+    if busy is not None:
+        if busy.http_get is not None:
+            how = f"httpGet {busy.http_get.path} on port {busy.http_get.port}"
+        elif busy.file is not None:
+            how = f"file {busy.file}"
+        else:
+            how = "exitWhenIdle (finish the current item on SIGTERM)"
+        lines.append(f"busy      {how}; scale-in drains busy workers up to {spec.effective_max_drain_seconds:g}s")
+    return lines
 
 
 def _loaded_sources(loaded: LoadResult) -> list[AnyCloudEventSource]:

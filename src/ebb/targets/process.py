@@ -457,6 +457,18 @@ class ProcessGroupTarget:
 
     async def _drain(self) -> None:
         """Until no worker drains: signal each once its probe says idle, or once maxDrainSeconds have passed."""
+        try:
+            await self._drain_loop()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # A bug here must not leave workers draining forever: fall back to stopping them now.
+            log.exception("draining ProcessGroup %s failed", self.name)
+            self._event("DrainFailed", f"draining failed ({type(exc).__name__}: {exc}); stopping the rest", "Warning")
+            for index in sorted(self._draining, reverse=True):
+                self._retire(self._draining.pop(index))
+
+    async def _drain_loop(self) -> None:
         assert self.busy_probe is not None
         period = self.busy_probe.period_seconds
         waiting_said: int | None = None
