@@ -1,5 +1,7 @@
 """A test worker: serves its busy state over HTTP on $PORT_BUSY, and readiness on $PORT.
 
+GET /ready answers 503 while $CTL/unready-<index> exists, else 200.
+
 It is busy while the file $CTL/busy-<index> exists. MODE=garbage answers busy probes with a broken body,
 MODE=slow never answers them in time. READY_AFTER delays its readiness port by that many seconds.
 """
@@ -17,6 +19,12 @@ mode = os.environ.get("MODE", "status")
 
 class Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:
+        if self.path == "/ready":
+            failing = os.path.exists(os.path.join(os.environ["CTL"], f"unready-{index}"))
+            self.send_response(503 if failing else 200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         if mode == "garbage":
             body = b"{busy: maybe"
             self.send_response(200)

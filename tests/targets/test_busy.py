@@ -10,12 +10,14 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
+from ebb.spec.models import BusyProbe, HTTPGetAction
 from ebb.targets.busy import (
     BusyState,
     CauseReporter,
     describe_duration,
     expand_path,
     interpret_http,
+    probe,
     probe_file,
     probe_http,
     removal_order,
@@ -147,3 +149,15 @@ async def test_probe_http_refused_is_unknown() -> None:
         port = s.getsockname()[1]
     state = await probe_http(f"http://127.0.0.1:{port}/busy", 1.0)
     assert state.kind == "unknown" and "cannot connect" in state.reason
+
+
+async def test_probe_dispatches_on_the_spec(server: str, tmp_path: Path) -> None:
+    port = int(server.rsplit(":", 1)[1])
+    http = BusyProbe(http_get=HTTPGetAction(path="/busy", port=1))
+    assert (await probe(http, host="127.0.0.1", port=port, index=0)).in_flight == 2
+    file = BusyProbe(file="w-{index}.busy")
+    (tmp_path / "w-3.busy").touch()
+    assert (await probe(file, host="-", port=None, index=3, working_dir=tmp_path)).kind == "busy"
+    assert (await probe(file, host="-", port=None, index=2, working_dir=tmp_path)).idle
+    # exitWhenIdle gives nothing to ask: a worker is taken to be busy.
+    assert (await probe(BusyProbe(exit_when_idle=True), host="-", port=None, index=0)).busy

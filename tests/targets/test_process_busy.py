@@ -319,3 +319,31 @@ async def _sleep(seconds: float) -> None:
     import asyncio
 
     await asyncio.sleep(seconds)
+
+
+async def test_a_ready_worker_failing_its_probe_becomes_unready_with_an_event(tmp_path: Path, events: Events) -> None:
+    base = free_base(4)
+    target = ProcessGroupTarget(
+        "u",
+        [sys.executable, "-u", WORKER],
+        env={"CTL": str(tmp_path)},
+        ports=[ContainerPort(name="web", container_port=base)],
+        readiness_probe=ReadinessProbe(
+            http_get=HTTPGetAction(path="/ready", port="web"), period_seconds=0.1, failure_threshold=3
+        ),
+        output=Recorder(),
+        on_event=lambda r, m, t: events.append((r, m, t)),
+    )
+    try:
+        await target.set_replicas(1)
+        await wait_until(lambda: target.ready_replicas() == 1, "ready")
+        (tmp_path / "unready-0").touch()
+        await wait_until(lambda: target.ready_replicas() == 0, "unready after 3 failures")
+        [(_, message, type_)] = [e for e in events if e[0] == "Unhealthy"]
+        assert type_ == "Warning" and "u-0 readiness probe failed 3 times" in message and "HTTP 503" in message
+        reason_ = target.not_ready_reason()
+        assert reason_ is not None and "readiness probe failed" in reason_
+        (tmp_path / "unready-0").unlink()
+        await wait_until(lambda: target.ready_replicas() == 1, "ready again")
+    finally:
+        await target.close()

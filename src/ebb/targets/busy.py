@@ -24,6 +24,8 @@ from typing import Literal
 
 import aiohttp
 
+from ebb.spec.models import BusyProbe
+
 #: A busy probe reads at most this much of a response body; a longer one is garbage.
 MAX_BODY = 64 * 1024
 
@@ -132,6 +134,29 @@ def probe_file(path: str | os.PathLike[str]) -> BusyState:
         return IDLE
     except OSError as exc:
         return unknown(f"cannot check {os.fspath(path)}: {exc.strerror or exc}")
+    return BUSY
+
+
+async def probe(
+    spec: BusyProbe,
+    *,
+    host: str,
+    port: int | None,
+    index: int,
+    working_dir: str | os.PathLike[str] | None = None,
+    session: aiohttp.ClientSession | None = None,
+) -> BusyState:
+    """One probe of one replica as `spec` says: its httpGet on `host`:`port` (the port already resolved for this
+    replica), or its file (for replica `index`, relative to `working_dir`). exitWhenIdle cannot be asked: busy."""
+    if spec.http_get is not None:
+        if port is None:
+            return unknown("httpGet has no port to probe")
+        return await probe_http(f"http://{host}:{port}{spec.http_get.path}", spec.timeout_seconds, session)
+    if spec.file is not None:
+        path = expand_path(spec.file, index)
+        if working_dir is not None:
+            path = os.path.join(working_dir, path)
+        return probe_file(path)
     return BUSY
 
 

@@ -429,17 +429,10 @@ class ProcessGroupTarget:
             or worker.state not in ("running", "draining")
         ):
             return busy_rules.IDLE
-        if probe.http_get is not None:
-            port = self.port_number(probe.http_get.port) + worker.index
-            url = f"http://{LOOPBACK}:{port}{probe.http_get.path}"
-            state = await busy_rules.probe_http(url, probe.timeout_seconds, self._client())
-        elif probe.file is not None:
-            path = busy_rules.expand_path(probe.file, worker.index)
-            if self.working_dir is not None:
-                path = os.path.join(self.working_dir, path)
-            state = busy_rules.probe_file(path)
-        else:
-            return busy_rules.BUSY
+        port = self.port_number(probe.http_get.port) + worker.index if probe.http_get is not None else None
+        state = await busy_rules.probe(
+            probe, host=LOOPBACK, port=port, index=worker.index, working_dir=self.working_dir, session=self._client()
+        )
         if state.known:
             self._busy_causes.clear(worker.name)
         elif self._busy_causes.report(worker.name, state.reason):
