@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import textwrap
+from pathlib import Path
 
 import aiohttp
 
@@ -62,3 +63,30 @@ async def test_an_unknown_port_name_is_a_clear_problem() -> None:
             "spec.scaleTargetRef.portName: ProcessGroup web has no port named 'grpc' (declared: http=" in m
             for m in problems
         ), problems
+
+
+async def test_a_group_with_a_busy_probe_drains_by_it_behind_a_route(tmp_path: Path) -> None:
+    port = free_ports(8)
+    busy = f'busyProbe: {{file: "{tmp_path}/busy-{{index}}", periodSeconds: 0.1}}\n'
+    doc = declared_group("web", port, extra=busy).replace('value: "0.8"', 'value: "0"')
+    async with running(doc, routed("web", "http", min_replicas=1).replace("0.3", "600")) as run:
+        group = run.runtime.targets[("default", "web")]
+        loop_target = next(loop.target for loop in run.runtime.loops.values())
+        assert loop_target is group  # not the interceptor's DrainingTarget: the busyProbe decides
+        await group.set_replicas(3)
+        await eventually(lambda: run.ready("web") == 3, what="3 ready")
+        pids = group.pids()
+        for i in range(3):
+            (tmp_path / f"busy-{i}").touch()
+        await group.set_replicas(2)
+        assert group.draining() == [2]
+        async with aiohttp.ClientSession() as session:
+            replicas = set()
+            for _ in range(8):
+                async with session.get(run.url + "/", headers={"Host": "web.local"}) as response:
+                    assert response.status == 200
+                    replicas.add(response.headers["X-Replica"])
+        assert replicas == {"0", "1"}  # the draining replica takes no new requests
+        assert pids[2] in [c.pid for c in group.children()]  # but keeps running while busy
+        (tmp_path / "busy-2").unlink()
+        await eventually(lambda: pids[2] not in [c.pid for c in group.children()], what="replica 2 stopped once idle")
