@@ -126,7 +126,13 @@ def http_scaled_object(name: str, host: str, service: str, **spec: Any) -> dict[
         "metadata": {"name": name, "namespace": NS, "annotations": {"ebb.dev/polling-interval": "300"}},
         "spec": {
             "hosts": [host],
-            "scaleTargetRef": {"name": name, "kind": "Deployment", "apiVersion": "apps/v1", "service": service, "port": 80},
+            "scaleTargetRef": {
+                "name": name,
+                "kind": "Deployment",
+                "apiVersion": "apps/v1",
+                "service": service,
+                "port": 80,
+            },
             "replicas": {"min": 0, "max": 5},
             "scalingMetric": {"concurrency": {"targetValue": 10}},
             **spec,
