@@ -224,6 +224,11 @@ async def test_a_request_held_at_zero_is_served_once_the_operator_scales_up_agai
             await set_endpoints(client, "web", "http", app, [APP_HOST])  # the pod became ready
             status_code, text = await asyncio.wait_for(request, 30)
             assert (status_code, text) == (200, "hello from the pod\n")
+            await eventually(
+                lambda: event_reasons(client, "web"),
+                "the scale-up Event on the HTTPScaledObject",
+                ok=lambda reasons: "KEDAScaleTargetActivated" in reasons,
+            )
             operator.check()
         finally:
             await operator.stop()
