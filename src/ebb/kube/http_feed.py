@@ -117,6 +117,11 @@ class InterceptorFeed:
 
     # --- following the interceptors --------------------------------------------------------------------
 
+    def follow(self, url: str) -> None:
+        """Follow the interceptor at `url` (its admin server) as if its endpoint had appeared."""
+        if url not in self._streams:
+            self._streams[url] = asyncio.create_task(self._follow(url), name=f"ebb-interceptor-feed {url}")
+
     def _endpoints_changed(self) -> None:
         assert self.slices is not None
         urls = {f"http://{host}:{port}" for host, port in ready_endpoints(self.slices.objects.values(), self.port_name)}
@@ -125,8 +130,7 @@ class InterceptorFeed:
                 self._streams.pop(url).cancel()
                 self.forget(url)
         for url in sorted(urls):
-            if url not in self._streams:
-                self._streams[url] = asyncio.create_task(self._follow(url), name=f"ebb-interceptor-feed {url}")
+            self.follow(url)
 
     async def _follow(self, url: str) -> None:
         delay = RECONNECT
