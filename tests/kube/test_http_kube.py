@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import socket
 import subprocess
 import sys
@@ -328,3 +329,44 @@ async def test_the_operator_feed_sums_several_interceptor_replicas_against_fake_
             await asyncio.gather(*held, return_exceptions=True)
         finally:
             await feed.stop()
+
+
+async def test_the_ebb_interceptor_command_follows_the_cluster_and_stops_on_sigterm_against_fake_apiserver(
+    client: AsyncClient, app: int
+) -> None:
+    """`ebb interceptor` as a process, logged in through KUBECONFIG as on a workstation."""
+    await add_deployment(client, "web", 1)
+    await add_service(client, "web")
+    await set_endpoints(client, "web", "http", app, [APP_HOST])
+    await client.create(HTTP_SCALED_OBJECT(http_scaled_object("web", "web.test", "web")))
+    port, admin = free_port(), free_port()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "ebb.cli",
+        "interceptor",
+        "--host=127.0.0.1",
+        f"--port={port}",
+        "--admin-host=127.0.0.1",
+        f"--admin-port={admin}",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+
+        async def readyz() -> int:
+            assert process.returncode is None, "ebb interceptor exited"
+            async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{admin}/readyz") as r:
+                return r.status
+
+        await eventually(readyz, "ebb interceptor to load its listings", ok=lambda s: s == 200)
+        assert await get(port, "web.test") == (200, "hello from the pod\n")
+        process.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(process.wait(), 20)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    output = (await process.stdout.read()).decode() if process.stdout is not None else ""
+    assert code == 0, output
+    assert "Traceback" not in output
