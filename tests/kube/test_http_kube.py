@@ -210,6 +210,8 @@ async def test_a_request_held_at_zero_is_served_once_the_operator_scales_up_agai
                 lambda: ready_condition(client, "web"), "Ready=True", ok=lambda c: c.get("status") == "True"
             )
             assert ready["reason"] == "Reconciled"
+            # metav1.Condition, as the add-on writes it (its CRD requires lastTransitionTime).
+            assert ready["lastTransitionTime"]
             status = to_dict(await client.get(HTTP_SCALED_OBJECT, "web", namespace=NS))["status"]
             assert status["targetWorkload"] == "apps/v1/Deployment/web"
             assert status["targetService"] == "web:80"

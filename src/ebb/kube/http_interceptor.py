@@ -181,7 +181,8 @@ class KubeRoutes:
         rules: list[RouteRule[Route]] = []
         routes: dict[Key, Route] = {}
         pools: dict[tuple[str, str, str], EndpointPool] = {}
-        for key, body in sorted(self._all("HTTPScaledObjects").items()):
+        objects = self._all("HTTPScaledObjects")
+        for key, body in sorted(objects.items()):
             parsed = self._parse(key, body)
             obj = parsed.obj
             if obj is None:
@@ -232,9 +233,8 @@ class KubeRoutes:
                 by_service.setdefault((namespace, str(service_name)), []).append(piece)
         for (namespace, service_name, port_name), pool in pools.items():
             pool.update(ready_endpoints(by_service.get((namespace, service_name), ()), port_name))
-        for key in list(self._parsed):
-            if key not in routes and key not in self._all("HTTPScaledObjects"):
-                del self._parsed[key]
+        for key in set(self._parsed) - set(objects):
+            del self._parsed[key]
         self.routes, self.pools = routes, pools
         self.interceptor.table = RoutingTable(rules)
         self.interceptor.routes = [rule.route for rule in rules]

@@ -55,14 +55,22 @@ REASON_SERVICE_NOT_FOUND = "ServiceNotFound"
 READY_MESSAGE = "HTTPScaledObject is reconciled: its target is scaled on the interceptors' load"
 
 
-def ready_condition(status: str, reason: str, message: str) -> dict[str, str]:
+def ready_condition(status: str, reason: str, message: str) -> dict[str, Any]:
     return {"type": READY, "status": status, "reason": reason, "message": message}
 
 
-def _with_condition(existing: Any, condition: dict[str, str]) -> list[dict[str, Any]]:
-    """The conditions with `condition` set (one per type, as the add-on's listMapKey=type)."""
-    others = [dict(c) for c in existing or () if isinstance(c, Mapping) and c.get("type") != condition["type"]]
-    return [condition, *others]
+def _with_condition(body: Mapping[str, Any], condition: dict[str, Any], now: float) -> list[dict[str, Any]]:
+    """The conditions with `condition` set as metav1.Condition (the add-on's meta.SetStatusCondition): one per type,
+    lastTransitionTime kept unless the status changes, observedGeneration the object's generation."""
+    existing = (body.get("status") or {}).get("conditions") or ()
+    previous = next((c for c in existing if isinstance(c, Mapping) and c.get("type") == condition["type"]), {})
+    stamp = previous.get("lastTransitionTime") if previous.get("status") == condition["status"] else None
+    generation = (body.get("metadata") or {}).get("generation")
+    full = {**condition, "lastTransitionTime": stamp or st.rfc3339(now)}
+    if isinstance(generation, int):
+        full["observedGeneration"] = generation
+    others = [dict(c) for c in existing if isinstance(c, Mapping) and c.get("type") != condition["type"]]
+    return [full, *others]
 
 
 def _error_text(errors: list[SpecError]) -> str:
@@ -146,8 +154,8 @@ class HTTPScaledObjectController:
     async def _fail(self, body: Mapping[str, Any], status: dict[str, Any], message: str) -> None:
         meta = body.get("metadata") or {}
         log.warning("HTTPScaledObject %s/%s: %s", meta.get("namespace"), meta.get("name"), message)
-        existing = (body.get("status") or {}).get("conditions")
-        status["conditions"] = _with_condition(existing, ready_condition("False", REASON_CREATE_ERROR, message))
+        condition = ready_condition("False", REASON_CREATE_ERROR, message)
+        status["conditions"] = _with_condition(body, condition, self.clock())
         with contextlib.suppress(*API_ERRORS):
             await self._write_status(body, status)
             await self.emit(st.object_reference(body), ScalingEvent(REASON_CREATE_ERROR, message, "Warning"))
@@ -235,7 +243,7 @@ class HTTPScaledObjectController:
             condition = ready_condition("False", REASON_SERVICE_NOT_FOUND, service_problem)
         else:
             condition = ready_condition("True", REASON_RECONCILED, READY_MESSAGE)
-        status["conditions"] = _with_condition(existing, condition)
+        status["conditions"] = _with_condition(body, condition, self.clock())
         try:
             await self._write_status(body, status)
             was: Mapping[str, Any] = next((c for c in existing or () if c.get("type") == READY), {})
