@@ -229,6 +229,7 @@ SCALED_JOB_STATUS: Final[Schema] = {
     },
 }
 
+
 def _metav1_conditions() -> Schema:
     """The add-on's conditions are metav1.Condition: KEDA's four fields, a transition time and a generation."""
     schema = _conditions()

@@ -235,6 +235,8 @@ class KubeRoutes:
             pool.update(ready_endpoints(by_service.get((namespace, service_name), ()), port_name))
         for key in set(self._parsed) - set(objects):
             del self._parsed[key]
+        for key in set(self._problems) - set(objects):
+            del self._problems[key]
         self.routes, self.pools = routes, pools
         self.interceptor.table = RoutingTable(rules)
         self.interceptor.routes = [rule.route for rule in rules]
