@@ -23,10 +23,11 @@ import aiohttp
 import pytest
 from lightkube.types import PatchType
 
-from ebb.kube.client import EVENT, AsyncClient, client_for_url, namespaced, to_dict
+from ebb.kube.client import EVENT, SCALED_OBJECT, AsyncClient, client_for_url, namespaced, to_dict
 from ebb.kube.endpoints import ENDPOINT_SLICE
 from ebb.kube.http_feed import InterceptorFeed
 from ebb.kube.http_interceptor import HTTP_SCALED_OBJECT, SERVICE, InterceptorOptions, KubeInterceptor
+from ebb.kube.http_operator import HTTPScaledObjectController
 
 from ._fakecluster import Cluster, eventually, use_kubeconfig
 from .test_operator_e2e import Replica, free_port
@@ -372,3 +373,57 @@ async def test_the_ebb_interceptor_command_follows_the_cluster_and_stops_on_sigt
     output = (await process.stdout.read()).decode() if process.stdout is not None else ""
     assert code == 0, output
     assert "Traceback" not in output
+
+
+def user_scaled_object(target: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "ScaledObject",
+        "metadata": {"name": "mine", "namespace": NS},
+        "spec": {
+            "scaleTargetRef": {"name": target},
+            "triggers": [{"type": "cron", "metadata": {"timezone": "UTC", "start": "0 8 * * *", "end": "0 9 * * *"}}],
+        },
+    }
+
+
+async def reconciled(api: AsyncClient, manifest: dict[str, Any]) -> tuple[bool, HTTPScaledObjectController]:
+    controller = HTTPScaledObjectController(api, InterceptorFeed(None, NS))
+    controller.autostart = False
+    await api.create(HTTP_SCALED_OBJECT(manifest))
+    body = to_dict(await api.get(HTTP_SCALED_OBJECT, manifest["metadata"]["name"], namespace=NS))
+    return await controller.reconcile(body), controller
+
+
+async def test_another_scaled_object_on_the_target_is_a_create_error_against_fake_apiserver(
+    client: AsyncClient,
+) -> None:
+    await add_deployment(client, "web", 0)
+    await add_service(client, "web")
+    await client.create(SCALED_OBJECT(user_scaled_object("web")))
+    ok, controller = await reconciled(client, http_scaled_object("web", "web.test", "web"))
+    assert not ok and not controller.runtimes
+    cond = await ready_condition(client, "web")
+    assert (cond["status"], cond["reason"]) == ("False", "CreateError")
+    assert cond["message"] == (
+        "spec.scaleTargetRef: the workload 'web' of type 'apps/v1.Deployment' is already managed by the ScaledObject "
+        "'mine'"
+    )
+    assert "CreateError" in await event_reasons(client, "web")
+
+
+async def test_skip_scaledobject_creation_routes_only_and_leaves_the_target_to_the_users_own_against_fake_apiserver(
+    client: AsyncClient,
+) -> None:
+    await add_deployment(client, "web", 2)
+    await add_service(client, "web")
+    await client.create(SCALED_OBJECT(user_scaled_object("web")))
+    manifest = http_scaled_object("web", "web.test", "web")
+    manifest["metadata"]["annotations"]["httpscaledobject.keda.sh/skip-scaledobject-creation"] = "true"
+    ok, controller = await reconciled(client, manifest)
+    assert ok and not controller.runtimes  # no scaling loop: the user's ScaledObject scales the target
+    cond = await ready_condition(client, "web")
+    assert (cond["status"], cond["reason"]) == ("True", "Reconciled")
+    assert "routing only" in cond["message"]
+    await controller.delete(to_dict(await client.get(HTTP_SCALED_OBJECT, "web", namespace=NS)))
+    assert await replicas(client, "web") == 2

@@ -53,6 +53,11 @@ REASON_RECONCILED = "Reconciled"
 REASON_CREATE_ERROR = "CreateError"
 REASON_SERVICE_NOT_FOUND = "ServiceNotFound"
 READY_MESSAGE = "HTTPScaledObject is reconciled: its target is scaled on the interceptors' load"
+#: The add-on's annotation: route only, scale with a ScaledObject of your own (ebb then runs no loop for it).
+SKIP_SCALING_ANNOTATION = "httpscaledobject.keda.sh/skip-scaledobject-creation"
+SKIPPED_MESSAGE = (
+    f"HTTPScaledObject is reconciled: routing only ({SKIP_SCALING_ANNOTATION}: true); its target is not scaled by it"
+)
 
 
 def ready_condition(status: str, reason: str, message: str) -> dict[str, Any]:
@@ -177,6 +182,10 @@ class HTTPScaledObjectController:
             "targetWorkload": f"{workload.api_version}/{workload.kind}/{workload.name}",
             "targetService": f"{target_ref.service}:{port}",
         }
+        if obj.metadata.annotations.get(SKIP_SCALING_ANNOTATION, "").lower() == "true":
+            # No loop, no conflict with the user's own ScaledObject on the target, nothing to restore.
+            self.original.pop(key, None)
+            return await self._routing_only(body, key, status, await self._missing_service(key[0], target_ref.service))
         try:
             kind = await resolve_target_kind(
                 self.client, so.spec.scale_target_ref.api_version, so.spec.scale_target_ref.kind
@@ -188,6 +197,9 @@ class HTTPScaledObjectController:
             if denial is not None:
                 raise denial
             self.original.setdefault(key, await target.get_replicas())
+        except SpecError as exc:  # a conflict: named on the HTTPScaledObject, not on the ScaledObject it stands for
+            await self._fail(body, status, f"{exc.field}: {exc.message}" if exc.field else exc.message)
+            return False
         except EbbError as exc:
             await self._fail(body, status, f"spec.scaleTargetRef: {exc}")
             return False
@@ -250,6 +262,22 @@ class HTTPScaledObjectController:
             if service_problem is not None and was.get("reason") != REASON_SERVICE_NOT_FOUND:
                 log.warning("HTTPScaledObject %s/%s: %s", *key, service_problem)
                 await self.emit(ref_dict, ScalingEvent(REASON_SERVICE_NOT_FOUND, service_problem, "Warning"))
+        except API_ERRORS as exc:
+            log.warning("HTTPScaledObject %s/%s: cannot write status: %s", *key, api_message(exc))
+            return False
+        return service_problem is None
+
+    async def _routing_only(
+        self, body: Mapping[str, Any], key: tuple[str, str], status: dict[str, Any], service_problem: str | None
+    ) -> bool:
+        """The add-on's skip-scaledobject-creation: the interceptor routes, nothing here scales."""
+        if service_problem is not None:
+            condition = ready_condition("False", REASON_SERVICE_NOT_FOUND, service_problem)
+        else:
+            condition = ready_condition("True", REASON_RECONCILED, SKIPPED_MESSAGE)
+        status["conditions"] = _with_condition(body, condition, self.clock())
+        try:
+            await self._write_status(body, status)
         except API_ERRORS as exc:
             log.warning("HTTPScaledObject %s/%s: cannot write status: %s", *key, api_message(exc))
             return False
