@@ -74,12 +74,14 @@ async def test_a_group_with_a_busy_probe_drains_by_it_behind_a_route(tmp_path: P
         loop_target = next(loop.target for loop in run.runtime.loops.values())
         assert loop_target is group  # not the interceptor's DrainingTarget: the busyProbe decides
         await group.set_replicas(3)
-        await eventually(lambda: run.ready("web") == 3, what="3 ready")
+        pool = run.frontend.pools[0]
+        await eventually(lambda: pool.ready_count() == 3, what="3 replicas answering")
         pids = group.pids()
         for i in range(3):
             (tmp_path / f"busy-{i}").touch()
         await group.set_replicas(2)
         assert group.draining() == [2]
+        assert pool.ready_count() == 2  # the draining replica is out of the pool at once
         async with aiohttp.ClientSession() as session:
             replicas = set()
             for _ in range(8):

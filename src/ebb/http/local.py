@@ -210,6 +210,7 @@ class HTTPFrontend:
             # The group drains by its busyProbe: a draining replica leaves the pool at once (it is no longer
             # "running"), finishes its requests, and is stopped once its probe says idle.
             target = group
+            group.listeners.append(pool.sync)
         else:
             target = DrainingTarget(group, pool)
             self.targets.append(target)

@@ -209,6 +209,8 @@ class ProcessGroupTarget:
         self._scale_lock = asyncio.Lock()
         self._session: aiohttp.ClientSession | None = None
         self._busy_causes = CauseReporter()
+        #: Called when workers start or stop draining, at once (the HTTP pool stops routing to them).
+        self.listeners: list[Callable[[], None]] = []
 
     # --- ScaleTarget -------------------------------------------------------------------------------
 
@@ -348,6 +350,7 @@ class ProcessGroupTarget:
                 self._workers[index] = worker
             kept = len(self._workers) - before
             if kept:
+                self._changed()
                 self._event(
                     "DrainCancelled",
                     f"scaling {before}→{n}: kept {kept} draining worker(s) instead of starting new ones",
@@ -388,6 +391,7 @@ class ProcessGroupTarget:
             worker.state = "draining"
             worker.draining_since = now
             self._draining[index] = worker
+        self._changed()
         message = f"scaling {before}→{n}: stopped {len(idle)} idle worker(s)"
         if busy:
             message += (
@@ -398,6 +402,13 @@ class ProcessGroupTarget:
         if busy and (self._drain_task is None or self._drain_task.done()):
             self._drain_task = asyncio.create_task(self._drain(), name=f"ebb-drain-{self.name}")
         self._drain_wakeup.set()
+
+    def _changed(self) -> None:
+        for listener in self.listeners:
+            try:
+                listener()
+            except Exception:
+                log.exception("ProcessGroup %s: listener failed", self.name)
 
     def _new_worker(self, index: int) -> _Worker:
         worker = _Worker(index, f"{self.name}-{index}")
