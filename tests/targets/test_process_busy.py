@@ -347,3 +347,13 @@ async def test_a_ready_worker_failing_its_probe_becomes_unready_with_an_event(tm
         await wait_until(lambda: target.ready_replicas() == 1, "ready again")
     finally:
         await target.close()
+
+
+async def test_a_long_drain_is_reported_again(group: MakeGroup, tmp_path: Path, events: Events) -> None:
+    target = group(drain_report_every=0.3)
+    await started(target, 2)
+    (tmp_path / "busy-0").touch()
+    (tmp_path / "busy-1").touch()
+    await target.set_replicas(1)
+    await wait_until(lambda: reasons(events).count("Draining") >= 3, "three reports of one drain", within=5)
+    assert all(m.startswith("waiting for 1 busy worker(s) (longest ") for r, m, _ in events if r == "Draining")

@@ -43,6 +43,8 @@ from ebb.targets.busy import BusyState, CauseReporter, describe_duration
 WorkerState = Literal["starting", "running", "draining", "terminating", "backoff"]
 
 LOOPBACK = "127.0.0.1"
+#: While workers drain, "waiting for N busy worker(s)" is said again this often (seconds), and when N changes.
+DRAIN_REPORT_EVERY = 60.0
 
 #: How many exits `recent_exits()` remembers.
 EXIT_HISTORY = 100
@@ -173,6 +175,7 @@ class ProcessGroupTarget:
         readiness_probe: ReadinessProbe | None = None,
         busy_probe: BusyProbe | None = None,
         max_drain_seconds: float = DEFAULT_MAX_DRAIN_SECONDS,
+        drain_report_every: float = DRAIN_REPORT_EVERY,
     ) -> None:
         if not command:
             raise TargetError(f"ProcessGroup {name}: command is empty")
@@ -202,6 +205,7 @@ class ProcessGroupTarget:
         self.readiness_probe = readiness_probe
         self.busy_probe = busy_probe
         self.max_drain_seconds = max_drain_seconds
+        self.drain_report_every = drain_report_every
         #: Busy workers chosen for removal, by index: running, no longer capacity, not signalled yet.
         self._draining: dict[int, _Worker] = {}
         self._drain_task: asyncio.Task[None] | None = None
@@ -476,6 +480,7 @@ class ProcessGroupTarget:
         assert self.busy_probe is not None
         period = self.busy_probe.period_seconds
         waiting_said: int | None = None
+        said_at = 0.0
         while self._draining:
             self._drain_wakeup.clear()
             states = await self._busy_states(dict(self._draining))
@@ -500,12 +505,13 @@ class ProcessGroupTarget:
                         "Warning",
                     )
             left = [w for w in self._draining.values() if w.draining_since is not None]
-            if left and len(left) != waiting_said:
+            if left and (len(left) != waiting_said or now - said_at >= self.drain_report_every):
                 longest = max(now - w.draining_since for w in left if w.draining_since is not None)
                 self._event(
                     "Draining",
                     f"waiting for {len(left)} busy worker(s) (longest {describe_duration(longest)})",
                 )
+                said_at = now
             waiting_said = len(left)
             if not self._draining:
                 break
