@@ -305,7 +305,9 @@ class ScaledObjectLoop:
         desired = current if decision.desired_replicas is None else decision.desired_replicas
         if desired != current:
             try:
-                await self.target.set_replicas(desired)
+                applied = await self.target.set_replicas(desired)
+                if isinstance(applied, int):
+                    desired = applied
             except EbbError as exc:
                 self.observer.problem(self.ref, f"cannot scale the target to {desired}: {exc}", now)
                 desired = current
