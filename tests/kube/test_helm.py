@@ -163,7 +163,8 @@ def test_operator_rbac_is_what_the_operator_needs() -> None:
         ("argoproj.io", "rollouts", "get"),
     ]:
         assert _allows(rules, group, resource, verb), (group, resource, verb)
-    # Least privilege: reads only on Secrets, no pod deletion (only annotations patched) or deployment writes; the one wildcard is KEDA's `get`.
+    # Least privilege: reads only on Secrets, no pod deletion (pods are only annotated) or deployment writes;
+    # the one wildcard is KEDA's `get`.
     for group, resource, verb in [
         ("", "secrets", "create"),
         ("", "secrets", "update"),
