@@ -174,6 +174,10 @@ class LocalRuntime:
                     backoff_reset_after=backoff_reset,
                     on_event=self._event_sink(ref, (pg.metadata.namespace, pg.metadata.name)),
                     extra_env={RUN_ID_ENV: self.run_id},
+                    ports=pg.spec.ports,
+                    readiness_probe=pg.spec.readiness_probe,
+                    busy_probe=pg.spec.busy_probe,
+                    max_drain_seconds=pg.spec.effective_max_drain_seconds,
                 )
             except EbbError as exc:
                 self._problem(ref, exc)

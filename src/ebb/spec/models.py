@@ -20,6 +20,7 @@ from typing import Annotated, Any, ClassVar, Final, Literal, get_args
 from urllib.parse import urlsplit
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -1255,6 +1256,110 @@ class ResourceRequirements(KubeModel):
         return out
 
 
+_PORT_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+#: How long a busy replica chosen for removal may keep working when maxDrainSeconds is not given.
+DEFAULT_MAX_DRAIN_SECONDS: Final = 600.0
+
+
+def _check_port_name(value: str) -> str:
+    # Kubernetes' IANA_SVC_NAME: what a container port's name may be.
+    if len(value) > 15 or not _PORT_NAME.match(value) or "--" in value or not re.search("[a-z]", value):
+        raise ValueError(
+            f"{describe(value)} is not a valid port name: at most 15 lowercase letters, digits and '-', "
+            "with at least one letter, not starting or ending with '-'"
+        )
+    return value
+
+
+def port_env_name(name: str) -> str:
+    """The variable a named port reaches a replica as: `metrics-http` -> PORT_METRICS_HTTP."""
+    return "PORT_" + name.upper().replace("-", "_")
+
+
+class ContainerPort(KubeModel):
+    """One of a ProcessGroup's `ports`: replica i listens on containerPort + i."""
+
+    name: Annotated[str, AfterValidator(_check_port_name)] | None = None
+    container_port: int = Field(ge=1, le=65535)
+    protocol: Literal["TCP", "UDP", "SCTP"] = "TCP"
+
+
+#: A probe's port: a number, or the name of one of the group's ports (an IntOrString, as in a Pod).
+ProbePort = Annotated[int, Field(ge=1, le=65535)] | Annotated[str, Field(min_length=1)]
+
+
+class TCPSocketAction(KubeModel):
+    port: ProbePort
+
+
+class HTTPGetAction(KubeModel):
+    path: str = "/"
+    port: ProbePort
+
+    @field_validator("path")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError(f"expected a path starting with '/', got {describe(value)}")
+        return value
+
+
+#: Locally, probe timings may be fractions of a second (Kubernetes takes whole seconds).
+Seconds = Annotated[float, Field(allow_inf_nan=False)]
+
+
+class ReadinessProbe(KubeModel):
+    """A container's readinessProbe, tcpSocket or httpGet, with Kubernetes' defaults."""
+
+    tcp_socket: TCPSocketAction | None = None
+    http_get: HTTPGetAction | None = None
+    initial_delay_seconds: Seconds = Field(default=0.0, ge=0)
+    period_seconds: Seconds = Field(default=10.0, gt=0)
+    timeout_seconds: Seconds = Field(default=1.0, gt=0)
+    success_threshold: int = Field(default=1, ge=1)
+    failure_threshold: int = Field(default=3, ge=1)
+
+    @model_validator(mode="after")
+    def _one_handler(self) -> ReadinessProbe:
+        given = [name for name, value in (("tcpSocket", self.tcp_socket), ("httpGet", self.http_get)) if value]
+        if len(given) != 1:
+            raise FieldIssue.at(
+                (), "give exactly one of tcpSocket or httpGet" + (f" (got {' and '.join(given)})" if given else "")
+            )
+        return self
+
+    @property
+    def port(self) -> int | str:
+        handler = self.tcp_socket or self.http_get
+        assert handler is not None
+        return handler.port
+
+
+class BusyProbe(KubeModel):
+    """How a replica says it is busy: an HTTP GET (200 busy, 204 idle, or JSON), a file, or exit-when-idle."""
+
+    http_get: HTTPGetAction | None = None
+    #: A path that exists while the worker is busy; `{index}` or `$EBB_REPLICA_INDEX` is the replica's index.
+    file: str | None = Field(default=None, min_length=1)
+    #: On SIGTERM the worker finishes its current item, then exits: ebb waits maxDrainSeconds before the grace period.
+    exit_when_idle: bool = False
+    period_seconds: Seconds = Field(default=5.0, gt=0)
+    timeout_seconds: Seconds = Field(default=1.0, gt=0)
+
+    @model_validator(mode="after")
+    def _one_form(self) -> BusyProbe:
+        forms = [("httpGet", self.http_get is not None), ("file", self.file is not None)]
+        forms.append(("exitWhenIdle", self.exit_when_idle))
+        given = [name for name, on in forms if on]
+        if len(given) != 1:
+            raise FieldIssue.at(
+                (),
+                "give exactly one of httpGet, file or exitWhenIdle: true"
+                + (f" (got {' and '.join(given)})" if given else ""),
+            )
+        return self
+
+
 class ProcessGroupSpec(KubeModel):
     """A set of identical local processes: what a Deployment is to pods, for `ebb run`."""
 
@@ -1268,10 +1373,19 @@ class ProcessGroupSpec(KubeModel):
     replicas: int | None = Field(default=None, ge=0)
     #: Per worker; cpu and memory triggers with metricType Utilization measure against `requests`.
     resources: ResourceRequirements | None = None
+    #: Replica i gets PORT = ports[0].containerPort + i, and PORT_<NAME> = containerPort + i per named port.
+    ports: list[ContainerPort] = Field(default_factory=list)
+    readiness_probe: ReadinessProbe | None = None
+    busy_probe: BusyProbe | None = None
+    #: How long a busy replica chosen for removal may keep working before SIGTERM (default 600 with a busyProbe).
+    max_drain_seconds: Seconds | None = Field(default=None, ge=0)
 
     @model_validator(mode="after")
     def _local_sources_only(self) -> ProcessGroupSpec:
         issues: list[tuple[tuple[PathElement, ...], str]] = []
+        issues += self._port_issues()
+        if self.max_drain_seconds is not None and self.busy_probe is None:
+            issues.append((("maxDrainSeconds",), "has no effect without a busyProbe: add one, or remove this"))
         for index, var in enumerate(self.env):
             unsupported = var.value_from.unsupported_source if var.value_from else None
             if unsupported:
@@ -1284,6 +1398,68 @@ class ProcessGroupSpec(KubeModel):
         if issues:
             raise FieldIssue(*issues)
         return self
+
+    def _port_issues(self) -> list[tuple[tuple[PathElement, ...], str]]:
+        issues: list[tuple[tuple[PathElement, ...], str]] = []
+        names: dict[str, int] = {}
+        numbers: dict[int, int] = {}
+        for index, port in enumerate(self.ports):
+            if port.name is not None:
+                if port.name in names:
+                    issues.append(
+                        (("ports", index, "name"), f"{port.name!r} is already the name of ports[{names[port.name]}]")
+                    )
+                names.setdefault(port.name, index)
+            if port.container_port in numbers:
+                issues.append(
+                    (
+                        ("ports", index, "containerPort"),
+                        f"{port.container_port} is already ports[{numbers[port.container_port]}]",
+                    )
+                )
+            numbers.setdefault(port.container_port, index)
+        probes: list[tuple[str, HTTPGetAction | TCPSocketAction | None]] = []
+        if self.readiness_probe is not None:
+            probes.append(("readinessProbe", self.readiness_probe.tcp_socket or self.readiness_probe.http_get))
+        if self.busy_probe is not None:
+            probes.append(("busyProbe", self.busy_probe.http_get))
+        for field, handler in probes:
+            if handler is None or not isinstance(handler.port, str):
+                continue
+            if handler.port not in names:
+                declared = ", ".join(sorted(names)) or "none"
+                kind = "tcpSocket" if isinstance(handler, TCPSocketAction) else "httpGet"
+                issues.append(
+                    (
+                        (field, kind, "port"),
+                        f"{handler.port!r} names no port of this group: expected a number or a declared port's name "
+                        f"(declared: {declared})",
+                    )
+                )
+        return issues
+
+    def port_number(self, port: int | str) -> int:
+        """A probe's or route's port for replica 0: a number as given, a name looked up in `ports`."""
+        if isinstance(port, int):
+            return port
+        for declared in self.ports:
+            if declared.name == port:
+                return declared.container_port
+        raise KeyError(port)
+
+    def replica_ports(self, index: int) -> dict[str, str]:
+        """What replica `index` is told about its ports: PORT (the first port) and PORT_<NAME> for named ones."""
+        if not self.ports:
+            return {}
+        env = {"PORT": str(self.ports[0].container_port + index)}
+        for port in self.ports:
+            if port.name is not None:
+                env[port_env_name(port.name)] = str(port.container_port + index)
+        return env
+
+    @property
+    def effective_max_drain_seconds(self) -> float:
+        return self.max_drain_seconds if self.max_drain_seconds is not None else DEFAULT_MAX_DRAIN_SECONDS
 
     @property
     def argv(self) -> list[str]:

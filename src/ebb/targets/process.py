@@ -9,6 +9,14 @@ new workers at once, so an index may briefly belong to a terminating worker and 
 
 Restart delays carry +-20% jitter so that workers that crash together do not restart in lockstep.
 Failures to start, crash loops (with the last output lines) are reported through `on_event`.
+
+With a readinessProbe (tcpSocket or httpGet, Kubernetes' timings and thresholds) a worker counts as ready
+only once its probe succeeds. With a busyProbe, scale-in asks every worker whether it is busy and stops the
+idle ones first; a busy one chosen for removal is *draining*: it no longer counts as capacity, it is signalled
+once its probe says idle (or after maxDrainSeconds), and a scale-out in the meantime takes it back instead of
+starting a new worker. Indexes then need not stay contiguous: a new worker takes the lowest free index.
+With `exitWhenIdle`, the highest indexes go first as without a probe, and SIGTERM's grace period is extended
+by maxDrainSeconds (the worker finishes its current item, then exits).
 """
 
 from __future__ import annotations
@@ -19,15 +27,22 @@ import os
 import random
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
+
+import aiohttp
 
 from ebb.errors import TargetError
+from ebb.spec.models import DEFAULT_MAX_DRAIN_SECONDS, BusyProbe, ContainerPort, ReadinessProbe, port_env_name
+from ebb.targets import busy as busy_rules
 from ebb.targets._child import Child, describe_exit, log, start_error
 from ebb.targets.base import ChildRecord, EventSink, OutputSink, write_stdout
+from ebb.targets.busy import BusyState, CauseReporter, describe_duration
 
-WorkerState = Literal["starting", "running", "terminating", "backoff"]
+WorkerState = Literal["starting", "running", "draining", "terminating", "backoff"]
+
+LOOPBACK = "127.0.0.1"
 
 #: How many exits `recent_exits()` remembers.
 EXIT_HISTORY = 100
@@ -62,6 +77,8 @@ class WorkerStatus:
     last_exit_code: int | None
     #: Why the last start attempt failed, if it did.
     error: str | None
+    #: Running and, with a readinessProbe, passing it.
+    ready: bool = False
 
 
 @dataclass(frozen=True)
@@ -99,8 +116,18 @@ class _Worker:
         #: The last reason this worker is not running, for `ebb status`.
         self.why: str | None = None
         self.failing_start = False
+        #: Passing its readinessProbe (always True once running when the group has none).
+        self.ready = False
+        self.probe_task: asyncio.Task[None] | None = None
+        #: Chosen for removal (draining or terminating): an exit on its own is then no crash.
+        self.leaving = False
+        #: When it started draining (monotonic), while it does.
+        self.draining_since: float | None = None
+        #: SIGTERM's grace period for this worker, when not the group's (exitWhenIdle adds maxDrainSeconds).
+        self.grace: float | None = None
 
     def request_stop(self) -> None:
+        self.leaving = True
         self.stop.set()
         self.state = "terminating"
         if self.child is not None:
@@ -119,6 +146,7 @@ class _Worker:
             restart_delay=self.restart_delay if self.state == "backoff" else None,
             last_exit_code=self.last_exit_code,
             error=str(self.error) if self.error is not None else None,
+            ready=self.state == "running" and self.ready,
         )
 
 
@@ -141,6 +169,10 @@ class ProcessGroupTarget:
         on_event: EventSink | None = None,
         extra_env: Mapping[str, str] | None = None,
         jitter: float = JITTER,
+        ports: Sequence[ContainerPort] = (),
+        readiness_probe: ReadinessProbe | None = None,
+        busy_probe: BusyProbe | None = None,
+        max_drain_seconds: float = DEFAULT_MAX_DRAIN_SECONDS,
     ) -> None:
         if not command:
             raise TargetError(f"ProcessGroup {name}: command is empty")
@@ -166,6 +198,17 @@ class ProcessGroupTarget:
         self._closed = False
         #: More environment per replica, by index (the HTTP interceptor gives each replica its port).
         self.replica_env: Callable[[int], Mapping[str, str]] | None = None
+        self.ports = list(ports)
+        self.readiness_probe = readiness_probe
+        self.busy_probe = busy_probe
+        self.max_drain_seconds = max_drain_seconds
+        #: Busy workers chosen for removal, by index: running, no longer capacity, not signalled yet.
+        self._draining: dict[int, _Worker] = {}
+        self._drain_task: asyncio.Task[None] | None = None
+        self._drain_wakeup = asyncio.Event()
+        self._scale_lock = asyncio.Lock()
+        self._session: aiohttp.ClientSession | None = None
+        self._busy_causes = CauseReporter()
 
     # --- ScaleTarget -------------------------------------------------------------------------------
 
@@ -178,6 +221,10 @@ class ProcessGroupTarget:
             raise TargetError(f"ProcessGroup {self.name}: closed")
         if n < 0:
             raise ValueError(f"replicas must be >= 0, got {n}")
+        if self.busy_probe is not None:
+            async with self._scale_lock:
+                await self._set_replicas_busy_aware(n)
+            return
         self._desired = n
         for index in sorted(self._workers, reverse=True):
             if index >= n:
@@ -193,25 +240,55 @@ class ProcessGroupTarget:
             await asyncio.gather(*started)
 
     def ready_replicas(self) -> int:
-        return sum(1 for w in self._workers.values() if w.state == "running")
+        return sum(1 for w in self._workers.values() if w.state == "running" and w.ready)
 
     async def close(self) -> None:
-        """Stop every worker (SIGTERM, SIGKILL after the grace period) and wait until all are gone."""
+        """Stop every worker (SIGTERM, SIGKILL after the grace period) and wait until all are gone.
+
+        Draining workers are stopped too: ebb stopping is not a scale-in."""
         self._closed = True
         self._desired = 0
+        if self._drain_task is not None:
+            self._drain_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._drain_task
+        for index in sorted(self._draining, reverse=True):
+            self._retire(self._draining.pop(index))
         for index in sorted(self._workers, reverse=True):
             self._retire(self._workers.pop(index))
         tasks = [w.task for w in self._terminating if w.task is not None]
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
     # --- for the CLI and the resource scalers -----------------------------------------------------
 
     def status(self) -> list[WorkerStatus]:
-        """Wanted workers by index, then those still terminating."""
+        """Wanted workers by index, then those draining, then those still terminating."""
         wanted = [self._workers[i].status() for i in sorted(self._workers)]
+        draining = [self._draining[i].status() for i in sorted(self._draining)]
         leaving = sorted((w.status() for w in self._terminating), key=lambda s: s.index)
-        return wanted + leaving
+        return wanted + draining + leaving
+
+    def worker_ready(self, index: int) -> bool:
+        """Whether the wanted worker `index` is running and passes its readinessProbe (if any)."""
+        worker = self._workers.get(index)
+        return worker is not None and worker.state == "running" and worker.ready
+
+    def draining(self) -> list[int]:
+        """Indexes of the busy workers waiting to be stopped."""
+        return sorted(self._draining)
+
+    def port_number(self, port: int | str) -> int:
+        """A port (number or name of one of `ports`) for replica 0; KeyError for an unknown name."""
+        if isinstance(port, int):
+            return port
+        for declared in self.ports:
+            if declared.name == port:
+                return declared.container_port
+        raise KeyError(port)
 
     def pids(self) -> list[int]:
         """Process ids of the running workers (not of terminating ones)."""
@@ -223,7 +300,7 @@ class ProcessGroupTarget:
 
     def children(self) -> list[ChildRecord]:
         """Every live worker process, terminating ones included (for the state file)."""
-        workers = [*self._workers.values(), *self._terminating]
+        workers = [*self._workers.values(), *self._draining.values(), *self._terminating]
         return [
             ChildRecord(w.child.pid, w.child.create_time)
             for w in workers
@@ -232,20 +309,254 @@ class ProcessGroupTarget:
 
     def kill_all(self) -> None:
         """SIGKILL every worker's process group now, terminating ones included (a second Ctrl-C)."""
-        for worker in [*self._workers.values(), *self._terminating]:
+        for worker in [*self._workers.values(), *self._draining.values(), *self._terminating]:
             if worker.child is not None:
                 worker.child.kill()
 
     def not_ready_reason(self) -> str | None:
         """Why fewer workers run than wanted, in a few words; None when all wanted workers run."""
-        waiting = [w for w in self._workers.values() if w.state != "running"]
+        waiting = [w for w in self._workers.values() if w.state != "running" or not w.ready]
         if not waiting:
             return None
         first = min(waiting, key=lambda w: w.index)
+        if first.state == "running" and first.why is None:
+            first.why = "not ready yet (readinessProbe)"
         if first.why is not None:
             more = f" (+{len(waiting) - 1} more)" if len(waiting) > 1 else ""
             return f"{first.name}: {first.why}{more}"
         return f"{len(waiting)} worker(s) {first.state}"
+
+    # --- busy-aware scale-in ---------------------------------------------------------------------
+
+    async def _set_replicas_busy_aware(self, n: int) -> None:
+        before = len(self._workers)
+        self._desired = n
+        started: list[Coroutine[Any, Any, bool]] = []
+        if n > before:
+            # Take back draining workers first (the busiest-looking are simply the lowest indexes here).
+            for index in sorted(self._draining):
+                if len(self._workers) >= n:
+                    break
+                worker = self._draining[index]
+                child = worker.child
+                if worker.task is None or worker.task.done() or child is None or child.returncode is not None:
+                    continue
+                del self._draining[index]
+                worker.leaving = False
+                worker.draining_since = None
+                worker.state = "running"
+                self._workers[index] = worker
+            kept = len(self._workers) - before
+            if kept:
+                self._event(
+                    "DrainCancelled",
+                    f"scaling {before}→{n}: kept {kept} draining worker(s) instead of starting new ones",
+                )
+            while len(self._workers) < n:
+                worker = self._new_worker(self._free_index())
+                started.append(worker.first_attempt.wait())
+            self._drain_wakeup.set()
+            if started:
+                await asyncio.gather(*started)
+            return
+        if n == before:
+            return
+        count = before - n
+        assert self.busy_probe is not None
+        if self.busy_probe.exit_when_idle:
+            grace = self.max_drain_seconds + self.termination_grace_period
+            for index in sorted(self._workers, reverse=True)[:count]:
+                worker = self._workers.pop(index)
+                worker.grace = grace
+                self._retire(worker)
+            self._event(
+                "ScalingIn",
+                f"scaling {before}→{n}: asked {count} worker(s) to finish their current item and exit "
+                f"(SIGKILL after {describe_duration(grace)})",
+            )
+            return
+        states = await self._busy_states(dict(self._workers))
+        victims = busy_rules.removal_order(states)[:count]
+        idle = [i for i in victims if states[i].idle]
+        busy = [i for i in victims if not states[i].idle]
+        for index in idle:
+            self._retire(self._workers.pop(index))
+        now = time.monotonic()
+        for index in busy:
+            worker = self._workers.pop(index)
+            worker.leaving = True
+            worker.state = "draining"
+            worker.draining_since = now
+            self._draining[index] = worker
+        message = f"scaling {before}→{n}: stopped {len(idle)} idle worker(s)"
+        if busy:
+            message += (
+                f"; waiting for {len(busy)} busy worker(s) to finish "
+                f"(up to maxDrainSeconds {describe_duration(self.max_drain_seconds)})"
+            )
+        self._event("ScalingIn", message)
+        if busy and (self._drain_task is None or self._drain_task.done()):
+            self._drain_task = asyncio.create_task(self._drain(), name=f"ebb-drain-{self.name}")
+        self._drain_wakeup.set()
+
+    def _new_worker(self, index: int) -> _Worker:
+        worker = _Worker(index, f"{self.name}-{index}")
+        worker.task = asyncio.create_task(self._supervise(worker), name=f"ebb-worker-{worker.name}")
+        self._workers[index] = worker
+        return worker
+
+    def _free_index(self) -> int:
+        """The lowest index no wanted, draining or terminating worker holds (so its ports are free too)."""
+        taken = {*self._workers, *self._draining, *(w.index for w in self._terminating)}
+        index = 0
+        while index in taken:
+            index += 1
+        return index
+
+    async def _busy_states(self, workers: Mapping[int, _Worker]) -> dict[int, BusyState]:
+        """Each worker's busy state; one that is not running (starting, in backoff) does no work: idle."""
+        indexes = list(workers)
+        states = await asyncio.gather(*(self._busy_state(workers[i]) for i in indexes))
+        return dict(zip(indexes, states, strict=True))
+
+    async def _busy_state(self, worker: _Worker) -> BusyState:
+        probe = self.busy_probe
+        child = worker.child
+        if (
+            probe is None
+            or child is None
+            or child.returncode is not None
+            or worker.state not in ("running", "draining")
+        ):
+            return busy_rules.IDLE
+        if probe.http_get is not None:
+            port = self.port_number(probe.http_get.port) + worker.index
+            url = f"http://{LOOPBACK}:{port}{probe.http_get.path}"
+            state = await busy_rules.probe_http(url, probe.timeout_seconds, self._client())
+        elif probe.file is not None:
+            path = busy_rules.expand_path(probe.file, worker.index)
+            if self.working_dir is not None:
+                path = os.path.join(self.working_dir, path)
+            state = busy_rules.probe_file(path)
+        else:
+            return busy_rules.BUSY
+        if state.known:
+            self._busy_causes.clear(worker.name)
+        elif self._busy_causes.report(worker.name, state.reason):
+            self._event(
+                "BusyProbeFailed",
+                f"ProcessGroup {self.name}: worker {worker.name}'s busyProbe {state.reason}; counted as busy",
+                "Warning",
+            )
+        return state
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession()
+        return self._session
+
+    async def _drain(self) -> None:
+        """Until no worker drains: signal each once its probe says idle, or once maxDrainSeconds have passed."""
+        assert self.busy_probe is not None
+        period = self.busy_probe.period_seconds
+        waiting_said: int | None = None
+        while self._draining:
+            self._drain_wakeup.clear()
+            states = await self._busy_states(dict(self._draining))
+            now = time.monotonic()
+            for index, state in states.items():
+                worker = self._draining.get(index)
+                if worker is None or worker.draining_since is None:
+                    continue  # taken back, or gone, while it was probed
+                waited = now - worker.draining_since
+                if state.idle:
+                    del self._draining[index]
+                    self._retire(worker)
+                    self._event("Drained", f"worker {worker.name} is idle after {describe_duration(waited)}: stopped")
+                elif waited >= self.max_drain_seconds:
+                    del self._draining[index]
+                    self._retire(worker)
+                    self._event(
+                        "DrainTimeout",
+                        f"worker {worker.name} still busy after maxDrainSeconds "
+                        f"{describe_duration(self.max_drain_seconds)}: SIGTERM, then SIGKILL after the "
+                        f"{self.termination_grace_period:g}s grace period",
+                        "Warning",
+                    )
+            left = [w for w in self._draining.values() if w.draining_since is not None]
+            if left and len(left) != waiting_said:
+                longest = max(now - w.draining_since for w in left if w.draining_since is not None)
+                self._event(
+                    "Draining",
+                    f"waiting for {len(left)} busy worker(s) (longest {describe_duration(longest)})",
+                )
+            waiting_said = len(left)
+            if not self._draining:
+                break
+            deadline = min(
+                (w.draining_since + self.max_drain_seconds for w in left if w.draining_since is not None),
+                default=now + period,
+            )
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.0, min(period, deadline - now))):
+                    await self._drain_wakeup.wait()
+        self._busy_causes.forget(w.name for w in self._workers.values())
+
+    # --- readiness ----------------------------------------------------------------------------------
+
+    async def _probe_readiness(self, worker: _Worker, child: Child, probe: ReadinessProbe) -> None:
+        """Kubernetes' readiness rules: successThreshold passes in a row make it ready, failureThreshold
+        failures in a row unready; the first probe after initialDelaySeconds, then every periodSeconds."""
+        try:
+            port = self.port_number(probe.port) + worker.index
+        except KeyError:
+            worker.why = f"readinessProbe port {probe.port!r} is not one of the group's ports"
+            return
+        await asyncio.sleep(probe.initial_delay_seconds)
+        successes = failures = 0
+        while child.returncode is None:
+            error = await self._ready_once(probe, port)
+            if error is None:
+                successes, failures = successes + 1, 0
+                if not worker.ready and successes >= probe.success_threshold:
+                    worker.ready = True
+                    worker.why = None
+            else:
+                successes, failures = 0, failures + 1
+                if failures >= probe.failure_threshold or not worker.ready:
+                    worker.why = f"readiness probe failed: {error}"
+                if worker.ready and failures >= probe.failure_threshold:
+                    worker.ready = False
+                    self._event(
+                        "Unhealthy",
+                        f"ProcessGroup {self.name}: worker {worker.name} readiness probe failed "
+                        f"{failures} times: {error}",
+                        "Warning",
+                    )
+            await asyncio.sleep(probe.period_seconds)
+
+    async def _ready_once(self, probe: ReadinessProbe, port: int) -> str | None:
+        """One probe: None when it passed, else why not."""
+        timeout = probe.timeout_seconds
+        try:
+            async with asyncio.timeout(timeout):
+                if probe.http_get is not None:
+                    url = f"http://{LOOPBACK}:{port}{probe.http_get.path}"
+                    async with self._client().get(url, allow_redirects=False) as response:
+                        await response.read()
+                        if 200 <= response.status < 400:
+                            return None
+                        return f"GET {url} answered HTTP {response.status}"
+                _, writer = await asyncio.open_connection(LOOPBACK, port)
+                writer.close()
+                with contextlib.suppress(OSError):
+                    await writer.wait_closed()
+                return None
+        except TimeoutError:
+            return f"no answer on port {port} within {timeout:g}s"
+        except (aiohttp.ClientError, OSError) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+            return f"port {port}: {reason}"
 
     # --- internals --------------------------------------------------------------------------------
 
@@ -260,6 +571,15 @@ class ProcessGroupTarget:
             # The sink is the caller's; its failure must not stop supervision.
             log.exception("output sink failed")
 
+    def _ports_env(self, index: int) -> dict[str, str]:
+        if not self.ports:
+            return {}
+        env = {"PORT": str(self.ports[0].container_port + index)}
+        for port in self.ports:
+            if port.name is not None:
+                env[port_env_name(port.name)] = str(port.container_port + index)
+        return env
+
     def _worker_env(self, worker: _Worker) -> dict[str, str]:
         return {
             **os.environ,
@@ -267,6 +587,7 @@ class ProcessGroupTarget:
             **self.extra_env,
             "EBB_REPLICA_INDEX": str(worker.index),
             "EBB_PROCESS_GROUP": self.name,
+            **self._ports_env(worker.index),
             **(self.replica_env(worker.index) if self.replica_env is not None else {}),
         }
 
@@ -281,7 +602,7 @@ class ProcessGroupTarget:
                         self._record_exit(worker, child, code, None)
                         how = describe_exit(code)
                         if child.killed:
-                            grace = self.termination_grace_period
+                            grace = worker.grace if worker.grace is not None else self.termination_grace_period
                             how = f"did not exit within the {grace:g}s grace period; {how}"
                         self._say(worker, how)
                         return
@@ -317,6 +638,9 @@ class ProcessGroupTarget:
         finally:
             worker.first_attempt.set()
             self._terminating.discard(worker)
+            if self._draining.get(worker.index) is worker:
+                del self._draining[worker.index]
+                self._drain_wakeup.set()
 
     async def _start(self, worker: _Worker) -> Child | None:
         """One start attempt; a failure is recorded on the worker and the target, never raised."""
@@ -341,6 +665,11 @@ class ProcessGroupTarget:
         worker.failing_start = False
         # A scale-down may have arrived while the spawn was under way.
         worker.state = "terminating" if worker.stop.is_set() else "running"
+        worker.ready = self.readiness_probe is None
+        if self.readiness_probe is not None and not worker.stop.is_set():
+            worker.probe_task = asyncio.create_task(
+                self._probe_readiness(worker, child, self.readiness_probe), name=f"ebb-ready-{worker.name}"
+            )
         return child
 
     async def _watch(self, worker: _Worker, child: Child) -> tuple[int, bool]:
@@ -352,8 +681,14 @@ class ProcessGroupTarget:
         finally:
             stopping.cancel()
             exited.cancel()
-        unexpected = not worker.stop.is_set()
-        code = await child.wait() if unexpected else await child.stop(self.termination_grace_period)
+        if worker.probe_task is not None:
+            worker.probe_task.cancel()
+            worker.probe_task = None
+        worker.ready = False
+        # A draining worker that finishes and exits by itself is done, not crashed: it is not restarted.
+        unexpected = not worker.stop.is_set() and not worker.leaving
+        grace = worker.grace if worker.grace is not None else self.termination_grace_period
+        code = await child.wait() if not worker.stop.is_set() else await child.stop(grace)
         await child.reap()
         worker.last_exit_code = code
         return code, unexpected
