@@ -308,10 +308,10 @@ async def test_a_probe_that_fails_or_answers_garbage_counts_as_busy_fake_apiserv
     runtime = controller.runtimes[(NS, "worker")]
     await runtime.loop.poll_once()
     await settle(controller)
-    assert costs(cluster) == {"web-0": "-100", "web-1": "-100", "web-2": "100", "web-3": "100"}
+    assert costs(cluster) == {"web-0": "-100", "web-1": "-100", "web-2": "200", "web-3": "200"}
     assert obj(cluster, DEPLOY_RES, "web")["spec"]["replicas"] == 2
     [waiting] = [m for r, _, m in events(cluster) if r == "WaitingForBusyPods"]
-    assert "2 did not answer the busy probe" in waiting and "500" in waiting
+    assert "2 did not answer the busy probe (counted as busy; web-2: answered HTTP 500" in waiting
 
 
 async def test_hpa_mode_marks_pods_for_the_predicted_scale_in_and_clears_after_fake_apiserver(

@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import aiohttp
 from lightkube.types import PatchType
 
 from ebb.errors import EbbError
@@ -32,15 +33,18 @@ from ebb.scalers.base import MetricSpec
 from ebb.scaling.hpa import HorizontalAutoscaler, MetricSample
 from ebb.scaling.types import LifecycleState
 from ebb.spec.drain import PodBusyProbe
+from ebb.targets.busy import BusyState, describe_duration, probe_http, unknown
 
 log = logging.getLogger("ebb.operator")
 
 DELETION_COST_ANNOTATION = "controller.kubernetes.io/pod-deletion-cost"
 #: ebb's own note on a pod whose deletion cost it set ("idle" or "busy"): it only ever clears costs it set.
 MARK_ANNOTATION = "ebb.dev/deletion-cost"
-#: Lower goes first. A pod without the annotation counts 0: between the two, so an unprobed pod is neither.
+#: Lower goes first. A pod without the annotation counts 0: between idle and busy, so an unprobed pod is neither.
+#: A pod whose probe failed (unknown) is kept longest, as ebb.targets.busy.removal_order does locally.
 IDLE_COST = -100
 BUSY_COST = 100
+UNKNOWN_COST = 200
 PROBE_TIMEOUT = 2.0
 
 #: What listing a target's pods may raise: the API, or a selector ebb cannot read (ValueError, TargetError).
@@ -51,13 +55,25 @@ EventSink = Callable[[str, str, Literal["Normal", "Warning"]], None]
 
 @dataclass(frozen=True)
 class PodState:
-    """One pod as probed: busy, or idle; `why` says what the probe saw (a failed probe counts as busy)."""
+    """One pod as probed (a failed probe is `unknown`, which counts as busy), with the cost and mark it carries."""
 
     name: str
-    busy: bool
-    why: str = ""
+    state: BusyState
     cost: str | None = None
     mark: str | None = None
+
+    @property
+    def busy(self) -> bool:
+        return self.state.busy
+
+    @property
+    def wanted(self) -> tuple[str, str]:
+        """The (cost, mark) this pod should carry."""
+        if self.state.kind == "idle":
+            return str(IDLE_COST), "idle"
+        if self.state.kind == "busy":
+            return str(BUSY_COST), "busy"
+        return str(UNKNOWN_COST), "unknown"
 
 
 # --- label selectors --------------------------------------------------------------------------------
@@ -165,32 +181,6 @@ def predict_hpa_replicas(
 # --- the pods ---------------------------------------------------------------------------------------
 
 
-async def _probe(probe: PodBusyProbe, ip: str, timeout: float) -> tuple[bool, str]:  # noqa: ASYNC109
-    # PROVISIONAL until ebb.targets.busy (wt-13a) is merged: 204 idle, 200 busy, anything else busy.
-    import aiohttp
-
-    url = probe.url(ip)
-    try:
-        async with (
-            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session,
-            session.get(url) as response,
-        ):
-            await response.read()
-            if response.status == 204:
-                return False, "idle"
-            if response.status == 200:
-                return True, "busy"
-            return True, f"{url} answered HTTP {response.status}"
-    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-        return True, f"{url}: {exc or type(exc).__name__}"
-
-
-def _ago(seconds: float) -> str:
-    if seconds >= 120:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds:.0f} s"
-
-
 @dataclass
 class PodDrainer:
     """The busy probe of one ScaledObject's target: which pods are busy, their deletion costs, held scale-ins."""
@@ -239,23 +229,24 @@ class PodDrainer:
         """Probe every live pod at once. A pod without an IP yet, or whose probe fails, counts as busy."""
         pods = await self.pods()
 
-        async def one(pod: dict[str, Any]) -> PodState:
-            meta = pod.get("metadata") or {}
-            annotations = meta.get("annotations") or {}
-            ip = (pod.get("status") or {}).get("podIP")
-            if not ip:
-                busy, why = True, "no pod IP yet"
-            else:
-                busy, why = await _probe(self.probe, str(ip), self.timeout)
-            return PodState(
-                str(meta.get("name")),
-                busy,
-                why,
-                annotations.get(DELETION_COST_ANNOTATION),
-                annotations.get(MARK_ANNOTATION),
-            )
+        async with aiohttp.ClientSession() as session:
 
-        states = list(await asyncio.gather(*(one(p) for p in pods)))
+            async def one(pod: dict[str, Any]) -> PodState:
+                meta = pod.get("metadata") or {}
+                annotations = meta.get("annotations") or {}
+                ip = (pod.get("status") or {}).get("podIP")
+                if ip:
+                    state = await probe_http(self.probe.url(str(ip)), self.timeout, session)
+                else:
+                    state = unknown("no pod IP yet")
+                return PodState(
+                    str(meta.get("name")),
+                    state,
+                    annotations.get(DELETION_COST_ANNOTATION),
+                    annotations.get(MARK_ANNOTATION),
+                )
+
+            states = list(await asyncio.gather(*(one(p) for p in pods)))
         now = self.clock()
         names = {s.name for s in states}
         for s in states:
@@ -287,7 +278,7 @@ class PodDrainer:
         self.marked = True
         writes = []
         for s in states:
-            cost, mark = (str(BUSY_COST), "busy") if s.busy else (str(IDLE_COST), "idle")
+            cost, mark = s.wanted
             if s.cost != cost or s.mark != mark:
                 writes.append(self._patch(s.name, {DELETION_COST_ANNOTATION: cost, MARK_ANNOTATION: mark}))
         await asyncio.gather(*writes)
@@ -314,7 +305,7 @@ class PodDrainer:
         await asyncio.gather(*writes)
 
     def _longest(self, now: float) -> str:
-        return _ago(now - min(self.busy_since.values())) if self.busy_since else "0 s"
+        return describe_duration(now - min(self.busy_since.values())) if self.busy_since else "0 s"
 
     async def plan_scale_in(self, current: int, desired: int) -> int:
         async with self._lock:
@@ -341,14 +332,20 @@ class PodDrainer:
         if self.held_since is None:
             self.held_since = now
         waited = now - self.held_since
-        unreadable = [s for s in busy if not s.why.startswith("busy")]
-        detail = f"; {len(unreadable)} did not answer the busy probe ({unreadable[0].why})" if unreadable else ""
+        unreadable = [s for s in busy if not s.state.known]
+        detail = (
+            f"; {len(unreadable)} did not answer the busy probe (counted as busy; {unreadable[0].name}: "
+            f"{unreadable[0].state.reason})"
+            if unreadable
+            else ""
+        )
         if waited >= self.probe.max_drain_seconds:
             self.held_since = None
             extra = removing - len(idle)
             self._event(
                 "BusyPodsRemoved",
-                f"{head}: waited {_ago(waited)} (ebb.dev/max-drain-seconds {self.probe.max_drain_seconds:g}) "
+                f"{head}: waited {describe_duration(waited)} "
+                f"(ebb.dev/max-drain-seconds {self.probe.max_drain_seconds:g}) "
                 f"for busy pods: {len(idle)} idle and {extra} busy pods marked for removal{detail}",
                 "Warning",
             )
