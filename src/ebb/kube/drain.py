@@ -61,6 +61,7 @@ class PodState:
     state: BusyState
     cost: str | None = None
     mark: str | None = None
+    ip: str | None = None
 
     @property
     def busy(self) -> bool:
@@ -244,6 +245,7 @@ class PodDrainer:
                     state,
                     annotations.get(DELETION_COST_ANNOTATION),
                     annotations.get(MARK_ANNOTATION),
+                    str(ip) if ip else None,
                 )
 
             states = list(await asyncio.gather(*(one(p) for p in pods)))
@@ -283,6 +285,23 @@ class PodDrainer:
                 writes.append(self._patch(s.name, {DELETION_COST_ANNOTATION: cost, MARK_ANNOTATION: mark}))
         await asyncio.gather(*writes)
 
+    async def _recheck(self, states: list[PodState]) -> list[PodState]:
+        """Ask the idle pods once more after marking (a pod may have taken work while the others were probed and
+        patched): one that is busy now is marked busy, so the window before /scale is written is one probe."""
+        async with aiohttp.ClientSession() as session:
+
+            async def again(s: PodState) -> PodState:
+                if s.busy or s.ip is None:
+                    return s
+                state = await probe_http(self.probe.url(s.ip), self.timeout, session)
+                if state.busy:
+                    now = PodState(s.name, state, str(IDLE_COST), "idle", s.ip)
+                    await self.mark([now])
+                    return now
+                return s
+
+            return list(await asyncio.gather(*(again(s) for s in states)))
+
     async def clear(self) -> None:
         async with self._lock:
             await self._clear()
@@ -321,6 +340,7 @@ class PodDrainer:
             self._event("BusyProbeFailed", f"cannot list the pods of {self.label}: {exc}; scaling in blind", "Warning")
             return desired
         await self.mark(states)
+        states = await self._recheck(states)
         idle = [s for s in states if not s.busy]
         busy = [s for s in states if s.busy]
         removing = len(states) - desired
