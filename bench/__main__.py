@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from bench import activation, decisions, fleet, http, loading, metrics_api, objects, predictive
+from bench import activation, decisions, fleet, http, loading, metrics_api, objects, predictive, scale_in
 
 
 def main() -> int:
@@ -17,6 +17,7 @@ def main() -> int:
     http.main([])
     fleet.main([])
     predictive.main(["--jobs", "2"])
+    scale_in.main([])
     return 0
 
 

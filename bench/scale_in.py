@@ -46,7 +46,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from bench._common import percentile, write_result
+from bench._common import RESULTS, percentile, write_result
 
 SCALE = 0.05
 JOB_MIN, JOB_MAX = 5.0, 120.0
@@ -422,6 +422,15 @@ def kube_starter(busy_aware: bool) -> Callable[[Books], Awaitable[tuple[Any, Any
             want = int(server.objects[deploy_res, ns, "worker"].raw["spec"]["replicas"])
             pods = [p.to_dict() if hasattr(p, "to_dict") else p async for p in rs_client.list(POD, namespace=ns)]
             pods = [p for p in pods if p["metadata"]["name"] in workers and not workers[p["metadata"]["name"]].stopping]
+            for p in list(pods):  # a worker that died on its own (a Redis error, say): the pod goes, another comes
+                worker = workers[p["metadata"]["name"]]
+                if worker.task is not None and worker.task.done():
+                    if not worker.task.cancelled() and worker.task.exception() is not None:
+                        print(f"scale_in: pod {worker.name}: {worker.task.exception()!r}", file=sys.stderr)
+                    worker.stopping = True
+                    pods.remove(p)
+                    with contextlib.suppress(ApiError):
+                        await rs_client.delete(POD, worker.name, namespace=ns)
             if want > len(pods):
                 for _ in range(want - len(pods)):
                     n = next(counter)
@@ -489,7 +498,12 @@ async def run(seed: int, runtimes: list[str]) -> dict[str, Any]:
         keda = await run_once(f"{runtime} (a)", starter(False), jobs)
         aware = await run_once(f"{runtime} (b)", starter(True), jobs)
         extra = (aware["replica_seconds"] - keda["replica_seconds"]) / keda["replica_seconds"] * 100
-        out[runtime] = {"keda": keda, "busy_aware": aware, "extra_replica_seconds_pct": round(extra, 1)}
+        out[runtime] = {
+            "keda": keda,
+            "busy_aware": aware,
+            "extra_replica_seconds_pct": round(extra, 1),
+            "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
         print(
             f"scale_in {runtime}: interrupted {keda['jobs_interrupted']} -> {aware['jobs_interrupted']}, "
             f"p95 {keda['completion_p95_s']} -> {aware['completion_p95_s']} s, "
@@ -505,6 +519,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     runtimes = args.runtime or ["local", "kubernetes"]
     measured = asyncio.run(run(args.seed, runtimes))
+    previous = RESULTS / "scale_in.json"
+    if args.runtime and previous.exists():  # one runtime re-measured: the other's figures stay, with their date
+        kept = json.loads(previous.read_text()).get("results", {})
+        measured = {**{k: v for k, v in kept.items() if k not in measured}, **measured}
     data = {
         "command": "python -m bench.scale_in" + (f" --seed {args.seed}" if args.seed != 13 else ""),
         "seed": args.seed,
