@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import sys
 
-from bench import activation, decisions, fleet, http, loading, metrics_api, objects, predictive, scale_in
+from bench import (
+    activation,
+    decisions,
+    fleet,
+    http,
+    http_kube,
+    loading,
+    metrics_api,
+    objects,
+    predictive,
+    scale_in,
+)
 
 
 def main() -> int:
@@ -15,6 +26,7 @@ def main() -> int:
     metrics_api.main([])
     metrics_api.main(["--auth"])
     http.main([])
+    http_kube.main([])
     fleet.main([])
     predictive.main(["--jobs", "2"])
     scale_in.main([])
