@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import sys
 
-from bench import activation, decisions, fleet, http, http_kube, loading, metrics_api, objects, predictive
+from bench import (
+    activation,
+    decisions,
+    fleet,
+    http,
+    http_kube,
+    loading,
+    metrics_api,
+    objects,
+    predictive,
+    scale_in,
+)
 
 
 def main() -> int:
@@ -18,6 +29,7 @@ def main() -> int:
     http_kube.main([])
     fleet.main([])
     predictive.main(["--jobs", "2"])
+    scale_in.main([])
     return 0
 
 

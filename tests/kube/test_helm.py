@@ -148,6 +148,7 @@ def test_operator_rbac_is_what_the_operator_needs() -> None:
         ("autoscaling", "horizontalpodautoscalers", "delete"),
         ("batch", "jobs", "create"),
         ("", "pods", "list"),
+        ("", "pods", "patch"),  # pod-deletion-cost for busy-aware scale-in (ebb.dev/busy-probe)
         ("", "events", "create"),
         ("", "secrets", "get"),
         ("", "configmaps", "watch"),
@@ -164,7 +165,8 @@ def test_operator_rbac_is_what_the_operator_needs() -> None:
         ("argoproj.io", "rollouts", "get"),
     ]:
         assert _allows(rules, group, resource, verb), (group, resource, verb)
-    # Least privilege: reads only on Secrets, no pod or deployment writes; the one wildcard is KEDA's `get`.
+    # Least privilege: reads only on Secrets, no pod deletion (pods are only annotated) or deployment writes;
+    # the one wildcard is KEDA's `get`.
     for group, resource, verb in [
         ("", "secrets", "create"),
         ("", "secrets", "update"),

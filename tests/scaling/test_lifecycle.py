@@ -7,7 +7,7 @@ import copy
 import pytest
 
 from ebb.errors import FormulaError, SpecError
-from ebb.scaling.lifecycle import COMPOSITE_METRIC, ScaledObjectDecider, pause_state
+from ebb.scaling.lifecycle import COMPOSITE_METRIC, ScaledObjectDecider, cooldown_from, pause_state
 from ebb.scaling.types import (
     Behavior,
     Decision,
@@ -825,3 +825,70 @@ def test_a_formula_failing_past_the_fallback_threshold_uses_fallback_replicas() 
     assert second.metric_values == {COMPOSITE_METRIC: 2.0} and second.active
     assert second.desired_replicas == 2
     assert second.conditions["Fallback"].status == "True"
+
+
+# --- ebb.dev/cooldown-from (keda#6719) --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("case", "cooldown_from", "polls", "expected"),
+    [
+        # Each poll: (now, trigger value, busy replicas); the last poll's desired count is checked.
+        # The queue empties at 100; workers stay busy until 250. cooldownPeriod 60.
+        ("KEDA: counts from the last active poll", "last-active-poll", [(100, 5, 3), (150, 0, 3), (161, 0, 3)], 0),
+        ("KEDA: busy replicas change nothing", "last-active-poll", [(100, 5, 3), (250, 0, 3), (251, 0, 0)], 0),
+        (
+            "last-activity: a busy replica holds the cooldown",
+            "last-activity",
+            [(100, 5, 3), (150, 0, 3), (161, 0, 3)],
+            None,
+        ),
+        (
+            "last-activity: counts from the last busy poll",
+            "last-activity",
+            [(100, 5, 3), (250, 0, 1), (310, 0, 0)],
+            None,
+        ),
+        ("last-activity: strictly after", "last-activity", [(100, 5, 3), (250, 0, 1), (310.5, 0, 0)], 0),
+        ("last-activity: unknown busy state counts as no work", "last-activity", [(100, 5, None), (161, 0, None)], 0),
+        ("last-activity: idle replicas are no work", "last-activity", [(100, 5, 0), (150, 0, 0), (161, 0, 0)], 0),
+    ],
+)
+def test_cooldown_from(
+    case: str, cooldown_from: str, polls: list[tuple[float, float, int | None]], expected: int | None
+) -> None:
+    d = decider("hpa", cooldown_period=60.0, cooldown_from=cooldown_from)
+    decision = None
+    for now, value, busy in polls:
+        decision = d.decide([trig(value)], 3, now=float(now), busy_replicas=busy)
+    assert decision is not None
+    assert decision.desired_replicas == expected, case
+
+
+def test_cooldown_from_last_activity_counts_an_active_trigger_beside_a_failing_one() -> None:
+    # KEDA does not move lastActiveTime when another trigger errors; with last-activity that poll still saw work.
+    polls = [(100.0, [trig(5)]), (200.0, [trig(5), failing("s1-other")]), (201.0, [trig(0), trig(0, name="s1-other")])]
+    outcomes = {}
+    for mode in ("last-active-poll", "last-activity"):
+        d = decider("hpa", cooldown_period=60.0, cooldown_from=mode)
+        for now, results in polls:
+            decision = d.decide(results, 2, now=now)
+        outcomes[mode] = (decision.desired_replicas, decision.last_active_time)
+    assert outcomes["last-active-poll"] == (0, 100.0)  # 201 > 100 + 60
+    assert outcomes["last-activity"] == (None, 100.0)  # 201 < 200 + 60; status.lastActiveTime stays KEDA's
+
+
+@pytest.mark.parametrize(
+    ("annotations", "expected"),
+    [({}, "last-active-poll"), ({"ebb.dev/cooldown-from": "last-activity"}, "last-activity")],
+)
+def test_cooldown_from_annotation(annotations: dict[str, str], expected: str) -> None:
+    assert cooldown_from(annotations, OBJ) == expected
+
+
+@pytest.mark.parametrize("value", ["", "last_activity", "Last-Activity", "true"])
+def test_cooldown_from_annotation_refuses_other_values(value: str) -> None:
+    with pytest.raises(SpecError) as err:
+        cooldown_from({"ebb.dev/cooldown-from": value}, OBJ)
+    assert err.value.field == "metadata.annotations[ebb.dev/cooldown-from]"
+    assert "last-active-poll, last-activity" in err.value.message and repr(value) in err.value.message

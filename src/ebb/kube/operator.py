@@ -22,6 +22,7 @@ from ebb.kube import status as st
 from ebb.kube.admission import ConflictIndex, check_conflicts
 from ebb.kube.auth import PrefetchedStore, container_env, prefetch_auth, template_containers
 from ebb.kube.client import API_ERRORS, EVENT, HPA, SCALED_OBJECT, AsyncClient, api_message, is_not_found, to_dict
+from ebb.kube.drain import PodDrainer, predict_hpa_replicas
 from ebb.kube.endpoints import endpoint_slice_lister
 from ebb.kube.hpa import (
     SCALED_OBJECT_LABEL,
@@ -49,6 +50,7 @@ from ebb.scaling.lifecycle import (
 )
 from ebb.scaling.types import Condition, LifecycleState, ScalingEvent
 from ebb.spec import object_policy, parse_object, pause_state
+from ebb.spec.drain import busy_probe
 from ebb.spec.models import ScaledObject
 
 log = logging.getLogger("ebb.operator")
@@ -96,6 +98,8 @@ class _Runtime:
     specs: list[MetricSpec]
     task: asyncio.Task[None] | None = None
     writes: set[asyncio.Task[None]] = field(default_factory=set)
+    #: Busy-aware scale-in (ebb.dev/busy-probe), None when the object does not opt in.
+    drainer: PodDrainer | None = None
 
 
 def log_event(obj: str, event: ScalingEvent) -> None:
@@ -137,6 +141,7 @@ class _KubeObserver(Observer):
 
     def poll(self, record: PollRecord) -> None:
         self._spawn(self.controller._write_poll(self.manifest_ref, record))
+        self.controller._after_poll(self.manifest_ref, record)
 
     def event(self, ref: ObjectRef, event: ScalingEvent, now: float) -> None:
         log_event(str(ref), event)
@@ -300,6 +305,11 @@ class ScaledObjectController:
         kind = await resolve_target_kind(self.client, target_ref.api_version, target_ref.kind)
         target = KubeScaleTarget(self.client, kind, target_ref.name, namespace)
         mode = self.mode_for(so)
+        probe = busy_probe(so.metadata.annotations, so.ref)
+        if probe is not None:
+            target.drainer = PodDrainer(
+                self.client, namespace, target.label, probe, selector=target.pod_selector, clock=self.clock
+            )
         await self._check_conflicts(so, kind)
 
         current = await target.get_replicas()
@@ -378,6 +388,13 @@ class ScaledObjectController:
             # KEDA: an Event (and CloudEvent) the first time the object is ready, or when it was not before.
             await self.emit(ref_dict, ScalingEvent("ScaledObjectReady", "ScaledObject is ready for scaling"))
         kube_observer = _KubeObserver(self, ref_dict)
+        if target.drainer is not None:
+            loop_ref = object_ref(so)
+
+            def drain_event(reason: str, message: str, type_: Literal["Normal", "Warning"]) -> None:
+                kube_observer.event(loop_ref, ScalingEvent(reason, message, type_), self.clock())
+
+            target.drainer.on_event = drain_event
         services = self.options.services
         observer: Observer = services.observers(kube_observer, [so]) if services is not None else kube_observer
         loop = ScaledObjectLoop(
@@ -391,7 +408,7 @@ class ScaledObjectController:
             idle_replicas=so.spec.idle_replica_count,
             clock=self.clock,
         )
-        runtime = _Runtime(so=so, uid=uid, mode=mode, loop=loop, scalers=scalers, specs=specs)
+        runtime = _Runtime(so=so, uid=uid, mode=mode, loop=loop, scalers=scalers, specs=specs, drainer=target.drainer)
         self.runtimes[(namespace, name)] = runtime
         self._observers[(namespace, name)] = kube_observer
         await self.emit(ref_dict, ScalingEvent("KEDAScalersStarted", f"Started scalers watch for {so.ref}"))
@@ -413,6 +430,9 @@ class ScaledObjectController:
             runtime.task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await runtime.task
+        for write in list(runtime.writes):
+            write.cancel()
+        await asyncio.gather(*runtime.writes, return_exceptions=True)
         observer = self._observers.pop(key, None)
         if observer is not None:
             await observer.drain()
@@ -431,6 +451,8 @@ class ScaledObjectController:
         await self.stop(key)
         if runtime is not None:
             runtime.loop.observer.removed(runtime.loop.ref)  # its Prometheus series go with it
+            if runtime.drainer is not None:  # the costs ebb set go with the object that asked for them
+                await runtime.drainer.clear()
         self.states.pop(str(meta.get("uid") or f"{key[0]}/{key[1]}"), None)
         spec = body.get("spec") or {}
         advanced = spec.get("advanced") or {}
@@ -446,6 +468,48 @@ class ScaledObjectController:
                 log.warning("ScaledObject %s/%s: cannot restore the original replica count: %s", *key, exc)
         with contextlib.suppress(*API_ERRORS):
             await self.emit(st.object_reference(body), ScalingEvent("ScaledObjectDeleted", "ScaledObject was deleted"))
+
+    # --- busy-aware scale-in -----------------------------------------------------------------------------
+
+    def _after_poll(self, manifest_ref: Mapping[str, Any], record: PollRecord) -> None:
+        """After a poll of an object with a busy probe: mark its pods for the scale-in the HPA is about to make,
+        or clear the costs once no scale-in is pending (in the background: probes take time)."""
+        runtime = self.runtimes.get((str(manifest_ref.get("namespace")), str(manifest_ref.get("name"))))
+        if runtime is None or runtime.drainer is None or record.decision is None:
+            return
+        task = asyncio.create_task(self._drain_check(runtime, runtime.drainer, record))
+        runtime.writes.add(task)
+        task.add_done_callback(runtime.writes.discard)
+
+    async def _drain_check(self, runtime: _Runtime, drainer: PodDrainer, record: PollRecord) -> None:
+        decision = record.decision
+        assert decision is not None
+        current = record.desired_replicas
+        try:
+            if runtime.mode == "hpa" and decision.desired_replicas is None and current > 0:
+                spec = runtime.so.spec
+                predicted = None
+                if not pause_state(runtime.so).paused_scale_in:
+                    predicted = predict_hpa_replicas(
+                        runtime.specs,
+                        decision.metric_values,
+                        current,
+                        spec.min_replica_count,
+                        spec.max_replica_count,
+                        record.time,
+                        record.ready_replicas,
+                    )
+                if predicted is not None and predicted < current:
+                    await drainer.expect_scale_in(current, predicted)
+                    return
+            elif decision.desired_replicas is not None and decision.desired_replicas < current:
+                return  # direct mode, a scale-in held back for busy pods: the next poll carries on
+            if record.desired_replicas < record.current_replicas:
+                return  # scaled in this poll: the ReplicaSet controller reads the costs now; the next poll clears
+            if drainer.marked:
+                await drainer.clear()
+        except EbbError as exc:
+            log.warning("%s: busy-aware scale-in: %s", runtime.so.ref, exc)
 
     # --- pieces ---------------------------------------------------------------------------------------
 

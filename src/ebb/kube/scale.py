@@ -8,6 +8,7 @@ from lightkube.types import PatchType
 
 from ebb.errors import TargetError
 from ebb.kube.client import API_ERRORS, CRD, AsyncClient, api_message, namespaced, to_dict
+from ebb.kube.drain import PodDrainer, selector_text
 from ebb.kube.hpa import TargetKind
 
 #: Built-in kinds with a /scale subresource; anything else is looked up among the cluster's CRDs.
@@ -50,6 +51,10 @@ class KubeScaleTarget:
         self.namespace = namespace
         self.resource = namespaced(kind.group, kind.version, kind.kind, kind.resource)
         self._replicas = 0
+        self._selector: str | None = None
+        self._spec_replicas: int | None = None
+        #: Busy-aware scale-in (ebb.dev/busy-probe): set by the operator when the ScaledObject opts in.
+        self.drainer: PodDrainer | None = None
 
     @property
     def label(self) -> str:
@@ -63,9 +68,19 @@ class KubeScaleTarget:
             raise TargetError(f"{self.label}: cannot read /scale: {api_message(exc)}") from None
         status = scale.status
         self._replicas = int(getattr(status, "replicas", 0) or 0) if status is not None else 0
-        return int(scale.spec.replicas or 0) if scale.spec is not None else 0
+        self._selector = (getattr(status, "selector", None) or None) if status is not None else None
+        spec_replicas = int(scale.spec.replicas or 0) if scale.spec is not None else 0
+        self._spec_replicas = spec_replicas
+        return spec_replicas
 
-    async def set_replicas(self, n: int) -> None:
+    async def set_replicas(self, n: int) -> int:
+        """Write `n` to /scale; with a busy probe, a scale-in first marks the pods and may go less far (see
+        kube/drain.py). Returns the count written."""
+        current = self._spec_replicas
+        if self.drainer is not None and current is not None and n < current:
+            n = await self.drainer.plan_scale_in(current, n)
+            if n == current:
+                return n
         body: dict[str, Any] = {"spec": {"replicas": n}}
         try:
             await self.client.patch(
@@ -73,6 +88,24 @@ class KubeScaleTarget:
             )
         except API_ERRORS as exc:
             raise TargetError(f"{self.label}: cannot scale to {n}: {api_message(exc)}") from None
+        self._spec_replicas = n
+        return n
+
+    async def pod_selector(self) -> str:
+        """The target's pod selector: /scale's status.selector, else the workload's spec.selector."""
+        if self._selector is None:
+            await self.get_replicas()
+        if self._selector is not None:
+            return self._selector
+        selector = (await self.get_manifest()).get("spec", {}).get("selector") or {}
+        text = selector_text(selector)
+        if not text:
+            raise TargetError(f"{self.label}: no pod selector (neither /scale status.selector nor spec.selector)")
+        return text
+
+    async def busy_replicas(self) -> int | None:
+        """Busy pods now, when the ScaledObject has a busy probe (ebb.dev/cooldown-from: last-activity reads it)."""
+        return await self.drainer.busy_replicas() if self.drainer is not None else None
 
     def ready_replicas(self) -> int:
         # /scale reports status.replicas (running, not necessarily ready): the closest it offers.

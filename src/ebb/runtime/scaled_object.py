@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import time
 from collections.abc import Callable, Mapping, Sequence
 
@@ -100,6 +101,21 @@ def not_ready_reason(target: object) -> str | None:
     except Exception:
         return None
     return reason if isinstance(reason, str) else None
+
+
+async def busy_replicas(target: object) -> int | None:
+    """How many replicas say they are working, from a target with busy probes (`busy_replicas()`); None when
+    the target has none or cannot tell (ebb.dev/cooldown-from: last-activity reads it)."""
+    count = getattr(target, "busy_replicas", None)
+    if count is None:
+        return None
+    try:
+        found = count()
+        if inspect.isawaitable(found):
+            found = await found
+    except Exception:
+        return None
+    return found if isinstance(found, int) else None
 
 
 class Availability:
@@ -273,6 +289,7 @@ class ScaledObjectLoop:
         except EbbError as exc:
             self.observer.problem(self.ref, f"cannot read the target's replicas: {exc}", now)
             return None
+        busy = await busy_replicas(self.target) if self.decider.policy.cooldown_from == "last-activity" else None
         try:
             decision = self.decider.decide(
                 results,
@@ -280,6 +297,7 @@ class ScaledObjectLoop:
                 now,
                 pause=pause_state(self.annotations),
                 ready_replicas=self.target.ready_replicas(),
+                busy_replicas=busy,
             )
         except EbbError as exc:
             self.observer.problem(self.ref, str(exc), now)
@@ -287,7 +305,9 @@ class ScaledObjectLoop:
         desired = current if decision.desired_replicas is None else decision.desired_replicas
         if desired != current:
             try:
-                await self.target.set_replicas(desired)
+                applied = await self.target.set_replicas(desired)
+                if isinstance(applied, int):
+                    desired = applied
             except EbbError as exc:
                 self.observer.problem(self.ref, f"cannot scale the target to {desired}: {exc}", now)
                 desired = current

@@ -21,6 +21,7 @@ from ebb.scaling.modifiers import Formula, FormulaEvaluationError, compile_formu
 from ebb.scaling.types import (
     Behavior,
     Condition,
+    CooldownFrom,
     Decision,
     LifecycleState,
     MetricHealth,
@@ -37,6 +38,9 @@ PAUSED_REPLICAS_ANNOTATION = "autoscaling.keda.sh/paused-replicas"
 PAUSED_SCALE_IN_ANNOTATION = "autoscaling.keda.sh/paused-scale-in"
 PAUSED_SCALE_OUT_ANNOTATION = "autoscaling.keda.sh/paused-scale-out"
 FORCE_ACTIVATION_ANNOTATION = "autoscaling.keda.sh/force-activation"
+#: ebb's choice of what cooldownPeriod counts from (keda#6719): "last-active-poll" (KEDA) or "last-activity".
+COOLDOWN_FROM_ANNOTATION = "ebb.dev/cooldown-from"
+COOLDOWN_FROM_VALUES: tuple[CooldownFrom, ...] = ("last-active-poll", "last-activity")
 #: The single HPA metric that replaces all external ones when scalingModifiers are used.
 COMPOSITE_METRIC = "composite-metric"
 
@@ -89,6 +93,21 @@ def pause_state(annotations: Mapping[str, str], obj: str = "ScaledObject ?") -> 
         paused_scale_in=_bool_annotation(annotations, PAUSED_SCALE_IN_ANNOTATION),
         paused_scale_out=_bool_annotation(annotations, PAUSED_SCALE_OUT_ANNOTATION),
         force_activation=_bool_annotation(annotations, FORCE_ACTIVATION_ANNOTATION),
+    )
+
+
+def cooldown_from(annotations: Mapping[str, str], obj: str = "ScaledObject ?") -> CooldownFrom:
+    """The ebb.dev/cooldown-from annotation: "last-active-poll" (KEDA's rule, the default) or "last-activity"."""
+    raw = annotations.get(COOLDOWN_FROM_ANNOTATION)
+    if raw is None:
+        return "last-active-poll"
+    for value in COOLDOWN_FROM_VALUES:
+        if raw == value:
+            return value
+    raise SpecError(
+        obj,
+        f"metadata.annotations[{COOLDOWN_FROM_ANNOTATION}]",
+        f"expected one of {', '.join(COOLDOWN_FROM_VALUES)}, got {raw!r}",
     )
 
 
@@ -214,8 +233,13 @@ class ScaledObjectDecider:
         now: float,
         pause: PauseState = PauseState(),  # noqa: B008 - frozen dataclass, safe as a default
         ready_replicas: int | None = None,
+        busy_replicas: int | None = None,
     ) -> Decision:
-        """One poll. Mutates `self.state`; the returned Decision says what to apply and report."""
+        """One poll. Mutates `self.state`; the returned Decision says what to apply and report.
+
+        `busy_replicas`: how many replicas said they were working (busy probes), None when unknown. Only
+        `cooldown_from="last-activity"` reads it: a busy replica is work seen, and holds the cooldown open.
+        """
         st, policy = self.state, self.policy
         current = current_replicas
         events: list[ScalingEvent] = []
@@ -351,6 +375,11 @@ class ScaledObjectDecider:
             events.append(ScalingEvent("ScaledObjectFallbackDeactivated", "ScaledObject fallback is no longer active"))
         st.fallback_active = fallback_now
 
+        # ebb.dev/cooldown-from: last-activity. Work seen this poll: a trigger above its activation threshold
+        # (KEDA skips lastActiveTime when another trigger errors; work was seen all the same) or a busy replica.
+        if is_active or (busy_replicas is not None and busy_replicas > 0):
+            st.last_activity_time = now
+
         # 5. RequestScale.
         ready = Condition("True", "ScaledObjectReady", READY_MESSAGE)
         min_r, idle = policy.min_replicas, policy.idle_replicas
@@ -435,8 +464,13 @@ class ScaledObjectDecider:
 
     def _cooldown_over(self, now: float) -> bool:
         """scaleToZeroOrIdle: strictly after lastActiveTime + cooldownPeriod, or, if the object was never
-        active, strictly after creation + initialCooldownPeriod."""
+        active, strictly after creation + initialCooldownPeriod. With cooldown_from "last-activity" the later
+        of lastActiveTime and the last poll that saw work (an active trigger or a busy replica) counts."""
         p, last = self.policy, self.state.last_active_time
+        if p.cooldown_from == "last-activity":
+            seen = self.state.last_activity_time
+            if seen is not None and (last is None or seen > last):
+                last = seen
         if last is None:
             return p.created_at + p.initial_cooldown_period < now
         return last + p.cooldown_period < now
@@ -497,11 +531,13 @@ class ScaledObjectDecider:
 
 __all__ = [
     "COMPOSITE_METRIC",
+    "COOLDOWN_FROM_ANNOTATION",
     "FORCE_ACTIVATION_ANNOTATION",
     "PAUSED_ANNOTATION",
     "PAUSED_REPLICAS_ANNOTATION",
     "PAUSED_SCALE_IN_ANNOTATION",
     "PAUSED_SCALE_OUT_ANNOTATION",
     "ScaledObjectDecider",
+    "cooldown_from",
     "pause_state",
 ]

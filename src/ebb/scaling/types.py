@@ -17,6 +17,7 @@ FallbackBehavior = Literal[
 ]
 ConditionStatus = Literal["True", "False", "Unknown"]
 EventType = Literal["Normal", "Warning"]
+CooldownFrom = Literal["last-active-poll", "last-activity"]
 
 
 # --- HPA behavior (autoscaling/v2 HorizontalPodAutoscalerBehavior) -------------------------------
@@ -78,6 +79,9 @@ class ObjectPolicy:
     modifiers: ScalingModifiers | None = None
     #: Unix time the object was created (for initialCooldownPeriod).
     created_at: float = 0.0
+    #: What cooldownPeriod counts from: KEDA's last poll that found a trigger active ("last-active-poll"), or
+    #: the last time work was seen, a busy replica included ("last-activity", ebb.dev/cooldown-from).
+    cooldown_from: CooldownFrom = "last-active-poll"
 
 
 @dataclass(frozen=True)
@@ -142,6 +146,8 @@ class LifecycleState:
     """What the core remembers between polls. Persisted so a restart of ebb does not flap."""
 
     last_active_time: float | None = None
+    #: The last poll that saw work: a trigger active (errors in others notwithstanding) or a busy replica.
+    last_activity_time: float | None = None
     health: dict[str, MetricHealth] = field(default_factory=dict)
     fallback_active: bool = False
     was_active: bool | None = None

@@ -91,6 +91,7 @@ def object_policy(so: ScaledObject, *, now: float | None = None) -> core.ObjectP
         behavior=behavior(spec.behavior),
         modifiers=modifiers,
         created_at=created_at(so, now),
+        cooldown_from=lifecycle.cooldown_from(so.metadata.annotations, so.ref),
     )
 
 

@@ -31,7 +31,10 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from ebb.errors import SpecError
 from ebb.scalers import unknown_parameters, unknown_type_message
+from ebb.scaling import lifecycle
+from ebb.spec import drain
 from ebb.units import parse_quantity
 
 KEDA_API_VERSION: Final = "keda.sh/v1alpha1"
@@ -702,6 +705,13 @@ class ScaledObject(KubeObject):
                     f"expected an integer, got {describe(paused_replicas)}",
                 )
             )
+        annotations = self.metadata.annotations
+        for check in (lifecycle.cooldown_from, drain.busy_probe):
+            try:
+                check(annotations)
+            except SpecError as exc:  # the annotation's key is the last part of the field path
+                key = exc.field.partition("[")[2].rstrip("]")
+                issues.append((("metadata", "annotations", key), exc.message))
         if issues:
             raise FieldIssue(*issues)
         return self

@@ -32,8 +32,9 @@ class ScaleTarget(Protocol):
         """The desired replica count (like /scale .spec.replicas), not how many run now."""
         ...
 
-    async def set_replicas(self, n: int) -> None:
-        """Ask for `n` replicas. Returns once the change is under way, not when it has converged."""
+    async def set_replicas(self, n: int) -> int | None:
+        """Ask for `n` replicas. Returns once the change is under way, not when it has converged; a target that
+        applied another count (a Kubernetes scale-in held back for busy pods) returns it."""
         ...
 
     def ready_replicas(self) -> int:
