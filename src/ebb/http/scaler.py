@@ -33,20 +33,37 @@ class InterceptorScaler(Scaler):
         metric: Literal["concurrency", "requestRate"],
         target: float,
         clock: Callable[[], float] = time.time,
+        *,
+        name: str | None = None,
+        ceil_rate: bool = True,
     ) -> None:
         super().__init__(ctx, InterceptorMetadata())
         self.route = route
         self.metric = metric
         self.target = target
         self.clock = clock
+        #: The metric's name after KEDA's `s{index}-` (InterceptorRoutes: the add-on's `http_<route>_<metric>`).
+        self.name = name or f"http-{self.metric}"
+        #: HTTPScaledObjects report the rate rounded up; InterceptorRoutes as it is (scaler/handlers.go).
+        self.ceil_rate = ceil_rate
 
     def metric_spec(self) -> MetricSpec:
-        return MetricSpec(name=metric_name(self.ctx, f"http-{self.metric}"), target=self.target)
+        return MetricSpec(name=metric_name(self.ctx, self.name), target=self.target)
 
     def value(self) -> float:
         if self.metric == "requestRate" and self.route.rate is not None:
-            return float(math.ceil(self.route.rate.average(self.clock())))
-        return float(self.route.in_flight)
+            rate = self.route.rate.average(self.clock())
+            return float(math.ceil(rate)) if self.ceil_rate else rate
+        in_flight = float(self.route.in_flight)
+        if self.route.placeholder_pending:
+            # A placeholder answered at once, so nothing stays in flight: the answered request still asks for
+            # a replica, until one is ready.
+            pool = self.route.pool
+            if pool is not None and pool.ready_count() > 0:
+                self.route.placeholder_pending = False
+            else:
+                return max(in_flight, 1.0)
+        return in_flight
 
     async def read(self) -> ScalerReading:
         value = self.value()
