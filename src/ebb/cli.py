@@ -47,6 +47,7 @@ from ebb.spec.models import (
     ScaledJob,
     ScaledObject,
     Secret,
+    interceptor_route_of,
 )
 from ebb.targets._child import raise_open_file_limit, use_pidfd_child_watcher
 from ebb.web.server import DEFAULT_HOST, DEFAULT_PORT
@@ -330,6 +331,9 @@ def check(
                 )
             except EbbError:
                 spec_text = " (metric spec comes from the external scaler)"
+                route = interceptor_route_of(trigger)
+                if route is not None:
+                    spec_text = f" reads InterceptorRoute {obj.metadata.namespace}/{route} (ebb run: in process)"
             activation = scaler.activation_threshold()
             act_text = f", activation {activation:g}" if activation is not None else ""
             console.print(f"{label}{escape(spec_text)}{act_text}\n      [dim]{escape(params)}[/]")

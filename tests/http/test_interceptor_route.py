@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import textwrap
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from ebb.spec.loader import load_text
 from ebb.spec.models import InterceptorRoute
 from tests.runtime._support import eventually
 
-from ._support import free_ports, group, running
+from ._support import APP, free_ports, group, running
 from .test_spec import _json_schema
 
 # An InterceptorRoute and its ScaledObject as a user of the add-on writes them (every field of v1beta1).
@@ -334,3 +335,29 @@ async def test_a_route_nothing_scales_gets_a_clear_503_and_a_problem() -> None:
         assert status == 503
         assert "InterceptorRoute default/lonely: no ScaledObject scales it" in body
         assert any("no ScaledObject scales it" in message for _, message in run.recorder.problems)
+
+
+def test_the_route_example_loads_and_pairs_its_scaled_object(tmp_path: Path) -> None:
+    example = Path(__file__).resolve().parents[2] / "examples" / "http" / "route.yaml"
+    result = CliRunner().invoke(app, ["check", str(example)], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "external-push reads InterceptorRoute default/hello (ebb run: in process)" in result.output
+    assert "scaled by          ScaledObject default/hello" in result.output
+
+
+ROUTE_EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "http" / "route.yaml"
+
+
+async def test_the_route_example_serves_its_placeholder_then_the_app() -> None:
+    port = free_ports(4)
+    text = (await asyncio.to_thread(ROUTE_EXAMPLE.read_text)).replace("port: 9180", f"port: {port}")
+    command = f"command: [{sys.executable!r}, {str(APP)!r}]"
+    text = text.replace("command: [.venv/bin/python, examples/http/app.py]", command)
+    async with running(*text.split("---\n")) as run, aiohttp.ClientSession() as session:
+        assert await _get(session, run.url, "hello.local", "/healthz") == (200, "ok\n")
+        status, body = await _get(session, run.url, "hello.local")
+        assert (status, body) == (503, "starting, try again in a second\n")
+        await eventually(
+            lambda: run.ready("hello") == 1, within=15, what="replica 0 started by the placeholder request"
+        )
+        assert await _get(session, run.url, "hello.local") == (200, "hello from replica 0\n")
