@@ -331,9 +331,9 @@ def check(
                 )
             except EbbError:
                 spec_text = " (metric spec comes from the external scaler)"
-                route = interceptor_route_of(trigger)
-                if route is not None:
-                    spec_text = f" reads InterceptorRoute {obj.metadata.namespace}/{route} (ebb run: in process)"
+                route_name = interceptor_route_of(trigger)
+                if route_name is not None:
+                    spec_text = f" reads InterceptorRoute {obj.metadata.namespace}/{route_name} (ebb run: in process)"
             activation = scaler.activation_threshold()
             act_text = f", activation {activation:g}" if activation is not None else ""
             console.print(f"{label}{escape(spec_text)}{act_text}\n      [dim]{escape(params)}[/]")
