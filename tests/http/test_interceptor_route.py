@@ -361,3 +361,45 @@ async def test_the_route_example_serves_its_placeholder_then_the_app() -> None:
             lambda: run.ready("hello") == 1, within=15, what="replica 0 started by the placeholder request"
         )
         assert await _get(session, run.url, "hello.local") == (200, "hello from replica 0\n")
+
+
+STATIC_RULES = [
+    # (rule, host, path, headers, matches): pkg/routing/match.go's semantics
+    ({"hosts": ["a.example"]}, "a.example:8080", "/", {}, True),
+    ({"hosts": ["*.example"]}, "x.y.example", "/", {}, True),
+    ({"hosts": ["*.example"]}, "example", "/", {}, False),
+    ({"hosts": ["*"]}, "anything", "/", {}, True),
+    ({"paths": [{"value": "/api"}]}, "h", "/api/v1", {}, True),
+    ({"paths": [{"value": "/api"}]}, "h", "/apix", {}, False),
+    ({"paths": [{"value": "/"}]}, "h", "/anything", {}, True),
+    ({"headers": [{"name": "X-A"}]}, "h", "/", {"x-a": ["1"]}, True),
+    ({"headers": [{"name": "X-A", "value": "2"}]}, "h", "/", {"x-a": ["1"]}, False),
+    ({"headers": [{"name": "X-A"}, {"name": "X-B"}]}, "h", "/", {"x-a": ["1"]}, False),
+    ({}, "h", "/x", {}, True),
+]
+
+
+@pytest.mark.parametrize(("rule", "host", "path", "headers", "matches"), STATIC_RULES)
+def test_static_route_rules_match_as_the_addon_does(
+    rule: dict[str, object], host: str, path: str, headers: dict[str, list[str]], matches: bool
+) -> None:
+    from ebb.http.interceptor_route import rule_matches
+    from ebb.spec.models import RoutingRule
+
+    assert rule_matches(RoutingRule.model_validate(rule, strict=False), host, path, headers) is matches
+
+
+async def test_an_interceptor_route_shadows_an_http_scaled_object_of_the_same_name() -> None:
+    port = free_ports(4)
+    shadowed = textwrap.dedent(f"""\
+        apiVersion: http.keda.sh/v1alpha1
+        kind: HTTPScaledObject
+        metadata: {{name: web}}
+        spec:
+          hosts: [old.local]
+          scaleTargetRef: {{name: other, kind: ProcessGroup, service: web, port: {port + 2}}}
+        """)
+    async with running(*_route_docs("web", port), group("other"), shadowed) as run:
+        async with aiohttp.ClientSession() as session:
+            assert (await _get(session, run.url, "old.local"))[0] == 404
+        assert any("InterceptorRoute default/web takes precedence" in m for _, m in run.recorder.problems)

@@ -101,6 +101,14 @@ class HTTPFrontend:
             if (name := getattr(loop.target, "name", None))
         }
         for obj in runtime.resources.all(HTTPScaledObject):
+            if runtime.resources.get(InterceptorRoute, obj.metadata.namespace, obj.name) is not None:
+                # The add-on's routing table skips an HTTPScaledObject an InterceptorRoute of the same name shadows.
+                self.problem(
+                    ObjectRef(obj.kind, obj.metadata.namespace, obj.name),
+                    f"{obj.ref}: not routed: InterceptorRoute {obj.metadata.namespace}/{obj.name} takes precedence "
+                    "(as in the add-on)",
+                )
+                continue
             try:
                 route = self._build_one(runtime, obj, claimed)
             except EbbError as exc:
