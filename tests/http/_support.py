@@ -33,6 +33,9 @@ def free_ports(count: int) -> int:
             for port in range(base, base + count):
                 s = socket.socket()
                 socks.append(s)
+                # As the apps and the interceptor bind: a port some closed test connection left in TIME_WAIT
+                # is free for them.
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 s.bind(("127.0.0.1", port))
             return base
         except OSError:
