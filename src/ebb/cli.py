@@ -41,12 +41,14 @@ from ebb.spec.models import (
     CloudEventSource,
     ClusterCloudEventSource,
     HTTPScaledObject,
+    InterceptorRoute,
     KubeObject,
     ProcessGroup,
     ProcessGroupSpec,
     ScaledJob,
     ScaledObject,
     Secret,
+    interceptor_route_of,
 )
 from ebb.targets._child import raise_open_file_limit, use_pidfd_child_watcher
 from ebb.web.server import DEFAULT_HOST, DEFAULT_PORT
@@ -330,6 +332,9 @@ def check(
                 )
             except EbbError:
                 spec_text = " (metric spec comes from the external scaler)"
+                route_name = interceptor_route_of(trigger)
+                if route_name is not None:
+                    spec_text = f" reads InterceptorRoute {obj.metadata.namespace}/{route_name} (ebb run: in process)"
             activation = scaler.activation_threshold()
             act_text = f", activation {activation:g}" if activation is not None else ""
             console.print(f"{label}{escape(spec_text)}{act_text}\n      [dim]{escape(params)}[/]")
@@ -341,6 +346,15 @@ def check(
         console.print(f"[green]✓[/] [bold]{escape(httpso.ref)}[/]")
         table = Table(show_header=False, box=None, padding=(0, 2))
         for label, value in describe_http(httpso):
+            table.add_row(label, escape(value))
+        console.print(table)
+    for route in loaded.resources.all(InterceptorRoute):
+        from ebb.http.describe import describe_route
+        from ebb.http.interceptor_route import scaled_objects_for
+
+        console.print(f"[green]✓[/] [bold]{escape(route.ref)}[/]")
+        table = Table(show_header=False, box=None, padding=(0, 2))
+        for label, value in describe_route(route, scaled_objects_for(loaded.resources, route)):
             table.add_row(label, escape(value))
         console.print(table)
     for pg in loaded.resources.process_groups():
@@ -664,7 +678,10 @@ def run(
         str, typer.Option(help="The cluster name in CloudEvents' source and subject (unless spec.clusterName).")
     ] = "ebb-local",
     http_host: Annotated[
-        str, typer.Option(help="Address of the HTTP interceptor (started when an HTTPScaledObject is loaded).")
+        str,
+        typer.Option(
+            help="Address of the HTTP interceptor (started when an HTTPScaledObject or InterceptorRoute is loaded)."
+        ),
     ] = "127.0.0.1",
     http_port: Annotated[int, typer.Option(min=0, max=65535, help="Port of the HTTP interceptor.")] = 8080,
     cost_per_replica_hour: CostOption = None,
@@ -678,7 +695,10 @@ def run(
     from ebb.observe.console import ConsoleObserver
 
     loaded = _load(files)
-    if not any(isinstance(o, (ScaledObject, ScaledJob, ProcessGroup, HTTPScaledObject)) for o in loaded.objects):
+    if not any(
+        isinstance(o, (ScaledObject, ScaledJob, ProcessGroup, HTTPScaledObject, InterceptorRoute))
+        for o in loaded.objects
+    ):
         err_console.print(
             "[red]nothing to run[/]: no valid ScaledObject, ScaledJob, HTTPScaledObject or ProcessGroup in the files"
         )
@@ -720,7 +740,8 @@ def run(
         observer = services.observers(ConsoleObserver(console, verbose=verbose), scaled, counted)
         options = RuntimeOptions(state_path=None if no_state else state, scaler_timeout=timeout, output=_console_sink)
         extensions: list[RuntimeExtension] = []
-        if http_objects:
+        interceptor_routes = loaded.resources.all(InterceptorRoute)
+        if http_objects or interceptor_routes:
             from ebb.http.local import HTTPFrontend, HTTPOptions
 
             announce = lambda text: console.print(f"[dim]{escape(text)}[/]")  # noqa: E731
@@ -729,6 +750,7 @@ def run(
         console.print(
             f"[bold]ebb {ebb.__version__}[/]: {len(loaded.of(ScaledObject))} ScaledObject(s), "
             f"{len(loaded.of(ScaledJob))} ScaledJob(s), {len(http_objects)} HTTPScaledObject(s), "
+            f"{len(interceptor_routes)} InterceptorRoute(s), "
             f"{len(loaded.of(ProcessGroup))} ProcessGroup(s)"
         )
         asyncio.run(_run_until_signalled(runtime, services))

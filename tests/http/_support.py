@@ -15,6 +15,7 @@ from pathlib import Path
 from ebb.http.local import HTTPFrontend, HTTPOptions
 from ebb.runtime.local import LocalRuntime, RuntimeOptions
 from ebb.spec.loader import load_text
+from ebb.targets.base import OutputSink
 from tests.runtime._support import Recorder
 
 APP = Path(__file__).resolve().parents[2] / "examples" / "http" / "app.py"
@@ -32,6 +33,9 @@ def free_ports(count: int) -> int:
             for port in range(base, base + count):
                 s = socket.socket()
                 socks.append(s)
+                # As the apps and the interceptor bind: a port some closed test connection left in TIME_WAIT
+                # is free for them.
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 s.bind(("127.0.0.1", port))
             return base
         except OSError:
@@ -99,12 +103,14 @@ class Running:
 
 
 @contextlib.asynccontextmanager
-async def running(*docs: str, max_held: int = 10_000) -> AsyncIterator[Running]:
+async def running(*docs: str, max_held: int = 10_000, output: OutputSink | None = None) -> AsyncIterator[Running]:
     loaded = load_text("---\n".join(docs))
     assert not loaded.errors, [str(e) for e in loaded.errors]
     recorder = Recorder()
     frontend = HTTPFrontend(HTTPOptions(port=0, max_held=max_held))
-    runtime = LocalRuntime(loaded, recorder, RuntimeOptions(state_path=None, output=lambda n, line: None), [frontend])
+    runtime = LocalRuntime(
+        loaded, recorder, RuntimeOptions(state_path=None, output=output or (lambda n, line: None)), [frontend]
+    )
     task = asyncio.create_task(runtime.run())
     try:
         while frontend.interceptor is None or frontend.interceptor._listener is None:

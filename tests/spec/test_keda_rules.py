@@ -34,7 +34,13 @@ def test_rule_ids_are_unique_and_every_layer_is_covered() -> None:
     assert len({rule.id for rule in RULES}) == len(RULES)
     assert {rule.layer for rule in RULES} == {"CRD schema", "admission webhook", "controller", "scaler"}
     kinds = {rule.kind for rule in RULES}
-    assert kinds == {"ScaledObject", "ScaledJob", "TriggerAuthentication", "ClusterTriggerAuthentication"}
+    assert kinds == {
+        "ScaledObject",
+        "ScaledJob",
+        "TriggerAuthentication",
+        "ClusterTriggerAuthentication",
+        "InterceptorRoute",
+    }
 
 
 @pytest.mark.parametrize("rule", LOCAL, ids=_ids(LOCAL))

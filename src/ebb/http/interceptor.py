@@ -97,10 +97,25 @@ class Route:
     requests: int = 0
     cold_starts: int = 0
     listeners: list[Callable[[], None]] = field(default_factory=list)
+    #: InterceptorRoute only: the whole request's deadline (timeouts.request), a static answer while no
+    #: replica is ready (coldStart.placeholder), and sub-routes answered without counting (staticRoutes).
+    request_timeout: float | None = None
+    placeholder: Callable[[web.BaseRequest], web.StreamResponse] | None = None
+    static: Callable[[web.BaseRequest], StaticAnswer | None] | None = None
+    #: A placeholder was served and no replica was ready since: the route's scaler reports demand.
+    placeholder_pending: bool = False
 
     def notify(self) -> None:
         for listener in self.listeners:
             listener()
+
+
+@dataclass(frozen=True)
+class StaticAnswer:
+    """A static route's answer: `always`, or only while no replica is ready (else the request is forwarded)."""
+
+    respond: Callable[[web.BaseRequest], web.StreamResponse]
+    always: bool
 
 
 def _text(status: int, message: str) -> web.Response:
@@ -219,24 +234,51 @@ class Interceptor:
             return _text(404, f"no HTTPScaledObject routes host {request.host!r} path {request.path!r}")
         if route.broken is not None:
             return _text(503, f"{route.ref}: {route.broken}")
-        route.in_flight += 1
-        route.requests += 1
+        answer = route.static(request) if route.static is not None else None
+        if answer is None:
+            route.in_flight += 1
+            route.requests += 1
+            if route.rate is not None:
+                route.rate.record(self.clock())
         self._in_flight += 1
         self._idle.clear()
-        if route.rate is not None:
-            route.rate.record(self.clock())
         try:
-            return await self._serve(request, route)
+            async with asyncio.timeout(route.request_timeout):
+                if answer is not None:  # a static route: not counted, never a reason to scale
+                    return await self._serve_static(request, route, answer)
+                return await self._serve(request, route)
+        except TimeoutError:
+            if getattr(request.writer, "output_size", 0) and request.transport is not None:
+                request.transport.abort()  # headers are out: cutting the connection is all that is left
+            return _text(504, f"{route.ref}: no response within the request timeout ({route.request_timeout:g}s)")
         finally:
-            route.in_flight -= 1
+            if answer is None:
+                route.in_flight -= 1
             self._in_flight -= 1
             if self._in_flight == 0:
                 self._idle.set()
+
+    async def _serve_static(self, request: web.BaseRequest, route: Route, answer: StaticAnswer) -> web.StreamResponse:
+        if not answer.always and route.pool is not None:
+            replica = route.pool.pick()
+            if replica is not None:
+                try:
+                    return await self._proxy(request, route, replica.url, replica)
+                except _Refused:
+                    route.pool.refused(replica)
+                finally:
+                    replica.release()
+        return answer.respond(request)
 
     async def _serve(self, request: web.BaseRequest, route: Route) -> web.StreamResponse:
         assert route.pool is not None
         while True:
             replica = route.pool.pick()
+            if replica is None and route.placeholder is not None:
+                # Counted (the add-on's placeholder sits inside its counting middleware) and a reason to scale.
+                route.placeholder_pending = True
+                route.notify()
+                return route.placeholder(request)
             if replica is None:
                 if route.held >= self.max_held:
                     return _text(503, f"{route.ref}: too many requests waiting for a replica ({self.max_held})")

@@ -24,6 +24,7 @@ from ebb.http.interceptor import (
     Interceptor,
     Route,
 )
+from ebb.http.interceptor_route import config_map_problem, responder, route_rules, scaled_objects_for, static_matcher
 from ebb.http.pool import DrainingTarget, ReplicaPool, replica_env
 from ebb.http.rate import RequestRate
 from ebb.http.routing import HeaderMatch, RouteRule, RoutingTable
@@ -32,9 +33,16 @@ from ebb.runtime.build import object_ref
 from ebb.runtime.observer import ObjectRef
 from ebb.runtime.scaled_object import ScaledObjectLoop
 from ebb.scalers.base import TriggerContext
+from ebb.scalers.external import ExternalScaler
 from ebb.scaling.lifecycle import ScaledObjectDecider, pause_state
 from ebb.spec.convert import created_at, object_policy
-from ebb.spec.models import HTTPScaledObject
+from ebb.spec.models import (
+    HTTPScaledObject,
+    InterceptorRoute,
+    InterceptorRouteTimeouts,
+    ScaledObject,
+    interceptor_route_of,
+)
 from ebb.targets.process import ProcessGroupTarget
 
 if TYPE_CHECKING:
@@ -119,6 +127,14 @@ class HTTPFrontend:
             if (name := getattr(loop.target, "name", None))
         }
         for obj in runtime.resources.all(HTTPScaledObject):
+            if runtime.resources.get(InterceptorRoute, obj.metadata.namespace, obj.name) is not None:
+                # The add-on's routing table skips an HTTPScaledObject an InterceptorRoute of the same name shadows.
+                self.problem(
+                    ObjectRef(obj.kind, obj.metadata.namespace, obj.name),
+                    f"{obj.ref}: not routed: InterceptorRoute {obj.metadata.namespace}/{obj.name} takes precedence "
+                    "(as in the add-on)",
+                )
+                continue
             try:
                 route = self._build_one(runtime, obj, claimed)
             except EbbError as exc:
@@ -134,6 +150,15 @@ class HTTPFrontend:
                     order=(created_at(obj.scaled_object()), obj.metadata.namespace, obj.name),
                 )
             )
+        for ir in runtime.resources.all(InterceptorRoute):
+            try:
+                route = self._build_route(runtime, ir)
+            except EbbError as exc:
+                self.problem(ObjectRef(ir.kind, ir.metadata.namespace, ir.name), str(exc))
+                route = Route(ref=ir.ref, target="?", pool=None, broken=str(exc))
+            order = (created_at(ir), ir.metadata.namespace, ir.name)  # type: ignore[arg-type]
+            rules.extend(route_rules(ir, route, order))
+        self._unpaired_triggers(runtime)
         self.interceptor = Interceptor(
             RoutingTable(rules),
             [rule.route for rule in rules],
@@ -230,6 +255,139 @@ class HTTPFrontend:
         self.routes[so_ref] = route
         self.pools.append(pool)
         return route
+
+    def _build_route(self, runtime: LocalRuntime, ir: InterceptorRoute) -> Route:
+        """The route of an InterceptorRoute, served by the ProcessGroup of the ScaledObject whose trigger reads it."""
+        ref = ir.ref
+        spec = ir.spec
+        if spec.target.port is None:
+            raise EbbError(f"{ref}: spec.target.portName: locally, give `port` (replica i listens on port + i)")
+        fallback_url = None
+        if spec.fallback is not None:
+            if spec.fallback.port is None:
+                raise EbbError(f"{ref}: spec.coldStart.fallback.service.portName: locally, give `port`")
+            fallback_url = f"http://127.0.0.1:{spec.fallback.port}"
+        paired = scaled_objects_for(runtime.resources, ir)
+        if not paired:
+            raise EbbError(
+                f"{ref}: no ScaledObject scales it: give one an external-push trigger with "
+                f"`interceptorRoute: {ir.name}` and a ProcessGroup as scaleTargetRef (its replicas serve the route)"
+            )
+        loops = [(so, runtime.loops.get(object_ref(so))) for so in paired]
+        running = [(so, loop) for so, loop in loops if loop is not None]
+        if not running:
+            names = ", ".join(so.ref for so in paired)
+            raise EbbError(f"{ref}: {names} cannot run (see its own problem), so nothing serves the route")
+        base_port = spec.target.port
+        so, first = running[0]
+        pool: ReplicaPool | None = None
+        if isinstance(first.target, DrainingTarget):  # already serving another route (or this one)
+            pool = first.target.pool
+            if pool.base_port != base_port:
+                raise EbbError(
+                    f"{ref}: spec.target.port: {so.ref} already serves another route on port {pool.base_port}; "
+                    "a ProcessGroup listens on one port"
+                )
+        else:
+            group = first.target
+            if not isinstance(group, ProcessGroupTarget):
+                raise EbbError(f"{ref}: {so.ref} does not scale a local ProcessGroup")
+            group.replica_env = lambda index: replica_env(base_port, index)
+            pool = ReplicaPool(group, base_port, readiness_path=ir.metadata.annotations.get(READINESS_PATH_ANNOTATION))
+            draining = DrainingTarget(group, pool)
+            first.target = draining
+            self.targets.append(draining)
+            self.pools.append(pool)
+        readiness = spec.readiness_seconds
+        header = InterceptorRouteTimeouts.seconds(spec.timeouts.response_header)
+        request = InterceptorRouteTimeouts.seconds(spec.timeouts.request)
+        rate_spec = spec.scaling_metric.request_rate
+        placeholder = spec.placeholder
+        route = Route(
+            ref=ref,
+            target=f"ProcessGroup {first.target.name}" if hasattr(first.target, "name") else so.ref,
+            pool=pool,
+            # "0s" (or less) is no deadline of that kind; unset is the interceptor's own setting.
+            condition_wait=self.options.condition_wait if readiness is None else (readiness if readiness > 0 else None),
+            response_header=self.options.response_header if header is None else (header if header > 0 else None),
+            request_timeout=request if request is not None and request > 0 else None,
+            failover=fallback_url,
+            rate=RequestRate(rate_spec.window_seconds, rate_spec.granularity_seconds)
+            if rate_spec is not None
+            else RequestRate(60.0, 1.0),
+            placeholder=responder(ir, placeholder, 503, runtime.resources) if placeholder is not None else None,
+            static=static_matcher(ir, runtime.resources),
+        )
+        responses = [static.response for static in spec.static_routes] + ([placeholder] if placeholder else [])
+        for response in responses:
+            problem = config_map_problem(ir, response, runtime.resources)
+            if problem is not None and self.problem is not None:
+                self.problem(
+                    ObjectRef(ir.kind, ir.metadata.namespace, ir.name), f"{ref}: {problem} (answers get a 500)"
+                )
+        for so, loop in running:
+            self._read_route(so, loop, ir, route)
+        self.routes[object_ref(so)] = route
+        return route
+
+    def _read_route(self, so: ScaledObject, loop: ScaledObjectLoop, ir: InterceptorRoute, route: Route) -> None:
+        """The ScaledObject's triggers that name the route read it in process, a scaler per metric it sets."""
+        metric = ir.spec.scaling_metric
+        for index, trigger in enumerate(so.spec.triggers):
+            if interceptor_route_of(trigger) != ir.name:
+                continue
+            position = next(
+                (
+                    i
+                    for i, s in enumerate(loop.scalers)
+                    if s.ctx.trigger_index == index and isinstance(s, ExternalScaler)
+                ),
+                None,
+            )
+            if position is None:
+                continue
+            ctx = loop.scalers[position].ctx
+            readers: list[InterceptorScaler] = []
+            clock = loop.clock
+            if metric.concurrency is not None:
+                readers.append(
+                    InterceptorScaler(
+                        ctx,
+                        route,
+                        "concurrency",
+                        float(metric.concurrency.target_value),
+                        clock,
+                        name=f"http_{ir.name}_concurrency",
+                    )
+                )
+            if metric.request_rate is not None:
+                readers.append(
+                    InterceptorScaler(
+                        ctx,
+                        route,
+                        "requestRate",
+                        float(metric.request_rate.target_value),
+                        clock,
+                        name=f"http_{ir.name}_rate",
+                        ceil_rate=False,
+                    )
+                )
+            loop.scalers[position : position + 1] = readers
+
+    def _unpaired_triggers(self, runtime: LocalRuntime) -> None:
+        """A trigger naming an InterceptorRoute that is not loaded: said once (its reads fail as in the add-on)."""
+        if self.problem is None:
+            return
+        for so in runtime.resources.scaled_objects():
+            for index, trigger in enumerate(so.spec.triggers):
+                name = interceptor_route_of(trigger)
+                if name is None or runtime.resources.get(InterceptorRoute, so.metadata.namespace, name) is not None:
+                    continue
+                self.problem(
+                    object_ref(so),
+                    f"{so.ref}: spec.triggers[{index}].metadata.interceptorRoute: InterceptorRoute "
+                    f"{so.metadata.namespace}/{name} is not in the loaded manifests",
+                )
 
     async def start(self) -> None:
         assert self.interceptor is not None

@@ -20,6 +20,7 @@ from ebb.spec.models import (
     ClusterCloudEventSource,
     ClusterTriggerAuthentication,
     HTTPScaledObject,
+    InterceptorRoute,
     KubeObject,
     ScaledJob,
     ScaledObject,
@@ -364,6 +365,14 @@ _KINDS: Final[list[tuple[type[KubeObject], str, str, list[str], list[Schema], Sc
         ],
         HTTP_SCALED_OBJECT_STATUS,
     ),
+    (
+        InterceptorRoute,
+        "interceptorroutes",
+        "Namespaced",
+        [],
+        [_column("TargetService", ".spec.target.service"), _condition("Ready"), _AGE],
+        {"type": "object", "properties": {"conditions": _conditions()}},
+    ),
 ]
 
 #: The HTTP add-on's CEL rule on scaleTargetRef and coldStartTimeoutFailoverRef.
@@ -397,6 +406,8 @@ def crd(model: type[KubeObject]) -> dict[str, Any]:
             spec[field]["x-kubernetes-validations"] = copy.deepcopy(_ONE_PORT_RULES)
         spec["headers"]["x-kubernetes-list-type"] = "map"
         spec["headers"]["x-kubernetes-list-map-keys"] = ["name"]
+    if model is InterceptorRoute:
+        _interceptor_route_rules(schema["properties"]["spec"])
     group, version = _group_version(model)
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
@@ -428,6 +439,47 @@ def crd(model: type[KubeObject]) -> dict[str, Any]:
             ],
         },
     }
+
+
+def _cel(message: str, rule: str) -> list[dict[str, str]]:
+    return [{"message": message, "rule": rule}]
+
+
+def _interceptor_route_rules(spec: Schema) -> None:
+    """The add-on's CEL rules and list types on InterceptorRoute (operator/apis/http/v1beta1)."""
+    props = spec["properties"]
+    one_port = _cel("exactly one of 'port' or 'portName' must be set", "has(self.port) != has(self.portName)")
+
+    def rule_lists(rule: Schema) -> None:
+        rule["properties"]["hosts"]["x-kubernetes-list-type"] = "set"
+        rule["properties"]["paths"]["x-kubernetes-list-type"] = "atomic"
+        headers = rule["properties"]["headers"]
+        headers["x-kubernetes-list-type"] = "map"
+        headers["x-kubernetes-list-map-keys"] = ["name"]
+
+    def static_response(response: Schema) -> None:
+        response["x-kubernetes-validations"] = _cel(
+            "at most one of 'body' or 'bodyFromConfigMap' may be set",
+            "!(has(self.body) && has(self.bodyFromConfigMap))",
+        )
+
+    props["target"]["x-kubernetes-validations"] = copy.deepcopy(one_port)
+    props["scalingMetric"]["x-kubernetes-validations"] = _cel(
+        "at least one of 'concurrency' or 'requestRate' must be set", "has(self.concurrency) || has(self.requestRate)"
+    )
+    cold = props["coldStart"]
+    cold["x-kubernetes-validations"] = _cel(
+        "at least one of 'fallback' or 'placeholder' must be set", "has(self.fallback) || has(self.placeholder)"
+    )
+    cold["properties"]["fallback"]["properties"]["service"]["x-kubernetes-validations"] = copy.deepcopy(one_port)
+    static_response(cold["properties"]["placeholder"]["properties"]["response"])
+    props["rules"]["x-kubernetes-list-type"] = "atomic"
+    rule_lists(props["rules"]["items"])
+    statics = props["staticRoutes"]
+    statics["x-kubernetes-list-type"] = "atomic"
+    statics["items"]["properties"]["rules"]["x-kubernetes-list-type"] = "atomic"
+    rule_lists(statics["items"]["properties"]["rules"]["items"])
+    static_response(statics["items"]["properties"]["response"])
 
 
 def all_crds() -> dict[str, dict[str, Any]]:

@@ -1899,6 +1899,240 @@ class HTTPScaledObject(KubeObject):
         return so
 
 
+# --- InterceptorRoute (the KEDA HTTP add-on, http.keda.sh/v1beta1) ------------------------------------
+#
+# The add-on's successor of HTTPScaledObject: a route only (no replicas, no scale target), paired with an
+# ordinary ScaledObject whose `external-push` trigger names it (`interceptorRoute: <name>`). Field names,
+# defaults and checks follow operator/apis/http/v1beta1 (kubebuilder markers and CEL rules); the metrics follow
+# scaler/handlers.go (both metrics when both are set; the rate is not rounded up, unlike HTTPScaledObject's).
+
+IR_API_VERSION: Final = "http.keda.sh/v1beta1"
+#: The trigger metadata key naming the InterceptorRoute (pkg/k8s/scaledobject.go InterceptorRouteKey).
+INTERCEPTOR_ROUTE_KEY: Final = "interceptorRoute"
+#: The add-on's readiness default when a fallback is set and timeouts.readiness is unset or 0
+#: (interceptor/middleware/endpoint_resolver.go).
+IR_FALLBACK_READINESS: Final = 30.0
+#: Where a static response's body may come from: ConfigMaps carrying this label (static_response.go).
+RESPONSE_BODY_LABEL: Final = "http.keda.sh/response-body"
+
+
+_Issues = list[tuple[tuple[PathElement, ...], str]]
+
+
+def _no_duplicates(values: Sequence[str], path: tuple[PathElement, ...], what: str) -> _Issues:
+    seen: set[str] = set()
+    issues: _Issues = []
+    for index, value in enumerate(values):
+        if value in seen:
+            issues.append(((*path, index), f"duplicate {what} {value!r}"))
+        seen.add(value)
+    return issues
+
+
+class PathMatch(KubeModel):
+    value: str = Field(min_length=1)
+
+
+class IRHeaderMatch(KubeModel):
+    name: str = Field(min_length=1)
+    value: str | None = None
+
+
+class RoutingRule(KubeModel):
+    """Hosts and paths match any of theirs (OR); every header must match (AND); an empty field matches all."""
+
+    hosts: list[str] = Field(default_factory=list)
+    paths: list[PathMatch] = Field(default_factory=list)
+    headers: list[IRHeaderMatch] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _sets(self) -> RoutingRule:
+        # hosts is a listType=set, headers a listType=map keyed by name: the API server refuses repeats.
+        issues = _no_duplicates(self.hosts, ("hosts",), "host")
+        issues += [
+            ((*path[:-1], path[-1], "name"), message)
+            for path, message in _no_duplicates([h.name for h in self.headers], ("headers",), "header")
+        ]
+        if issues:
+            raise FieldIssue(*issues)
+        return self
+
+
+class ConcurrencyTarget(KubeModel):
+    target_value: int = Field(ge=1, lt=2**31)
+
+
+class RequestRateTarget(KubeModel):
+    granularity: GoDuration = "1s"
+    target_value: int = Field(ge=1, lt=2**31)
+    window: GoDuration = "1m"
+
+    @field_validator("window", "granularity")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        return _check_go_duration(value)
+
+    @model_validator(mode="after")
+    def _window(self) -> RequestRateTarget:
+        # Not the add-on's schema: its bucketing divides the window by the granularity, so ebb refuses what
+        # cannot make a rate (see docs/validation.md).
+        if self.granularity_seconds <= 0:
+            raise FieldIssue.at(("granularity",), "must be greater than 0")
+        if self.window_seconds < self.granularity_seconds:
+            raise FieldIssue.at(("window",), "must be at least as long as the granularity")
+        return self
+
+    @property
+    def window_seconds(self) -> float:
+        return go_duration_seconds(self.window)
+
+    @property
+    def granularity_seconds(self) -> float:
+        return go_duration_seconds(self.granularity)
+
+
+class ScalingMetricSpec(KubeModel):
+    """Concurrency, request rate, or both (then both are reported and the larger replica count wins)."""
+
+    concurrency: ConcurrencyTarget | None = None
+    request_rate: RequestRateTarget | None = None
+
+    @model_validator(mode="after")
+    def _at_least_one(self) -> ScalingMetricSpec:
+        if self.concurrency is None and self.request_rate is None:
+            raise FieldIssue.at((), "at least one of 'concurrency' or 'requestRate' must be set")
+        return self
+
+
+class _OnePort(KubeModel):
+    """The add-on's CEL rule `has(self.port) != has(self.portName)`."""
+
+    @model_validator(mode="after")
+    def _one_port(self) -> _OnePort:
+        fields_set = self.model_fields_set
+        if ("port" in fields_set) == ("port_name" in fields_set):
+            raise FieldIssue.at((), "exactly one of 'port' or 'portName' must be set")
+        return self
+
+
+class TargetRef(_OnePort):
+    service: str = Field(min_length=1)
+    port: int | None = Field(default=None, ge=1, le=65535)
+    port_name: str | None = Field(default=None, min_length=1)
+
+
+class ServiceRef(_OnePort):
+    name: str = Field(min_length=1)
+    port: int | None = Field(default=None, ge=1, le=65535)
+    port_name: str | None = Field(default=None, min_length=1)
+
+
+class ConfigMapKeyRef(KubeModel):
+    name: str = Field(min_length=1)
+    #: Unset: the request path without its leading "/" ("index.html" for "/").
+    key: str = ""
+
+
+class StaticResponse(KubeModel):
+    status_code: int | None = Field(default=None, ge=100, le=599)
+    body: str | None = Field(default=None, max_length=32768)
+    body_from_config_map: ConfigMapKeyRef | None = None
+    headers: StrMap = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_body(self) -> StaticResponse:
+        if self.body is not None and self.body_from_config_map is not None:
+            raise FieldIssue.at((), "at most one of 'body' or 'bodyFromConfigMap' may be set")
+        return self
+
+
+class ColdStartFallback(KubeModel):
+    service: ServiceRef | None = None
+
+
+class ColdStartPlaceholder(KubeModel):
+    response: StaticResponse | None = None
+
+
+class ColdStartSpec(KubeModel):
+    fallback: ColdStartFallback | None = None
+    placeholder: ColdStartPlaceholder | None = None
+
+    @model_validator(mode="after")
+    def _at_least_one(self) -> ColdStartSpec:
+        if self.fallback is None and self.placeholder is None:
+            raise FieldIssue.at((), "at least one of 'fallback' or 'placeholder' must be set")
+        return self
+
+
+class InterceptorRouteTimeouts(KubeModel):
+    """Unset: the interceptor's own setting. "0s": no deadline of that kind (see docs/http.md)."""
+
+    readiness: GoDuration | None = None
+    request: GoDuration | None = None
+    response_header: GoDuration | None = None
+
+    @field_validator("readiness", "request", "response_header")
+    @classmethod
+    def _duration(cls, value: str | None) -> str | None:
+        return None if value is None else _check_go_duration(value)
+
+    @staticmethod
+    def seconds(value: str | None) -> float | None:
+        return None if value is None else go_duration_seconds(value)
+
+
+StaticRouteResponseMode = Literal["Always", "WhenUnavailable"]
+
+
+class StaticRoute(KubeModel):
+    rules: list[RoutingRule] = Field(min_length=1)
+    response: StaticResponse
+    response_mode: StaticRouteResponseMode = "WhenUnavailable"
+
+
+class InterceptorRouteSpec(KubeModel):
+    target: TargetRef
+    cold_start: ColdStartSpec | None = None
+    timeouts: InterceptorRouteTimeouts = Field(default_factory=InterceptorRouteTimeouts)
+    rules: list[RoutingRule] = Field(default_factory=list)
+    scaling_metric: ScalingMetricSpec
+    static_routes: list[StaticRoute] = Field(default_factory=list)
+
+    @property
+    def fallback(self) -> ServiceRef | None:
+        return self.cold_start.fallback.service if self.cold_start and self.cold_start.fallback else None
+
+    @property
+    def placeholder(self) -> StaticResponse | None:
+        return self.cold_start.placeholder.response if self.cold_start and self.cold_start.placeholder else None
+
+    @property
+    def readiness_seconds(self) -> float | None:
+        """How long a request waits for a ready replica: None for the interceptor's default, 0 for no limit
+        of its own. With a fallback, unset or 0 (or less) is 30 s, as the add-on's endpoint resolver does."""
+        seconds = InterceptorRouteTimeouts.seconds(self.timeouts.readiness)
+        if self.fallback is not None and (seconds is None or seconds <= 0):
+            return IR_FALLBACK_READINESS
+        if seconds is not None and seconds < 0:
+            return 0.0
+        return seconds
+
+
+class InterceptorRoute(KubeObject):
+    api_version: Literal["http.keda.sh/v1beta1"] = IR_API_VERSION
+    kind: Literal["InterceptorRoute"] = "InterceptorRoute"
+    metadata: ObjectMeta
+    spec: InterceptorRouteSpec
+
+
+def interceptor_route_of(trigger: ScaleTrigger) -> str | None:
+    """The InterceptorRoute an `external-push` trigger reads, as the add-on's scaler finds it."""
+    if trigger.type != "external-push":
+        return None
+    return trigger.metadata.get(INTERCEPTOR_ROUTE_KEY) or None
+
+
 #: Every kind the loader reads, by (apiVersion, kind).
 KINDS: dict[tuple[str, str], type[KubeObject]] = {
     (KEDA_API_VERSION, "ScaledObject"): ScaledObject,
@@ -1911,6 +2145,7 @@ KINDS: dict[tuple[str, str], type[KubeObject]] = {
     (EVENTING_API_VERSION, "CloudEventSource"): CloudEventSource,
     (EVENTING_API_VERSION, "ClusterCloudEventSource"): ClusterCloudEventSource,
     (HTTP_API_VERSION, "HTTPScaledObject"): HTTPScaledObject,
+    (IR_API_VERSION, "InterceptorRoute"): InterceptorRoute,
 }
 
 ScalableObject = ScaledObject | ScaledJob
