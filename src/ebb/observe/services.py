@@ -14,7 +14,7 @@ from ebb.observe.catalog import object_info
 from ebb.observe.cloudevents import CloudEventHub, CloudEventsObserver, build_hub
 from ebb.observe.cost import Pricing
 from ebb.observe.events import EventLog, EventLogObserver
-from ebb.observe.history import DEFAULT_RETENTION, HistoryObserver, HistoryStore
+from ebb.observe.history import DEFAULT_TIERS, HistoryObserver, HistoryStore, Tier
 from ebb.observe.keda_names import COUNTED_RESOURCES
 from ebb.observe.metrics import MetricsObserver
 from ebb.runtime.observer import RUNTIME_REF, Observer, Observers
@@ -46,7 +46,8 @@ class Services:
         dashboard: bool = False,
         history: bool = True,
         memory_history: bool = False,
-        retention: float = DEFAULT_RETENTION,
+        retention: float | None = None,
+        tiers: Sequence[Tier] = DEFAULT_TIERS,
         cloudevent_sources: Sequence[AnyCloudEventSource] = (),
         cluster_name: str = "ebb-local",
         announce: Callable[[str], None] | None = None,
@@ -63,9 +64,9 @@ class Services:
         self.metrics = MetricsObserver(hpa_series=hpa_series) if metrics_port else None
         self.store: HistoryStore | None = None
         if history:
-            self.store = HistoryStore(state_dir / HISTORY_FILE, retention=retention)
+            self.store = HistoryStore(state_dir / HISTORY_FILE, retention=retention, tiers=tiers)
         elif self.dashboard or memory_history:
-            self.store = HistoryStore(None, retention=retention)  # no file: the same store, in memory
+            self.store = HistoryStore(None, retention=retention, tiers=tiers)  # no file: the same store, in memory
         on_drop = None
         if self.metrics is not None:
             dropped = self.metrics.metrics.observer_dropped.labels("history")
