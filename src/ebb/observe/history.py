@@ -96,7 +96,7 @@ def parse_tiers(text: str) -> tuple[Tier, ...]:
         raise TierError(f"expected tiers like {DEFAULT_TIERS_TEXT} (RESOLUTION:KEEP, finest first), got nothing")
     tiers = []
     for position, part in enumerate(text.split(","), start=1):
-        where = f"tier {position} ({part.strip()!r})"
+        where = f"tier {position} ({part.strip()})"
         pieces = part.split(":")
         if len(pieces) != 2:
             raise TierError(f"{where}: expected RESOLUTION:KEEP, e.g. 1m:2d")
@@ -145,7 +145,7 @@ def validate_tiers(tiers: Sequence[Tier]) -> tuple[Tier, ...]:
 def with_retention(tiers: Sequence[Tier], retention: float) -> tuple[Tier, ...]:
     """`tiers` cut (or the last one stretched) so that nothing is kept longer than `retention` seconds."""
     if not retention > 0 or not math.isfinite(retention):
-        raise TierError(f"retention must be a duration above 0, got {retention!r}")
+        raise TierError(f"retention must be a duration above 0, got {retention:g}s")
     out: list[Tier] = []
     for tier in tiers:
         if tier.resolution > retention:
