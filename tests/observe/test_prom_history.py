@@ -1,17 +1,8 @@
-"""History read back from a real Prometheus (Debian's, on a free loopback port) loaded with a known series.
-
-The series is written as OpenMetrics and turned into TSDB blocks by `promtool tsdb create-blocks-from openmetrics`
-(Prometheus' own backfill), so the test knows every sample the range queries must return.
-"""
+"""History read back from a real Prometheus loaded with a known series (see `_prom_backfill`)."""
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import subprocess
-import time
-import urllib.request
 from collections.abc import Iterator
 
 import aiohttp
@@ -20,103 +11,23 @@ import pytest
 from ebb.observe.history import HistoryStore
 from ebb.observe.prom_history import ReadBackError, read_back, restore
 from ebb.runtime.observer import ObjectRef
-from tests.scalers._prometheus_server import free_port, prometheus_binary
+from tests.scalers._prometheus_server import free_port
 
+from ._prom_backfill import END, METRIC, START, STEP, backfilled_prometheus, replicas_at, sample_times, value_at
 from ._records import poll, trigger
 
 REF = ObjectRef("ScaledObject", "shop", "orders-prom")
-METRIC = "s0-redis-orders"
-STEP = 60.0
-#: The known series: three days ending two hours ago, one sample a minute, on whole minutes.
-END = math.floor((time.time() - 7200) / STEP) * STEP
-START = END - 3 * 86400
-#: From here on the samples come from a second operator pod (a failover): the read-back merges both.
-FAILOVER = END - 86400
-
-
-def value_at(t: float) -> float:
-    """A daily cycle with a burst every 40 minutes: what the forecaster should learn back."""
-    minute = int(t // 60)
-    return round(50 + 40 * math.sin(2 * math.pi * (t % 86400) / 86400) + (30 if minute % 40 < 5 else 0), 3)
-
-
-def replicas_at(t: float) -> int:
-    return math.ceil(value_at(t) / 20)
-
-
-def _openmetrics() -> str:
-    common = 'namespace="shop",scaler="redisScaler",triggerIndex="0",type="scaledobject"'
-    labels = f'{common},scaledObject="orders-prom",metric="{METRIC}"'
-    other = f'{common},scaledObject="orders-other",metric="s0-redis-x"'
-    obj = 'namespace="shop",type="scaledobject",name="orders-prom"'
-    lines = ["# HELP keda_scaler_metrics_value x", "# TYPE keda_scaler_metrics_value gauge"]
-    times = [START + i * STEP for i in range(int((END - START) / STEP) + 1)]
-    # The pods overlap for ten minutes (the old one still exported while the new one led): one point per time.
-    for pod, keep in (("a", lambda t: t < FAILOVER + 600), ("b", lambda t: t >= FAILOVER)):
-        lines += [f'keda_scaler_metrics_value{{{labels},pod="{pod}"}} {value_at(t)} {t:.0f}' for t in times if keep(t)]
-    lines += [f"keda_scaler_metrics_value{{{other}}} 999 {t:.0f}" for t in times]
-    for name in ("current", "desired"):
-        lines += [f"# HELP ebb_{name}_replicas x", f"# TYPE ebb_{name}_replicas gauge"]
-        lines += [f"ebb_{name}_replicas{{{obj}}} {replicas_at(t)} {t:.0f}" for t in times]
-    return "\n".join(lines) + "\n# EOF\n"
 
 
 @pytest.fixture(scope="module")
 def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    binary = prometheus_binary()
-    if binary is None or not os.access("/usr/bin/promtool", os.X_OK):
-        pytest.skip("Debian's prometheus (with promtool) is not installed")
-    d = tmp_path_factory.mktemp("prom")
-    (d / "series.om").write_text(_openmetrics())
-    data = d / "data"
-    subprocess.run(
-        ["/usr/bin/promtool", "tsdb", "create-blocks-from", "openmetrics", str(d / "series.om"), str(data)],
-        check=True,
-        capture_output=True,
-    )
-    (d / "prometheus.yml").write_text("global:\n  scrape_interval: 1h\n")
-    port = free_port()
-    log = (d / "prometheus.log").open("wb")
-    proc = subprocess.Popen(
-        [
-            binary,
-            f"--config.file={d / 'prometheus.yml'}",
-            f"--storage.tsdb.path={data}",
-            "--storage.tsdb.retention.time=30d",
-            # Backfilled blocks hold no staleness markers (a scraped pod that goes away gets them): a lookback
-            # shorter than the sample interval stands in, so the old pod's last value does not linger 5 minutes.
-            "--query.lookback-delta=59s",
-            f"--web.listen-address=127.0.0.1:{port}",
-            "--log.level=warn",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"prometheus exited: {(d / 'prometheus.log').read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(f"{url}/api/v1/query?query=count(ebb_current_replicas)&time={END}") as r:
-                    if json.load(r)["data"]["result"]:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("prometheus never served the backfilled blocks")
-            time.sleep(0.2)
+    with backfilled_prometheus(tmp_path_factory.mktemp("prom"), [("shop", "orders-prom")]) as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(15)
-        log.close()
 
 
 async def test_read_back_returns_the_exported_series_across_a_failover(prometheus: str) -> None:
     got = await read_back(prometheus, REF, METRIC, START, END, STEP)
-    expected = [(START + i * STEP, value_at(START + i * STEP)) for i in range(int((END - START) / STEP) + 1)]
+    expected = [(t, value_at(t)) for t in sample_times()]
     assert [t for t, _ in got] == [t for t, _ in expected]  # one point per time, though two pods exported some
     assert [v for _, v in got] == pytest.approx([v for _, v in expected])
 

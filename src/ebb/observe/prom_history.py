@@ -150,13 +150,15 @@ async def restore(
     """Fill `store` with `ref`'s trigger values and replicas from Prometheus over the last `window` seconds (at most
     the store's retention), every `step`, where the store has no point of its own within a step. Returns how many
     points were added."""
-    start = now - min(window, store.retention)
+    # On whole steps: the points fall where the store's roll-ups put their buckets.
+    start = math.ceil((now - min(window, store.retention)) / step) * step
+    end = math.floor(now / step) * step
     own = session is None
     http = session or aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=DEFAULT_TIMEOUT))
     try:
-        triggers = await query_range(address, trigger_query(ref), start, now, step, session=http)
-        current = await query_range(address, replicas_query(ref, "current"), start, now, step, session=http)
-        desired = await query_range(address, replicas_query(ref, "desired"), start, now, step, session=http)
+        triggers = await query_range(address, trigger_query(ref), start, end, step, session=http)
+        current = await query_range(address, replicas_query(ref, "current"), start, end, step, session=http)
+        desired = await query_range(address, replicas_query(ref, "desired"), start, end, step, session=http)
     finally:
         if own:
             await http.close()
