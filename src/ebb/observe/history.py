@@ -378,6 +378,11 @@ class HistoryStore:
                     self._db.execute(f"ALTER TABLE points ADD COLUMN {column} {sql_type}")
                 have_points.add(column)
         self._samples = "samples" if "samples" in have_points or not have_points else "NULL"
+        #: Every resolution the points table holds (maintenance works on each with the (resolution, time) index):
+        #: the tiers', raw, and any other a database written with other tiers has (read once, at open).
+        self._resolutions = {0.0, *(t.resolution for t in self.tiers)}
+        if not readonly:
+            self._resolutions |= {float(r) for (r,) in self._db.execute("SELECT DISTINCT resolution FROM points")}
 
     def close(self) -> None:
         with self._lock:
@@ -470,28 +475,34 @@ class HistoryStore:
                 res = coarser.resolution
                 self._roll(res, math.floor((now - finer.keep) / res) * res)
             horizon = now - self.retention
-            self._db.execute("DELETE FROM points WHERE time < ?", (horizon,))
+            for resolution in self._resolutions:  # one indexed range per resolution, not a scan of every point
+                self._db.execute("DELETE FROM points WHERE resolution = ? AND time < ?", (resolution, horizon))
             self._db.execute("DELETE FROM events WHERE time < ?", (horizon,))
             self._db.execute("DELETE FROM objects WHERE time IS NOT NULL AND time < ?", (horizon,))
 
     def _roll(self, resolution: float, before: float) -> None:
         """Points finer than `resolution` and older than `before` (a bucket boundary) become one per bucket."""
-        rows = self._db.execute(
-            f"SELECT key, time, resolution, active, desired, current, ready, peak, triggers, {self._samples} "
-            "FROM points WHERE resolution < ? AND time < ? ORDER BY key, time",
-            (resolution, before),
-        ).fetchall()
-        if not rows:
-            return
-        buckets: dict[tuple[str, float], list[_Row]] = {}
-        for key, *rest in rows:
-            row = _row(rest)
-            buckets.setdefault((key, math.floor(row.time / resolution) * resolution), []).append(row)
-        self._db.execute("DELETE FROM points WHERE resolution < ? AND time < ?", (resolution, before))
-        self._db.executemany(
-            f"INSERT INTO points ({_POINT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [(key, *_row_values(_merge(group, start, resolution))) for (key, start), group in buckets.items()],
-        )
+        buckets: dict[tuple[str, float], list[tuple[Any, ...]]] = {}
+        for finer in sorted(r for r in self._resolutions if r < resolution):
+            rows = self._db.execute(
+                f"SELECT key, time, resolution, active, desired, current, ready, peak, triggers, {self._samples} "
+                "FROM points WHERE resolution = ? AND time < ?",
+                (finer, before),
+            ).fetchall()
+            if not rows:
+                continue
+            for row in rows:
+                buckets.setdefault((row[0], math.floor(row[1] / resolution) * resolution), []).append(row)
+            self._db.execute("DELETE FROM points WHERE resolution = ? AND time < ?", (finer, before))
+        values = []
+        for (key, start), group in buckets.items():
+            if len(group) == 1:  # the usual case of a finer tier than the polls: only moved to its bucket
+                _, _, _, active, desired, current, ready, peak, triggers, samples = group[0]
+                values.append((key, start, resolution, active, desired, current, ready, peak, triggers, samples or 1))
+            else:
+                rows_ = sorted((_row(r[1:]) for r in group), key=_time)
+                values.append((key, *_row_values(_merge(rows_, start, resolution))))
+        self._db.executemany(f"INSERT INTO points ({_POINT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", values)
 
     def add_points(self, key: str, points: Sequence[dict[str, Any]], resolution: float) -> int:
         """Points read back from elsewhere (Prometheus): dicts with `time`, `triggers` and optionally `current`,
@@ -513,6 +524,7 @@ class HistoryStore:
             values.append((key, *_row_values(row)))
         with self._lock, self._db:
             self._db.executemany(f"INSERT INTO points ({_POINT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", values)
+            self._resolutions.add(resolution)
         return len(values)
 
     def forget(self, ref: ObjectRef) -> None:
@@ -533,7 +545,7 @@ class HistoryStore:
 
     def span(self) -> tuple[float, float] | None:
         """The first and last point's time, None without points (indexed: two cheap lookups per resolution)."""
-        resolutions = sorted({0.0, BUCKET, *(t.resolution for t in self.tiers)})
+        resolutions = sorted({BUCKET, *self._resolutions})
         union = " UNION ALL ".join(["SELECT MIN(time), MAX(time) FROM points WHERE resolution = ?"] * len(resolutions))
         with self._lock:
             rows = self._db.execute(union, resolutions).fetchall()
@@ -658,6 +670,10 @@ def _row(r: Sequence[Any]) -> _Row:
         json.loads(triggers) if triggers else [],
         float(samples) if samples else 1.0,
     )
+
+
+def _time(row: _Row) -> float:
+    return row.time
 
 
 def _row_values(m: _Row) -> tuple[Any, ...]:
