@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from ebb.observe.catalog import ObjectInfo
+from ebb.observe.cost import Pricing
 from ebb.observe.history import (
     DEFAULT_TIERS,
     DEFAULT_TIERS_TEXT,
@@ -20,6 +22,8 @@ from ebb.observe.history import (
     tier_sizes,
     with_retention,
 )
+from ebb.observe.metrics import TriggerInfo
+from ebb.observe.overview import overview
 from ebb.runtime.observer import ObjectRef, PollRecord
 
 from ._records import SO, poll, trigger
@@ -292,5 +296,25 @@ def test_an_older_database_is_migrated_and_rolls_up_with_the_tiers(tmp_path: Pat
         minutes = store.trigger_series(SO.key, "s0-redis-orders", T0 + 3 * 3600, T0 + 4 * 3600)
         assert minutes == [(T0 + 3 * 3600, 7.0), (T0 + 3 * 3600 + 60, 9.0)]
         assert store.objects()[0]["state"] == "idle"  # a column the old database lacked, written by the new poll
+    finally:
+        store.close()
+
+
+def test_replica_seconds_count_rolled_up_points_in_full(tmp_path: Path) -> None:
+    """Three days at 2 replicas, polled every 30 s, then maintained: the range holds 5-minute, 1-minute and 1-second
+    points, and each counts for its whole step (a 5-minute step is not a gap)."""
+    store = HistoryStore(tmp_path / "h.db")
+    try:
+        store.register([ObjectInfo(SO, "ProcessGroup/w", 0, 4, (TriggerInfo(0, "redis"),))])
+        end = T0 + 3 * DAY
+        store.write([_poll(T0 + 30 * i, 1.0, current=2) for i in range(int(3 * DAY / 30) + 1)])
+        store.maintain(end + 30)
+        assert {r for (r,) in store.query("SELECT DISTINCT resolution FROM points")} == {0.0, 1.0, 60.0, 300.0}
+        series = store.series(SO.key, T0, end)
+        assert series is not None
+        assert series["replica_seconds"] == pytest.approx(2 * 3 * DAY, rel=0.01)
+        view = overview(store, T0, end, pricing=Pricing(None))
+        (obj,) = view["objects"]
+        assert obj["replica_seconds"] == pytest.approx(2 * 3 * DAY, rel=0.01)
     finally:
         store.close()
