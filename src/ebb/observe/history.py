@@ -239,7 +239,8 @@ def _trigger_json(record: PollRecord) -> list[dict[str, Any]]:
 
 def _aggregate_triggers(rows: Sequence[tuple[list[dict[str, Any]], float]]) -> list[dict[str, Any]]:
     """Each trigger's value averaged over several points (weighted by their polls) and its highest value (`max`);
-    the last target, any activity, the last error. Keys without a value are left out (a smaller roll-up)."""
+    the last target, any activity, the last error. Keys without a value, and `metric_type` when it is KEDA's default
+    `AverageValue`, are left out (a smaller roll-up)."""
     merged: dict[str, dict[str, Any]] = {}
     values: dict[str, list[tuple[float, float]]] = {}
     highest: dict[str, float] = {}
@@ -262,10 +263,17 @@ def _aggregate_triggers(rows: Sequence[tuple[list[dict[str, Any]], float]]) -> l
     for metric, m in merged.items():
         vs = values.get(metric)
         m.setdefault("target", None)
-        m["value"] = _weighted([v for v, _ in vs], [w for _, w in vs]) if vs else None
+        if m.get("metric_type") == "AverageValue":  # KEDA's default for external metrics: a missing type means it
+            del m["metric_type"]
+        m["value"] = _significant(_weighted([v for v, _ in vs], [w for _, w in vs])) if vs else None
         if metric in highest:
             m["max"] = highest[metric]
     return list(merged.values())
+
+
+def _significant(value: float) -> float:
+    """A mean to 7 significant digits: 1e-7 relative is far below any metric's noise, and it is written shorter."""
+    return float(f"{value:.7g}")
 
 
 def _weighted(values: Sequence[float], weights: Sequence[float]) -> float:
