@@ -147,8 +147,8 @@ def _points(store: HistoryStore, start: float, end: float, keys_sql: str, params
     and time."""
     extra = ", json_extract(triggers, '$[0].value')" if value else ""
     return store.query(
-        f"SELECT key, time, current, peak{extra}, resolution FROM points WHERE key IN ({keys_sql}) AND time >= ? AND time <= ? "
-        "ORDER BY key, time",
+        f"SELECT key, time, current, peak{extra}, resolution FROM points WHERE key IN ({keys_sql}) "
+        "AND time >= ? AND time <= ? ORDER BY key, time",
         [*params, start, end],
     )
 
