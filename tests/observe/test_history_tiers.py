@@ -317,3 +317,33 @@ def test_replica_seconds_count_rolled_up_points_in_full(tmp_path: Path) -> None:
         assert obj["replica_seconds"] == pytest.approx(2 * 3 * DAY, rel=0.01)
     finally:
         store.close()
+
+
+def test_trigger_steps_put_every_tier_on_one_grid_for_a_forecaster(tmp_path: Path) -> None:
+    """Three days polled every 30 s (value: the hour of day, +1 on every other poll), ebb stopped for two hours, then
+    maintained: one value per minute from 5-minute, 1-minute and 1-second points alike, none in the gap."""
+    store = HistoryStore(tmp_path / "h.db")
+    try:
+        end = T0 + 3 * DAY
+        polls = [T0 + 30 * i for i in range(int(3 * DAY / 30))]
+        gap = (T0 + 30 * 3600, T0 + 32 * 3600)
+        store.write(
+            [
+                _poll(t, float(int((t - T0) // 3600) % 24 + i % 2))
+                for i, t in enumerate(polls)
+                if not gap[0] <= t < gap[1]
+            ]
+        )
+        store.maintain(end + 30)
+        assert {r for (r,) in store.query("SELECT DISTINCT resolution FROM points")} == {0.0, 1.0, 60.0, 300.0}
+        highest = store.trigger_steps(SO.key, "s0-redis-orders", T0, end, 60.0)
+        expected = [t for t in (T0 + 60 * i for i in range(3 * 1440)) if not gap[0] <= t < gap[1]]
+        assert [t for t, _ in highest] == expected
+        assert [v for _, v in highest] == [int((t - T0) // 3600) % 24 + 1 for t in expected]
+        means = store.trigger_steps(SO.key, "s0-redis-orders", T0, end, 60.0, field="value")
+        assert [v for _, v in means] == pytest.approx([int((t - T0) // 3600) % 24 + 0.5 for t in expected])
+        # A coarser grid than the points: each 15-minute step takes the highest point inside it.
+        quarter = store.trigger_steps(SO.key, "s0-redis-orders", T0, T0 + 3600, 900.0)
+        assert quarter == [(T0 + 900 * q, 1.0) for q in range(4)]
+    finally:
+        store.close()

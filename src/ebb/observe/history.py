@@ -632,6 +632,37 @@ class HistoryStore:
                     out.append((float(t), float(value)))
         return out
 
+    def trigger_steps(
+        self, key: str, metric: str, start: float, end: float, step: float, field: str = "max"
+    ) -> list[tuple[float, float]]:
+        """One trigger's history on a regular grid: (step start, value) for each `step` in [start, end) that any
+        point covers, oldest first. A point covers its own resolution (a raw one, its instant); a step takes the
+        highest (`field="max"`) or the mean (`field="value"`) of the points' values covering it. What a forecaster
+        that observes one value per step is seeded with; steps nothing covers (ebb was not running) are left out."""
+        if not step > 0:
+            raise ValueError(f"step must be above 0, got {step!r}")
+        with self._lock:
+            raw = self._db.execute(
+                "SELECT time, resolution, triggers FROM points WHERE key = ? AND time > ? AND time < ? ORDER BY time",
+                (key, start - max(t.resolution for t in self.tiers) - step, end),
+            ).fetchall()
+        first = math.floor(start / step)
+        cells: dict[int, list[float]] = {}
+        for t, resolution, triggers in raw:
+            found = [x for x in (json.loads(triggers) if triggers else []) if x.get("metric") == metric]
+            value = None
+            if found:
+                value = found[0].get("max", found[0].get("value")) if field == "max" else found[0].get("value")
+            if value is None:
+                continue
+            lo = math.floor(float(t) / step)
+            hi = max(lo, math.ceil((float(t) + float(resolution)) / step) - 1)
+            for cell in range(max(lo, first), hi + 1):
+                if cell * step < end:
+                    cells.setdefault(cell, []).append(float(value))
+        pick = max if field == "max" else statistics.fmean
+        return [(cell * step, pick(values)) for cell, values in sorted(cells.items())]
+
     def first_point(self, key: str) -> float | None:
         """The time of `key`'s oldest point, None without any."""
         with self._lock:
