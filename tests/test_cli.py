@@ -358,3 +358,50 @@ def test_check_describes_a_process_groups_ports_and_probes() -> None:
     assert "ports     busy=8500 (replica i: port + i)" in result.output
     assert "ready     tcpSocket on port busy, every 2s, timeout 1s, thresholds 1/3" in result.output
     assert "busy      httpGet /busy on port busy; scale-in drains busy workers up to 300s" in result.output
+
+GROUP_AND_OBJECT = """\
+apiVersion: ebb.dev/v1alpha1
+kind: ProcessGroup
+metadata: {name: w}
+spec:
+  command: ["sleep", "100"]
+---
+apiVersion: keda.sh/v1alpha1
+kind: ScaledObject
+metadata: {name: w}
+spec:
+  scaleTargetRef: {apiVersion: ebb.dev/v1alpha1, kind: ProcessGroup, name: w}
+  triggers:
+    - type: cron
+      metadata: {timezone: UTC, start: "0 0 * * *", end: "1 0 * * *", desiredReplicas: "1"}
+"""
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--history-tiers", "1m:1h,90s:2h"], "--history-tiers: tier 2 (90s:2h): resolution must be a whole multiple"),
+        (["--history-tiers", "1s:1h,1m"], "--history-tiers: tier 2 (1m): expected RESOLUTION:KEEP"),
+        (["--history-tiers", "1m:1h", "--history-retention", "30s"], "retention 30s is shorter than the finest"),
+        (["--history-retention", "soon"], "--history-retention: expected a duration"),
+    ],
+)
+def test_run_refuses_bad_history_tiers_with_one_line(tmp_path: Path, flags: list[str], message: str) -> None:
+    path = tmp_path / "so.yaml"
+    path.write_text(GROUP_AND_OBJECT)
+    result = runner.invoke(app, ["run", "--no-state", "--no-history", "--metrics-port", "0", *flags, str(path)])
+    assert result.exit_code == 2
+    assert message in " ".join(result.output.split())
+    assert "Traceback" not in result.output
+
+
+def test_operator_refuses_bad_history_flags_before_connecting() -> None:
+    def text(output: str) -> str:  # typer's error box, unwrapped
+        return " ".join(output.replace("│", " ").split())
+
+    result = runner.invoke(app, ["operator", "--history-tiers", "1s:1h,1m:30m"])
+    assert result.exit_code == 2
+    assert "tier 2 (1m:30m): keep must be longer than tier 1's (1h)" in text(result.output)
+    result = runner.invoke(app, ["operator", "--history-prometheus-address", "prometheus:9090"])
+    assert result.exit_code == 2
+    assert "expected an http:// or https:// URL, got 'prometheus:9090'" in text(result.output)

@@ -25,6 +25,7 @@ import ebb
 from ebb.errors import MASK, EbbError, SpecError, redact
 from ebb.observe.api import parse_duration
 from ebb.observe.cost import Pricing
+from ebb.observe.history import DEFAULT_TIERS_TEXT, TierError, parse_tiers, with_retention
 from ebb.observe.services import Services as _Services
 from ebb.observe.services import counted_resources
 from ebb.runtime.build import object_ref
@@ -660,7 +661,17 @@ def run(
         bool,
         typer.Option(help="Record every poll in history.db and events in events.jsonl, next to --state."),
     ] = True,
-    history_retention: Annotated[str, typer.Option(help="How long history is kept (e.g. 12h, 7d).")] = "7d",
+    history_tiers: Annotated[
+        str,
+        typer.Option(
+            help="History resolution and how long each is kept, finest first: RESOLUTION:KEEP,... (units s, m, h, "
+            "d, w); older points roll up into the next tier."
+        ),
+    ] = DEFAULT_TIERS_TEXT,
+    history_retention: Annotated[
+        str | None,
+        typer.Option(help="Keep no history longer than this (e.g. 12h, 7d); default: the last tier's keep."),
+    ] = None,
     cloudevents_sink: Annotated[
         str | None,
         typer.Option(
@@ -704,9 +715,17 @@ def run(
         )
         raise typer.Exit(1)
     try:
-        retention = parse_duration(history_retention)
+        retention = None if history_retention is None else parse_duration(history_retention)
     except ValueError as exc:
         err_console.print(f"[red]error[/] --history-retention: {escape(str(exc))}")
+        raise typer.Exit(2) from None
+    try:
+        tiers = parse_tiers(history_tiers)
+        if retention is not None:
+            tiers = with_retention(tiers, retention)
+    except TierError as exc:
+        flag = "--history-tiers" if retention is None else "--history-tiers/--history-retention"
+        err_console.print(f"[red]error[/] {flag}: {escape(str(exc))}")
         raise typer.Exit(2) from None
     if (cloudevents_include or cloudevents_exclude) and not cloudevents_sink:
         err_console.print("[red]error[/] --cloudevents-include/--cloudevents-exclude need --cloudevents-sink")
@@ -724,7 +743,7 @@ def run(
             allowed_hosts=allow_host or (),
             dashboard=dashboard,
             history=history,
-            retention=retention,
+            tiers=tiers,
             cloudevent_sources=sources,
             cluster_name=cluster_name,
             announce=lambda text: console.print(f"[dim]{escape(text)}[/]"),

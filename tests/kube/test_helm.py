@@ -104,6 +104,7 @@ def test_deployment_args_probes_and_resources() -> None:
         "--namespace=team-a",
         "--namespace=team-b",
         "--metrics-port=8080",
+        "--history-tiers=1s:1h,1m:2d,5m:60d",
         "--tls-cert-file=/etc/ebb/tls/tls.crt",
         "--tls-private-key-file=/etc/ebb/tls/tls.key",
         "--metrics-api-auth=delegated",
@@ -386,6 +387,29 @@ def test_chart_crds_are_the_generated_ones() -> None:
     assert {name: yaml.safe_load(text) for name, text in shipped.items()} == {
         name: yaml.safe_load(text) for name, text in expected.items()
     }
+
+
+def test_history_tiers_volume_and_prometheus_read_back() -> None:
+    default = _container(_render({}))
+    assert "--history-tiers=1s:1h,1m:2d,5m:60d" in default["args"]
+    assert not any(a.startswith(("--history-dir", "--history-prometheus-address")) for a in default["args"])
+    values = {
+        "history": {
+            "tiers": "10s:6h,5m:30d",
+            "existingClaim": "ebb-history",
+            "prometheusAddress": "http://prometheus.monitoring:9090",
+        }
+    }
+    documents = _render(values)
+    container = _container(documents)
+    assert {
+        "--history-tiers=10s:6h,5m:30d",
+        "--history-dir=/var/lib/ebb/history",
+        "--history-prometheus-address=http://prometheus.monitoring:9090",
+    } <= set(container["args"])
+    assert {"name": "history", "mountPath": "/var/lib/ebb/history"} in container["volumeMounts"]
+    pod = _one(documents, "Deployment", "ebb")["spec"]["template"]["spec"]
+    assert {"name": "history", "persistentVolumeClaim": {"claimName": "ebb-history"}} in pod["volumes"]
 
 
 def test_interceptor_is_its_own_deployment_with_services_and_read_only_rbac() -> None:

@@ -85,7 +85,7 @@ def test_gaps_where_ebb_was_not_running_are_not_billed(store: HistoryStore) -> N
     assert series["replica_seconds"] < 3 * 86_400 / 100
 
 
-def test_old_points_are_downsampled_to_one_per_minute(store: HistoryStore) -> None:
+def test_points_older_than_an_hour_are_downsampled_to_one_per_minute(store: HistoryStore) -> None:
     start = T0 - T0 % 60
     # Two minutes of polls every 10 s: values 0..5 then 6..11, replicas 1 then 3 (peak 5 in the second minute).
     records = []
@@ -99,7 +99,8 @@ def test_old_points_are_downsampled_to_one_per_minute(store: HistoryStore) -> No
     points = series["points"]
     assert [p["time"] for p in points] == [start, start + 60]
     assert [p["triggers"][0]["value"] for p in points] == [2.5, 8.5]
-    assert [p["active"] for p in points] == [1, 0]
+    assert [p["active"] for p in points] == [pytest.approx(1 / 6), 0]  # the fraction of polls that were active
+    assert [p["triggers"][0]["max"] for p in points] == [5.0, 11.0]
     assert points[1]["peak"] == 5
     assert points[1]["current"] == pytest.approx((3 * 5 + 5) / 6)
     # Recent points stay raw.

@@ -122,3 +122,37 @@ def test_history_recorded_by_ebb_run(tmp_path: Path) -> None:
     assert trace.counts is not None
     assert trace.interval == 10.0 and len(trace.counts) == 60
     assert trace.counts.max() == 6.0
+
+
+def test_history_with_rolled_up_tiers_is_read_over_its_whole_span(tmp_path: Path) -> None:
+    """Days of 5-minute points and a recent hour at the polling interval: one trace at 5 minutes over all of it."""
+    path = tmp_path / "history.db"
+    store = HistoryStore(path)
+    ref = ObjectRef("ScaledObject", "default", "worker")
+    start = 1_000_200.0 - 1_000_200.0 % 300
+    polls = [start + 30 * i for i in range(3 * 2880)]  # three days, every 30 s
+    store.write(
+        [
+            PollRecord(
+                ref=ref,
+                time=t,
+                triggers=(TriggerResult("s0-redis", 5.0, value=float(int((t - start) // 3600) % 24), active=True),),
+                decision=Decision(1, True, "ScalerActive"),
+                current_replicas=1,
+                desired_replicas=1,
+                ready_replicas=1,
+                lateness=0.0,
+                read_seconds=0.001,
+            )
+            for t in polls
+        ]
+    )
+    store.maintain(polls[-1] + 30)
+    assert {r for (r,) in store.query("SELECT DISTINCT resolution FROM points")} == {0.0, 1.0, 60.0, 300.0}
+    store.close()
+    trace = read_trace(path, "history")
+    assert trace.counts is not None and trace.interval == 300.0
+    assert len(trace.counts) == 3 * 288
+    # Each hour's value, whichever tier holds it.
+    assert list(trace.counts[:24]) == [float(h // 12) for h in range(24)]
+    assert list(trace.counts[-12:]) == [23.0] * 12

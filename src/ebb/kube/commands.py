@@ -8,6 +8,8 @@ from typing import Annotated
 
 import typer
 
+from ebb.observe.history import DEFAULT_TIERS_TEXT, TierError, parse_tiers
+
 
 class Scaling(StrEnum):
     hpa = "hpa"
@@ -79,6 +81,20 @@ def register(app: typer.Typer) -> None:
             str | None,
             typer.Option(help="Keep history and the event log here (a volume); without it history is in memory."),
         ] = None,
+        history_tiers: Annotated[
+            str,
+            typer.Option(
+                help="History resolution and how long each is kept, finest first: RESOLUTION:KEEP,... (units s, m, "
+                "h, d, w), as `ebb run`."
+            ),
+        ] = DEFAULT_TIERS_TEXT,
+        history_prometheus_address: Annotated[
+            str | None,
+            typer.Option(
+                help="Read each object's history back from this Prometheus (what ebb exported to it) when the "
+                "object is first seen, so a restarted or failed-over replica keeps it, e.g. http://prometheus:9090."
+            ),
+        ] = None,
         webhook_port: Annotated[
             int,
             typer.Option(
@@ -129,6 +145,15 @@ def register(app: typer.Typer) -> None:
             pricing = Pricing.parse(cost_per_replica_hour or [])
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="--cost-per-replica-hour") from None
+        try:
+            tiers = parse_tiers(history_tiers)
+        except TierError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--history-tiers") from None
+        address = history_prometheus_address
+        if address is not None and not address.startswith(("http://", "https://")):
+            raise typer.BadParameter(
+                f"expected an http:// or https:// URL, got {address!r}", param_hint="--history-prometheus-address"
+            )
 
         configure_logging(log_level)
         run_operator(
@@ -145,6 +170,8 @@ def register(app: typer.Typer) -> None:
             metrics_host=metrics_host,
             dashboard=dashboard,
             history_dir=history_dir,
+            history_tiers=tiers,
+            history_prometheus_address=address,
             webhook_port=webhook_port,
             cluster_name=cluster_name,
             leader_pod_label=leader_pod_label,

@@ -34,6 +34,7 @@ from ebb.kube.webhook import DEFAULT_PORT as DEFAULT_WEBHOOK_PORT
 from ebb.kube.webhook import KubeCluster, WebhookMetrics, WebhookServer, load_conflicts
 from ebb.observe.cloudevents import DEFAULT_CLUSTER, CloudEventHub
 from ebb.observe.cost import Pricing
+from ebb.observe.history import DEFAULT_TIERS, Tier
 from ebb.observe.services import Services
 
 log = logging.getLogger("ebb.operator")
@@ -153,6 +154,8 @@ async def operator_main(
     metrics_host: str = "0.0.0.0",
     dashboard: bool = False,
     history_dir: str | None = None,
+    history_tiers: Sequence[Tier] = DEFAULT_TIERS,
+    history_prometheus_address: str | None = None,
     webhook_port: int = DEFAULT_WEBHOOK_PORT,
     cluster_name: str = DEFAULT_CLUSTER,
     leader_pod_label: bool = False,
@@ -175,6 +178,8 @@ async def operator_main(
             dashboard=dashboard,
             history=history_dir is not None,
             memory_history=history_dir is None,
+            tiers=history_tiers,
+            prometheus_address=history_prometheus_address,
             announce=log.info,
             pricing=pricing,
         )

@@ -73,12 +73,13 @@ class _Usage:
 
 
 def _steps(rows: Sequence[tuple[Any, ...]]) -> Iterator[tuple[tuple[Any, ...], float | None]]:
-    """Each row (time first, then replicas...) with its counted step (None for the last): history.replica_seconds'
-    rule, a step counted up to max(2 minutes, 2.5 x the median step)."""
+    """Each row (key, time, ..., resolution last) with its counted step (None for the last):
+    history.replica_seconds' rule, a step counted up to max(2 minutes, 2.5 x the median step, 2.5 x a rolled-up
+    point's resolution)."""
     steps = [b[1] - a[1] for a, b in itertools.pairwise(rows)]
     cap = max(2 * BUCKET, 2.5 * statistics.median(steps)) if steps else 0.0
     for i, row in enumerate(rows):
-        yield row, (min(steps[i], cap) if i < len(steps) else None)
+        yield row, (min(steps[i], max(cap, 2.5 * float(row[-1] or 0.0))) if i < len(steps) else None)
 
 
 def _by_key(rows: Iterable[tuple[Any, ...]]) -> Iterator[tuple[str, list[tuple[Any, ...]]]]:
@@ -142,11 +143,12 @@ def _fleet_integrals(
 
 
 def _points(store: HistoryStore, start: float, end: float, keys_sql: str, params: Sequence[Any], value: bool) -> Any:
-    """(key, time, current, peak[, main trigger value]) of the selected keys in [start, end], by key and time."""
+    """(key, time, current, peak[, main trigger value], resolution) of the selected keys in [start, end], by key
+    and time."""
     extra = ", json_extract(triggers, '$[0].value')" if value else ""
     return store.query(
-        f"SELECT key, time, current, peak{extra} FROM points WHERE key IN ({keys_sql}) AND time >= ? AND time <= ? "
-        "ORDER BY key, time",
+        f"SELECT key, time, current, peak{extra}, resolution FROM points WHERE key IN ({keys_sql}) "
+        "AND time >= ? AND time <= ? ORDER BY key, time",
         [*params, start, end],
     )
 

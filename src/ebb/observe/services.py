@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -14,10 +15,11 @@ from ebb.observe.catalog import object_info
 from ebb.observe.cloudevents import CloudEventHub, CloudEventsObserver, build_hub
 from ebb.observe.cost import Pricing
 from ebb.observe.events import EventLog, EventLogObserver
-from ebb.observe.history import DEFAULT_RETENTION, HistoryObserver, HistoryStore
+from ebb.observe.history import DEFAULT_TIERS, HistoryObserver, HistoryStore, Tier
 from ebb.observe.keda_names import COUNTED_RESOURCES
 from ebb.observe.metrics import MetricsObserver
-from ebb.runtime.observer import RUNTIME_REF, Observer, Observers
+from ebb.observe.prom_history import ReadBackError, restore
+from ebb.runtime.observer import RUNTIME_REF, ObjectRef, Observer, Observers
 from ebb.scaling.types import ScalingEvent
 from ebb.spec.auth import DEFAULT_CLUSTER_OBJECT_NAMESPACE
 from ebb.spec.models import AnyCloudEventSource, KubeObject, ScaledJob, ScaledObject
@@ -46,13 +48,18 @@ class Services:
         dashboard: bool = False,
         history: bool = True,
         memory_history: bool = False,
-        retention: float = DEFAULT_RETENTION,
+        retention: float | None = None,
+        tiers: Sequence[Tier] = DEFAULT_TIERS,
         cloudevent_sources: Sequence[AnyCloudEventSource] = (),
         cluster_name: str = "ebb-local",
         announce: Callable[[str], None] | None = None,
         pricing: Pricing | None = None,
         hpa_series: bool = False,
+        prometheus_address: str | None = None,
     ) -> None:
+        """`prometheus_address`: read each object's history back from that Prometheus (what ebb exported there)
+        when the object is first seen, where the history has no points of its own: a restarted or failed-over
+        operator keeps it."""
         self.state_dir = state_dir
         self.metrics_port = metrics_port
         self.metrics_host = metrics_host
@@ -63,9 +70,9 @@ class Services:
         self.metrics = MetricsObserver(hpa_series=hpa_series) if metrics_port else None
         self.store: HistoryStore | None = None
         if history:
-            self.store = HistoryStore(state_dir / HISTORY_FILE, retention=retention)
+            self.store = HistoryStore(state_dir / HISTORY_FILE, retention=retention, tiers=tiers)
         elif self.dashboard or memory_history:
-            self.store = HistoryStore(None, retention=retention)  # no file: the same store, in memory
+            self.store = HistoryStore(None, retention=retention, tiers=tiers)  # no file: the same store, in memory
         on_drop = None
         if self.metrics is not None:
             dropped = self.metrics.metrics.observer_dropped.labels("history")
@@ -87,6 +94,9 @@ class Services:
             self.cloudevents = CloudEventsObserver(self.cloudevent_hub)
         self._tasks: list[asyncio.Task[None]] = []
         self.served: AppServer | None = None
+        self.prometheus_address = prometheus_address if self.store is not None else None
+        self._restored: set[str] = set()
+        self._restores: set[asyncio.Task[None]] = set()
 
     def observers(
         self,
@@ -120,7 +130,39 @@ class Services:
             self.history.on_write_problem = write_problem
         if self.event_log is not None:
             self.event_log.on_write_problem = write_problem
+        self._read_back([info.ref for info in infos], observers)
         return observers
+
+    def _read_back(self, refs: Sequence[ObjectRef], observers: Observers) -> None:
+        """Start reading back the history of objects seen for the first time (in the running loop, if any)."""
+        if self.prometheus_address is None or self.store is None:
+            return
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        for ref in refs:
+            if ref.key in self._restored:
+                continue
+            self._restored.add(ref.key)
+            task = asyncio.create_task(self._restore(ref, observers))
+            self._restores.add(task)
+            task.add_done_callback(self._restores.discard)
+
+    async def _restore(self, ref: ObjectRef, observers: Observers) -> None:
+        assert self.prometheus_address is not None and self.store is not None
+        try:
+            added = await restore(self.store, self.prometheus_address, ref, time.time())
+        except (ReadBackError, sqlite3.Error, OSError) as exc:
+            message = f"cannot read the history back from Prometheus: {exc}"
+            observers.event(ref, ScalingEvent("HistoryReadBackFailed", message, "Warning"), time.time())
+            return
+        if added:
+            self._say(f"{ref}: {added} history points read back from Prometheus at {self.prometheus_address}")
+
+    async def wait_read_back(self) -> None:
+        """Until every history read-back started so far has finished (for tests and an orderly stop)."""
+        await asyncio.gather(*self._restores, return_exceptions=True)
 
     async def start(self) -> None:
         if self.history is not None:
@@ -153,7 +195,7 @@ class Services:
             self.announce(text)
 
     async def stop(self) -> None:
-        tasks, self._tasks = self._tasks, []
+        tasks, self._tasks = [*self._tasks, *self._restores], []
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

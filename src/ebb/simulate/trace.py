@@ -214,7 +214,8 @@ def read_arrivals(path: Path) -> Trace:
 
 
 def read_history(path: Path, obj: str | None = None) -> Trace:
-    """An `ebb run` history.db: the first trigger's recorded value at each point, at the finest resolution.
+    """An `ebb run` history.db: the first trigger's recorded value at each point, from every tier, at the coarsest
+    resolution it holds (the highest value per interval).
 
     A queue trigger records its backlog, not its arrivals: replaying it as counts is an approximation of the
     load (good for its shape over days, not for per-second detail).
@@ -230,41 +231,42 @@ def read_history(path: Path, obj: str | None = None) -> Trace:
             raise TraceError(f"{path}: not an ebb history database: {exc}") from None
         if "points" not in tables:
             raise TraceError(f"{path}: not an ebb history database (no points table)")
-        rows = _history_rows(db, path, obj)
+        rows, coarsest = _history_rows(db, path, obj)
     finally:
         db.close()
     if len(rows) < 2:
         raise TraceError(f"{path}: fewer than two recorded points" + (f" for {obj}" if obj else ""))
     times = np.asarray([r[0] for r in rows])
     values = np.asarray([r[1] for r in rows])
-    interval = float(np.median(np.diff(times)))
+    interval = max(float(np.median(np.diff(times))), coarsest)
     if not interval > 0:
         raise TraceError(f"{path}: the recorded points are not spread over time")
-    n = math.ceil((times[-1] - times[0]) / interval) + 1
+    n = math.floor((times[-1] - times[0]) / interval + 1e-9) + 1  # the last point in the last bin, no empty one
     idx = np.minimum(((times - times[0]) / interval).astype(int), n - 1)
     counts = np.zeros(n)
     np.maximum.at(counts, idx, values)
     return Trace(str(path), "history", float(times[0]), interval, counts=counts)
 
 
-def _history_rows(db: sqlite3.Connection, path: Path, obj: str | None) -> list[tuple[float, float]]:
+def _history_rows(db: sqlite3.Connection, path: Path, obj: str | None) -> tuple[list[tuple[float, float]], float]:
     keys = [r[0] for r in db.execute("SELECT DISTINCT key FROM points")]
     if obj is None:
         if len(keys) != 1:
             listed = ", ".join(map(str, keys)) or "none"
             raise TraceError(f"{path}: the history holds {len(keys)} objects ({listed}); it must hold exactly one")
         obj = str(keys[0])
-    res_row = db.execute("SELECT MIN(resolution) FROM points WHERE key = ?", (obj,)).fetchone()
+    # Every tier (the history keeps recent points finer than old ones): the trace's interval is the coarsest.
+    (coarsest,) = db.execute("SELECT MAX(resolution) FROM points WHERE key = ?", (obj,)).fetchone()
     out: list[tuple[float, float]] = []
-    query = "SELECT time, triggers FROM points WHERE key = ? AND resolution = ? ORDER BY time"
-    for t, raw in db.execute(query, (obj, res_row[0])):
+    query = "SELECT time, triggers FROM points WHERE key = ? ORDER BY time"
+    for t, raw in db.execute(query, (obj,)):
         try:
             value = float(json.loads(raw)[0]["value"])
         except (ValueError, KeyError, IndexError, TypeError):
             continue
         if math.isfinite(value) and value >= 0:
             out.append((float(t), value))
-    return out
+    return out, float(coarsest or 0.0)
 
 
 def read_trace(path: Path, fmt: TraceFormat = "counts", gaps: GapPolicy = "error") -> Trace:
