@@ -287,6 +287,7 @@ __all__ = [
 
 PREDICTIVE_ANNOTATION = "ebb.dev/predictive"
 PredictiveMode = Literal["on", "observe"]
+HoldRule = Literal["forecast", "cooldown"]
 
 
 @dataclass(frozen=True)
@@ -294,9 +295,13 @@ class PredictiveSettings:
     """How prediction joins a ScaledObject's decision (from `ebb.dev/predictive` or a predictkube trigger).
 
     `horizon`: how far ahead (seconds) replicas should already be ready; `mode="observe"` forecasts and
-    records without acting; `model`: the forecaster; `quantile`: "upper" sizes on the band's top, "mean" on
-    the point forecast; `threshold`/`activation`: metric per replica and activation level of the forecast
-    (None: the simulator derives them from the service rate).
+    records without acting; `model`: the forecaster; `band`: "upper" sizes on the band's top, "mean" on the
+    point forecast; `threshold`/`activation`: metric per replica and activation level of the forecast
+    (None: the simulator derives them from the service rate and `probability`); `probability`: wake ahead
+    of work when the forecast gives at least this chance of an item within the start-up delay (Poisson:
+    1 - exp(-rate x delay)); `lead`: how far ahead (seconds) activation looks (None: the horizon); `hold`:
+    "forecast" scales to zero without waiting out cooldownPeriod when nothing waits and the forecast is
+    below activation, "cooldown" always waits it out.
     """
 
     horizon: float = 600.0
@@ -308,6 +313,13 @@ class PredictiveSettings:
     threshold: float | None = None
     activation: float | None = None
     max_error: float = 1.0
+    probability: float = 0.22
+    lead: float | None = None
+    hold: HoldRule = "cooldown"
+
+    @property
+    def activation_lead(self) -> float:
+        return self.horizon if self.lead is None else self.lead
 
 
 def _duration(text: str) -> float:
@@ -347,6 +359,20 @@ def parse_predictive(raw: str) -> PredictiveSettings:
                 if value not in ("mean", "upper"):
                     raise ValueError
                 values["band"] = value
+            elif key == "hold":
+                if value not in ("forecast", "cooldown"):
+                    raise ValueError
+                values["hold"] = value
+            elif key == "lead":
+                seconds = _duration(value)
+                if not (0 <= seconds <= 7 * DAY):
+                    raise ValueError
+                values["lead"] = seconds
+            elif key == "probability":
+                number = float(value)
+                if not (0 < number < 1):
+                    raise ValueError
+                values["probability"] = number
             elif key in ("threshold", "activation", "maxError"):
                 number = float(value)
                 if not (math.isfinite(number) and number >= 0):
@@ -356,7 +382,8 @@ def parse_predictive(raw: str) -> PredictiveSettings:
                 raise KeyError(key)
         except KeyError:
             raise ValueError(
-                f"unknown key {key!r} (expected horizon, mode, model, band, threshold, activation, maxError)"
+                f"unknown key {key!r} (expected horizon, mode, model, band, threshold, activation, probability, "
+                "lead, hold, maxError)"
             ) from None
         except ValueError:
             raise ValueError(f"{key}: invalid value {value!r}") from None

@@ -297,6 +297,7 @@ class _Forecasting:
             max_error=predictor.settings.max_error, resume_error=predictor.settings.max_error * 0.7
         )
         self.steps = max(1, math.ceil((predictor.settings.horizon + startup_delay) / interval)) + 1
+        self.act_steps = max(1, math.ceil((predictor.settings.activation_lead + startup_delay) / interval)) + 1
         self.seen = 0
         self.bucket = -1
         self.value = 0.0
@@ -317,12 +318,12 @@ class _Forecasting:
                     self.guard_switches += 1
                 self.model.observe(actual)
                 self.seen += 1
-            fc = self.model.forecast(self.steps)
+            fc = self.model.forecast(max(self.steps, self.act_steps))
             self.point[b] = fc.mean[0]
             peak = fc.peak(self.steps, self.p.settings.band) / self.interval
             self.value = peak if self.guard.enabled else 0.0
             # activation follows the point forecast: the band sizes the pool, it does not wake it
-            self.expected = fc.peak(self.steps, "mean") / self.interval if self.guard.enabled else 0.0
+            self.expected = fc.peak(self.act_steps, "mean") / self.interval if self.guard.enabled else 0.0
             self.off_buckets += 0 if self.guard.enabled else 1
             self.log.append((b * self.interval, fc.mean[0] / self.interval, fc.upper[0] / self.interval))
             self.bucket = b
@@ -395,7 +396,20 @@ def run_core(
                 )
         window_start, arrived_at_last = t, arrived
         current = sim.replicas
-        decision = decider.decide(results, current, t, pause=policy.pause, ready_replicas=sim.ready(t))
+        hold: float | None = None
+        if (
+            forecasting is not None
+            and policy.predictor is not None
+            and not observe_only
+            and policy.predictor.settings.hold == "forecast"
+            and forecasting.guard.enabled
+            and not predicted_active
+            and backlog == 0
+        ):
+            hold = 0.0  # nothing waits and no work is forecast: no reason to keep a replica warm
+        decision = decider.decide(
+            results, current, t, pause=policy.pause, ready_replicas=sim.ready(t), cooldown_period=hold
+        )
         desired = current if decision.desired_replicas is None else decision.desired_replicas
         if desired != current:
             if current == 0 and backlog > 0:
