@@ -275,11 +275,13 @@ __all__ = [
     "Forecaster",
     "HoltWinters",
     "ModelName",
+    "Prediction",
     "PredictiveSettings",
     "SeasonalQuantile",
     "forecast",
     "make_forecaster",
     "parse_predictive",
+    "would_be_replicas",
 ]
 
 
@@ -301,7 +303,8 @@ class PredictiveSettings:
     of work when the forecast gives at least this chance of an item within the start-up delay (Poisson:
     1 - exp(-rate x delay)); `lead`: how far ahead (seconds) activation looks (None: the horizon); `hold`:
     "forecast" scales to zero without waiting out cooldownPeriod when nothing waits and the forecast is
-    below activation, "cooldown" always waits it out.
+    below activation, "cooldown" always waits it out; `recent`/`prior`: activation blends the forecast rate
+    (weight `prior` seconds) with the items seen in the last `recent` seconds (0: forecast alone).
     """
 
     horizon: float = 600.0
@@ -316,10 +319,62 @@ class PredictiveSettings:
     probability: float = 0.22
     lead: float | None = None
     hold: HoldRule = "cooldown"
+    recent: float = 0.0
+    prior: float = 300.0
 
     @property
     def activation_lead(self) -> float:
         return self.horizon if self.lead is None else self.lead
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """What prediction says about one trigger at one poll, for metrics, Events and the dashboard.
+
+    `forecast` is the latest forecast of the trigger's metric (step i covers [at + i*step, at + (i+1)*step));
+    `value` is the metric prediction serves (or, in observe mode, would serve): max(reading, forecast peak);
+    `replicas` what that value alone asks for (AverageValue: ceil(value / target); None for Value metrics);
+    `enabled` False while the guard has prediction off because the recent `error` is above `max_error`.
+    """
+
+    metric_name: str
+    mode: PredictiveMode
+    enabled: bool
+    error: float
+    max_error: float
+    at: float
+    forecast: Forecast
+    value: float
+    replicas: int | None
+
+    @property
+    def acting(self) -> bool:
+        """True when the forecast joins the decision (mode on and the guard lets it)."""
+        return self.mode == "on" and self.enabled
+
+    def to_json(self) -> dict[str, object]:
+        fc = self.forecast
+        return {
+            "metric": self.metric_name,
+            "mode": self.mode,
+            "guard": "on" if self.enabled else "off",
+            "error": round(self.error, 4),
+            "max_error": self.max_error,
+            "at": self.at,
+            "step": fc.step,
+            "mean": [round(v, 4) for v in fc.mean],
+            "lower": [round(v, 4) for v in fc.lower],
+            "upper": [round(v, 4) for v in fc.upper],
+            "value": round(self.value, 4),
+            "replicas": self.replicas,
+        }
+
+
+def would_be_replicas(value: float, target: float, metric_type: str) -> int | None:
+    """Replicas an AverageValue metric of `value` asks for at `target` per replica (None for other types)."""
+    if metric_type != "AverageValue" or not target > 0 or not math.isfinite(value):
+        return None
+    return max(0, math.ceil(value / target - 1e-9))
 
 
 def _duration(text: str) -> float:
@@ -363,6 +418,11 @@ def parse_predictive(raw: str) -> PredictiveSettings:
                 if value not in ("forecast", "cooldown"):
                     raise ValueError
                 values["hold"] = value
+            elif key in ("recent", "prior"):
+                seconds = _duration(value)
+                if not (0 <= seconds <= DAY) or (key == "prior" and seconds == 0):
+                    raise ValueError
+                values[key] = seconds
             elif key == "lead":
                 seconds = _duration(value)
                 if not (0 <= seconds <= 7 * DAY):
@@ -383,7 +443,7 @@ def parse_predictive(raw: str) -> PredictiveSettings:
         except KeyError:
             raise ValueError(
                 f"unknown key {key!r} (expected horizon, mode, model, band, threshold, activation, probability, "
-                "lead, hold, maxError)"
+                "lead, hold, recent, prior, maxError)"
             ) from None
         except ValueError:
             raise ValueError(f"{key}: invalid value {value!r}") from None
