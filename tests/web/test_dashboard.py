@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import re
 import shutil
 import time
@@ -106,7 +107,7 @@ async def test_series_api_serves_the_forecast_band_beside_the_values(dashboard: 
     steps = fc["steps"]
     assert len(steps) >= 30  # one per minute of the 40 minutes, from the first minute's end
     assert all(s["lower"] <= s["mean"] <= s["upper"] for s in steps)
-    assert all(a["time"] < b["time"] for a, b in zip(steps, steps[1:], strict=False))
+    assert all(a["time"] < b["time"] for a, b in itertools.pairwise(steps))
     assert max(s["upper"] for s in steps) > 0  # the burst was forecast, from the values before each step
     latest = fc["latest"]
     assert latest["mode"] == "observe" and latest["guard"] in ("on", "off")
