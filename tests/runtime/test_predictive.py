@@ -51,7 +51,8 @@ async def replay(scaler: PredictiveScaler, clock: list[float], until: float, eve
 
 async def test_the_forecast_wakes_the_target_before_the_morning() -> None:
     clock = [0.0]
-    scaler = PredictiveScaler(Wave(clock), parse_predictive("horizon=30m"), clock=lambda: clock[0])
+    # lead=30m: activation looks as far ahead as the horizon (the default, 0, looks one step ahead)
+    scaler = PredictiveScaler(Wave(clock), parse_predictive("horizon=30m,lead=30m"), clock=lambda: clock[0])
     reading = await replay(scaler, clock, 3 * DAY + 6 * 3600 - 20 * 60)  # 05:40 on day 4: still empty
     assert reading.value > 0 and reading.active  # the morning is forecast
 
@@ -181,7 +182,7 @@ async def test_hold_forecast_scales_to_zero_without_the_cooldown_when_no_work_is
     """Evening of day 4: the wave ends at 18:00. With hold=forecast the pool stops at the first poll with
     nothing waiting and nothing forecast; without it, it waits out the 300 s cooldown."""
     stopped = {}
-    for raw in ("horizon=10m,lead=0", "horizon=10m,lead=0,hold=forecast"):
+    for raw in ("horizon=10m,lead=0,hold=cooldown", "horizon=10m,lead=0,hold=forecast"):
         clock = [0.0]
         loop, _, target = wave_loop(raw, clock, Recorder())
         await run_loop(loop, clock, 3 * DAY + 17 * 3600)
@@ -189,4 +190,4 @@ async def test_hold_forecast_scales_to_zero_without_the_cooldown_when_no_work_is
         while target.replicas > 0:
             await run_loop(loop, clock, clock[0] + 1)
         stopped[raw] = clock[0]
-    assert stopped["horizon=10m,lead=0,hold=forecast"] < stopped["horizon=10m,lead=0"] - 200
+    assert stopped["horizon=10m,lead=0,hold=forecast"] < stopped["horizon=10m,lead=0,hold=cooldown"] - 200

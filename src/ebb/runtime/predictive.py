@@ -55,6 +55,7 @@ class PredictiveScaler(Scaler):
         self.model = make_forecaster(settings.model, step)
         self.guard = ForecastGuard(max_error=settings.max_error, resume_error=0.7 * settings.max_error)
         self.steps = max(1, math.ceil(settings.horizon / step)) + 1
+        # at least the next step: a local process needs some time to start, which this wrapper cannot know
         self.lead_steps = max(1, math.ceil(settings.activation_lead / step)) + 1
         self.last_forecast: Forecast | None = None
         self.predicted = 0.0

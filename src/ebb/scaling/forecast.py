@@ -312,14 +312,17 @@ class PredictiveSettings:
     #: Chosen by `python -m bench.predictive` (docs/performance.md): at equal replica-seconds, Holt-Winters
     #: avoided as many or more cold starts than seasonal quantiles on the traces, and updates in O(1).
     model: ModelName = "holt-winters"
-    band: Literal["mean", "upper"] = "upper"
+    #: The defaults below were chosen by sweeps of `python -m bench.predictive` (docs/performance.md): sizing on
+    #: the point forecast, activation on the next start-up delay's forecast blended with the last 5 minutes'
+    #: arrivals at a 15 % chance of an item, and no cooldown when nothing waits and nothing is forecast.
+    band: Literal["mean", "upper"] = "mean"
     threshold: float | None = None
     activation: float | None = None
     max_error: float = 1.0
-    probability: float = 0.22
-    lead: float | None = None
-    hold: HoldRule = "cooldown"
-    recent: float = 0.0
+    probability: float = 0.15
+    lead: float | None = 0.0
+    hold: HoldRule = "forecast"
+    recent: float = 300.0
     prior: float = 300.0
 
     @property

@@ -249,6 +249,9 @@ def setup(so: ScaledObject, resources: Any) -> Setup:
             horizon=m.predict_horizon,
             threshold=m.threshold,
             activation=m.activation_threshold,
+            # as the predictkube scaler under `ebb run`: no release of the cooldown, no blend with arrivals
+            hold="cooldown",
+            recent=0.0,
         )
     policy = dataclasses.replace(object_policy(so, now=0.0), created_at=0.0)
     base = CorePolicy("manifest", policy, tuple(triggers), push=push, idle_polling_interval=idle, pause=pause)
