@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from bench import activation, decisions, fleet, http, loading, metrics_api, objects, predictive
+from bench import activation, decisions, fleet, http, http_kube, loading, metrics_api, objects, predictive
 
 
 def main() -> int:
@@ -15,6 +15,7 @@ def main() -> int:
     metrics_api.main([])
     metrics_api.main(["--auth"])
     http.main([])
+    http_kube.main([])
     fleet.main([])
     predictive.main(["--jobs", "2"])
     return 0

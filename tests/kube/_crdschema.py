@@ -75,10 +75,11 @@ def status_violations(plural: str, status: Mapping[str, Any]) -> list[str]:
 
 
 def status_writes(server: km.KubernetesEmulator) -> Iterator[tuple[str, str, dict[str, Any]]]:
-    """(plural, name, status) of every write to the status of a keda.sh object that `server` received."""
+    """(plural, name, status) of every write to the status of a keda.sh (or http.keda.sh) object that `server`
+    received."""
     for request in server:
         resource = request.resource
-        if resource is None or resource.group != "keda.sh" or request.subresource != "status":
+        if resource is None or resource.group not in ("keda.sh", "http.keda.sh") or request.subresource != "status":
             continue
         if request.method not in ("PATCH", "PUT") or not isinstance(request.data, Mapping):
             continue

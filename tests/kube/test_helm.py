@@ -36,7 +36,7 @@ def _one(documents: list[dict[str, Any]], kind: str, name: str | None = None) ->
 
 
 def _container(documents: list[dict[str, Any]]) -> dict[str, Any]:
-    container: dict[str, Any] = _one(documents, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    container: dict[str, Any] = _one(documents, "Deployment", "ebb")["spec"]["template"]["spec"]["containers"][0]
     return container
 
 
@@ -108,6 +108,8 @@ def test_deployment_args_probes_and_resources() -> None:
         "--tls-private-key-file=/etc/ebb/tls/tls.key",
         "--metrics-api-auth=delegated",
         "--webhook-port=9443",
+        "--interceptor-service=ebb-interceptor-admin",
+        f"--interceptor-namespace={NAMESPACE}",
     ]
     for probe, path in (("livenessProbe", "/livez"), ("readinessProbe", "/readyz")):
         assert container[probe]["httpGet"] == {"path": path, "port": "https", "scheme": "HTTPS"}
@@ -269,6 +271,7 @@ def test_admission_webhooks_are_kedas_and_trust_the_serving_certificate() -> Non
         "vcloudeventsource.ebb.dev",
         "vclustercloudeventsource.ebb.dev",
         "vclustertriggerauthentication.ebb.dev",
+        "vhttpscaledobject.ebb.dev",
         "vscaledjob.ebb.dev",
         "vscaledobject.ebb.dev",
         "vtriggerauthentication.ebb.dev",
@@ -279,6 +282,7 @@ def test_admission_webhooks_are_kedas_and_trust_the_serving_certificate() -> Non
     for name, webhook in webhooks.items():
         resource = name.split(".")[0][1:]
         group = "eventing.keda.sh" if "cloudeventsource" in resource else "keda.sh"
+        group = "http.keda.sh" if resource == "httpscaledobject" else group
         assert webhook["clientConfig"] == {
             "service": {
                 "name": "ebb-metrics-api",
@@ -380,3 +384,51 @@ def test_chart_crds_are_the_generated_ones() -> None:
     assert {name: yaml.safe_load(text) for name, text in shipped.items()} == {
         name: yaml.safe_load(text) for name, text in expected.items()
     }
+
+
+def test_interceptor_is_its_own_deployment_with_services_and_read_only_rbac() -> None:
+    assert not [d for d in _render() if "interceptor" in d["metadata"]["name"]]
+    values = {
+        "interceptor": {
+            "enabled": True,
+            "replicas": 3,
+            "port": 8081,
+            "adminPort": 9091,
+            "service": {"port": 8000},
+            "conditionWait": 45,
+            "resources": {"requests": {"cpu": "250m"}},
+        },
+        "watchNamespaces": ["shop"],
+    }
+    documents = _render(values)
+    deployment = _one(documents, "Deployment", "ebb-interceptor")
+    assert deployment["spec"]["replicas"] == 3
+    pod = deployment["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["command"] == ["ebb", "interceptor"]
+    assert {"--port=8081", "--admin-port=9091", "--condition-wait=45", "--namespace=shop"} <= set(container["args"])
+    assert container["resources"] == {"requests": {"cpu": "250m", "memory": "64Mi"}, "limits": {"memory": "512Mi"}}
+    assert pod["terminationGracePeriodSeconds"] == 35
+    assert pod["serviceAccountName"] == "ebb-interceptor"
+    # Its pods are not the operator's: neither Deployment's selector matches the other's pods.
+    operator = _one(documents, "Deployment", "ebb")
+    operator_selector = operator["spec"]["selector"]["matchLabels"]
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert not operator_selector.items() <= pod_labels.items()
+    proxy = _one(documents, "Service", "ebb-interceptor-proxy")
+    assert proxy["spec"]["ports"] == [{"name": "http", "port": 8000, "targetPort": "http", "protocol": "TCP"}]
+    admin = _one(documents, "Service", "ebb-interceptor-admin")
+    assert admin["spec"]["ports"][0]["name"] == "admin"  # the operator follows this port name
+    assert proxy["spec"]["selector"] == admin["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    operator_args = operator["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert {"--interceptor-service=ebb-interceptor-admin", f"--interceptor-namespace={NAMESPACE}"} <= set(operator_args)
+    rules = _one(documents, "ClusterRole", "ebb-interceptor")["rules"]
+    for group, resource in (
+        ("http.keda.sh", "httpscaledobjects"),
+        ("", "services"),
+        ("discovery.k8s.io", "endpointslices"),
+    ):
+        assert _allows(rules, group, resource, "watch")
+    assert not any(_allows(rules, g, r, "patch") for g, r in (("http.keda.sh", "httpscaledobjects"), ("", "services")))
+    operator_rules = _one(documents, "ClusterRole", "ebb-operator")["rules"]
+    assert _allows(operator_rules, "http.keda.sh", "httpscaledobjects/status", "patch")

@@ -22,9 +22,10 @@ from aiohttp.http_exceptions import HttpProcessingError
 from multidict import CIMultiDict
 from yarl import URL
 
-from ebb.http.pool import Replica, ReplicaPool
+from ebb.http.pool import Replica
 from ebb.http.rate import RequestRate
 from ebb.http.routing import RoutingTable
+from ebb.http.upstream import UpstreamPool
 
 log = logging.getLogger("ebb.http")
 
@@ -84,7 +85,7 @@ class Route:
 
     ref: str
     target: str
-    pool: ReplicaPool | None
+    pool: UpstreamPool | None
     condition_wait: float | None = DEFAULT_CONDITION_WAIT
     response_header: float | None = DEFAULT_RESPONSE_HEADER_TIMEOUT
     failover: str | None = None

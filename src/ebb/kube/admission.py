@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final, Protocol
 
 from pydantic import ValidationError
@@ -27,6 +27,7 @@ from ebb.spec.models import (
     KINDS,
     TRANSFER_HPA_OWNERSHIP_ANNOTATION,
     ClusterTriggerAuthentication,
+    HTTPScaledObject,
     KubeObject,
     ScaledJob,
     ScaledObject,
@@ -47,6 +48,7 @@ KINDS_BY_PATH: Final = {
     "/validate-keda-sh-v1alpha1-clustertriggerauthentication": "ClusterTriggerAuthentication",
     "/validate-eventing-keda-sh-v1alpha1-cloudeventsource": "CloudEventSource",
     "/validate-eventing-keda-sh-v1alpha1-clustercloudeventsource": "ClusterCloudEventSource",
+    "/validate-http-keda-sh-v1alpha1-httpscaledobject": "HTTPScaledObject",
 }
 _CLUSTER_SCOPED: Final = frozenset({"ClusterTriggerAuthentication", "ClusterCloudEventSource"})
 #: verifyCPUMemoryScalers reads the pod template of these targets only (KEDA's GVK strings).
@@ -584,6 +586,21 @@ async def _check_scaled_object(
     return denial, notes
 
 
+async def _review_http(obj: HTTPScaledObject, cluster: Cluster | None, allowed: Review) -> Review:
+    """Routes claimed twice are refused (kube/http_admission.py); a cluster that cannot be read lets it through."""
+    from ebb.kube.http_admission import check_routes
+
+    if cluster is None:
+        return allowed
+    try:
+        denial = await check_routes(obj, cluster)
+    except ClusterUnavailable as exc:
+        return replace(allowed, warnings=(f"{obj.ref}: routes not checked against the cluster: {exc}",))
+    if denial is None:
+        return allowed
+    return replace(allowed, allowed=False, message=str(denial), reason=denial.reason)
+
+
 async def review(
     body: Any,
     *,
@@ -640,6 +657,8 @@ async def review(
     if errors or parsed is None:
         errors = errors or [SpecError(label, "", "not a valid object")]
         return Review(uid, kind, namespace, action, False, _join(errors), _reason(errors[0]))
+    if isinstance(parsed, HTTPScaledObject):
+        return await _review_http(parsed, cluster, Review(uid, kind, namespace, action))
     if not isinstance(parsed, ScaledObject | ScaledJob):
         return Review(uid, kind, namespace, action)
     # KEDA checks trigger parameters only when its controller builds the scalers; ebb refuses at admission

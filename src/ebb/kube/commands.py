@@ -109,6 +109,17 @@ def register(app: typer.Typer) -> None:
                 "namespace (repeatable). An object's ebb.dev/cost-per-replica-hour annotation wins.",
             ),
         ] = None,
+        interceptor_service: Annotated[
+            str,
+            typer.Option(
+                help="The `ebb interceptor` admin Service: the operator follows a stream from each of its ready "
+                "endpoints for HTTPScaledObjects' load."
+            ),
+        ] = "ebb-interceptor-admin",
+        interceptor_namespace: Annotated[
+            str | None, typer.Option(help="Its namespace. Default: POD_NAMESPACE, else the service account's.")
+        ] = None,
+        interceptor_port_name: Annotated[str, typer.Option(help="The name of its admin port.")] = "admin",
     ) -> None:
         """Run the Kubernetes operator: ScaledObjects, their HPAs and the external metrics API."""
         from ebb.kube.runner import run_operator
@@ -138,4 +149,76 @@ def register(app: typer.Typer) -> None:
             cluster_name=cluster_name,
             leader_pod_label=leader_pod_label,
             pricing=pricing,
+            interceptor_service=interceptor_service,
+            interceptor_namespace=interceptor_namespace,
+            interceptor_port_name=interceptor_port_name,
         )
+
+    @app.command()
+    def interceptor(
+        namespace: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--namespace", "-n", help="Route this namespace's HTTPScaledObjects (repeatable). Default: all."
+            ),
+        ] = None,
+        host: Annotated[str, typer.Option(help="Address of the proxy.")] = "0.0.0.0",
+        port: Annotated[int, typer.Option(help="Port of the proxy.")] = 8080,
+        admin_host: Annotated[str, typer.Option(help="Address of the admin server (counts for the operator).")] = (
+            "0.0.0.0"
+        ),
+        admin_port: Annotated[int, typer.Option(help="Port of the admin server.")] = 9090,
+        max_held: Annotated[
+            int, typer.Option(help="Requests held per route while it has no ready endpoint; more get a 503.")
+        ] = 10_000,
+        condition_wait: Annotated[
+            float,
+            typer.Option(help="Seconds a request waits for a ready endpoint when its HTTPScaledObject does not say."),
+        ] = 30.0,
+        response_header_timeout: Annotated[
+            float, typer.Option(help="Seconds to wait for response headers when the HTTPScaledObject does not say.")
+        ] = 300.0,
+        drain_grace: Annotated[
+            float, typer.Option(help="On SIGTERM, seconds that requests in flight get to finish.")
+        ] = 30.0,
+        log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
+    ) -> None:
+        """Run the HTTP interceptor on Kubernetes: routes from HTTPScaledObjects, endpoints from EndpointSlices."""
+        import asyncio
+
+        from lightkube.core.exceptions import ConfigError
+
+        from ebb.kube.http_interceptor import InterceptorOptions, interceptor_main
+
+        for name, value in (("--port", port), ("--admin-port", admin_port)):
+            if not 0 <= value < 65536:
+                raise typer.BadParameter(f"expected 0..65535, got {value}", param_hint=name)
+        for name, seconds in (
+            ("--condition-wait", condition_wait),
+            ("--response-header-timeout", response_header_timeout),
+        ):
+            if not seconds > 0:
+                raise typer.BadParameter(f"expected seconds > 0, got {seconds}", param_hint=name)
+        if max_held < 1:
+            raise typer.BadParameter(f"expected 1 or more, got {max_held}", param_hint="--max-held")
+        configure_logging(log_level)
+        options = InterceptorOptions(
+            host=host,
+            port=port,
+            admin_host=admin_host,
+            admin_port=admin_port,
+            namespaces=namespace or [],
+            max_held=max_held,
+            condition_wait=condition_wait,
+            response_header=response_header_timeout,
+            drain_grace=drain_grace,
+        )
+        try:
+            asyncio.run(interceptor_main(options))
+        except ConfigError as problem:
+            raise SystemExit(
+                f"ebb interceptor: no Kubernetes configuration ({problem}); in a pod the service account is used, "
+                "elsewhere set KUBECONFIG"
+            ) from None
+        except OSError as problem:
+            raise SystemExit(f"ebb interceptor: {problem}") from None

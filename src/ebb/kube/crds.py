@@ -229,10 +229,19 @@ SCALED_JOB_STATUS: Final[Schema] = {
     },
 }
 
+
+def _metav1_conditions() -> Schema:
+    """The add-on's conditions are metav1.Condition: KEDA's four fields, a transition time and a generation."""
+    schema = _conditions()
+    schema["items"]["properties"]["lastTransitionTime"] = {"type": "string", "format": "date-time"}
+    schema["items"]["properties"]["observedGeneration"] = {"type": "integer", "format": "int64"}
+    return schema
+
+
 HTTP_SCALED_OBJECT_STATUS: Final[Schema] = {
     "type": "object",
     "properties": {
-        "conditions": _conditions(),
+        "conditions": _metav1_conditions(),
         "targetService": {"type": "string"},
         "targetWorkload": {"type": "string"},
     },

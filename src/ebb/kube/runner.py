@@ -23,6 +23,10 @@ from ebb.kube.eventing import (
     register_authentication_events,
     register_eventing_handlers,
 )
+from ebb.kube.http_feed import DEFAULT_PORT_NAME as DEFAULT_INTERCEPTOR_PORT_NAME
+from ebb.kube.http_feed import DEFAULT_SERVICE as DEFAULT_INTERCEPTOR_SERVICE
+from ebb.kube.http_feed import InterceptorFeed
+from ebb.kube.http_operator import HTTPScaledObjectController
 from ebb.kube.jobs import ScaledJobController
 from ebb.kube.leader import LeaderElector, LeaderPodLabel, default_namespace, run_as_leader
 from ebb.kube.operator import FINALIZER, OperatorOptions, ScaledObjectController, retry_delay
@@ -36,6 +40,7 @@ log = logging.getLogger("ebb.operator")
 SO = ("keda.sh", "v1alpha1", "scaledobjects")
 SJ = ("keda.sh", "v1alpha1", "scaledjobs")
 HPAS = ("autoscaling", "v2", "horizontalpodautoscalers")
+HSO = ("http.keda.sh", "v1alpha1", "httpscaledobjects")
 
 
 def register_handlers(
@@ -43,10 +48,11 @@ def register_handlers(
     controller: ScaledObjectController,
     jobs: ScaledJobController | None = None,
     *,
+    http: HTTPScaledObjectController | None = None,
     after_cleanup: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
-    """ScaledObject/ScaledJob create/update/resume reconcile; delete stops the loop (kopf holds FINALIZER
-    meanwhile). `after_cleanup` runs when kopf stops, once every loop has stopped."""
+    """ScaledObject/ScaledJob/HTTPScaledObject create/update/resume reconcile; delete stops the loop (kopf holds
+    FINALIZER meanwhile). `after_cleanup` runs when kopf stops, once every loop has stopped."""
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -87,6 +93,19 @@ def register_handlers(
         async def scaled_job_deleted(body: kopf.Body, **_: Any) -> None:
             await jobs.delete(dict(body))
 
+    if http is not None:
+
+        @kopf.on.resume(*HSO, registry=registry)
+        @kopf.on.create(*HSO, registry=registry)
+        @kopf.on.update(*HSO, registry=registry)
+        async def http_scaled_object_changed(body: kopf.Body, retry: int, **_: Any) -> None:
+            if not await http.reconcile(dict(body)):
+                raise kopf.TemporaryError("reconcile failed, trying again", delay=retry_delay(retry))
+
+        @kopf.on.delete(*HSO, registry=registry)
+        async def http_scaled_object_deleted(body: kopf.Body, **_: Any) -> None:
+            await http.delete(dict(body))
+
     conflicts = controller.options.conflicts
     if conflicts is not None:
         # Every ScaledObject and HPA event updates the conflict index (async: kopf runs sync handlers in threads).
@@ -110,6 +129,8 @@ def register_handlers(
         await controller.close()
         if jobs is not None:
             await jobs.close()
+        if http is not None:
+            await http.close()
         if after_cleanup is not None:
             await after_cleanup()
 
@@ -136,6 +157,9 @@ async def operator_main(
     cluster_name: str = DEFAULT_CLUSTER,
     leader_pod_label: bool = False,
     pricing: Pricing | None = None,
+    interceptor_service: str = DEFAULT_INTERCEPTOR_SERVICE,
+    interceptor_namespace: str | None = None,
+    interceptor_port_name: str = DEFAULT_INTERCEPTOR_PORT_NAME,
 ) -> None:
     from ebb.kube.metrics_api import MetricsAPIServer
 
@@ -170,6 +194,11 @@ async def operator_main(
     )
     controller = ScaledObjectController(client, options)
     jobs = ScaledJobController(client, options)
+    # The interceptors' load: one stream per ready endpoint of their admin Service (kube/http_feed.py).
+    feed = InterceptorFeed(
+        client, interceptor_namespace or default_namespace(), interceptor_service, interceptor_port_name
+    )
+    http = HTTPScaledObjectController(client, feed, options)
     sources = CloudEventSourceController(client, hub)
     registry = kopf.OperatorRegistry()
     elector = (
@@ -201,7 +230,7 @@ async def operator_main(
         if elector is not None and elector.is_leader:
             await elector.resign()
 
-    register_handlers(registry, controller, jobs, after_cleanup=hand_over)
+    register_handlers(registry, controller, jobs, http=http, after_cleanup=hand_over)
     register_eventing_handlers(registry, sources)
     register_authentication_events(registry, controller.emit)
     ssl_context = None
@@ -265,6 +294,7 @@ async def operator_main(
         except ClusterUnavailable as exc:
             # Not ready: reconciles and the webhook list the namespace instead (admission.check_conflicts).
             log.warning("conflict index not loaded, conflict checks list each namespace: %s", exc)
+        await feed.start()
         try:
             await kopf.operator(
                 registry=registry,
@@ -280,6 +310,8 @@ async def operator_main(
     async def stop_loops() -> None:
         await controller.close()
         await jobs.close()
+        await http.close()
+        await feed.stop()
 
     async def lost() -> None:
         if labeler is not None:

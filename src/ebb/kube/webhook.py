@@ -44,6 +44,9 @@ _RESOURCES: Final = {
     ("apps/v1", "Deployment"): namespaced("apps", "v1", "Deployment", "deployments"),
     ("apps/v1", "StatefulSet"): namespaced("apps", "v1", "StatefulSet", "statefulsets"),
     ("v1", "LimitRange"): namespaced("", "v1", "LimitRange", "limitranges"),
+    ("http.keda.sh/v1alpha1", "HTTPScaledObject"): namespaced(
+        "http.keda.sh", "v1alpha1", "HTTPScaledObject", "httpscaledobjects"
+    ),
 }
 
 

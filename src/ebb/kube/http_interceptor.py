@@ -1,0 +1,390 @@
+"""`ebb interceptor`: the HTTP interceptor as its own Deployment on Kubernetes.
+
+Routes come from HTTPScaledObjects, followed through a watch (an edit takes effect without a restart); each
+route's replicas are the ready endpoints of its Service, followed through watches of Services and
+EndpointSlices. Requests to a route without a ready endpoint are held (ebb.http.interceptor), and the first
+one held is pushed at once to every operator that follows this interceptor's admin stream.
+
+The admin port serves:
+- `GET /queue`: the counts per route, as JSON, `{"routes": {"ns/name": {"concurrency", "rate", "held"}}}`;
+- `GET /queue/stream`: the same as one JSON line each time a request is held (with `"wake": [routes]`) and
+  every `push_interval` seconds otherwise (newline-delimited JSON, one long response);
+- `GET /livez`, `GET /readyz` (ready once the first listings are loaded).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from ebb.errors import SpecError
+from ebb.http.interceptor import (
+    DEFAULT_CONDITION_WAIT,
+    DEFAULT_MAX_HELD,
+    DEFAULT_RESPONSE_HEADER_TIMEOUT,
+    Interceptor,
+    Route,
+)
+from ebb.http.rate import RequestRate
+from ebb.http.routing import HeaderMatch, RouteRule, RoutingTable
+from ebb.kube.client import AsyncClient, namespaced
+from ebb.kube.endpoints import ENDPOINT_SLICE, SERVICE_NAME_LABEL
+from ebb.kube.http_endpoints import EndpointPool, ready_endpoints, service_port_name
+from ebb.kube.informer import Informer, Key
+from ebb.spec.convert import created_at
+from ebb.spec.loader import parse_object
+from ebb.spec.models import HTTPScaledObject
+from ebb.web.server import AppServer
+
+log = logging.getLogger("ebb.interceptor")
+
+HTTP_SCALED_OBJECT = namespaced("http.keda.sh", "v1alpha1", "HTTPScaledObject", "httpscaledobjects")
+SERVICE = namespaced("", "v1", "Service", "services")
+
+DEFAULT_ADMIN_PORT = 9090
+#: Seconds between two lines of the admin stream when nothing is held (rates move with time).
+DEFAULT_PUSH_INTERVAL = 1.0
+
+
+def route_key(namespace: str, name: str) -> str:
+    return f"{namespace}/{name}"
+
+
+@dataclass
+class InterceptorOptions:
+    host: str = "0.0.0.0"
+    port: int = 8080
+    admin_host: str = "0.0.0.0"
+    admin_port: int = DEFAULT_ADMIN_PORT
+    #: Namespaces whose HTTPScaledObjects are routed; empty: every namespace.
+    namespaces: Sequence[str] = ()
+    max_held: int = DEFAULT_MAX_HELD
+    condition_wait: float = DEFAULT_CONDITION_WAIT
+    response_header: float = DEFAULT_RESPONSE_HEADER_TIMEOUT
+    push_interval: float = DEFAULT_PUSH_INTERVAL
+    #: Seconds that requests in flight get to finish on SIGTERM.
+    drain_grace: float = 30.0
+
+
+@dataclass
+class _Parsed:
+    version: str
+    obj: HTTPScaledObject | None
+    problem: str | None
+
+
+def _failover_url(namespace: str, spec: Any, services: Mapping[Key, dict[str, Any]]) -> str | None:
+    ref = spec.cold_start_timeout_failover_ref
+    if ref is None:
+        return None
+    port = ref.port
+    if port is None:
+        service = services.get((namespace, ref.service)) or {}
+        port = next(
+            (p.get("port") for p in (service.get("spec") or {}).get("ports") or () if p.get("name") == ref.port_name),
+            None,
+        )
+    if port is None:
+        return None
+    return f"http://{ref.service}.{namespace}.svc:{port}"
+
+
+class KubeRoutes:
+    """The interceptor's routes, rebuilt from the watched HTTPScaledObjects, Services and EndpointSlices."""
+
+    def __init__(
+        self,
+        client: AsyncClient,
+        options: InterceptorOptions,
+        *,
+        on_held: Callable[[str], None] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.client = client
+        self.options = options
+        self.clock = clock
+        self.on_held = on_held
+        self.routes: dict[Key, Route] = {}
+        self.pools: dict[tuple[str, str, str], EndpointPool] = {}
+        self.interceptor = Interceptor(
+            RoutingTable([]), [], host=options.host, port=options.port, max_held=options.max_held, clock=clock
+        )
+        namespaces: Sequence[str | None] = list(options.namespaces) or [None]
+        self.informers: dict[str, list[Informer]] = {
+            kind: [
+                Informer(client, resource, namespace=ns, on_change=self.rebuild, what=f"{kind} in {ns or 'all'}")
+                for ns in namespaces
+            ]
+            for kind, resource in (
+                ("HTTPScaledObjects", HTTP_SCALED_OBJECT),
+                ("Services", SERVICE),
+                ("EndpointSlices", ENDPOINT_SLICE),
+            )
+        }
+        self._parsed: dict[Key, _Parsed] = {}
+        self._problems: dict[Key, str] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def _all(self, kind: str) -> dict[Key, dict[str, Any]]:
+        merged: dict[Key, dict[str, Any]] = {}
+        for informer in self.informers[kind]:
+            merged.update(informer.objects)
+        return merged
+
+    @property
+    def synced(self) -> bool:
+        return all(i.synced.is_set() for group in self.informers.values() for i in group)
+
+    def _parse(self, key: Key, body: dict[str, Any]) -> _Parsed:
+        version = str((body.get("metadata") or {}).get("resourceVersion") or "")
+        cached = self._parsed.get(key)
+        if cached is not None and cached.version == version and version:
+            return cached
+        label = f"HTTPScaledObject {key[0]}/{key[1]}"
+        obj, errors = parse_object(body, label=label)
+        if errors or not isinstance(obj, HTTPScaledObject):
+            problem = "; ".join(f"{e.field}: {e.message}" if isinstance(e, SpecError) else str(e) for e in errors)
+            parsed = _Parsed(version, None, problem or "not an HTTPScaledObject")
+        else:
+            parsed = _Parsed(version, obj, None)
+        self._parsed[key] = parsed
+        return parsed
+
+    def _report(self, key: Key, problem: str | None) -> None:
+        """Each route's problem is logged once when it appears (the operator puts it in a condition and an Event)."""
+        if problem is None:
+            self._problems.pop(key, None)
+        elif self._problems.get(key) != problem:
+            self._problems[key] = problem
+            log.warning("HTTPScaledObject %s/%s: %s", key[0], key[1], problem)
+
+    def _route(self, key: Key) -> Route:
+        route = self.routes.get(key)
+        if route is None:
+            route = Route(ref=f"HTTPScaledObject {key[0]}/{key[1]}", target="?", pool=None)
+            name = route_key(*key)
+            route.listeners.append(lambda: self.on_held(name) if self.on_held is not None else None)
+        return route
+
+    def rebuild(self) -> None:
+        """Routes, pools and the routing table from what the watches hold now (cheap: parsing is cached)."""
+        services = self._all("Services")
+        rules: list[RouteRule[Route]] = []
+        routes: dict[Key, Route] = {}
+        pools: dict[tuple[str, str, str], EndpointPool] = {}
+        objects = self._all("HTTPScaledObjects")
+        for key, body in sorted(objects.items()):
+            parsed = self._parse(key, body)
+            obj = parsed.obj
+            if obj is None:
+                self._report(key, parsed.problem)
+                continue  # its hosts and paths are unknown: nothing to route
+            namespace = key[0]
+            spec = obj.spec
+            target = spec.scale_target_ref
+            route = self._route(key)
+            routes[key] = route
+            route.target = f"Service {namespace}/{target.service}"
+            route.condition_wait = spec.condition_wait_seconds or self.options.condition_wait
+            route.response_header = spec.response_header_seconds or self.options.response_header
+            route.failover = _failover_url(namespace, spec, services)
+            rate = spec.scaling_metric.request_rate if spec.scaling_metric is not None else None
+            window, granularity = (rate.window_seconds, rate.granularity_seconds) if rate else (60.0, 1.0)
+            if route.rate is None or (route.rate.window, route.rate.granularity) != (window, granularity):
+                route.rate = RequestRate(window, granularity)
+            service = services.get((namespace, target.service))
+            port_name = service_port_name(service, target.port, target.port_name) if service is not None else None
+            if service is None:
+                route.broken = f"Service {namespace}/{target.service} does not exist"
+                route.pool = None
+            elif port_name is None:
+                wanted = f"port {target.port}" if target.port_name is None else f"a port named {target.port_name!r}"
+                route.broken = f"Service {namespace}/{target.service} has no {wanted}"
+                route.pool = None
+            else:
+                pool_key = (namespace, target.service, port_name)
+                pool = pools.get(pool_key) or self.pools.get(pool_key) or EndpointPool()
+                pools[pool_key] = pool
+                route.pool = pool
+                route.broken = None
+            self._report(key, route.broken)
+            rules.append(
+                RouteRule(
+                    route=route,
+                    hosts=tuple(spec.hosts),
+                    path_prefixes=tuple(spec.path_prefixes),
+                    headers=tuple(HeaderMatch(h.name, h.value) for h in spec.headers),
+                    order=(created_at(obj.scaled_object()), namespace, key[1]),
+                )
+            )
+        by_service: dict[Key, list[dict[str, Any]]] = {}
+        for (namespace, _), piece in self._all("EndpointSlices").items():
+            service_name = ((piece.get("metadata") or {}).get("labels") or {}).get(SERVICE_NAME_LABEL)
+            if service_name:
+                by_service.setdefault((namespace, str(service_name)), []).append(piece)
+        for (namespace, service_name, port_name), pool in pools.items():
+            pool.update(ready_endpoints(by_service.get((namespace, service_name), ()), port_name))
+        for key in set(self._parsed) - set(objects):
+            del self._parsed[key]
+        for key in set(self._problems) - set(objects):
+            del self._problems[key]
+        self.routes, self.pools = routes, pools
+        self.interceptor.table = RoutingTable(rules)
+        self.interceptor.routes = [rule.route for rule in rules]
+
+    def snapshot(self) -> dict[str, dict[str, float]]:
+        """Counts per route: requests in flight (held ones included), the request rate, requests held."""
+        now = self.clock()
+        return {
+            route_key(*key): {
+                "concurrency": route.in_flight,
+                "rate": route.rate.average(now) if route.rate is not None else 0.0,
+                "held": route.held,
+            }
+            for key, route in self.routes.items()
+        }
+
+    async def start(self) -> None:
+        for group in self.informers.values():
+            for informer in group:
+                self._tasks.append(asyncio.create_task(informer.run(), name=f"ebb-informer-{informer.what}"))
+        await self.interceptor.start()
+
+    async def stop(self, grace: float = 30.0) -> None:
+        await self.interceptor.stop(grace)
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+@dataclass(eq=False)
+class _Subscriber:
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    wake: set[str] = field(default_factory=set)
+
+
+class AdminServer(AppServer):
+    """The interceptor's counts for operators: a snapshot, and a stream that pushes held requests at once."""
+
+    label = "interceptor admin"
+
+    def __init__(self, routes: KubeRoutes, host: str, port: int, *, push_interval: float = DEFAULT_PUSH_INTERVAL):
+        super().__init__(host, port)
+        self.routes = routes
+        self.push_interval = push_interval
+        self._subscribers: set[_Subscriber] = set()
+        self._closing = asyncio.Event()
+
+    def held(self, route: str) -> None:
+        """A request is held on `route`: every stream sends a line now."""
+        for subscriber in self._subscribers:
+            subscriber.wake.add(route)
+            subscriber.changed.set()
+
+    def _line(self, wake: Sequence[str] = ()) -> bytes:
+        body: dict[str, Any] = {"routes": self.routes.snapshot()}
+        if wake:
+            body["wake"] = sorted(wake)
+        return json.dumps(body, separators=(",", ":")).encode() + b"\n"
+
+    async def _queue(self, request: web.Request) -> web.Response:
+        return web.Response(body=self._line(), content_type="application/json")
+
+    async def _stream(self, request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson", "Cache-Control": "no-store"})
+        await response.prepare(request)
+        subscriber = _Subscriber()
+        self._subscribers.add(subscriber)
+        try:
+            while not self._closing.is_set():
+                wake, subscriber.wake = subscriber.wake, set()
+                subscriber.changed.clear()
+                await response.write(self._line(sorted(wake)))
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.push_interval):
+                        await subscriber.changed.wait()
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            self._subscribers.discard(subscriber)
+        return response
+
+    async def _livez(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def _readyz(self, request: web.Request) -> web.Response:
+        if self.routes.synced:
+            return web.Response(text="ok\n")
+        return web.Response(status=503, text="loading HTTPScaledObjects, Services and EndpointSlices\n")
+
+    def make_app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/queue", self._queue)
+        app.router.add_get("/queue/stream", self._stream)
+        app.router.add_get("/livez", self._livez)
+        app.router.add_get("/readyz", self._readyz)
+        return app
+
+    async def stopping(self) -> None:
+        self._closing.set()
+        for subscriber in self._subscribers:
+            subscriber.changed.set()
+
+
+class KubeInterceptor:
+    """The routes and the admin server together: what `ebb interceptor` runs."""
+
+    def __init__(self, client: AsyncClient, options: InterceptorOptions) -> None:
+        self.options = options
+        self.routes = KubeRoutes(client, options, on_held=self._held)
+        self.admin = AdminServer(
+            self.routes, options.admin_host, options.admin_port, push_interval=options.push_interval
+        )
+
+    def _held(self, route: str) -> None:
+        self.admin.held(route)
+
+    @property
+    def port(self) -> int:
+        return self.routes.interceptor.bound_port
+
+    async def start(self) -> None:
+        await self.routes.start()
+        await self.admin.start()
+
+    async def stop(self) -> None:
+        # Requests in flight finish first (the admin stream keeps reporting them meanwhile).
+        await self.routes.stop(self.options.drain_grace)
+        await self.admin.stop()
+
+
+async def interceptor_main(options: InterceptorOptions, client: AsyncClient | None = None) -> None:
+    """Serve until SIGTERM or SIGINT, then drain."""
+    from ebb.kube.client import default_client
+
+    own = client is None
+    client = client or default_client()
+    interceptor = KubeInterceptor(client, options)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        await interceptor.start()
+        log.info("interceptor serving on %s:%d", options.host, interceptor.port)
+        await stop.wait()
+    finally:
+        await interceptor.stop()
+        if own:
+            await client.aclose()

@@ -1,0 +1,429 @@
+"""HTTPScaledObjects on Kubernetes, against the fake API server (kmock: no kubelet, no kube-proxy, no pods).
+
+What is real: `ebb interceptor` (KubeInterceptor, watching the fake server), `ebb operator` (operator_main with
+kopf, in a thread), the HTTP app (a `python -m http.server` process on 127.0.0.2 standing in for a pod) and every
+HTTP hop. What the test does in place of the cluster: it writes the EndpointSlices that the endpoints controller
+would write (the app's address once "ready", the interceptor's admin port), and nothing starts pods when the
+operator scales the Deployment through /scale.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from lightkube.types import PatchType
+
+from ebb.kube.client import EVENT, SCALED_OBJECT, AsyncClient, client_for_url, namespaced, to_dict
+from ebb.kube.endpoints import ENDPOINT_SLICE
+from ebb.kube.http_feed import InterceptorFeed
+from ebb.kube.http_interceptor import HTTP_SCALED_OBJECT, SERVICE, InterceptorOptions, KubeInterceptor
+from ebb.kube.http_operator import HTTPScaledObjectController
+
+from ._fakecluster import Cluster, eventually, use_kubeconfig
+from .test_operator_e2e import Replica, free_port
+
+pytestmark = pytest.mark.kmock(cls=Cluster)
+
+NS = "ns"
+DEPLOYMENT = namespaced("apps", "v1", "Deployment", "deployments")
+APP_HOST = "127.0.0.2"
+
+
+def free_port_on(host: str) -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+async def client(kmock: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[AsyncClient]:
+    kmock.serve("apps/v1/deployments", "autoscaling/v2/horizontalpodautoscalers", "v1/events", "v1/pods")
+    kmock.serve("coordination.k8s.io/v1/leases", "v1/secrets", "v1/configmaps", "batch/v1/jobs", "v1/services")
+    kmock.serve("discovery.k8s.io/v1/endpointslices")
+    kmock.add_namespaces(NS)
+    kmock.install_crds()
+    use_kubeconfig(kmock, tmp_path, monkeypatch)
+    api = client_for_url(str(kmock.url))
+    yield api
+    await api.aclose()
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Iterator[int]:
+    """A real HTTP server process on 127.0.0.2 (the pod): serves hello.txt."""
+    root = tmp_path / "www"
+    root.mkdir()
+    (root / "hello.txt").write_text("hello from the pod\n")
+    port = free_port_on(APP_HOST)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", APP_HOST, "--directory", str(root)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield port
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+async def add_deployment(api: AsyncClient, name: str, replicas: int) -> None:
+    body = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [{"name": "app"}]}},
+        },
+    }
+    await api.create(DEPLOYMENT(body))
+
+
+async def add_service(api: AsyncClient, name: str, port: int = 80, port_name: str = "http") -> None:
+    body = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {"selector": {"app": name}, "ports": [{"name": port_name, "port": port, "targetPort": 8080}]},
+    }
+    await api.create(SERVICE(body))
+
+
+async def set_endpoints(api: AsyncClient, service: str, port_name: str, port: int, addresses: list[str]) -> None:
+    """What the endpoints controller writes for `service`: one slice with these addresses, ready."""
+    name = f"{service}-slice"
+    body = {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {"name": name, "namespace": NS, "labels": {"kubernetes.io/service-name": service}},
+        "addressType": "IPv4",
+        "ports": [{"name": port_name, "port": port, "protocol": "TCP"}],
+        "endpoints": [{"addresses": [a], "conditions": {"ready": True}} for a in addresses],
+    }
+    try:
+        await api.get(ENDPOINT_SLICE, name, namespace=NS)
+    except Exception:
+        await api.create(ENDPOINT_SLICE(body))
+        return
+    await api.patch(ENDPOINT_SLICE, name, body, namespace=NS, patch_type=PatchType.MERGE)
+
+
+def http_scaled_object(name: str, host: str, service: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "http.keda.sh/v1alpha1",
+        "kind": "HTTPScaledObject",
+        "metadata": {"name": name, "namespace": NS, "annotations": {"ebb.dev/polling-interval": "300"}},
+        "spec": {
+            "hosts": [host],
+            "scaleTargetRef": {
+                "name": name,
+                "kind": "Deployment",
+                "apiVersion": "apps/v1",
+                "service": service,
+                "port": 80,
+            },
+            "replicas": {"min": 0, "max": 5},
+            "scalingMetric": {"concurrency": {"targetValue": 10}},
+            **spec,
+        },
+    }
+
+
+@contextlib.asynccontextmanager
+async def interceptor(api: AsyncClient) -> AsyncIterator[KubeInterceptor]:
+    options = InterceptorOptions(host="127.0.0.1", port=0, admin_host="127.0.0.1", admin_port=0, condition_wait=60)
+    running = KubeInterceptor(api, options)
+    await running.start()
+    try:
+        await eventually(lambda: running.routes.synced, "the interceptor's first listings")
+        yield running
+    finally:
+        await running.stop()
+
+
+async def get(port: int, host: str, path: str = "/hello.txt") -> tuple[int, str]:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://127.0.0.1:{port}{path}", headers={"Host": host}) as response,
+    ):
+        return response.status, await response.text()
+
+
+async def replicas(api: AsyncClient, name: str) -> int:
+    value: int = to_dict(await api.get(DEPLOYMENT, name, namespace=NS))["spec"]["replicas"]
+    return value
+
+
+async def ready_condition(api: AsyncClient, name: str) -> dict[str, Any]:
+    body = to_dict(await api.get(HTTP_SCALED_OBJECT, name, namespace=NS))
+    for cond in (body.get("status") or {}).get("conditions") or ():
+        if cond.get("type") == "Ready":
+            return dict(cond)
+    return {}
+
+
+async def event_reasons(api: AsyncClient, name: str) -> list[str]:
+    found = [to_dict(e) async for e in api.list(EVENT, namespace=NS)]
+    return [e["reason"] for e in found if (e.get("involvedObject") or {}).get("name") == name]
+
+
+def start_operator() -> Replica:
+    return Replica(
+        {
+            "namespaces": [],
+            "scaling": "hpa",
+            "metrics_api_port": free_port(),
+            "metrics_api_auth": "none",
+            "cluster_object_namespace": NS,
+            "leader_election": False,
+            "webhook_port": 0,
+            "metrics_port": 0,
+            "interceptor_namespace": NS,
+        },
+        NS,
+    )
+
+
+async def test_a_request_held_at_zero_is_served_once_the_operator_scales_up_against_fake_apiserver(
+    client: AsyncClient, app: int
+) -> None:
+    await add_deployment(client, "web", 0)
+    await add_service(client, "web")
+    async with interceptor(client) as proxy:
+        await set_endpoints(client, "ebb-interceptor-admin", "admin", proxy.admin.port, ["127.0.0.1"])
+        operator = start_operator()
+        try:
+            await client.create(HTTP_SCALED_OBJECT(http_scaled_object("web", "web.test", "web")))
+            ready = await eventually(
+                lambda: ready_condition(client, "web"), "Ready=True", ok=lambda c: c.get("status") == "True"
+            )
+            assert ready["reason"] == "Reconciled"
+            # metav1.Condition, as the add-on writes it (its CRD requires lastTransitionTime).
+            assert ready["lastTransitionTime"]
+            status = to_dict(await client.get(HTTP_SCALED_OBJECT, "web", namespace=NS))["status"]
+            assert status["targetWorkload"] == "apps/v1/Deployment/web"
+            assert status["targetService"] == "web:80"
+            await eventually(lambda: proxy.routes.routes, "the interceptor to route web.test")
+
+            request = asyncio.create_task(get(proxy.port, "web.test"))
+            # Polling is every 300 s: only the push from the interceptor can scale this up within the deadline.
+            await eventually(lambda: replicas(client, "web"), "the operator to scale web 0 -> 1", ok=lambda n: n == 1)
+            await asyncio.sleep(0.2)
+            assert not request.done(), "the request must be held while no endpoint is ready"
+            assert proxy.routes.routes[(NS, "web")].held == 1
+
+            await set_endpoints(client, "web", "http", app, [APP_HOST])  # the pod became ready
+            status_code, text = await asyncio.wait_for(request, 30)
+            assert (status_code, text) == (200, "hello from the pod\n")
+            await eventually(
+                lambda: event_reasons(client, "web"),
+                "the scale-up Event on the HTTPScaledObject",
+                ok=lambda reasons: "KEDAScaleTargetActivated" in reasons,
+            )
+            operator.check()
+        finally:
+            await operator.stop()
+        assert operator.error is None
+
+
+async def test_a_route_whose_service_is_missing_gets_a_condition_and_an_event_others_work_against_fake_apiserver(
+    client: AsyncClient, app: int
+) -> None:
+    await add_deployment(client, "web", 1)
+    await add_deployment(client, "ghost", 0)
+    await add_service(client, "web")
+    await set_endpoints(client, "web", "http", app, [APP_HOST])
+    async with interceptor(client) as proxy:
+        await set_endpoints(client, "ebb-interceptor-admin", "admin", proxy.admin.port, ["127.0.0.1"])
+        operator = start_operator()
+        try:
+            await client.create(HTTP_SCALED_OBJECT(http_scaled_object("web", "web.test", "web")))
+            await client.create(HTTP_SCALED_OBJECT(http_scaled_object("ghost", "ghost.test", "nothing-here")))
+            cond = await eventually(
+                lambda: ready_condition(client, "ghost"), "Ready=False", ok=lambda c: c.get("status") == "False"
+            )
+            assert cond["reason"] == "ServiceNotFound"
+            assert "Service ns/nothing-here does not exist" in cond["message"]
+            await eventually(
+                lambda: event_reasons(client, "ghost"), "a ServiceNotFound Event", ok=lambda r: "ServiceNotFound" in r
+            )
+            await eventually(
+                lambda: ready_condition(client, "web"), "web Ready=True", ok=lambda c: c.get("status") == "True"
+            )
+            await eventually(lambda: len(proxy.routes.routes) == 2, "both routes in the interceptor")
+            status_code, text = await get(proxy.port, "ghost.test")
+            assert status_code == 503 and "Service ns/nothing-here does not exist" in text
+            assert await get(proxy.port, "web.test") == (200, "hello from the pod\n")
+
+            # A route change reaches the interceptor through its watch, without a restart.
+            await client.patch(
+                HTTP_SCALED_OBJECT,
+                "web",
+                {"spec": {"hosts": ["web2.test"]}},
+                namespace=NS,
+                patch_type=PatchType.MERGE,
+            )
+            await eventually(lambda: get(proxy.port, "web2.test"), "web2.test routed", ok=lambda r: r[0] == 200)
+            assert (await get(proxy.port, "web.test"))[0] == 404
+            operator.check()
+        finally:
+            await operator.stop()
+        assert operator.error is None
+
+
+async def test_the_operator_feed_sums_several_interceptor_replicas_against_fake_apiserver(client: AsyncClient) -> None:
+    await add_deployment(client, "web", 0)
+    await add_service(client, "web")
+    await client.create(HTTP_SCALED_OBJECT(http_scaled_object("web", "web.test", "web")))
+    async with interceptor(client) as first, interceptor(client) as second:
+        await eventually(lambda: len(first.routes.routes) + len(second.routes.routes) == 2, "both routing web.test")
+        # Two interceptor pods behind the admin Service: 127.0.0.1 and 127.0.0.3 stand for their pod IPs, both on
+        # the port each one bound (the slice has one port per name, so each listens on its own address).
+        feed = InterceptorFeed(client, NS)
+        woken: list[str] = []
+        feed.listen("ns/web", lambda: woken.append("ns/web"))
+        await feed.start()
+        try:
+            body = {
+                "apiVersion": "discovery.k8s.io/v1",
+                "kind": "EndpointSlice",
+                "metadata": {
+                    "name": "admin-1",
+                    "namespace": NS,
+                    "labels": {"kubernetes.io/service-name": "ebb-interceptor-admin"},
+                },
+                "addressType": "IPv4",
+                "ports": [{"name": "admin", "port": first.admin.port}],
+                "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": True}}],
+            }
+            await client.create(ENDPOINT_SLICE(body))
+            body2 = {
+                **body,
+                "metadata": {**body["metadata"], "name": "admin-2"},
+                "ports": [{"name": "admin", "port": second.admin.port}],
+            }
+            await client.create(ENDPOINT_SLICE(body2))
+            await eventually(lambda: feed.connected == 2, "the feed to follow both interceptors")
+            held = [
+                asyncio.create_task(get(first.port, "web.test")),
+                asyncio.create_task(get(second.port, "web.test")),
+                asyncio.create_task(get(second.port, "web.test")),
+            ]
+            await eventually(lambda: feed.concurrency("ns/web"), "three held requests summed", ok=lambda n: n == 3)
+            assert woken, "a held request wakes the route's listeners"
+            # One interceptor goes away: its counts stop counting.
+            await client.delete(ENDPOINT_SLICE, "admin-2", namespace=NS)
+            await eventually(lambda: feed.concurrency("ns/web"), "only the first one's request", ok=lambda n: n == 1)
+            for task in held:
+                task.cancel()
+            await asyncio.gather(*held, return_exceptions=True)
+        finally:
+            await feed.stop()
+
+
+async def test_the_ebb_interceptor_command_follows_the_cluster_and_stops_on_sigterm_against_fake_apiserver(
+    client: AsyncClient, app: int
+) -> None:
+    """`ebb interceptor` as a process, logged in through KUBECONFIG as on a workstation."""
+    await add_deployment(client, "web", 1)
+    await add_service(client, "web")
+    await set_endpoints(client, "web", "http", app, [APP_HOST])
+    await client.create(HTTP_SCALED_OBJECT(http_scaled_object("web", "web.test", "web")))
+    port, admin = free_port(), free_port()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "ebb.cli",
+        "interceptor",
+        "--host=127.0.0.1",
+        f"--port={port}",
+        "--admin-host=127.0.0.1",
+        f"--admin-port={admin}",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+
+        async def readyz() -> int:
+            assert process.returncode is None, "ebb interceptor exited"
+            async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{admin}/readyz") as r:
+                return r.status
+
+        await eventually(readyz, "ebb interceptor to load its listings", ok=lambda s: s == 200)
+        assert await get(port, "web.test") == (200, "hello from the pod\n")
+        process.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(process.wait(), 20)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    output = (await process.stdout.read()).decode() if process.stdout is not None else ""
+    assert code == 0, output
+    assert "Traceback" not in output
+
+
+def user_scaled_object(target: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "ScaledObject",
+        "metadata": {"name": "mine", "namespace": NS},
+        "spec": {
+            "scaleTargetRef": {"name": target},
+            "triggers": [{"type": "cron", "metadata": {"timezone": "UTC", "start": "0 8 * * *", "end": "0 9 * * *"}}],
+        },
+    }
+
+
+async def reconciled(api: AsyncClient, manifest: dict[str, Any]) -> tuple[bool, HTTPScaledObjectController]:
+    controller = HTTPScaledObjectController(api, InterceptorFeed(None, NS))
+    controller.autostart = False
+    await api.create(HTTP_SCALED_OBJECT(manifest))
+    body = to_dict(await api.get(HTTP_SCALED_OBJECT, manifest["metadata"]["name"], namespace=NS))
+    return await controller.reconcile(body), controller
+
+
+async def test_another_scaled_object_on_the_target_is_a_create_error_against_fake_apiserver(
+    client: AsyncClient,
+) -> None:
+    await add_deployment(client, "web", 0)
+    await add_service(client, "web")
+    await client.create(SCALED_OBJECT(user_scaled_object("web")))
+    ok, controller = await reconciled(client, http_scaled_object("web", "web.test", "web"))
+    assert not ok and not controller.runtimes
+    cond = await ready_condition(client, "web")
+    assert (cond["status"], cond["reason"]) == ("False", "CreateError")
+    assert cond["message"] == (
+        "spec.scaleTargetRef: the workload 'web' of type 'apps/v1.Deployment' is already managed by the ScaledObject "
+        "'mine'"
+    )
+    assert "CreateError" in await event_reasons(client, "web")
+
+
+async def test_skip_scaledobject_creation_routes_only_and_leaves_the_target_to_the_users_own_against_fake_apiserver(
+    client: AsyncClient,
+) -> None:
+    await add_deployment(client, "web", 2)
+    await add_service(client, "web")
+    await client.create(SCALED_OBJECT(user_scaled_object("web")))
+    manifest = http_scaled_object("web", "web.test", "web")
+    manifest["metadata"]["annotations"]["httpscaledobject.keda.sh/skip-scaledobject-creation"] = "true"
+    ok, controller = await reconciled(client, manifest)
+    assert ok and not controller.runtimes  # no scaling loop: the user's ScaledObject scales the target
+    cond = await ready_condition(client, "web")
+    assert (cond["status"], cond["reason"]) == ("True", "Reconciled")
+    assert "routing only" in cond["message"]
+    await controller.delete(to_dict(await client.get(HTTP_SCALED_OBJECT, "web", namespace=NS)))
+    assert await replicas(client, "web") == 2
