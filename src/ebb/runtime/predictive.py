@@ -2,8 +2,9 @@
 
 A wrapper around a trigger's scaler. Every reading is recorded (the largest value per `STEP` seconds); at each
 new step the forecaster (`ebb.scaling.forecast`, walk-forward) looks `horizon` ahead. The metric served is
-max(what the trigger reads, the forecast's upper band over the horizon), and the trigger is active when the
-point forecast is above its activation threshold: a forecast can only add replicas earlier, and wakes the
+max(what the trigger reads, the forecast's peak over the horizon on the chosen `band`), and the trigger is active
+when the point forecast over `lead` (at least the next step) is above its activation threshold: a forecast can
+only add replicas earlier, and wakes the
 target from zero ahead of expected work. `mode=observe` records the forecast (`last_forecast`) without acting.
 A guard serves the plain reading while the recent forecast error is too high and reports each switch.
 `prediction()` tells the loop (and through it metrics, Events and the dashboard) what the forecast says.
