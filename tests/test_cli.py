@@ -359,6 +359,7 @@ def test_check_describes_a_process_groups_ports_and_probes() -> None:
     assert "ready     tcpSocket on port busy, every 2s, timeout 1s, thresholds 1/3" in result.output
     assert "busy      httpGet /busy on port busy; scale-in drains busy workers up to 300s" in result.output
 
+
 GROUP_AND_OBJECT = """\
 apiVersion: ebb.dev/v1alpha1
 kind: ProcessGroup

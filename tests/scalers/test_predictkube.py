@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import math
+import signal
+import subprocess
+import sys
 import textwrap
 import time
+import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from aiohttp import web
+from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
 
 from ebb.cli import app
@@ -17,6 +23,8 @@ from ebb.errors import SpecError
 from ebb.scalers import build_scaler
 from ebb.scalers.base import TriggerContext
 from ebb.scalers.predictkube import PredictKubeScaler, parse_span
+from tests._skips import needs
+from tests.scalers._prometheus_server import PrometheusFixture, _start_site, free_port, prometheus_binary
 
 DAY = 86400.0
 #: KEDA's documentation example (keda.sh/docs/scalers/predictkube), with a ProcessGroup target.
@@ -166,3 +174,117 @@ def test_ebb_check_accepts_the_keda_documentation_example(tmp_path: Path) -> Non
     result = CliRunner().invoke(app, ["check", str(path)])
     assert result.exit_code == 0, result.output
     assert "predictkube" in result.output
+
+
+# --- KEDA's documentation example under a real `ebb run`, against a real Prometheus on loopback -------------
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "predictkube.yaml"
+#: Requests per second the exporter's counter grows by: 450 / threshold 100 = 5 replicas at least.
+RATE = 450.0
+
+
+class CounterPrometheus(PrometheusFixture):
+    """Prometheus scraping, every second, a counter http_requests_total{deployment="my-deployment"} that grows
+    by RATE per second (what a web app's exporter serves)."""
+
+    async def _serve_metrics(self) -> int:
+        t0 = time.time()
+
+        async def metrics(_: web.Request) -> web.Response:
+            total = RATE * (time.time() - t0)
+            text = (
+                "# TYPE http_requests_total counter\n"
+                f'http_requests_total{{deployment="my-deployment",pod="my-deployment-0"}} {total:.3f}\n'
+            )
+            return web.Response(text=text, content_type="text/plain")
+
+        app = web.Application()
+        app.router.add_get("/metrics", metrics)
+        self._metrics_runner, port = await _start_site(app)
+        self.metrics_url = f"http://127.0.0.1:{port}"
+        return port
+
+    def _wait_for_first_scrape(self, limit: float = 60.0) -> None:
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            assert self._proc is not None
+            if self._proc.poll() is not None:
+                raise RuntimeError(f"prometheus exited with {self._proc.returncode}: {self.log_tail()}")
+            if self.instant_query("sum(rate(http_requests_total[2m]))", at=time.time()):
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"prometheus never scraped the exporter: {self.log_tail()}")
+
+
+def metric_samples(url: str) -> dict[tuple[str, str], float]:
+    with urllib.request.urlopen(f"{url}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    return {
+        (s.name, s.labels.get("band") or s.labels.get("mode") or ""): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.labels.get("scaledObject") == "predictkube-scaledobject"
+        or s.labels.get("name") == "predictkube-scaledobject"
+    }
+
+
+def test_the_keda_docs_example_runs_under_ebb_run_against_a_local_prometheus(tmp_path: Path) -> None:
+    binary = prometheus_binary()
+    if binary is None:
+        pytest.skip(needs("Prometheus", "apt-get install prometheus"))
+    prom = CounterPrometheus(binary)
+    prom.start()
+    manifest = tmp_path / "predictkube.yaml"
+    text = EXAMPLE.read_text()
+    assert "prometheusAddress: http://127.0.0.1:9090" in text
+    manifest.write_text(text.replace("http://127.0.0.1:9090", prom.url))  # the test's Prometheus: a free port
+    port = free_port()
+    log = (tmp_path / "ebb.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ebb.cli", "run", "--metrics-port", str(port), "--dashboard", str(manifest)],
+        cwd=tmp_path,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 240
+        samples: dict[tuple[str, str], float] = {}
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, (tmp_path / "ebb.log").read_text()
+            try:
+                samples = metric_samples(url)
+            except OSError:
+                samples = {}
+            # (the first read may predate the load: a range query's last point is up to queryStep old, and the
+            # value is then kept for queryStep, as KEDA's scaler does)
+            if samples.get(("ebb_ready_replicas", ""), 0) >= math.ceil(RATE / 100):
+                break
+            time.sleep(1)
+        else:
+            raise AssertionError(
+                f"never scaled to {math.ceil(RATE / 100)}: {samples}\n{(tmp_path / 'ebb.log').read_text()}"
+            )
+        served = samples[("keda_scaler_metrics_value", "")]
+        assert served >= RATE * 0.9  # the current load at least: the forecast only ever adds
+        assert samples[("ebb_desired_replicas", "")] <= 50
+        assert samples[("ebb_predictive_guard_active", "")] in (0.0, 1.0)
+        assert ("ebb_predictive_forecast_value", "upper") in samples
+        assert samples[("ebb_predictive_would_be_replicas", "on")] == min(50, math.ceil(served / 100 - 1e-9))
+        with urllib.request.urlopen(
+            f"{url}/api/objects/ScaledObject/some-namespace/predictkube-scaledobject/series"
+        ) as r:
+            body = json.load(r)
+        (fc,) = body["forecasts"]
+        assert fc["metric"] == "s0-predictkube" and fc["latest"]["mode"] == "on" and fc["latest"]["mean"]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+        prom.stop()
+    output = (tmp_path / "ebb.log").read_text()
+    assert "not-used" not in output  # the apiKey is never printed

@@ -13,7 +13,15 @@ from ebb.scaling.forecast import PredictiveSettings
 from ebb.scaling.lifecycle import ScaledObjectDecider
 from ebb.scaling.types import ObjectPolicy
 from ebb.simulate import Options, simulate
-from ebb.simulate.engine import CorePolicy, Predictor, SimTrigger, Workload, make_workload, run_core
+from ebb.simulate.engine import (
+    CorePolicy,
+    Predictor,
+    SimTrigger,
+    Workload,
+    _Forecasting,
+    make_workload,
+    run_core,
+)
 
 MANIFEST = """
 apiVersion: keda.sh/v1alpha1
@@ -213,3 +221,28 @@ def test_predictive_pre_activates_before_the_morning() -> None:
     assert predictive.cold_starts < reactive.cold_starts / 2
     assert predictive.wait_p95_s < reactive.wait_p95_s
     assert not math.isnan(predictive.wait_p99_s)
+
+
+def test_hold_forecast_releases_at_once_when_nothing_waits_and_nothing_is_forecast() -> None:
+    """One item in an empty day: with hold=forecast the pool stops at the first poll after the item started
+    (no work forecast, nothing waiting) instead of waiting out cooldownPeriod; the item is served the same."""
+    workload = Workload(np.asarray([86400.0 + 95.0]), 300.0, 86400.0 + 600.0)
+    results = {}
+    for hold in ("cooldown", "forecast"):
+        settings = PredictiveSettings(horizon=600.0, hold=hold)  # type: ignore[arg-type]
+        predictor = Predictor(settings, threshold=1.0, activation=1.0)  # no forecast of this day reaches 1/s
+        results[hold] = run_core(policy(True, predictor), workload, service_rate=1.0, startup_delay=30.0)
+    cooled, held = results["cooldown"], results["forecast"]
+    assert held.wait_max_s == cooled.wait_max_s == pytest.approx(30.0)  # the item waits the same start-up
+    # off at the first poll after it started (ready at 125, polls at 125 and 135): 135 - 95 = 40 s against 100
+    assert cooled.replica_seconds == pytest.approx(100.0)
+    assert held.replica_seconds == pytest.approx(40.0)
+
+
+def test_a_recent_item_raises_the_rate_activation_compares() -> None:
+    """recent=5m: the forecast rate (here 0: an empty history) blended with the items of the last 5 minutes."""
+    settings = PredictiveSettings(horizon=600.0, recent=300.0, prior=300.0)
+    forecasting = _Forecasting(Predictor(settings, threshold=1.0, activation=0.001), np.zeros(10), 300.0, 30.0)
+    forecasting.at(600.0)
+    assert forecasting.expected_at(600.0, 0) == 0.0
+    assert forecasting.expected_at(600.0, 3) == pytest.approx(3 / 600.0)  # (0 x 300 + 3) / (300 + 300)

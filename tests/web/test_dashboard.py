@@ -4,11 +4,14 @@ overview (the home page) with 50 objects in 3 namespaces, and one object's detai
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import itertools
 import re
 import shutil
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import ClassVar
 
 import aiohttp
 import pytest
@@ -16,10 +19,14 @@ import pytest
 from ebb.observe.catalog import ObjectInfo
 from ebb.observe.cost import Pricing
 from ebb.observe.events import EventRecord
+from ebb.observe.forecasts import ForecastLog
 from ebb.observe.history import HistoryStore
 from ebb.observe.metrics import TriggerInfo
 from ebb.observe.overview import fleet_usage
-from ebb.runtime.observer import ObjectRef
+from ebb.runtime.observer import ObjectRef, PollRecord
+from ebb.runtime.predictive import PredictiveScaler
+from ebb.scalers.base import MetricSpec, Scaler, ScalerMetadata, ScalerReading, TriggerContext
+from ebb.scaling.forecast import parse_predictive
 from ebb.scaling.types import ScalingEvent
 from ebb.web.server import AppServer, build_app, serve
 from tests._skips import needs
@@ -31,11 +38,43 @@ OTHER = ObjectRef("ScaledObject", "batch", "thumbnails")
 SO = ObjectRef("ScaledObject", "shop", "orders")
 
 
+class Backlog(Scaler):
+    """The burst's backlog, as a trigger reads it (set by the fixture before each read)."""
+
+    type_name: ClassVar[str] = "backlog"
+    Metadata: ClassVar[type[ScalerMetadata]] = ScalerMetadata
+    value = 0.0
+
+    def metric_spec(self) -> MetricSpec:
+        return MetricSpec("s0-redis-orders", 5.0)
+
+    async def read(self) -> ScalerReading:
+        return ScalerReading(self.value, self.value > 0)
+
+
+async def with_forecasts(records: list[PollRecord], log: ForecastLog) -> list[PollRecord]:
+    """The records with what a real ebb.dev/predictive wrapper forecast from trigger 0's values, poll by poll."""
+    clock = [0.0]
+    inner = Backlog(TriggerContext(trigger_type="backlog"), ScalerMetadata())
+    scaler = PredictiveScaler(inner, parse_predictive("horizon=5m,mode=observe"), clock=lambda: clock[0])
+    out = []
+    for r in records:
+        clock[0] = r.time
+        inner.value = r.triggers[0].value or 0.0
+        await scaler.get_metric_and_activity()
+        p = scaler.prediction()
+        record = dataclasses.replace(r, predictions=(p,) if p is not None else ())
+        log.poll(record)
+        out.append(record)
+    return out
+
+
 @pytest.fixture
 async def dashboard(tmp_path: Path) -> AsyncIterator[AppServer]:
     store = HistoryStore(tmp_path / "history.db")
     start = time.time() - 40 * 60
-    records = burst(SO, start, step=20.0, polls=120)
+    forecasts = ForecastLog()
+    records = await with_forecasts(burst(SO, start, step=20.0, polls=120), forecasts)
     store.register(
         [
             ObjectInfo(SO, "ProcessGroup/order-workers", 0, 4, (TriggerInfo(0, "redis"), TriggerInfo(1, "redis"))),
@@ -51,12 +90,30 @@ async def dashboard(tmp_path: Path) -> AsyncIterator[AppServer]:
             EventRecord.of(SO, ScalingEvent("KEDAScaleTargetDeactivated", "Deactivated to 0"), scale_times[-1]),
         ],
     )
-    served = await serve(build_app(history=store, dashboard=True), "127.0.0.1", 0)
+    served = await serve(build_app(history=store, dashboard=True, forecasts=forecasts), "127.0.0.1", 0)
     try:
         yield served
     finally:
         await served.stop()
         store.close()
+
+
+async def test_series_api_serves_the_forecast_band_beside_the_values(dashboard: AppServer) -> None:
+    path = "/api/objects/ScaledObject/shop/orders/series?from=1h"
+    async with aiohttp.ClientSession(dashboard.url) as http, http.get(path) as resp:
+        body = await resp.json()
+    (fc,) = body["forecasts"]  # only trigger 0 forecasts
+    assert fc["metric"] == "s0-redis-orders"
+    steps = fc["steps"]
+    assert len(steps) >= 30  # one per minute of the 40 minutes, from the first minute's end
+    assert all(s["lower"] <= s["mean"] <= s["upper"] for s in steps)
+    assert all(a["time"] < b["time"] for a, b in itertools.pairwise(steps))
+    assert max(s["upper"] for s in steps) > 0  # the burst was forecast, from the values before each step
+    latest = fc["latest"]
+    assert latest["mode"] == "observe" and latest["guard"] in ("on", "off")
+    assert len(latest["mean"]) == len(latest["upper"]) >= 5  # the curve ahead: 5 minutes and the current one
+    # the values the band is drawn beside are served in the same answer
+    assert any(t["metric"] == "s0-redis-orders" for p in body["points"] for t in p["triggers"])
 
 
 #: 50 objects in 3 namespaces: (namespace, how many).
@@ -149,7 +206,17 @@ async def test_dashboard_draws_charts_legends_and_events(dashboard: AppServer, t
         section = dom.split(f'id="{chart}"', 1)[1].split("<h3>", 1)[0]
         assert "<canvas" in section, chart
     legends = re.findall(r'<div class="u-label">([^<]*)</div>', dom)
-    for label in ("desired", "running", "s0-redis-orders", "s0-redis-orders target", "half", "half target"):
+    for label in (
+        "desired",
+        "running",
+        "s0-redis-orders",
+        "s0-redis-orders target",
+        "s0-redis-orders forecast",
+        "s0-redis-orders forecast upper",
+        "s0-redis-orders forecast lower",
+        "half",
+        "half target",
+    ):
         assert label in legends
     assert "KEDAScaleTargetActivated" in dom and "KEDAScalerFailed" in dom
     used = int(re.search(r'id="replica-seconds"><b>(\d+)</b>', dom).group(1))  # type: ignore[union-attr]

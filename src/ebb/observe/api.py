@@ -18,6 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from ebb.observe.cost import Pricing
+from ebb.observe.forecasts import ForecastLog
 from ebb.observe.history import DEFAULT_MAX_POINTS, STATES, HistoryStore
 from ebb.observe.overview import Filters, daily_usage, default_range, fleet_view, overview
 
@@ -87,7 +88,10 @@ def _filters(request: web.Request) -> Filters:
 
 
 def api_routes(
-    store: HistoryStore, clock: Callable[[], float] = time.time, pricing: Pricing | None = None
+    store: HistoryStore,
+    clock: Callable[[], float] = time.time,
+    pricing: Pricing | None = None,
+    forecasts: ForecastLog | None = None,
 ) -> list[web.RouteDef]:
     prices = pricing or Pricing()
     #: (filters, chart points) -> (computed at, kept for, start, end, value)
@@ -121,6 +125,8 @@ def api_routes(
         result = await asyncio.to_thread(store.series, key, start, end, points)
         if result is None:
             raise web.HTTPNotFound(text=f"no history for {m['kind']} {m['namespace']}/{m['name']}")
+        # Forecasting triggers: each step's forecast (point and band) beside the values, and the latest ahead.
+        result["forecasts"] = forecasts.series(key, start, end) if forecasts is not None else []
         return web.json_response({"now": now, **result})
 
     async def events(request: web.Request) -> web.Response:

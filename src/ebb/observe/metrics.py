@@ -78,6 +78,8 @@ class _ObjectMemory:
     triggers: dict[int, TriggerInfo] = field(default_factory=dict)
     #: Label tuples this object has published, so `removed` can delete exactly them.
     series: set[tuple[str, ...]] = field(default_factory=set)
+    #: Label tuples of the prediction series (with their extra label), for `removed`.
+    predicted: set[tuple[Gauge, tuple[str, ...]]] = field(default_factory=set)
     #: When a poll first saw activity while the target ran zero replicas (for ebb_activation_latency_seconds).
     active_since: float | None = None
     registered: bool = False
@@ -215,6 +217,38 @@ class EbbMetrics:
             hpa_labels,
             registry=r,
         )
+        # Prediction (predictkube, ebb.dev/predictive), per trigger with KEDA's trigger labels.
+        self.predictive_guard_active = Gauge(
+            "ebb_predictive_guard_active",
+            "1 while the guard has prediction off for this trigger (recent forecast error above maxError), else 0.",
+            SCALER_LABELS,
+            registry=r,
+        )
+        self.predictive_forecast_error = Gauge(
+            "ebb_predictive_forecast_error",
+            "Recent relative forecast error of this trigger's metric (sum |forecast - actual| / (sum actual + "
+            "steps)), which the guard compares with maxError.",
+            SCALER_LABELS,
+            registry=r,
+        )
+        self.predictive_forecast = Gauge(
+            "ebb_predictive_forecast_value",
+            "The latest forecast of this trigger's metric for the next step: point, lower and upper band.",
+            [*SCALER_LABELS, "band"],
+            registry=r,
+        )
+        self.predictive_would_be_value = Gauge(
+            "ebb_predictive_would_be_value",
+            "The metric prediction serves (mode on) or would serve (mode observe): max(reading, forecast peak).",
+            [*SCALER_LABELS, "mode"],
+            registry=r,
+        )
+        self.predictive_would_be_replicas = Gauge(
+            "ebb_predictive_would_be_replicas",
+            "Replicas that metric asks for (AverageValue metrics), acting (mode on) or only recorded (observe).",
+            [*SCALER_LABELS, "mode"],
+            registry=r,
+        )
         self.observer_dropped = Counter(
             "ebb_observer_dropped",
             "Records an observer dropped because its queue was full (scaling never waits for observers).",
@@ -320,6 +354,8 @@ class MetricsObserver(Observer):
             m.scaler_metrics_value.labels(*labels).set(r.value if r.value is not None else 0.0)
             m.scaler_active.labels(*labels).set(1 if r.active else 0)
             any_active = any_active or r.active
+        if record.predictions:
+            self._predictions(ref, memory, record)
         object_errors = self._object_errors(ref)
         if any_error:
             object_errors.inc()
@@ -341,6 +377,29 @@ class MetricsObserver(Observer):
             )
             any_active = record.decision.active
         self._activation(memory, record, any_active)
+
+    def _predictions(self, ref: ObjectRef, memory: _ObjectMemory, record: PollRecord) -> None:
+        m = self.metrics
+        positions = {r.metric_name: (i, r) for i, r in enumerate(record.triggers)}
+        for p in record.predictions:
+            found = positions.get(p.metric_name)
+            if found is None:
+                continue
+            labels = self._scaler_labels(ref, memory, *found)
+            fc = p.forecast
+            series: list[tuple[Gauge, tuple[str, ...], float]] = [
+                (m.predictive_guard_active, labels, 0 if p.enabled else 1),
+                (m.predictive_forecast_error, labels, p.error),
+                (m.predictive_would_be_value, (*labels, p.mode), p.value),
+            ]
+            for band, values in (("mean", fc.mean), ("lower", fc.lower), ("upper", fc.upper)):
+                if values:
+                    series.append((m.predictive_forecast, (*labels, band), values[0]))
+            if p.replicas is not None:
+                series.append((m.predictive_would_be_replicas, (*labels, p.mode), float(p.replicas)))
+            for family, key, value in series:
+                family.labels(*key).set(value)
+                memory.predicted.add((family, key))
 
     def _activation(self, memory: _ObjectMemory, record: PollRecord, active: bool) -> None:
         if record.current_replicas > 0:
@@ -373,6 +432,8 @@ class MetricsObserver(Observer):
         for labels in memory.series:
             for family in (m.scaler_metrics_value, m.scaler_metrics_latency, m.scaler_active, m.scaler_detail_errors):
                 _remove(family, labels)
+        for family, key in memory.predicted:
+            _remove(family, key)
         rtype = _resource_type(ref.kind)
         for per_object in (m.desired_replicas, m.current_replicas, m.ready_replicas, m.activation_latency):
             _remove(per_object, (ref.namespace, rtype, ref.name))

@@ -15,6 +15,7 @@ from ebb.observe.catalog import object_info
 from ebb.observe.cloudevents import CloudEventHub, CloudEventsObserver, build_hub
 from ebb.observe.cost import Pricing
 from ebb.observe.events import EventLog, EventLogObserver
+from ebb.observe.forecasts import ForecastLog
 from ebb.observe.history import DEFAULT_TIERS, HistoryObserver, HistoryStore, Tier
 from ebb.observe.keda_names import COUNTED_RESOURCES
 from ebb.observe.metrics import MetricsObserver
@@ -77,6 +78,7 @@ class Services:
         if self.metrics is not None:
             dropped = self.metrics.metrics.observer_dropped.labels("history")
             on_drop = dropped.inc
+        self.forecasts = ForecastLog() if self.store is not None else None
         self.history = HistoryObserver(self.store, on_drop=on_drop) if self.store is not None else None
         self.event_log = EventLogObserver(EventLog(state_dir / EVENTS_FILE)) if history else None
         # CloudEventSources (from the files, or the --cloudevents-sink shortcut): one that cannot send is reported
@@ -116,7 +118,7 @@ class Services:
         if self.store is not None:
             self.store.register(infos)
         chain: list[Observer] = [first]
-        for extra in (self.metrics, self.event_log, self.history, self.cloudevents):
+        for extra in (self.metrics, self.event_log, self.history, self.forecasts, self.cloudevents):
             if extra is not None:
                 chain.append(extra)
         observers = Observers(chain)
@@ -175,6 +177,7 @@ class Services:
                 history=self.store,
                 dashboard=self.dashboard,
                 pricing=self.pricing,
+                forecasts=self.forecasts,
             )
             try:
                 self.served = await serve(app, self.metrics_host, self.metrics_port, hosts=self.allowed_hosts)

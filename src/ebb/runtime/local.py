@@ -252,25 +252,11 @@ class LocalRuntime:
         except ValueError as exc:
             raise EbbError(f"{so.ref}: metadata.annotations[{PREDICTIVE_ANNOTATION}]: {exc}") from None
 
-        def guard(trigger: str) -> Callable[[bool, float], None]:
-            def report(enabled: bool, error: float) -> None:
-                if enabled:
-                    event = ScalingEvent("PredictionResumed", f"{trigger}: forecast error {error:.2f}, prediction on")
-                else:
-                    event = ScalingEvent(
-                        "PredictionDisabled",
-                        f"{trigger}: recent forecast error {error:.2f} > maxError {settings.max_error:g}, "
-                        "prediction off",
-                        "Warning",
-                    )
-                self.observer.event(ref, event, self.options.clock())
-
-            return report
-
+        # Guard switches become Events in ScaledObjectLoop, for this annotation and predictkube alike.
         return [
             s
             if s.type_name in ("cpu", "memory")  # resource metrics: nothing to forecast from a queue
-            else PredictiveScaler(s, settings, clock=self.options.clock, on_guard=guard(s.ctx.trigger_ref))
+            else PredictiveScaler(s, settings, clock=self.options.clock)
             for s in scalers
         ]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ebb.scaling.forecast import Prediction
 from ebb.scaling.types import Decision, ScalingEvent, TriggerResult
 
 
@@ -43,6 +44,8 @@ class PollRecord:
     read_seconds: float = 0.0
     #: Why fewer replicas run than desired (a crash loop, a failed start...); None when all run.
     reason: str | None = None
+    #: What forecasting triggers (predictkube, ebb.dev/predictive) said at this poll, acting or observing.
+    predictions: tuple[Prediction, ...] = ()
 
 
 class Observer:

@@ -15,6 +15,7 @@ from ebb.errors import EbbError, PushUnavailable, ScalerError
 from ebb.runtime.observer import ObjectRef, Observer, PollRecord
 from ebb.runtime.state import StateStore
 from ebb.scalers.base import Scaler
+from ebb.scaling.forecast import Prediction
 from ebb.scaling.lifecycle import ScaledObjectDecider, pause_state
 from ebb.scaling.types import Decision, ScalingEvent, TriggerResult
 from ebb.targets.base import ScaleTarget
@@ -191,6 +192,8 @@ class ScaledObjectLoop:
         self._waiter: asyncio.Future[None] | None = None
         self._deferred: asyncio.TimerHandle | None = None
         self._last_poll = 0.0
+        #: Whether each forecasting trigger's guard let prediction act at the last poll (for its Events).
+        self._guards: dict[str, bool] = {}
 
     @property
     def idle(self) -> bool:
@@ -290,6 +293,7 @@ class ScaledObjectLoop:
             self.observer.problem(self.ref, f"cannot read the target's replicas: {exc}", now)
             return None
         busy = await busy_replicas(self.target) if self.decider.policy.cooldown_from == "last-activity" else None
+        predictions = self._predictions(now)
         try:
             decision = self.decider.decide(
                 results,
@@ -298,6 +302,7 @@ class ScaledObjectLoop:
                 pause=pause_state(self.annotations),
                 ready_replicas=self.target.ready_replicas(),
                 busy_replicas=busy,
+                cooldown_period=self._hold(results),
             )
         except EbbError as exc:
             self.observer.problem(self.ref, str(exc), now)
@@ -337,9 +342,46 @@ class ScaledObjectLoop:
                 lateness=lateness,
                 read_seconds=read_seconds,
                 reason=reason,
+                predictions=predictions,
             )
         )
         return decision
+
+    def _predictions(self, now: float) -> tuple[Prediction, ...]:
+        """Each forecasting trigger's prediction; an Event when its guard switches prediction off or on."""
+        out: list[Prediction] = []
+        for scaler in self.scalers:
+            p = scaler.prediction()
+            if p is None:
+                continue
+            out.append(p)
+            before = self._guards.get(p.metric_name, True)
+            self._guards[p.metric_name] = p.enabled
+            if before == p.enabled:
+                continue
+            trigger = scaler.ctx.trigger_ref
+            if p.enabled:
+                event = ScalingEvent(
+                    "PredictionResumed", f"{trigger}: recent forecast error {p.error:.2f}, prediction on again"
+                )
+            else:
+                event = ScalingEvent(
+                    "PredictionDisabled",
+                    f"{trigger}: recent forecast error {p.error:.2f} > maxError {p.max_error:g}, prediction off",
+                    "Warning",
+                )
+            self.observer.event(self.ref, event, now)
+        return tuple(out)
+
+    def _hold(self, results: Sequence[TriggerResult]) -> float | None:
+        """0 (scale to zero without the cooldown) when every trigger forecasts, read 0 itself (nothing waits) and
+        forecasts no work (`Scaler.releases`); else None, the policy's cooldownPeriod."""
+        forecasting = [s for s in self.scalers if s.metric_spec().source != "Resource"]
+        if not forecasting or not all(s.releases() for s in forecasting):
+            return None
+        if any(r.error is not None for r in results):
+            return None
+        return 0.0
 
     async def close(self) -> None:
         """Release every scaler's connections (bounded: a hung close never holds up shutdown)."""

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from pydantic.fields import FieldInfo
 
 from ebb.errors import MASK, ScalerError, SpecError, redact
+from ebb.scaling.forecast import Prediction
 
 M = TypeVar("M", bound="ScalerMetadata")
 S = TypeVar("S", bound="Scaler")
@@ -454,6 +455,15 @@ class Scaler(ABC):
     def describe(self) -> dict[str, Any]:
         """Resolved parameters, secrets masked."""
         return describe_metadata(self.meta)
+
+    def prediction(self) -> Prediction | None:
+        """What a forecasting scaler (predictkube, ebb.dev/predictive) last forecast; None for the others."""
+        return None
+
+    def releases(self) -> bool:
+        """True when a forecasting scaler, acting, forecasts no work ahead: its object may scale to zero
+        without waiting out cooldownPeriod once nothing waits (PredictiveSettings.hold="forecast")."""
+        return False
 
     def activation_threshold(self) -> float | None:
         """The `activation<X>` parameter's value, by KEDA's naming convention; None if the trigger has none."""

@@ -28,7 +28,7 @@ from ebb.scalers.base import (
     metric_name,
     param,
 )
-from ebb.scaling.forecast import ForecastGuard, PredictiveSettings, make_forecaster
+from ebb.scaling.forecast import ForecastGuard, Prediction, PredictiveSettings, make_forecaster, would_be_replicas
 
 _DURATION = re.compile(r"(\d+(?:\.\d*)?)(ms|s|m|h|d|w)")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
@@ -87,6 +87,7 @@ class PredictKubeScaler(Scaler):
         self.guard = ForecastGuard()
         self._cached: tuple[float, float, float] | None = None  # (until, latest, predicted)
         self._pending: float | None = None  # the last forecast of the next step, checked by the guard
+        self._prediction: Prediction | None = None
 
     def metric_spec(self) -> MetricSpec:
         return MetricSpec(name=metric_name(self.ctx, "predictkube"), target=self.m.threshold)
@@ -137,10 +138,26 @@ class PredictKubeScaler(Scaler):
             steps = max(1, math.ceil(self.m.predict_horizon / self.m.query_step))
             fc = model.forecast(steps)
             self._pending = fc.mean[0]
-            self._cached = (now + self.m.query_step, latest, fc.peak(steps, "upper"))
+            predicted = fc.peak(steps, "upper")
+            self._cached = (now + self.m.query_step, latest, predicted)
+            spec = self.metric_spec()
+            self._prediction = Prediction(
+                metric_name=spec.name,
+                mode="on",
+                enabled=self.guard.enabled,
+                error=self.guard.error(),
+                max_error=self.guard.max_error,
+                at=now,
+                forecast=fc,
+                value=max(latest, predicted),
+                replicas=would_be_replicas(max(latest, predicted), spec.target, spec.metric_type),
+            )
         _, latest, predicted = self._cached
         value = max(latest, predicted) if self.guard.enabled else latest
         return ScalerReading(value=value, active=activity(value, self.m.activation_threshold))
+
+    def prediction(self) -> Prediction | None:
+        return self._prediction
 
     async def close(self) -> None:
         if self._session is not None:

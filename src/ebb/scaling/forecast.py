@@ -275,11 +275,13 @@ __all__ = [
     "Forecaster",
     "HoltWinters",
     "ModelName",
+    "Prediction",
     "PredictiveSettings",
     "SeasonalQuantile",
     "forecast",
     "make_forecaster",
     "parse_predictive",
+    "would_be_replicas",
 ]
 
 
@@ -287,6 +289,7 @@ __all__ = [
 
 PREDICTIVE_ANNOTATION = "ebb.dev/predictive"
 PredictiveMode = Literal["on", "observe"]
+HoldRule = Literal["forecast", "cooldown"]
 
 
 @dataclass(frozen=True)
@@ -294,9 +297,14 @@ class PredictiveSettings:
     """How prediction joins a ScaledObject's decision (from `ebb.dev/predictive` or a predictkube trigger).
 
     `horizon`: how far ahead (seconds) replicas should already be ready; `mode="observe"` forecasts and
-    records without acting; `model`: the forecaster; `quantile`: "upper" sizes on the band's top, "mean" on
-    the point forecast; `threshold`/`activation`: metric per replica and activation level of the forecast
-    (None: the simulator derives them from the service rate).
+    records without acting; `model`: the forecaster; `band`: "upper" sizes on the band's top, "mean" on the
+    point forecast; `threshold`/`activation`: metric per replica and activation level of the forecast
+    (None: the simulator derives them from the service rate and `probability`); `probability`: wake ahead
+    of work when the forecast gives at least this chance of an item within the start-up delay (Poisson:
+    1 - exp(-rate x delay)); `lead`: how far ahead (seconds) activation looks (None: the horizon); `hold`:
+    "forecast" scales to zero without waiting out cooldownPeriod when nothing waits and the forecast is
+    below activation, "cooldown" always waits it out; `recent`/`prior`: activation blends the forecast rate
+    (weight `prior` seconds) with the items seen in the last `recent` seconds (0: forecast alone).
     """
 
     horizon: float = 600.0
@@ -304,10 +312,72 @@ class PredictiveSettings:
     #: Chosen by `python -m bench.predictive` (docs/performance.md): at equal replica-seconds, Holt-Winters
     #: avoided as many or more cold starts than seasonal quantiles on the traces, and updates in O(1).
     model: ModelName = "holt-winters"
-    band: Literal["mean", "upper"] = "upper"
+    #: The defaults below were chosen by sweeps of `python -m bench.predictive` (docs/performance.md): sizing on
+    #: the point forecast, activation on the next start-up delay's forecast blended with the last 5 minutes'
+    #: arrivals at a 15 % chance of an item, and no cooldown when nothing waits and nothing is forecast.
+    band: Literal["mean", "upper"] = "mean"
     threshold: float | None = None
     activation: float | None = None
     max_error: float = 1.0
+    probability: float = 0.15
+    lead: float | None = 0.0
+    hold: HoldRule = "forecast"
+    recent: float = 300.0
+    prior: float = 300.0
+
+    @property
+    def activation_lead(self) -> float:
+        return self.horizon if self.lead is None else self.lead
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """What prediction says about one trigger at one poll, for metrics, Events and the dashboard.
+
+    `forecast` is the latest forecast of the trigger's metric (step i covers [at + i*step, at + (i+1)*step));
+    `value` is the metric prediction serves (or, in observe mode, would serve): max(reading, forecast peak);
+    `replicas` what that value alone asks for (AverageValue: ceil(value / target); None for Value metrics);
+    `enabled` False while the guard has prediction off because the recent `error` is above `max_error`.
+    """
+
+    metric_name: str
+    mode: PredictiveMode
+    enabled: bool
+    error: float
+    max_error: float
+    at: float
+    forecast: Forecast
+    value: float
+    replicas: int | None
+
+    @property
+    def acting(self) -> bool:
+        """True when the forecast joins the decision (mode on and the guard lets it)."""
+        return self.mode == "on" and self.enabled
+
+    def to_json(self) -> dict[str, object]:
+        fc = self.forecast
+        return {
+            "metric": self.metric_name,
+            "mode": self.mode,
+            "guard": "on" if self.enabled else "off",
+            "error": round(self.error, 4),
+            "max_error": self.max_error,
+            "at": self.at,
+            "step": fc.step,
+            "mean": [round(v, 4) for v in fc.mean],
+            "lower": [round(v, 4) for v in fc.lower],
+            "upper": [round(v, 4) for v in fc.upper],
+            "value": round(self.value, 4),
+            "replicas": self.replicas,
+        }
+
+
+def would_be_replicas(value: float, target: float, metric_type: str) -> int | None:
+    """Replicas an AverageValue metric of `value` asks for at `target` per replica (None for other types)."""
+    if metric_type != "AverageValue" or not target > 0 or not math.isfinite(value):
+        return None
+    return max(0, math.ceil(value / target - 1e-9))
 
 
 def _duration(text: str) -> float:
@@ -347,6 +417,25 @@ def parse_predictive(raw: str) -> PredictiveSettings:
                 if value not in ("mean", "upper"):
                     raise ValueError
                 values["band"] = value
+            elif key == "hold":
+                if value not in ("forecast", "cooldown"):
+                    raise ValueError
+                values["hold"] = value
+            elif key in ("recent", "prior"):
+                seconds = _duration(value)
+                if not (0 <= seconds <= DAY) or (key == "prior" and seconds == 0):
+                    raise ValueError
+                values[key] = seconds
+            elif key == "lead":
+                seconds = _duration(value)
+                if not (0 <= seconds <= 7 * DAY):
+                    raise ValueError
+                values["lead"] = seconds
+            elif key == "probability":
+                number = float(value)
+                if not (0 < number < 1):
+                    raise ValueError
+                values["probability"] = number
             elif key in ("threshold", "activation", "maxError"):
                 number = float(value)
                 if not (math.isfinite(number) and number >= 0):
@@ -356,7 +445,8 @@ def parse_predictive(raw: str) -> PredictiveSettings:
                 raise KeyError(key)
         except KeyError:
             raise ValueError(
-                f"unknown key {key!r} (expected horizon, mode, model, band, threshold, activation, maxError)"
+                f"unknown key {key!r} (expected horizon, mode, model, band, threshold, activation, probability, "
+                "lead, hold, recent, prior, maxError)"
             ) from None
         except ValueError:
             raise ValueError(f"{key}: invalid value {value!r}") from None

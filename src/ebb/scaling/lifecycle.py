@@ -234,11 +234,14 @@ class ScaledObjectDecider:
         pause: PauseState = PauseState(),  # noqa: B008 - frozen dataclass, safe as a default
         ready_replicas: int | None = None,
         busy_replicas: int | None = None,
+        cooldown_period: float | None = None,
     ) -> Decision:
         """One poll. Mutates `self.state`; the returned Decision says what to apply and report.
 
         `busy_replicas`: how many replicas said they were working (busy probes), None when unknown. Only
         `cooldown_from="last-activity"` reads it: a busy replica is work seen, and holds the cooldown open.
+        `cooldown_period` replaces the policy's for this poll only when it is shorter: prediction passes 0 when
+        it forecasts no work and nothing waits (see `ebb.scaling.forecast.PredictiveSettings.hold`).
         """
         st, policy = self.state, self.policy
         current = current_replicas
@@ -422,7 +425,7 @@ class ScaledObjectDecider:
             elif (idle is not None and current > idle) or (current > 0 and min_r == 0):
                 if pause.paused_scale_in:
                     reason = "ScaleInPaused"
-                elif self._cooldown_over(now):
+                elif self._cooldown_over(now, cooldown_period):
                     desired = idle if idle is not None else min_r
                     events.append(
                         ScalingEvent(
@@ -462,10 +465,11 @@ class ScaledObjectDecider:
             last_active_time=st.last_active_time,
         )
 
-    def _cooldown_over(self, now: float) -> bool:
+    def _cooldown_over(self, now: float, shorter: float | None = None) -> bool:
         """scaleToZeroOrIdle: strictly after lastActiveTime + cooldownPeriod, or, if the object was never
         active, strictly after creation + initialCooldownPeriod. With cooldown_from "last-activity" the later
-        of lastActiveTime and the last poll that saw work (an active trigger or a busy replica) counts."""
+        of lastActiveTime and the last poll that saw work (an active trigger or a busy replica) counts. `shorter`
+        (if below the policy's) replaces cooldownPeriod, never initialCooldownPeriod."""
         p, last = self.policy, self.state.last_active_time
         if p.cooldown_from == "last-activity":
             seen = self.state.last_activity_time
@@ -473,7 +477,8 @@ class ScaledObjectDecider:
                 last = seen
         if last is None:
             return p.created_at + p.initial_cooldown_period < now
-        return last + p.cooldown_period < now
+        cooldown = p.cooldown_period if shorter is None else min(shorter, p.cooldown_period)
+        return last + cooldown < now
 
     def _evaluate_formula(
         self, results: Sequence[TriggerResult], metrics: Sequence[_Metric], events: list[ScalingEvent]

@@ -107,6 +107,11 @@ def simulate(manifest: Path, opts: Options, trace: Trace | None = None) -> Repor
             "model": st.predictive.model,
             "band": st.predictive.band,
             "max_error": st.predictive.max_error,
+            "probability": st.predictive.probability,
+            "lead_s": st.predictive.activation_lead,
+            "hold": st.predictive.hold,
+            "recent_s": st.predictive.recent,
+            "prior_s": st.predictive.prior,
         },
     }
     info = trace.describe()

@@ -297,11 +297,14 @@ class _Forecasting:
             max_error=predictor.settings.max_error, resume_error=predictor.settings.max_error * 0.7
         )
         self.steps = max(1, math.ceil((predictor.settings.horizon + startup_delay) / interval)) + 1
+        self.act_steps = max(1, math.ceil((predictor.settings.activation_lead + startup_delay) / interval)) + 1
         self.seen = 0
         self.bucket = -1
         self.value = 0.0
         self.expected = 0.0
         self.point: dict[int, float] = {}
+        self.rates: list[float] = []
+        self.startup_delay = startup_delay
         self.log: list[tuple[float, float, float]] = []
         self.guard_switches = 0
         self.off_buckets = 0
@@ -317,16 +320,33 @@ class _Forecasting:
                     self.guard_switches += 1
                 self.model.observe(actual)
                 self.seen += 1
-            fc = self.model.forecast(self.steps)
+            fc = self.model.forecast(max(self.steps, self.act_steps))
             self.point[b] = fc.mean[0]
             peak = fc.peak(self.steps, self.p.settings.band) / self.interval
             self.value = peak if self.guard.enabled else 0.0
             # activation follows the point forecast: the band sizes the pool, it does not wake it
-            self.expected = fc.peak(self.steps, "mean") / self.interval if self.guard.enabled else 0.0
+            self.expected = fc.peak(self.act_steps, "mean") / self.interval if self.guard.enabled else 0.0
+            self.rates = [m / self.interval for m in fc.mean]
             self.off_buckets += 0 if self.guard.enabled else 1
             self.log.append((b * self.interval, fc.mean[0] / self.interval, fc.upper[0] / self.interval))
             self.bucket = b
         return self.value
+
+    def expected_at(self, t: float, recent: int) -> float:
+        """The rate activation compares: this step's forecast blended with the `recent` arrivals seen in the
+        last `settings.recent` seconds (a Gamma prior of weight `settings.prior` seconds updated by a Poisson
+        count: (rate x prior + recent) / (prior + window)), or a later step's forecast if it starts within
+        `lead` + start-up delay. 0 while the guard has prediction off."""
+        if not self.guard.enabled or not self.rates:
+            return 0.0
+        settings = self.p.settings
+        now = self.rates[0]
+        if settings.recent > 0:
+            now = (now * settings.prior + recent) / (settings.prior + settings.recent)
+        b = int(t // self.interval)
+        reach = t + settings.activation_lead + self.startup_delay
+        later = [r for k, r in enumerate(self.rates[1:], 1) if (b + k) * self.interval < reach]
+        return max([now, *later])
 
     def next_change(self, t: float) -> float:
         return (int(t // self.interval) + 1) * self.interval
@@ -383,7 +403,9 @@ def run_core(
         predicted_active = False
         if forecasting is not None and policy.predictor is not None:
             rate = forecasting.at(t)
-            predicted_active = forecasting.expected > policy.predictor.activation
+            window = policy.predictor.settings.recent
+            recent = arrived - sim.arrived(t - window) if window > 0 else 0
+            predicted_active = forecasting.expected_at(t, recent) > policy.predictor.activation
             if not observe_only:
                 results.append(
                     TriggerResult(
@@ -395,7 +417,20 @@ def run_core(
                 )
         window_start, arrived_at_last = t, arrived
         current = sim.replicas
-        decision = decider.decide(results, current, t, pause=policy.pause, ready_replicas=sim.ready(t))
+        hold: float | None = None
+        if (
+            forecasting is not None
+            and policy.predictor is not None
+            and not observe_only
+            and policy.predictor.settings.hold == "forecast"
+            and forecasting.guard.enabled
+            and not predicted_active
+            and backlog == 0
+        ):
+            hold = 0.0  # nothing waits and no work is forecast: no reason to keep a replica warm
+        decision = decider.decide(
+            results, current, t, pause=policy.pause, ready_replicas=sim.ready(t), cooldown_period=hold
+        )
         desired = current if decision.desired_replicas is None else decision.desired_replicas
         if desired != current:
             if current == 0 and backlog > 0:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -248,6 +249,9 @@ def setup(so: ScaledObject, resources: Any) -> Setup:
             horizon=m.predict_horizon,
             threshold=m.threshold,
             activation=m.activation_threshold,
+            # as the predictkube scaler under `ebb run`: no release of the cooldown, no blend with arrivals
+            hold="cooldown",
+            recent=0.0,
         )
     policy = dataclasses.replace(object_policy(so, now=0.0), created_at=0.0)
     base = CorePolicy("manifest", policy, tuple(triggers), push=push, idle_polling_interval=idle, pause=pause)
@@ -257,13 +261,16 @@ def setup(so: ScaledObject, resources: Any) -> Setup:
 def predictor(settings: PredictiveSettings, service_rate: float, startup_delay: float) -> Predictor:
     """Prediction sized by the service rate unless the manifest said otherwise (predictkube's threshold).
 
-    Activation: a point forecast of at least one item per 4 start-up delays wakes the target ahead of work.
-    With Poisson arrivals at rate r, each cold start avoided by keeping a replica warm costs 1/r replica-seconds
-    however long it is kept, so warming pays where the rate is high; 4 x start-up is where the cost met the
-    saving on the benchmark traces (docs/performance.md).
+    Activation: the target wakes ahead of work when the point forecast rate r gives a chance of at least
+    `settings.probability` of an item within the start-up delay D (Poisson: 1 - exp(-r x D)), i.e. when
+    r >= -ln(1 - probability) / D. With Poisson arrivals at rate r, each cold start avoided by keeping a
+    replica warm costs 1/r replica-seconds however long it is kept, so warming pays where the rate is high;
+    the default probability is where cost met saving on the benchmark traces (docs/performance.md).
     """
     threshold = settings.threshold if settings.threshold else service_rate
-    activation = settings.activation if settings.activation is not None else 1.0 / (4.0 * max(startup_delay, 1.0))
+    activation = settings.activation
+    if activation is None:
+        activation = -math.log(1.0 - settings.probability) / max(startup_delay, 1.0)
     return Predictor(settings, threshold=threshold, activation=activation)
 
 

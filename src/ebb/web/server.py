@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry
 
 from ebb.observe.api import api_routes
 from ebb.observe.cost import Pricing
+from ebb.observe.forecasts import ForecastLog
 from ebb.observe.history import HistoryStore
 from ebb.observe.metrics import metrics_routes
 
@@ -92,6 +93,7 @@ def build_app(
     history: HistoryStore | None = None,
     dashboard: bool = False,
     pricing: Pricing | None = None,
+    forecasts: ForecastLog | None = None,
 ) -> web.Application:
     """An app with /metrics (if `registry`), /api/* (if `history`; costs at `pricing`) and / (if `dashboard` and
     `history`)."""
@@ -99,7 +101,7 @@ def build_app(
     if registry is not None:
         app.add_routes(metrics_routes(registry))
     if history is not None:
-        app.add_routes(api_routes(history, pricing=pricing))
+        app.add_routes(api_routes(history, pricing=pricing, forecasts=forecasts))
         if dashboard:
             from ebb.web.dashboard import dashboard_routes
 

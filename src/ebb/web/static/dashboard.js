@@ -254,7 +254,7 @@ function eventsPlugin(getEvents) {
   } } };
 }
 
-function chart(name, series, data, events, from, to) {
+function chart(name, series, data, events, from, to, bands = []) {
   const box = $("#chart-" + name);
   const shape = series.map((s) => s.label).join("|");
   const existing = state.charts[name];
@@ -271,6 +271,7 @@ function chart(name, series, data, events, from, to) {
     series: [{}, ...series],
     axes: [{}, { size: 50 }],
     plugins: [eventsPlugin((u) => u._events || [])],
+    bands: bands,
   };
   const u = new uPlot(opts, data, box);
   u._events = events;
@@ -306,6 +307,7 @@ function renderSeries(s) {
   chart("replicas", replicaSeries, replicaData, s.events, s.from, s.to);
 
   const metrics = [];
+  const bands = [];
   for (const p of pts) for (const t of p.triggers) if (!metrics.some((m) => m.metric === t.metric)) metrics.push(t);
   const series = [];
   const data = [xs];
@@ -317,13 +319,37 @@ function renderSeries(s) {
     data.push(pts.map((p) => { const t = find(p); return t && t.value != null ? t.value : null; }));
     series.push({ label: label + " target", stroke: color, width: 1, dash: [6, 4] });
     data.push(pts.map((p) => { const t = find(p); return t ? t.target : null; }));
+    // A forecasting trigger (predictkube, ebb.dev/predictive): each step's forecast, made before the step,
+    // as a dotted line inside its band, beside the values the trigger then read.
+    const fc = (s.forecasts || []).find((f) => f.metric === m.metric);
+    if (fc && fc.steps.length) {
+      const at = forecastAt(fc.steps, xs);
+      const upper = series.length + 1, lower = series.length + 3;
+      series.push({ label: label + " forecast upper", stroke: color + "55", width: 1 });
+      data.push(at.map((f) => (f ? f.upper : null)));
+      series.push({ label: label + " forecast", stroke: color, width: 1.5, dash: [2, 3] });
+      data.push(at.map((f) => (f ? f.mean : null)));
+      series.push({ label: label + " forecast lower", stroke: color + "55", width: 1 });
+      data.push(at.map((f) => (f ? f.lower : null)));
+      bands.push({ series: [upper, lower], fill: color + "22" });
+    }
   });
-  chart("triggers", series, data, s.events, s.from, s.to);
+  chart("triggers", series, data, s.events, s.from, s.to, bands);
 
   const body = $("#events tbody");
   body.replaceChildren(...s.events.slice().reverse().map((e) =>
     el("tr", { class: e.type }, el("td", {}, fmtTime(e.time)), el("td", {}, e.type), el("td", {}, e.reason),
        el("td", {}, e.message))));
+}
+
+// For each time in xs, the forecast step that covers it (steps are sorted by start time).
+function forecastAt(steps, xs) {
+  let i = 0;
+  return xs.map((x) => {
+    while (i + 1 < steps.length && steps[i + 1].time <= x) i++;
+    const f = steps[i];
+    return f.time <= x && x < f.time + f.step ? f : null;
+  });
 }
 
 async function refreshDetail() {
