@@ -757,7 +757,9 @@ def run(
         http_objects = loaded.resources.all(HTTPScaledObject)
         scaled = [*_scaled(loaded), *(obj.scaled_object() for obj in http_objects)]
         observer = services.observers(ConsoleObserver(console, verbose=verbose), scaled, counted)
-        options = RuntimeOptions(state_path=None if no_state else state, scaler_timeout=timeout, output=_console_sink)
+        options = RuntimeOptions(
+            state_path=None if no_state else state, scaler_timeout=timeout, output=_console_sink, history=services
+        )
         extensions: list[RuntimeExtension] = []
         interceptor_routes = loaded.resources.all(InterceptorRoute)
         if http_objects or interceptor_routes:

@@ -39,6 +39,7 @@ from ebb.observe.cloudevents import CloudEventHub
 from ebb.observe.services import Services
 from ebb.runtime.build import build_scalers, object_ref
 from ebb.runtime.observer import ObjectRef, Observer, PollRecord
+from ebb.runtime.predictive import with_prediction
 from ebb.runtime.scaled_object import ScaledObjectLoop, close_scalers, read_trigger
 from ebb.scalers.base import DEFAULT_TIMEOUT, MetricSpec, Scaler
 from ebb.scaling.lifecycle import (
@@ -551,7 +552,7 @@ class ScaledObjectController:
                         f"spec.triggers[{index}].type",
                         f"{trigger.type} triggers need the HPA (metrics-server measures them): use scaling mode hpa",
                     )
-        return build_scalers(
+        scalers = build_scalers(
             so,
             store,
             env,
@@ -560,6 +561,12 @@ class ScaledObjectController:
             cluster_object_namespace=self.options.cluster_object_namespace,
             endpoint_slices=endpoint_slice_lister(self.client),
         )
+        # ebb.dev/predictive as under `ebb run`, seeded from the history (and its read-back from Prometheus)
+        try:
+            return with_prediction(so, scalers, clock=self.clock, history=self.options.services, ref=object_ref(so))
+        except EbbError:
+            await close_scalers(scalers)
+            raise
 
     async def _metric_specs(self, scalers: list[Scaler]) -> list[MetricSpec]:
         specs: list[MetricSpec] = []

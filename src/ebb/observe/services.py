@@ -99,6 +99,8 @@ class Services:
         self.prometheus_address = prometheus_address if self.store is not None else None
         self._restored: set[str] = set()
         self._restores: set[asyncio.Task[None]] = set()
+        #: The read-back of each object (key), done or under way: seeding a forecaster waits for it.
+        self._restoring: dict[str, asyncio.Task[None]] = {}
 
     def observers(
         self,
@@ -149,6 +151,7 @@ class Services:
             self._restored.add(ref.key)
             task = asyncio.create_task(self._restore(ref, observers))
             self._restores.add(task)
+            self._restoring[ref.key] = task
             task.add_done_callback(self._restores.discard)
 
     async def _restore(self, ref: ObjectRef, observers: Observers) -> None:
@@ -161,6 +164,19 @@ class Services:
             return
         if added:
             self._say(f"{ref}: {added} history points read back from Prometheus at {self.prometheus_address}")
+
+    async def history_steps(
+        self, ref: ObjectRef, metric: str, start: float, end: float, step: float
+    ) -> list[tuple[float, float]]:
+        """One trigger's history on a grid of `step` seconds (`HistoryStore.trigger_steps`), once the object's
+        read-back from Prometheus (if any) has finished: what ebb.dev/predictive seeds its forecaster from at
+        start (runtime.predictive.HistorySource). Empty without a history store."""
+        if self.store is None:
+            return []
+        task = self._restoring.get(ref.key)
+        if task is not None and not task.done():
+            await asyncio.wait({task})  # not cancelled with the caller: the read-back also fills the dashboard
+        return await asyncio.to_thread(self.store.trigger_steps, ref.key, metric, start, end, step)
 
     async def wait_read_back(self) -> None:
         """Until every history read-back started so far has finished (for tests and an orderly stop)."""

@@ -20,12 +20,11 @@ from ebb.runtime.heap import freeze_heap, refreeze_after
 from ebb.runtime.job_template import local_job_settings
 from ebb.runtime.leftovers import stop_leftovers
 from ebb.runtime.observer import RUNTIME_REF, ObjectRef, Observer
-from ebb.runtime.predictive import PredictiveScaler
+from ebb.runtime.predictive import HistorySource, with_prediction
 from ebb.runtime.scaled_job import ScaledJobLoop
 from ebb.runtime.scaled_object import ScaledObjectLoop, close_scalers, spread_offset
 from ebb.runtime.state import StateStore
-from ebb.scalers.base import DEFAULT_TIMEOUT, Scaler
-from ebb.scaling.forecast import PREDICTIVE_ANNOTATION, parse_predictive
+from ebb.scalers.base import DEFAULT_TIMEOUT
 from ebb.scaling.jobs import JobStrategy
 from ebb.scaling.lifecycle import ScaledObjectDecider, pause_state
 from ebb.scaling.types import ScalingEvent
@@ -59,6 +58,8 @@ class RuntimeOptions:
     #: ScaledJob retry backoff after a failed attempt (seconds): first delay and cap, as Kubernetes' Job.
     job_backoff: tuple[float, float] = (10.0, 360.0)
     clock: Callable[[], float] = field(default=time.time)
+    #: Where ebb.dev/predictive seeds its forecasters at start (the run's history store), None: they start empty.
+    history: HistorySource | None = None
 
 
 class RuntimeExtension(Protocol):
@@ -213,7 +214,7 @@ class LocalRuntime:
                 timeout=self.options.scaler_timeout,
                 target_pids=target.pids,
             )
-            scalers = self._predictive(so, ref, scalers)
+            scalers = with_prediction(so, scalers, clock=self.options.clock, history=self.options.history, ref=ref)
             pause_state(so.metadata.annotations, str(ref))
             idle_interval = _idle_polling_interval(so)
             decider = ScaledObjectDecider(
@@ -241,24 +242,6 @@ class LocalRuntime:
             start_offset=offset,
             clock=self.options.clock,
         )
-
-    def _predictive(self, so: ScaledObject, ref: ObjectRef, scalers: list[Scaler]) -> list[Scaler]:
-        """ebb.dev/predictive: each non-resource trigger's metric with its own forecast added."""
-        raw = so.metadata.annotations.get(PREDICTIVE_ANNOTATION)
-        if raw is None:
-            return scalers
-        try:
-            settings = parse_predictive(raw)
-        except ValueError as exc:
-            raise EbbError(f"{so.ref}: metadata.annotations[{PREDICTIVE_ANNOTATION}]: {exc}") from None
-
-        # Guard switches become Events in ScaledObjectLoop, for this annotation and predictkube alike.
-        return [
-            s
-            if s.type_name in ("cpu", "memory")  # resource metrics: nothing to forecast from a queue
-            else PredictiveScaler(s, settings, clock=self.options.clock)
-            for s in scalers
-        ]
 
     def _build_scaled_job(self, sj: ScaledJob, offset: float) -> ScaledJobLoop | None:
         ref = object_ref(sj)

@@ -8,28 +8,62 @@ only add replicas earlier, and wakes the
 target from zero ahead of expected work. `mode=observe` records the forecast (`last_forecast`) without acting.
 A guard serves the plain reading while the recent forecast error is too high and reports each switch.
 `prediction()` tells the loop (and through it metrics, Events and the dashboard) what the forecast says.
+
+Seeding: given a `HistorySource` (ebb's history store: local tiers, or what the operator read back from
+Prometheus), the first read first replays the trigger's recorded steps from before now (`SEED_WINDOW`), so a
+restarted `ebb run` or a failed-over operator forecasts at its first poll instead of learning from nothing.
+Walk-forward as live: the model only ever observes whole steps that ended before the current one.
+
+`with_prediction` is the one place both runtimes (`ebb run`, the operator) apply the annotation.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
 
+from ebb.errors import SpecError
+from ebb.runtime.observer import ObjectRef
 from ebb.scalers.base import MetricSpec, Scaler, ScalerReading
 from ebb.scaling.forecast import (
+    DAY,
+    PREDICTIVE_ANNOTATION,
     Forecast,
     ForecastGuard,
     Prediction,
     PredictiveSettings,
     make_forecaster,
+    parse_predictive,
     would_be_replicas,
 )
+from ebb.spec.models import ScaledObject
+
+log = logging.getLogger("ebb.predictive")
 
 #: History resolution of the forecast (seconds).
 STEP = 60.0
+#: How far back a forecaster is seeded at start: three weekly cycles (what the seasonal model reads; Holt-Winters
+#: needs a day or two).
+SEED_WINDOW = 21 * DAY
+#: The longest a first read waits for its seed (a Prometheus read-back under way, a large history file).
+SEED_TIMEOUT = 60.0
 
 GuardCallback = Callable[[bool, float], None]
+#: (metric, start, end, step) -> (step start, value) of that trigger's recorded steps in [start, end), oldest first.
+SeedFetch = Callable[[str, float, float, float], Awaitable[Sequence[tuple[float, float]]]]
+
+
+class HistorySource(Protocol):
+    """Where a forecaster is seeded from: one trigger's history on a regular grid (`HistoryStore.trigger_steps`:
+    the highest value per step, steps without a point left out)."""
+
+    async def history_steps(
+        self, ref: ObjectRef, metric: str, start: float, end: float, step: float
+    ) -> Sequence[tuple[float, float]]: ...
 
 
 class PredictiveScaler(Scaler):
@@ -45,7 +79,9 @@ class PredictiveScaler(Scaler):
         clock: Callable[[], float] = time.time,
         on_guard: GuardCallback | None = None,
         step: float = STEP,
+        seed_from: SeedFetch | None = None,
     ) -> None:
+        """`seed_from`: this trigger's history, replayed into the model at the first read (see `seed`)."""
         super().__init__(inner.ctx, inner.meta)
         self.inner = inner
         self.settings = settings
@@ -62,10 +98,15 @@ class PredictiveScaler(Scaler):
         self.predicted = 0.0
         self.expected = 0.0
         self._bucket: int | None = None
-        self._bucket_max = 0.0
+        self._bucket_max: float | None = 0.0
         self._pending: float | None = None
         self._forecast_at = 0.0
         self._last_value = 0.0
+        self._observed = 0
+        self._seed_from = seed_from
+        self._seed_lock = asyncio.Lock()
+        #: Steps of real history the model was seeded with (gaps filled in are not counted); None: not seeded.
+        self.seeded: int | None = None
 
     @property
     def timeout(self) -> float:
@@ -93,26 +134,97 @@ class PredictiveScaler(Scaler):
             self._bucket, self._bucket_max = bucket, value
             return
         if bucket == self._bucket:
-            self._bucket_max = max(self._bucket_max, value)
+            self._bucket_max = value if self._bucket_max is None else max(self._bucket_max, value)
             return
         if bucket < self._bucket:  # the clock went back: start this step again
             self._bucket, self._bucket_max = bucket, value
             return
-        finished = [self._bucket_max] + [self._bucket_max] * min(bucket - self._bucket - 1, self.steps * 10)
+        last = value if self._bucket_max is None else self._bucket_max  # a seeded step no reading fell in
+        finished = [last] + [last] * min(bucket - self._bucket - 1, self.steps * 10)
         for actual in finished:
             if self._pending is not None:
                 changed = self.guard.record(self._pending, actual)
                 if changed is not None and self.on_guard is not None:
                     self.on_guard(changed, self.guard.error())
             self.model.observe(actual)
+            self._observed += 1
             self._pending = None
+        self._forecast(bucket)
+        self._bucket, self._bucket_max = bucket, value
+
+    def _forecast(self, bucket: int) -> None:
+        """Look ahead from the start of step `bucket` (every step before it observed)."""
         fc = self.model.forecast(max(self.steps, self.lead_steps))
         self.last_forecast = fc
         self._pending = fc.mean[0]
         self.predicted = fc.peak(self.steps, self.settings.band)
         self.expected = fc.peak(self.lead_steps, "mean")
         self._forecast_at = bucket * self.step
-        self._bucket, self._bucket_max = bucket, value
+
+    def seed(self, history: Sequence[tuple[float, float]], now: float) -> int:
+        """Replay recorded history into a model that has observed nothing yet; returns the steps of real history
+        it used. `history` is (time, value) (several in one step: its highest); only values before `now` are
+        read, and the model observes the whole steps before now's step, as it would have live: steps without a
+        value (ebb was not running) are filled with the model's own forecast, which teaches it nothing, so that
+        the daily season stays in phase. The last `guard.window` real steps are checked by the guard as live
+        ones are. Values from now's step so far start that step's highest value."""
+        if self._observed or self._bucket is not None:
+            return 0
+        current = int(now // self.step)
+        cells: dict[int, float] = {}
+        for t, v in history:
+            if not (t < now and math.isfinite(v)):
+                continue
+            cell = int(t // self.step)
+            cells[cell] = max(v, cells.get(cell, v))
+        past = sorted(c for c in cells if c < current)
+        partial = cells.get(current)
+        if past:
+            checked = set(past[-self.guard.window :])
+            cell = past[0]
+            while cell < current:
+                value = cells.get(cell)
+                if value is None:  # a gap: up to a day of the model's own forecast at a time
+                    run = next((c for c in range(cell + 1, current) if c in cells), current) - cell
+                    for filler in self.model.forecast(min(run, max(1, round(DAY / self.step)))).mean:
+                        self.model.observe(filler)
+                        self._observed += 1
+                        cell += 1
+                    continue
+                if cell in checked:
+                    self.guard.record(self.model.forecast(1).mean[0], value)
+                self.model.observe(value)
+                self._observed += 1
+                cell += 1
+            self._forecast(current)
+        if partial is not None:
+            self._bucket, self._bucket_max = current, partial
+        elif past:
+            self._bucket, self._bucket_max = current, None
+        return len(past)
+
+    async def _seed_once(self) -> None:
+        """At the first read: fetch this trigger's history from `seed_from` and `seed` the model (once; a failure
+        leaves the model to learn live, and is logged)."""
+        if self._seed_from is None or self.seeded is not None:
+            return
+        async with self._seed_lock:
+            if self.seeded is not None:
+                return
+            now = self.clock()
+            name = self.inner.metric_spec().name
+            try:
+                async with asyncio.timeout(SEED_TIMEOUT):
+                    history = await self._seed_from(name, now - SEED_WINDOW, now, self.step)
+                self.seeded = self.seed(history, now)
+            except Exception as exc:  # a history that cannot be read must not stop the trigger
+                self.seeded = 0
+                log.warning("%s: cannot seed the forecast from history: %s", self.ctx.trigger_ref, exc)
+
+    async def get_metric_and_activity(self) -> ScalerReading:
+        # Seeding is once, before the read and outside its timeout (a read-back from Prometheus takes longer).
+        await self._seed_once()
+        return await super().get_metric_and_activity()
 
     def prediction(self) -> Prediction | None:
         fc = self.last_forecast
@@ -150,3 +262,38 @@ class PredictiveScaler(Scaler):
             value=max(reading.value, self.predicted),
             active=reading.active or self.expected > activation,
         )
+
+
+def with_prediction(
+    so: ScaledObject,
+    scalers: list[Scaler],
+    *,
+    clock: Callable[[], float] = time.time,
+    history: HistorySource | None = None,
+    ref: ObjectRef | None = None,
+) -> list[Scaler]:
+    """`ebb.dev/predictive` on `so`: each non-resource trigger's scaler wrapped in a `PredictiveScaler` (seeded from
+    `history` under `ref`, the object's history key, when given); `scalers` unchanged without the annotation.
+    SpecError naming the annotation when it does not parse. Used by `ebb run` and the operator alike."""
+    raw = so.metadata.annotations.get(PREDICTIVE_ANNOTATION)
+    if raw is None:
+        return scalers
+    try:
+        settings = parse_predictive(raw)
+    except ValueError as exc:
+        raise SpecError(so.ref, f"metadata.annotations[{PREDICTIVE_ANNOTATION}]", str(exc)) from None
+
+    def seeder(source: HistorySource, key: ObjectRef) -> SeedFetch:
+        async def fetch(metric: str, start: float, end: float, step: float) -> Sequence[tuple[float, float]]:
+            return await source.history_steps(key, metric, start, end, step)
+
+        return fetch
+
+    seed_from = seeder(history, ref) if history is not None and ref is not None else None
+    # Guard switches become Events in ScaledObjectLoop, for this annotation and predictkube alike.
+    return [
+        s
+        if s.type_name in ("cpu", "memory")  # resource metrics: nothing to forecast from a queue
+        else PredictiveScaler(s, settings, clock=clock, seed_from=seed_from)
+        for s in scalers
+    ]
