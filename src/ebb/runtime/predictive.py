@@ -187,7 +187,7 @@ class PredictiveScaler(Scaler):
                 if value is None:  # a gap: up to a day of the model's own forecast at a time
                     run = next((c for c in range(cell + 1, current) if c in cells), current) - cell
                     for filler in self.model.forecast(min(run, max(1, round(DAY / self.step)))).mean:
-                        self.model.observe(filler)
+                        self.model.observe(filler, filled=True)
                         self._observed += 1
                         cell += 1
                     continue

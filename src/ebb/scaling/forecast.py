@@ -45,11 +45,13 @@ class Forecast:
 
 
 class Forecaster(Protocol):
-    """A model of one metric. `observe` appends one step of history; `forecast` looks ahead."""
+    """A model of one metric. `observe` appends one step of history (`filled`: a stand-in for a step nobody
+    measured, e.g. the model's own forecast over a gap in the history, which must not count as a forecast that
+    came true); `forecast` looks ahead."""
 
     step: float
 
-    def observe(self, value: float) -> None: ...
+    def observe(self, value: float, *, filled: bool = False) -> None: ...
 
     def forecast(self, steps: int) -> Forecast: ...
 
@@ -94,7 +96,7 @@ class SeasonalQuantile:
     def history(self) -> npt.NDArray[np.float64]:
         return self._values[: self._n]
 
-    def observe(self, value: float) -> None:
+    def observe(self, value: float, *, filled: bool = False) -> None:
         if self._n == len(self._values):
             self._values = np.concatenate([self._values, np.zeros(len(self._values))])
         self._values[self._n] = float(value)
@@ -172,7 +174,7 @@ class HoltWinters:
         if not self.season:
             self.season = [0.0] * self._period
 
-    def observe(self, value: float) -> None:
+    def observe(self, value: float, *, filled: bool = False) -> None:
         value = float(value)
         phase = self.count % self._period
         self.count += 1
@@ -184,9 +186,10 @@ class HoltWinters:
                 self.season = [v - self.level for v in self.season]
             return
         predicted = self.level + self.trend + self.season[phase]
-        self.errors.append(abs(value - predicted))
-        if len(self.errors) > self.error_steps:
-            del self.errors[0]
+        if not filled:  # the band is the error of forecasts checked against real values only
+            self.errors.append(abs(value - predicted))
+            if len(self.errors) > self.error_steps:
+                del self.errors[0]
         previous = self.level
         self.level = self.alpha * (value - self.season[phase]) + (1 - self.alpha) * (previous + self.trend)
         self.trend = self.beta * (self.level - previous) + (1 - self.beta) * self.trend
