@@ -5,10 +5,16 @@ the PredictKube API and scales on the value predicted `predictHorizon` ahead. He
 `ebb.scaling.forecast`, and the metric is max(the query's latest value, the forecast's peak over the horizon):
 a forecast can only add replicas earlier, never starve current load. `apiKey` is accepted and never used.
 A guard serves the latest value alone while the recent forecast error is too high.
+
+Prometheus auth as KEDA's predictkube (its `authentication.Config`): `authModes` in the trigger's metadata or the
+TriggerAuthentication, `bearer` (`bearerToken`), `basic` (`username`, `password`) and `custom`
+(`customAuthHeader`, `customAuthValue`); credentials are only sent once `authModes` asks for them, and never
+appear in errors.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import re
@@ -18,6 +24,7 @@ from typing import Any, ClassVar
 import aiohttp
 from pydantic import field_validator
 
+from ebb.errors import SpecError
 from ebb.scalers.base import (
     MetricSpec,
     Scaler,
@@ -34,6 +41,8 @@ _DURATION = re.compile(r"(\d+(?:\.\d*)?)(ms|s|m|h|d|w)")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 #: At most this many points are asked of Prometheus (its own limit is 11,000 per query).
 MAX_POINTS = 11000
+#: The Prometheus auth modes applied (KEDA's `authModes` values; `tls` and `oauth` are not supported here).
+AUTH_MODES = ("bearer", "basic", "custom")
 
 
 def parse_span(value: Any) -> Any:
@@ -61,6 +70,36 @@ class PredictKubeMetadata(ScalerMetadata):
     threshold: float = param(name="threshold", gt=0, allow_inf_nan=False)
     activation_threshold: float = param(0.0, name="activationThreshold", allow_inf_nan=False)
     api_key: str | None = param(None, name="apiKey", sources=("authParams",), secret=True)
+    auth_modes: tuple[str, ...] = param(
+        (),
+        name="authModes",
+        sources=("triggerMetadata", "authParams"),
+        description="Prometheus auth, comma list: `bearer`, `basic`, `custom`",
+    )
+    bearer_token: str | None = param(
+        None, name="bearerToken", sources=("authParams",), secret=True, description="`bearer`"
+    )
+    username: str | None = param(None, name="username", sources=("authParams",), description="`basic`")
+    password: str | None = param(None, name="password", sources=("authParams",), secret=True, description="`basic`")
+    custom_auth_header: str | None = param(
+        None, name="customAuthHeader", sources=("authParams",), description="`custom`"
+    )
+    custom_auth_value: str | None = param(
+        None, name="customAuthValue", sources=("authParams",), secret=True, description="`custom`"
+    )
+
+    @field_validator("auth_modes", mode="before")
+    @classmethod
+    def _modes(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        modes = tuple(m.strip() for m in value.split(",") if m.strip())
+        for mode in modes:
+            if mode not in AUTH_MODES:
+                raise ValueError(f"auth mode {mode!r} is not supported; expected some of {', '.join(AUTH_MODES)}")
+        if "basic" in modes and "bearer" in modes:
+            raise ValueError("auth modes 'basic' and 'bearer' cannot be combined")
+        return modes
 
     @field_validator("predict_horizon", "history_time_window", "query_step", mode="before")
     @classmethod
@@ -83,6 +122,7 @@ class PredictKubeScaler(Scaler):
         super().__init__(ctx, meta)
         assert isinstance(meta, PredictKubeMetadata)
         self.m = meta
+        self._headers = self._auth_headers()
         self._session: aiohttp.ClientSession | None = None
         self.guard = ForecastGuard()
         self._cached: tuple[float, float, float] | None = None  # (until, latest, predicted)
@@ -91,6 +131,32 @@ class PredictKubeScaler(Scaler):
 
     def metric_spec(self) -> MetricSpec:
         return MetricSpec(name=metric_name(self.ctx, "predictkube"), target=self.m.threshold)
+
+    def _auth_headers(self) -> dict[str, str]:
+        """The Prometheus query's auth headers; SpecError naming what `authModes` needs and is missing."""
+        m = self.m
+        missing = []
+        if "bearer" in m.auth_modes and not m.bearer_token:
+            missing.append("bearerToken (authModes bearer)")
+        if "basic" in m.auth_modes and not m.username:
+            missing.append("username (authModes basic)")
+        if "custom" in m.auth_modes and not (m.custom_auth_header and m.custom_auth_value):
+            missing.append("customAuthHeader and customAuthValue (authModes custom)")
+        if missing:
+            raise SpecError(
+                self.ctx.object_ref,
+                f"spec.triggers[{self.ctx.trigger_index}].authenticationRef",
+                "missing auth parameter(s): " + "; ".join(missing),
+            )
+        headers: dict[str, str] = {}
+        if "bearer" in m.auth_modes and m.bearer_token:
+            headers["Authorization"] = f"Bearer {m.bearer_token}"
+        elif "basic" in m.auth_modes and m.username:
+            pair = f"{m.username}:{m.password or ''}".encode()
+            headers["Authorization"] = "Basic " + base64.b64encode(pair).decode("ascii")
+        if "custom" in m.auth_modes and m.custom_auth_header and m.custom_auth_value:
+            headers[m.custom_auth_header] = m.custom_auth_value
+        return headers
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -103,7 +169,7 @@ class PredictKubeScaler(Scaler):
         start = now - self.m.history_time_window
         params = {"query": self.m.query, "start": f"{start:.3f}", "end": f"{now:.3f}", "step": f"{step:g}"}
         url = f"{self.m.prometheus_address}/api/v1/query_range"
-        async with self._get_session().get(url, params=params) as resp:
+        async with self._get_session().get(url, params=params, headers=self._headers) as resp:
             body = await resp.read()
             if not 200 <= resp.status <= 299:
                 raise self.error(f"prometheus query_range API returned HTTP {resp.status}")
