@@ -166,3 +166,19 @@ def test_a_bad_annotation_names_the_object_and_the_annotation() -> None:
     assert str(caught.value) == (
         "ScaledObject default/wave: metadata.annotations[ebb.dev/predictive]: horizon: invalid value 'soon'"
     )
+
+
+async def test_a_long_pause_of_a_live_run_keeps_the_daily_season_in_phase() -> None:
+    """The same night, live: no read from 20:00 to 04:00 (the machine slept). The steps it missed are filled like
+    a seed's gap, not dropped, so 05:40 is still known as the hour before the morning."""
+    clock = [0.0]
+    scaler = PredictiveScaler(Wave(clock), parse_predictive(SETTINGS), clock=lambda: clock[0])
+    while clock[0] < 2 * DAY + 20 * 3600:
+        await scaler.get_metric_and_activity()
+        clock[0] += 30.0
+    clock[0] = 3 * DAY + 4 * 3600
+    while clock[0] < 3 * DAY + 5 * 3600 + 40 * 60:
+        reading = await scaler.get_metric_and_activity()
+        clock[0] += 30.0
+    assert reading.active and reading.value > 0
+    assert scaler.last_forecast is not None and scaler.last_forecast.mean[0] < 5.0

@@ -140,8 +140,11 @@ class PredictiveScaler(Scaler):
             self._bucket, self._bucket_max = bucket, value
             return
         last = value if self._bucket_max is None else self._bucket_max  # a seeded step no reading fell in
-        finished = [last] + [last] * min(bucket - self._bucket - 1, self.steps * 10)
-        for actual in finished:
+        # Steps without a reading: a short run (polls further apart than a step) holds the last value; beyond
+        # that (ebb was suspended), the model's own forecast fills them, as seeding does, to keep the season in phase.
+        gap = bucket - self._bucket - 1
+        held = min(gap, self.steps * 10)
+        for actual in [last] * (1 + held):
             if self._pending is not None:
                 changed = self.guard.record(self._pending, actual)
                 if changed is not None and self.on_guard is not None:
@@ -149,8 +152,19 @@ class PredictiveScaler(Scaler):
             self.model.observe(actual)
             self._observed += 1
             self._pending = None
+        self._fill(min(gap - held, math.ceil(SEED_WINDOW / self.step)))
         self._forecast(bucket)
         self._bucket, self._bucket_max = bucket, value
+
+    def _fill(self, steps: int) -> None:
+        """Observe `steps` steps nobody measured as the model's own forecast (up to a day of it at a time): it
+        teaches the model nothing, and keeps its daily season in phase with the clock."""
+        chunk = max(1, round(DAY / self.step))
+        while steps > 0:
+            for filler in self.model.forecast(min(steps, chunk)).mean:
+                self.model.observe(filler, filled=True)
+                self._observed += 1
+            steps -= min(steps, chunk)
 
     def _forecast(self, bucket: int) -> None:
         """Look ahead from the start of step `bucket` (every step before it observed)."""
@@ -184,12 +198,10 @@ class PredictiveScaler(Scaler):
             cell = past[0]
             while cell < current:
                 value = cells.get(cell)
-                if value is None:  # a gap: up to a day of the model's own forecast at a time
+                if value is None:  # a gap
                     run = next((c for c in range(cell + 1, current) if c in cells), current) - cell
-                    for filler in self.model.forecast(min(run, max(1, round(DAY / self.step)))).mean:
-                        self.model.observe(filler, filled=True)
-                        self._observed += 1
-                        cell += 1
+                    self._fill(run)
+                    cell += run
                     continue
                 if cell in checked:
                     self.guard.record(self.model.forecast(1).mean[0], value)
