@@ -66,7 +66,7 @@ async def first_poll(kube: km.KubernetesEmulator, services: Services) -> tuple[d
         assert isinstance(scaler, PredictiveScaler)  # the annotation is honoured by the operator
         await runtime.loop.poll_once()
         assert services.forecasts is not None
-        (log,) = services.forecasts.series(KEY, clock.now - 3600, clock.now + 3600) or [{"latest": None}]
+        (log,) = services.forecasts.series(KEY, END - 3600, clock.now + 3600) or [{"latest": None, "steps": []}]
         served = await ctl.get_metric(NS, METRIC, {SCALED_OBJECT_LABEL: "worker"})
         return log, served[0].value, scaler.predicted
     finally:
@@ -89,6 +89,9 @@ async def test_a_failed_over_operator_forecasts_at_its_first_poll_with_fake_apis
     # three days of a daily cycle (50 +- 40, bursts of +30) up to two hours ago: the next step is forecast from it
     at = latest["at"]
     assert at > END and abs(latest["mean"][0] - value_at(at)) < 25.0, (latest["mean"][0], value_at(at))
+    # the band reaches back over the hour before the history ends (forecasts replayed walk-forward from it)
+    back = [s for s in log["steps"] if s["time"] <= END]
+    assert len(back) >= 60 and all(abs(s["mean"] - value_at(s["time"])) < 25.0 for s in back)
     bands = forecast_samples(services)
     assert bands["mean"] == pytest.approx(latest["mean"][0]) and bands["upper"] >= bands["mean"]
     # HPA mode: the external metric the HPA reads includes the forecast (the Redis list itself is near empty)

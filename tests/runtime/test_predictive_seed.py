@@ -43,13 +43,21 @@ class Recording(Scaler):
         return reading
 
 
+LIVE_FORECASTS: dict[float, tuple[float, float, float]] = {}
+
+
 async def live_run(until: float, every: float = 30.0) -> tuple[PredictiveScaler, list[tuple[float, float]]]:
-    """A scaler that ran from 0 to `until`, polled every `every` seconds, and the history it left."""
+    """A scaler that ran from 0 to `until`, polled every `every` seconds, and the history it left. Each step's
+    forecast as it made it live (point, lower, upper of its next step) goes to LIVE_FORECASTS by step start."""
     clock = [0.0]
     recording = Recording(Wave(clock), clock)
     scaler = PredictiveScaler(recording, parse_predictive(SETTINGS), clock=lambda: clock[0])
+    LIVE_FORECASTS.clear()
     while clock[0] < until:
         await scaler.get_metric_and_activity()
+        p = scaler.prediction()
+        if p is not None:
+            LIVE_FORECASTS[p.at] = (p.forecast.mean[0], p.forecast.lower[0], p.forecast.upper[0])
         clock[0] += every
     return scaler, recording.history
 
@@ -79,6 +87,12 @@ async def test_a_seeded_scaler_forecasts_what_the_one_that_ran_all_along_forecas
     assert first.value > 0 and first.active  # the morning is forecast at the first poll, the backlog is empty
     prediction = restarted.prediction()
     assert prediction is not None and prediction.value == pytest.approx(first.value)
+    # The last day's forecasts, replayed walk-forward for the dashboard, are the ones the live scaler made
+    assert len(prediction.past) == 1440 and prediction.past[-1][0] == (int(clock[0] // 60) - 1) * 60
+    for at, step, mean, lower, upper in prediction.past:
+        assert step == 60 and (mean, lower, upper) == pytest.approx(LIVE_FORECASTS[at])
+    later = restarted.prediction()
+    assert later is not None and later.past == ()  # handed over once
 
 
 async def test_without_history_the_first_reads_have_no_forecast() -> None:

@@ -98,3 +98,6 @@ async def test_a_restarted_run_forecasts_at_its_first_poll_from_its_history_file
     assert forecast_metric(metrics)["mean"] in forecasts
     (logged,) = series["forecasts"]
     assert logged["latest"]["mean"][0] in [round(m, 4) for m in forecasts]
+    # ... with the band of the steps before the restart, replayed from the history, beside their values
+    before = [s for s in logged["steps"] if s["time"] < second.polls[0].time - 60]
+    assert len(before) >= 30 and all(4.0 <= s["mean"] <= 30.0 for s in before)

@@ -1,7 +1,8 @@
 """The forecasts of forecasting triggers (predictkube, ebb.dev/predictive), kept in memory for the dashboard.
 
 Per object and trigger metric: each step's forecast as it was made before that step (point and band, so the
-dashboard draws it beside the values the trigger then read), and the latest forecast ahead. Bounded: at most
+dashboard draws it beside the values the trigger then read), and the latest forecast ahead. After a restart, the
+steps a seeded forecaster replayed from history (`Prediction.past`) come first, so the band reaches back. Bounded: at most
 `max_steps` past steps per trigger. Filled from PollRecords like every observer; never read by a decision.
 """
 
@@ -43,6 +44,9 @@ class ForecastLog(Observer):
                 t = triggers.get(p.metric_name)
                 if t is None:
                     t = triggers[p.metric_name] = _Trigger(deque(maxlen=self.max_steps))
+                for step in p.past:  # forecasts replayed when the model was seeded (before a restart)
+                    if not t.steps or step[0] > t.steps[-1][0]:
+                        t.steps.append(step)
                 fc = p.forecast
                 if fc.mean and (not t.steps or t.steps[-1][0] != p.at):
                     t.steps.append((p.at, fc.step, fc.mean[0], fc.lower[0], fc.upper[0]))

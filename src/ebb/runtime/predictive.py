@@ -51,6 +51,8 @@ STEP = 60.0
 SEED_WINDOW = 21 * DAY
 #: The longest a first read waits for its seed (a Prometheus read-back under way, a large history file).
 SEED_TIMEOUT = 60.0
+#: Past steps whose walk-forward forecast a seed hands to the forecast log (a day of steps, as the log keeps).
+SEED_LOG_STEPS = 1440
 
 GuardCallback = Callable[[bool, float], None]
 #: (metric, start, end, step) -> (step start, value) of that trigger's recorded steps in [start, end), oldest first.
@@ -107,6 +109,7 @@ class PredictiveScaler(Scaler):
         self._seed_lock = asyncio.Lock()
         #: Steps of real history the model was seeded with (gaps filled in are not counted); None: not seeded.
         self.seeded: int | None = None
+        self._replayed: tuple[tuple[float, float, float, float, float], ...] = ()
 
     @property
     def timeout(self) -> float:
@@ -195,6 +198,8 @@ class PredictiveScaler(Scaler):
         partial = cells.get(current)
         if past:
             checked = set(past[-self.guard.window :])
+            logged = set(past[-SEED_LOG_STEPS:])
+            replayed = []
             cell = past[0]
             while cell < current:
                 value = cells.get(cell)
@@ -203,11 +208,16 @@ class PredictiveScaler(Scaler):
                     self._fill(run)
                     cell += run
                     continue
-                if cell in checked:
-                    self.guard.record(self.model.forecast(1).mean[0], value)
+                if cell in checked or cell in logged:  # the forecast of this step, made before it is observed
+                    fc = self.model.forecast(1)
+                    if cell in checked:
+                        self.guard.record(fc.mean[0], value)
+                    if cell in logged:
+                        replayed.append((cell * self.step, self.step, fc.mean[0], fc.lower[0], fc.upper[0]))
                 self.model.observe(value)
                 self._observed += 1
                 cell += 1
+            self._replayed = tuple(replayed)
             self._forecast(current)
         if partial is not None:
             self._bucket, self._bucket_max = current, partial
@@ -244,7 +254,7 @@ class PredictiveScaler(Scaler):
             return None
         spec = self.inner.metric_spec()
         value = max(self._last_value, self.predicted)
-        return Prediction(
+        prediction = Prediction(
             metric_name=spec.name,
             mode=self.settings.mode,
             enabled=self.guard.enabled,
@@ -254,7 +264,10 @@ class PredictiveScaler(Scaler):
             forecast=fc,
             value=value,
             replicas=would_be_replicas(value, spec.target, spec.metric_type),
+            past=self._replayed,
         )
+        self._replayed = ()  # handed over once
+        return prediction
 
     def releases(self) -> bool:
         if self.settings.hold != "forecast" or self.settings.mode != "on" or not self.guard.enabled:

@@ -340,7 +340,8 @@ class Prediction:
     `forecast` is the latest forecast of the trigger's metric (step i covers [at + i*step, at + (i+1)*step));
     `value` is the metric prediction serves (or, in observe mode, would serve): max(reading, forecast peak);
     `replicas` what that value alone asks for (AverageValue: ceil(value / target); None for Value metrics);
-    `enabled` False while the guard has prediction off because the recent `error` is above `max_error`.
+    `enabled` False while the guard has prediction off because the recent `error` is above `max_error`;
+    `past`: see the field.
     """
 
     metric_name: str
@@ -352,6 +353,10 @@ class Prediction:
     forecast: Forecast
     value: float
     replicas: int | None
+    #: Forecasts of past steps made when the model was seeded from history, walk-forward (each before its step
+    #: was observed): (step start, step, point, lower, upper), oldest first; only in the first prediction after
+    #: a seed, so that the dashboard's band reaches back before a restart.
+    past: tuple[tuple[float, float, float, float, float], ...] = ()
 
     @property
     def acting(self) -> bool:
