@@ -2,8 +2,9 @@
 
 Per object and trigger metric: each step's forecast as it was made before that step (point and band, so the
 dashboard draws it beside the values the trigger then read), and the latest forecast ahead. After a restart, the
-steps a seeded forecaster replayed from history (`Prediction.past`) come first, so the band reaches back. Bounded: at most
-`max_steps` past steps per trigger. Filled from PollRecords like every observer; never read by a decision.
+steps a seeded forecaster replayed from history (`Prediction.past`) come first, so the band reaches back.
+Bounded: at most `max_steps` past steps per trigger. Filled from PollRecords like every observer; never read by
+a decision.
 """
 
 from __future__ import annotations
