@@ -238,7 +238,8 @@ class PredictiveScaler(Scaler):
             try:
                 async with asyncio.timeout(SEED_TIMEOUT):
                     history = await self._seed_from(name, now - SEED_WINDOW, now, self.step)
-                self.seeded = self.seed(history, now)
+                # off the event loop: a model replays up to SEED_WINDOW / step steps (nothing else touches it yet)
+                self.seeded = await asyncio.to_thread(self.seed, history, now)
             except Exception as exc:  # a history that cannot be read must not stop the trigger
                 self.seeded = 0
                 log.warning("%s: cannot seed the forecast from history: %s", self.ctx.trigger_ref, exc)
