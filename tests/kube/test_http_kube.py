@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import socket
 import subprocess
 import sys
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +25,16 @@ import aiohttp
 import pytest
 from lightkube.types import PatchType
 
-from ebb.kube.client import EVENT, SCALED_OBJECT, AsyncClient, client_for_url, namespaced, to_dict
+from ebb.kube.client import (
+    EVENT,
+    SCALED_OBJECT,
+    AsyncClient,
+    client_for_url,
+    default_client,
+    global_resource,
+    namespaced,
+    to_dict,
+)
 from ebb.kube.endpoints import ENDPOINT_SLICE
 from ebb.kube.http_feed import InterceptorFeed
 from ebb.kube.http_interceptor import HTTP_SCALED_OBJECT, SERVICE, InterceptorOptions, KubeInterceptor
@@ -36,7 +47,23 @@ pytestmark = pytest.mark.kmock(cls=Cluster)
 
 NS = "ns"
 DEPLOYMENT = namespaced("apps", "v1", "Deployment", "deployments")
+#: Where the app (the "pod") listens, and the interceptors' admin servers (their "pod IP"). A real API server
+#: refuses loopback addresses in an EndpointSlice (kmock does not), so against one both are this host's own
+#: non-loopback address (EBB_TEST_POD_IP, else found from the routing table).
 APP_HOST = "127.0.0.2"
+ADMIN_HOST = "127.0.0.1"
+#: What the operator and the interceptors watch: every namespace on kmock, the test's own on a real cluster.
+WATCH: list[str] = []
+
+
+def own_address() -> str:
+    """This host's address on its default route (no packet is sent)."""
+    if os.environ.get("EBB_TEST_POD_IP"):
+        return os.environ["EBB_TEST_POD_IP"]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.connect(("192.0.2.1", 9))
+        address: str = sock.getsockname()[0]
+        return address
 
 
 def free_port_on(host: str) -> int:
@@ -46,22 +73,67 @@ def free_port_on(host: str) -> int:
         return port
 
 
-@pytest.fixture
-async def client(kmock: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[AsyncClient]:
-    kmock.serve("apps/v1/deployments", "autoscaling/v2/horizontalpodautoscalers", "v1/events", "v1/pods")
-    kmock.serve("coordination.k8s.io/v1/leases", "v1/secrets", "v1/configmaps", "batch/v1/jobs", "v1/services")
-    kmock.serve("discovery.k8s.io/v1/endpointslices")
-    kmock.add_namespaces(NS)
-    kmock.install_crds()
-    use_kubeconfig(kmock, tmp_path, monkeypatch)
-    api = client_for_url(str(kmock.url))
-    yield api
-    await api.aclose()
+#: A kubeconfig for a real cluster (see test_operator_e2e): the tests marked `real` then also run against it.
+REAL_KUBECONFIG = os.environ.get("EBB_TEST_KUBECONFIG", "")
+NAMESPACE = global_resource("", "v1", "Namespace", "namespaces")
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("fake", id="against_fake_apiserver"),
+        pytest.param("real", id="against_real_apiserver"),
+    ]
+)
+async def client(
+    request: pytest.FixtureRequest, kmock: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[AsyncClient]:
+    """The API server: kmock, or (`real`, with EBB_TEST_KUBECONFIG) a real one, in a namespace of the test's own.
+
+    On a real cluster NS is that namespace and the operator and interceptors watch only it; no kubelet is needed
+    (the Deployments' pods stay Pending, the test writes the EndpointSlices that ready pods would get).
+    """
+    if request.param == "fake":
+        kmock.serve("apps/v1/deployments", "autoscaling/v2/horizontalpodautoscalers", "v1/events", "v1/pods")
+        kmock.serve("coordination.k8s.io/v1/leases", "v1/secrets", "v1/configmaps", "batch/v1/jobs", "v1/services")
+        kmock.serve("discovery.k8s.io/v1/endpointslices")
+        kmock.add_namespaces(NS)
+        kmock.install_crds()
+        use_kubeconfig(kmock, tmp_path, monkeypatch)
+        api = client_for_url(str(kmock.url))
+        yield api
+        await api.aclose()
+        return
+    if not REAL_KUBECONFIG:
+        pytest.skip("EBB_TEST_KUBECONFIG names no real cluster's kubeconfig")
+    monkeypatch.setenv("KUBECONFIG", REAL_KUBECONFIG)
+    api = default_client()
+    ns = f"ebb-http-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setattr(sys.modules[__name__], "NS", ns)
+    monkeypatch.setattr(sys.modules[__name__], "WATCH", [ns])
+    monkeypatch.setattr(sys.modules[__name__], "APP_HOST", own_address())
+    monkeypatch.setattr(sys.modules[__name__], "ADMIN_HOST", own_address())
+    await api.create(NAMESPACE({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}))
+    try:
+        yield api
+    finally:
+        # The operator is gone: drop finalizers from what is left, or the namespace never goes.
+        for res in (HTTP_SCALED_OBJECT, SCALED_OBJECT):
+            async for obj in api.list(res, namespace=ns):
+                with contextlib.suppress(Exception):
+                    await api.patch(
+                        res,
+                        obj.metadata.name,
+                        {"metadata": {"finalizers": None}},
+                        namespace=ns,
+                        patch_type=PatchType.MERGE,
+                    )
+        await api.delete(NAMESPACE, ns)
+        await api.aclose()
 
 
 @pytest.fixture
-def app(tmp_path: Path) -> Iterator[int]:
-    """A real HTTP server process on 127.0.0.2 (the pod): serves hello.txt."""
+def app(tmp_path: Path, client: AsyncClient) -> Iterator[int]:
+    """A real HTTP server process on APP_HOST (the pod): serves hello.txt."""
     root = tmp_path / "www"
     root.mkdir()
     (root / "hello.txt").write_text("hello from the pod\n")
@@ -86,7 +158,10 @@ async def add_deployment(api: AsyncClient, name: str, replicas: int) -> None:
         "spec": {
             "replicas": replicas,
             "selector": {"matchLabels": {"app": name}},
-            "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [{"name": "app"}]}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": "app", "image": "registry.invalid/app:1"}]},
+            },
         },
     }
     await api.create(DEPLOYMENT(body))
@@ -144,7 +219,9 @@ def http_scaled_object(name: str, host: str, service: str, **spec: Any) -> dict[
 
 @contextlib.asynccontextmanager
 async def interceptor(api: AsyncClient) -> AsyncIterator[KubeInterceptor]:
-    options = InterceptorOptions(host="127.0.0.1", port=0, admin_host="127.0.0.1", admin_port=0, condition_wait=60)
+    options = InterceptorOptions(
+        host="127.0.0.1", port=0, admin_host=ADMIN_HOST, admin_port=0, condition_wait=60, namespaces=list(WATCH)
+    )
     running = KubeInterceptor(api, options)
     await running.start()
     try:
@@ -183,7 +260,7 @@ async def event_reasons(api: AsyncClient, name: str) -> list[str]:
 def start_operator() -> Replica:
     return Replica(
         {
-            "namespaces": [],
+            "namespaces": list(WATCH),
             "scaling": "hpa",
             "metrics_api_port": free_port(),
             "metrics_api_auth": "none",
@@ -197,13 +274,11 @@ def start_operator() -> Replica:
     )
 
 
-async def test_a_request_held_at_zero_is_served_once_the_operator_scales_up_against_fake_apiserver(
-    client: AsyncClient, app: int
-) -> None:
+async def test_a_request_held_at_zero_is_served_once_the_operator_scales_up(client: AsyncClient, app: int) -> None:
     await add_deployment(client, "web", 0)
     await add_service(client, "web")
     async with interceptor(client) as proxy:
-        await set_endpoints(client, "ebb-interceptor-admin", "admin", proxy.admin.port, ["127.0.0.1"])
+        await set_endpoints(client, "ebb-interceptor-admin", "admin", proxy.admin.port, [ADMIN_HOST])
         operator = start_operator()
         try:
             await client.create(HTTP_SCALED_OBJECT(http_scaled_object("web", "web.test", "web")))
@@ -239,7 +314,7 @@ async def test_a_request_held_at_zero_is_served_once_the_operator_scales_up_agai
         assert operator.error is None
 
 
-async def test_a_route_whose_service_is_missing_gets_a_condition_and_an_event_others_work_against_fake_apiserver(
+async def test_a_route_whose_service_is_missing_gets_a_condition_and_an_event_others_work(
     client: AsyncClient, app: int
 ) -> None:
     await add_deployment(client, "web", 1)
@@ -247,7 +322,7 @@ async def test_a_route_whose_service_is_missing_gets_a_condition_and_an_event_ot
     await add_service(client, "web")
     await set_endpoints(client, "web", "http", app, [APP_HOST])
     async with interceptor(client) as proxy:
-        await set_endpoints(client, "ebb-interceptor-admin", "admin", proxy.admin.port, ["127.0.0.1"])
+        await set_endpoints(client, "ebb-interceptor-admin", "admin", proxy.admin.port, [ADMIN_HOST])
         operator = start_operator()
         try:
             await client.create(HTTP_SCALED_OBJECT(http_scaled_object("web", "web.test", "web")))
@@ -256,7 +331,7 @@ async def test_a_route_whose_service_is_missing_gets_a_condition_and_an_event_ot
                 lambda: ready_condition(client, "ghost"), "Ready=False", ok=lambda c: c.get("status") == "False"
             )
             assert cond["reason"] == "ServiceNotFound"
-            assert "Service ns/nothing-here does not exist" in cond["message"]
+            assert f"Service {NS}/nothing-here does not exist" in cond["message"]
             await eventually(
                 lambda: event_reasons(client, "ghost"), "a ServiceNotFound Event", ok=lambda r: "ServiceNotFound" in r
             )
@@ -265,7 +340,7 @@ async def test_a_route_whose_service_is_missing_gets_a_condition_and_an_event_ot
             )
             await eventually(lambda: len(proxy.routes.routes) == 2, "both routes in the interceptor")
             status_code, text = await get(proxy.port, "ghost.test")
-            assert status_code == 503 and "Service ns/nothing-here does not exist" in text
+            assert status_code == 503 and f"Service {NS}/nothing-here does not exist" in text
             assert await get(proxy.port, "web.test") == (200, "hello from the pod\n")
 
             # A route change reaches the interceptor through its watch, without a restart.
@@ -284,17 +359,17 @@ async def test_a_route_whose_service_is_missing_gets_a_condition_and_an_event_ot
         assert operator.error is None
 
 
-async def test_the_operator_feed_sums_several_interceptor_replicas_against_fake_apiserver(client: AsyncClient) -> None:
+async def test_the_operator_feed_sums_several_interceptor_replicas(client: AsyncClient) -> None:
     await add_deployment(client, "web", 0)
     await add_service(client, "web")
     await client.create(HTTP_SCALED_OBJECT(http_scaled_object("web", "web.test", "web")))
     async with interceptor(client) as first, interceptor(client) as second:
         await eventually(lambda: len(first.routes.routes) + len(second.routes.routes) == 2, "both routing web.test")
-        # Two interceptor pods behind the admin Service: 127.0.0.1 and 127.0.0.3 stand for their pod IPs, both on
-        # the port each one bound (the slice has one port per name, so each listens on its own address).
+        # Two interceptor pods behind the admin Service, both at ADMIN_HOST (their "pod IP"), each on the port it
+        # bound (one slice each: a slice has one port per name).
         feed = InterceptorFeed(client, NS)
         woken: list[str] = []
-        feed.listen("ns/web", lambda: woken.append("ns/web"))
+        feed.listen(f"{NS}/web", lambda: woken.append(f"{NS}/web"))
         await feed.start()
         try:
             body = {
@@ -307,7 +382,7 @@ async def test_the_operator_feed_sums_several_interceptor_replicas_against_fake_
                 },
                 "addressType": "IPv4",
                 "ports": [{"name": "admin", "port": first.admin.port}],
-                "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": True}}],
+                "endpoints": [{"addresses": [ADMIN_HOST], "conditions": {"ready": True}}],
             }
             await client.create(ENDPOINT_SLICE(body))
             body2 = {
@@ -322,11 +397,11 @@ async def test_the_operator_feed_sums_several_interceptor_replicas_against_fake_
                 asyncio.create_task(get(second.port, "web.test")),
                 asyncio.create_task(get(second.port, "web.test")),
             ]
-            await eventually(lambda: feed.concurrency("ns/web"), "three held requests summed", ok=lambda n: n == 3)
+            await eventually(lambda: feed.concurrency(f"{NS}/web"), "three held requests summed", ok=lambda n: n == 3)
             assert woken, "a held request wakes the route's listeners"
             # One interceptor goes away: its counts stop counting.
             await client.delete(ENDPOINT_SLICE, "admin-2", namespace=NS)
-            await eventually(lambda: feed.concurrency("ns/web"), "only the first one's request", ok=lambda n: n == 1)
+            await eventually(lambda: feed.concurrency(f"{NS}/web"), "only the first one's request", ok=lambda n: n == 1)
             for task in held:
                 task.cancel()
             await asyncio.gather(*held, return_exceptions=True)
@@ -334,7 +409,7 @@ async def test_the_operator_feed_sums_several_interceptor_replicas_against_fake_
             await feed.stop()
 
 
-async def test_the_ebb_interceptor_command_follows_the_cluster_and_stops_on_sigterm_against_fake_apiserver(
+async def test_the_ebb_interceptor_command_follows_the_cluster_and_stops_on_sigterm(
     client: AsyncClient, app: int
 ) -> None:
     """`ebb interceptor` as a process, logged in through KUBECONFIG as on a workstation."""
@@ -352,6 +427,7 @@ async def test_the_ebb_interceptor_command_follows_the_cluster_and_stops_on_sigt
         f"--port={port}",
         "--admin-host=127.0.0.1",
         f"--admin-port={admin}",
+        *(f"--namespace={ns}" for ns in WATCH),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
@@ -395,7 +471,7 @@ async def reconciled(api: AsyncClient, manifest: dict[str, Any]) -> tuple[bool, 
     return await controller.reconcile(body), controller
 
 
-async def test_another_scaled_object_on_the_target_is_a_create_error_against_fake_apiserver(
+async def test_another_scaled_object_on_the_target_is_a_create_error(
     client: AsyncClient,
 ) -> None:
     await add_deployment(client, "web", 0)
@@ -412,7 +488,7 @@ async def test_another_scaled_object_on_the_target_is_a_create_error_against_fak
     assert "CreateError" in await event_reasons(client, "web")
 
 
-async def test_skip_scaledobject_creation_routes_only_and_leaves_the_target_to_the_users_own_against_fake_apiserver(
+async def test_skip_scaledobject_creation_routes_only_and_leaves_the_target_to_the_users_own(
     client: AsyncClient,
 ) -> None:
     await add_deployment(client, "web", 2)
