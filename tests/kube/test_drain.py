@@ -480,3 +480,48 @@ def test_label_selector_from_a_workload_spec_round_trips() -> None:
 def test_hpa_prediction_uses_the_same_core(values: dict[str, float], current: int, expected: int | None) -> None:
     specs = [MetricSpec("q", 5.0, "AverageValue")]
     assert predict_hpa_replicas(specs, values, current, 0, 10, T0) == expected
+
+
+class TickingClock(Clock):
+    """A clock that moves on a little at every reading, as time.time does between a poll's first and last."""
+
+    def __call__(self) -> float:
+        self.now += 0.01
+        return self.now
+
+
+async def test_waiting_for_busy_pods_is_said_once_a_minute_not_at_every_poll_fake_apiserver(
+    cluster: km.KubernetesEmulator,
+    controller: ScaledObjectController,
+    endpoints: PodEndpoints,
+    redis_list: tuple[aioredis.Redis, str],
+) -> None:
+    """Regression (real cluster, v1.28.0): while busy pods were waited for, every poll (2 s) posted a new
+    WaitingForBusyPods Event, each a new object as only "longest 2 s", "4 s" ... changed; the first said
+    "longest -0 s" (the pods' busy time was stamped after the poll read the clock)."""
+    client, key = redis_list
+    await client.rpush(key, "a")  # the core wants 1 of the 4
+    endpoints.status[endpoints.ip(0)] = 200
+    endpoints.status[endpoints.ip(1)] = 200
+    controller.clock = TickingClock()
+    await controller.reconcile(put(cluster, scaled_object(key, endpoints.port)))
+    runtime = controller.runtimes[(NS, "worker")]
+
+    def waiting() -> list[str]:
+        return [m for r, _, m in events(cluster) if r == "WaitingForBusyPods"]
+
+    for _ in range(20):  # 40 s of polls every 2 s
+        await runtime.loop.poll_once()
+        await settle(controller)
+        controller.clock.now += 2
+    # 4→1 with two idle pods marked (kmock deletes no pod), then 2→1 still waiting: each said once, not 20 times.
+    assert waiting() == [
+        "scaling 4→1: 2 idle pods marked for removal, waiting for 1 of 2 busy pods (longest 0 s)",
+        "scaling 2→1: 2 idle pods marked for removal, waiting for 1 of 2 busy pods (longest 2 s)",
+    ]
+    for _ in range(15):  # past a minute in the same state: said again, with the wait brought up to date
+        await runtime.loop.poll_once()
+        await settle(controller)
+        controller.clock.now += 2
+    assert len(waiting()) == 3, waiting()
+    assert waiting()[-1].startswith("scaling 2→1: 2 idle pods marked for removal, waiting for 1 of 2 busy pods (longest 6")

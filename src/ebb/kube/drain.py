@@ -46,6 +46,9 @@ IDLE_COST = -100
 BUSY_COST = 100
 UNKNOWN_COST = 200
 PROBE_TIMEOUT = 2.0
+#: A state that lasts (busy pods waited for) is said again, with its durations brought up to date, at most this
+#: often: each Event is a new object (seen on a real cluster: one per poll, every 2 s, while pods were busy).
+REPEAT_EVENT_SECONDS = 60.0
 
 #: What listing a target's pods may raise: the API, or a selector ebb cannot read (ValueError, TargetError).
 _LIST_ERRORS: tuple[type[Exception], ...] = (*API_ERRORS, ValueError, EbbError)
@@ -203,13 +206,20 @@ class PodDrainer:
     last_busy: int | None = None
     #: Whether pods may carry costs ebb set (True at first: a previous operator may have left some).
     marked: bool = True
+    #: What the last Event said (its durations left out) and when.
     _said: str | None = None
+    _said_exact: str | None = None
+    _said_at: float = 0.0
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def _event(self, reason: str, message: str, type_: Literal["Normal", "Warning"] = "Normal") -> None:
-        if message == self._said:  # the same state poll after poll is said once
+        """Post an Event unless the last one said the same: word for word (said once), or but for its durations
+        ("longest 4 s", said again with them brought up to date once REPEAT_EVENT_SECONDS have passed)."""
+        said = _DURATION.sub("", f"{reason}: {message}")
+        now = self.clock()
+        if said == self._said and (message == self._said_exact or now - self._said_at < REPEAT_EVENT_SECONDS):
             return
-        self._said = message
+        self._said, self._said_exact, self._said_at = said, message, now
         if self.on_event is not None:
             self.on_event(reason, message, type_)
 
@@ -324,7 +334,7 @@ class PodDrainer:
         await asyncio.gather(*writes)
 
     def _longest(self, now: float) -> str:
-        return describe_duration(now - min(self.busy_since.values())) if self.busy_since else "0 s"
+        return describe_duration(max(now - min(self.busy_since.values()), 0.0)) if self.busy_since else "0 s"
 
     async def plan_scale_in(self, current: int, desired: int) -> int:
         async with self._lock:
@@ -333,12 +343,13 @@ class PodDrainer:
     async def _plan_scale_in(self, current: int, desired: int) -> int:
         """Direct mode, before /scale goes from `current` down to `desired`: mark the pods and return how far to go
         now, never below `desired`: only as many pods as are idle, until max-drain-seconds has passed."""
-        now = self.clock()
         try:
             states = await self.survey()
         except _LIST_ERRORS as exc:
             self._event("BusyProbeFailed", f"cannot list the pods of {self.label}: {exc}; scaling in blind", "Warning")
             return desired
+        # After the survey, which stamps busy_since: "longest" is never negative ("-0 s" on a real cluster).
+        now = self.clock()
         await self.mark(states)
         states = await self._recheck(states)
         idle = [s for s in states if not s.busy]
@@ -409,6 +420,10 @@ class PodDrainer:
             states = await self.survey()
             return sum(s.busy for s in states)
         return None
+
+
+#: Durations in an Event's message ("longest 4 min", "waited 30 s"), left out when comparing two messages.
+_DURATION = re.compile(r"-?\d+(?:\.\d+)? (?:s|min|h)\b")
 
 
 def _labels_param(selector: Selector) -> dict[str, Any]:
