@@ -36,7 +36,7 @@ async def real(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[AsyncClie
         pytest.skip("EBB_TEST_KUBECONFIG names no real cluster's kubeconfig")
     monkeypatch.setenv("KUBECONFIG", REAL_KUBECONFIG)
     client = default_client()
-    ns = f"ebb-drain-{uuid.uuid4().hex[:8]}"
+    ns = f"ebb-e2e-{uuid.uuid4().hex[:8]}"
     await client.create(NAMESPACE({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}))
     try:
         yield client, ns
