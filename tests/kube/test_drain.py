@@ -524,4 +524,5 @@ async def test_waiting_for_busy_pods_is_said_once_a_minute_not_at_every_poll_fak
         await settle(controller)
         controller.clock.now += 2
     assert len(waiting()) == 3, waiting()
-    assert waiting()[-1].startswith("scaling 2→1: 2 idle pods marked for removal, waiting for 1 of 2 busy pods (longest 6")
+    again = "scaling 2→1: 2 idle pods marked for removal, waiting for 1 of 2 busy pods (longest 6"
+    assert waiting()[-1].startswith(again), waiting()
