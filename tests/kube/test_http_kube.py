@@ -103,6 +103,10 @@ async def client(
         yield api
         await api.aclose()
         return
+    if request.module is not sys.modules[__name__]:
+        # The namespace and addresses below are set on this module only: another module that took NS or APP_HOST
+        # by value (from .test_http_kube import NS) would use the fake's.
+        pytest.skip("the real API server variant is for tests/kube/test_http_kube.py's own tests")
     if not REAL_KUBECONFIG:
         pytest.skip("EBB_TEST_KUBECONFIG names no real cluster's kubeconfig")
     monkeypatch.setenv("KUBECONFIG", REAL_KUBECONFIG)
