@@ -103,19 +103,18 @@ async def client(
         yield api
         await api.aclose()
         return
-    if request.module is not sys.modules[__name__]:
-        # The namespace and addresses below are set on this module only: another module that took NS or APP_HOST
-        # by value (from .test_http_kube import NS) would use the fake's.
-        pytest.skip("the real API server variant is for tests/kube/test_http_kube.py's own tests")
     if not REAL_KUBECONFIG:
         pytest.skip("EBB_TEST_KUBECONFIG names no real cluster's kubeconfig")
     monkeypatch.setenv("KUBECONFIG", REAL_KUBECONFIG)
     api = default_client()
     ns = f"ebb-http-{uuid.uuid4().hex[:8]}"
-    monkeypatch.setattr(sys.modules[__name__], "NS", ns)
-    monkeypatch.setattr(sys.modules[__name__], "WATCH", [ns])
-    monkeypatch.setattr(sys.modules[__name__], "APP_HOST", own_address())
-    monkeypatch.setattr(sys.modules[__name__], "ADMIN_HOST", own_address())
+    # This module's settings for a real cluster, and those of the module using this fixture if it took them by
+    # value (`from .test_http_kube import NS`).
+    real = {"NS": ns, "WATCH": [ns], "APP_HOST": own_address(), "ADMIN_HOST": own_address()}
+    for module in {sys.modules[__name__], request.module}:
+        for name, value in real.items():
+            if hasattr(module, name):
+                monkeypatch.setattr(module, name, value)
     await api.create(NAMESPACE({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}))
     try:
         yield api
