@@ -23,6 +23,7 @@ from lightkube.resources.core_v1 import Pod
 from lightkube.types import PatchType
 
 from ebb.kube.client import EVENT, POD, SCALED_OBJECT, AsyncClient, default_client, global_resource, to_dict
+from ebb.kube.http_interceptor import HTTP_SCALED_OBJECT
 
 from ._fakecluster import eventually
 from .test_operator_e2e import DEPLOYMENT, REAL_KUBECONFIG, Replica, deployment, free_port
@@ -41,15 +42,17 @@ async def real(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[AsyncClie
     try:
         yield client, ns
     finally:
-        async for so in client.list(SCALED_OBJECT, namespace=ns):
-            with contextlib.suppress(Exception):
-                await client.patch(
-                    SCALED_OBJECT,
-                    so.metadata.name,
-                    {"metadata": {"finalizers": None}},
-                    namespace=ns,
-                    patch_type=PatchType.MERGE,
-                )
+        # The operator is gone: drop KEDA's finalizer from what is left, or the namespace never goes.
+        for res in (SCALED_OBJECT, HTTP_SCALED_OBJECT):
+            async for obj in client.list(res, namespace=ns):
+                with contextlib.suppress(Exception):
+                    await client.patch(
+                        res,
+                        obj.metadata.name,
+                        {"metadata": {"finalizers": None}},
+                        namespace=ns,
+                        patch_type=PatchType.MERGE,
+                    )
         await client.delete(NAMESPACE, ns)
         await client.aclose()
 
