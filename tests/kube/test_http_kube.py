@@ -37,7 +37,7 @@ from ebb.kube.client import (
 )
 from ebb.kube.endpoints import ENDPOINT_SLICE
 from ebb.kube.http_feed import InterceptorFeed
-from ebb.kube.http_interceptor import HTTP_SCALED_OBJECT, SERVICE, InterceptorOptions, KubeInterceptor
+from ebb.kube.http_interceptor import HTTP_SCALED_OBJECT, SERVICE, InterceptorOptions, KubeInterceptor, KubeRoutes
 from ebb.kube.http_operator import HTTPScaledObjectController
 
 from ._fakecluster import Cluster, eventually, use_kubeconfig
@@ -506,3 +506,30 @@ async def test_skip_scaledobject_creation_routes_only_and_leaves_the_target_to_t
     assert "routing only" in cond["message"]
     await controller.delete(to_dict(await client.get(HTTP_SCALED_OBJECT, "web", namespace=NS)))
     assert await replicas(client, "web") == 2
+
+
+def test_a_route_listed_before_the_services_is_not_reported_missing(caplog: pytest.LogCaptureFixture) -> None:
+    """Regression (real cluster, v1.28.0): `ebb interceptor` logged "Service ... does not exist" at start for a
+    Service that existed, when its HTTPScaledObjects' listing came in before the Services'."""
+    routes = KubeRoutes(client_for_url("http://127.0.0.1:9"), InterceptorOptions())  # informers not started
+    (objects,) = routes.informers["HTTPScaledObjects"]
+    (services,) = routes.informers["Services"]
+    (slices,) = routes.informers["EndpointSlices"]
+    objects.objects = {(NS, "web"): http_scaled_object("web", "web.test", "web")}
+    objects.synced.set()
+    routes.rebuild()  # the Services not listed yet
+    assert "does not exist" not in caplog.text
+    service = {
+        "metadata": {"name": "web", "namespace": NS},
+        "spec": {"ports": [{"name": "http", "port": 80, "targetPort": 8080}]},
+    }
+    services.objects = {(NS, "web"): service}
+    services.synced.set()
+    slices.synced.set()
+    routes.rebuild()
+    assert "does not exist" not in caplog.text
+    assert routes.routes[(NS, "web")].broken is None
+    # A Service that is really missing, once everything is listed, is reported.
+    services.objects = {}
+    routes.rebuild()
+    assert f"HTTPScaledObject {NS}/web: Service {NS}/web does not exist" in caplog.text

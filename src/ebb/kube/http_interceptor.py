@@ -160,7 +160,12 @@ class KubeRoutes:
         return parsed
 
     def _report(self, key: Key, problem: str | None) -> None:
-        """Each route's problem is logged once when it appears (the operator puts it in a condition and an Event)."""
+        """Each route's problem is logged once when it appears (the operator puts it in a condition and an Event).
+
+        Not before every first listing is in: an HTTPScaledObject listed before the Services would otherwise be
+        logged with its Service "missing" at every start (seen on a real cluster)."""
+        if not self.synced:
+            return
         if problem is None:
             self._problems.pop(key, None)
         elif self._problems.get(key) != problem:
