@@ -514,7 +514,6 @@ def test_a_route_listed_before_the_services_is_not_reported_missing(caplog: pyte
     routes = KubeRoutes(client_for_url("http://127.0.0.1:9"), InterceptorOptions())  # informers not started
     (objects,) = routes.informers["HTTPScaledObjects"]
     (services,) = routes.informers["Services"]
-    (slices,) = routes.informers["EndpointSlices"]
     objects.objects = {(NS, "web"): http_scaled_object("web", "web.test", "web")}
     objects.synced.set()
     routes.rebuild()  # the Services not listed yet
@@ -524,8 +523,8 @@ def test_a_route_listed_before_the_services_is_not_reported_missing(caplog: pyte
         "spec": {"ports": [{"name": "http", "port": 80, "targetPort": 8080}]},
     }
     services.objects = {(NS, "web"): service}
-    services.synced.set()
-    slices.synced.set()
+    for informer in (i for group in routes.informers.values() for i in group):
+        informer.synced.set()  # every first listing in
     routes.rebuild()
     assert "does not exist" not in caplog.text
     assert routes.routes[(NS, "web")].broken is None
