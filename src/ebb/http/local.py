@@ -29,6 +29,8 @@ from ebb.http.pool import DrainingTarget, ReplicaPool, replica_env
 from ebb.http.rate import RequestRate
 from ebb.http.routing import HeaderMatch, RouteRule, RoutingTable
 from ebb.http.scaler import InterceptorScaler
+from ebb.http.stats import route_identity
+from ebb.observe.http_routes import RouteInfo, route_infos
 from ebb.runtime.build import object_ref
 from ebb.runtime.observer import ObjectRef
 from ebb.runtime.scaled_object import ScaledObjectLoop
@@ -116,6 +118,7 @@ class HTTPFrontend:
     targets: list[DrainingTarget] = field(default_factory=list)
     problem: Callable[[ObjectRef, str], None] | None = None
     interceptor: Interceptor | None = None
+    rules: list[RouteRule[Route]] = field(default_factory=list)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def build(self, runtime: LocalRuntime) -> None:
@@ -140,6 +143,7 @@ class HTTPFrontend:
             except EbbError as exc:
                 self.problem(ObjectRef(obj.kind, obj.metadata.namespace, obj.name), str(exc))
                 route = Route(ref=obj.ref, target="?", pool=None, broken=str(exc))
+            self._observe(runtime, route)
             spec = obj.spec
             rules.append(
                 RouteRule(
@@ -156,9 +160,11 @@ class HTTPFrontend:
             except EbbError as exc:
                 self.problem(ObjectRef(ir.kind, ir.metadata.namespace, ir.name), str(exc))
                 route = Route(ref=ir.ref, target="?", pool=None, broken=str(exc))
+            self._observe(runtime, route)
             order = (created_at(ir), ir.metadata.namespace, ir.name)  # type: ignore[arg-type]
             rules.extend(route_rules(ir, route, order))
         self._unpaired_triggers(runtime)
+        self.rules = rules
         self.interceptor = Interceptor(
             RoutingTable(rules),
             [rule.route for rule in rules],
@@ -166,6 +172,19 @@ class HTTPFrontend:
             port=self.options.port,
             max_held=self.options.max_held,
         )
+
+    def _observe(self, runtime: LocalRuntime, route: Route) -> None:
+        """The route's cold starts reach ebb's Event recorder (event log, console, CloudEvents, metrics)."""
+        kind, namespace, name = route_identity(route.ref)
+        ref = ObjectRef(kind, namespace, name)
+        observer, clock = runtime.observer, runtime.options.clock
+        route.stats.listeners.append(lambda event: observer.event(ref, event, clock()))
+        route.stats.ready = lambda: route.pool.ready_count() if route.pool is not None else 0
+        route.stats.condition_wait = lambda: route.condition_wait
+
+    def route_infos(self) -> list[RouteInfo]:
+        """The routes with their hosts and paths (empty until `build`), for /metrics and /api/routes."""
+        return route_infos(self.rules)
 
     def _build_one(self, runtime: LocalRuntime, obj: HTTPScaledObject, claimed: dict[tuple[str, str], str]) -> Route:
         spec = obj.spec

@@ -9,7 +9,11 @@ The admin port serves:
 - `GET /queue`: the counts per route, as JSON, `{"routes": {"ns/name": {"concurrency", "rate", "held"}}}`;
 - `GET /queue/stream`: the same as one JSON line each time a request is held (with `"wake": [routes]`) and
   every `push_interval` seconds otherwise (newline-delimited JSON, one long response);
+- `GET /metrics`: the per-route series (`ebb_http_*`, ebb.observe.http_routes) for Prometheus;
+- `GET /api/routes`: the routes as the dashboard lists them (hosts, paths, ready endpoints, counts);
 - `GET /livez`, `GET /readyz` (ready once the first listings are loaded).
+
+Each cold start is a Kubernetes Event on its HTTPScaledObject (ColdStart, ColdStartTimedOut, ColdStartAbandoned).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 
 from ebb.errors import SpecError
 from ebb.http.interceptor import (
@@ -36,10 +41,14 @@ from ebb.http.interceptor import (
 )
 from ebb.http.rate import RequestRate
 from ebb.http.routing import HeaderMatch, RouteRule, RoutingTable
-from ebb.kube.client import AsyncClient, namespaced
+from ebb.kube import status as st
+from ebb.kube.client import API_ERRORS, EVENT, AsyncClient, namespaced
 from ebb.kube.endpoints import ENDPOINT_SLICE, SERVICE_NAME_LABEL
 from ebb.kube.http_endpoints import EndpointPool, ready_endpoints, service_port_name
 from ebb.kube.informer import Informer, Key
+from ebb.observe.http_routes import RouteInfo, register_routes, route_infos, routes_api
+from ebb.observe.metrics import metrics_routes
+from ebb.scaling.types import ScalingEvent
 from ebb.spec.convert import created_at
 from ebb.spec.loader import parse_object
 from ebb.spec.models import HTTPScaledObject
@@ -51,6 +60,7 @@ HTTP_SCALED_OBJECT = namespaced("http.keda.sh", "v1alpha1", "HTTPScaledObject", 
 SERVICE = namespaced("", "v1", "Service", "services")
 
 DEFAULT_ADMIN_PORT = 9090
+_POST_ERRORS: tuple[type[Exception], ...] = (*API_ERRORS, OSError)
 #: Seconds between two lines of the admin stream when nothing is held (rates move with time).
 DEFAULT_PUSH_INTERVAL = 1.0
 
@@ -133,6 +143,8 @@ class KubeRoutes:
         self._parsed: dict[Key, _Parsed] = {}
         self._problems: dict[Key, str] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self.rules: list[RouteRule[Route]] = []
+        self._posts: set[asyncio.Task[None]] = set()
 
     def _all(self, kind: str) -> dict[Key, dict[str, Any]]:
         merged: dict[Key, dict[str, Any]] = {}
@@ -173,7 +185,28 @@ class KubeRoutes:
             route = Route(ref=f"HTTPScaledObject {key[0]}/{key[1]}", target="?", pool=None)
             name = route_key(*key)
             route.listeners.append(lambda: self.on_held(name) if self.on_held is not None else None)
+            route.stats.listeners.append(lambda event: self._post_event(key, event))
+            route.stats.ready = lambda: route.pool.ready_count() if route.pool is not None else 0
+            route.stats.condition_wait = lambda: route.condition_wait
         return route
+
+    def _post_event(self, key: Key, event: ScalingEvent) -> None:
+        """A cold start's Event on its HTTPScaledObject, posted in the background (never holding a request)."""
+        body = self._all("HTTPScaledObjects").get(key)
+        if body is None:
+            return
+        involved = st.object_reference(body)
+        log.info("HTTPScaledObject %s/%s: %s: %s", key[0], key[1], event.reason, event.message)
+
+        async def post() -> None:
+            try:
+                await self.client.create(EVENT(st.event_manifest(involved, event, self.clock())))
+            except _POST_ERRORS as exc:
+                log.warning("cannot post Event %s on HTTPScaledObject %s/%s: %s", event.reason, *key, exc)
+
+        task = asyncio.get_running_loop().create_task(post())
+        self._posts.add(task)
+        task.add_done_callback(self._posts.discard)
 
     def rebuild(self) -> None:
         """Routes, pools and the routing table from what the watches hold now (cheap: parsing is cached)."""
@@ -238,6 +271,7 @@ class KubeRoutes:
         for key in set(self._problems) - set(objects):
             del self._problems[key]
         self.routes, self.pools = routes, pools
+        self.rules = rules
         self.interceptor.table = RoutingTable(rules)
         self.interceptor.routes = [rule.route for rule in rules]
 
@@ -259,8 +293,13 @@ class KubeRoutes:
                 self._tasks.append(asyncio.create_task(informer.run(), name=f"ebb-informer-{informer.what}"))
         await self.interceptor.start()
 
+    def route_infos(self) -> list[RouteInfo]:
+        return route_infos(self.rules)
+
     async def stop(self, grace: float = 30.0) -> None:
         await self.interceptor.stop(grace)
+        if self._posts:
+            await asyncio.wait(set(self._posts), timeout=5.0)
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             task.cancel()
@@ -284,6 +323,8 @@ class AdminServer(AppServer):
         self.push_interval = push_interval
         self._subscribers: set[_Subscriber] = set()
         self._closing = asyncio.Event()
+        self.registry = CollectorRegistry(auto_describe=True)
+        register_routes(self.registry, lambda: self.routes.routes.values())
 
     def held(self, route: str) -> None:
         """A request is held on `route`: every stream sends a line now."""
@@ -333,6 +374,8 @@ class AdminServer(AppServer):
         app.router.add_get("/queue/stream", self._stream)
         app.router.add_get("/livez", self._livez)
         app.router.add_get("/readyz", self._readyz)
+        app.add_routes(metrics_routes(self.registry))
+        app.add_routes(routes_api(self.routes.route_infos))
         return app
 
     async def stopping(self) -> None:
