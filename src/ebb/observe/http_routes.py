@@ -83,7 +83,8 @@ def route_view(info: RouteInfo, now: float) -> dict[str, Any]:
         "ready_replicas": route.pool.ready_count() if route.pool is not None else 0,
         "in_flight": route.in_flight,
         "held": route.held,
-        "rate": route.rate.average(now) if route.rate is not None else 0.0,
+        # The scaler's rate (requests per granularity, averaged over the window as the add-on does), per second.
+        "rate": route.rate.average(now) / route.rate.granularity if route.rate is not None else 0.0,
         "requests": stats.requests,
         "upstream_errors": stats.upstream_errors,
         "timeouts": stats.timeouts,
