@@ -456,5 +456,6 @@ def test_interceptor_is_its_own_deployment_with_services_and_read_only_rbac() ->
     ):
         assert _allows(rules, group, resource, "watch")
     assert not any(_allows(rules, g, r, "patch") for g, r in (("http.keda.sh", "httpscaledobjects"), ("", "services")))
+    assert _allows(rules, "", "events", "create")  # cold-start Events
     operator_rules = _one(documents, "ClusterRole", "ebb-operator")["rules"]
     assert _allows(operator_rules, "http.keda.sh", "httpscaledobjects/status", "patch")
