@@ -80,3 +80,29 @@ async def test_held_requests_that_reach_condition_wait_are_a_504_a_timeout_and_o
     timed_out = [r for r in run.reasons() if r[1] == "ColdStartTimedOut"]
     assert len(timed_out) == 1 and "reached conditionWait (1s) with no ready replica" in timed_out[0][2]
     assert not any(r[1] == "ColdStart" for r in run.reasons())
+
+
+async def test_an_interceptor_route_is_labelled_as_one_and_lists_the_hosts_and_paths_of_all_its_rules(
+    tmp_path: Path,
+) -> None:
+    from .test_interceptor_route import _route_docs
+
+    docs = _route_docs("api", free_ports(2))
+    docs[1] = docs[1].replace(
+        "rules: [{hosts: [api.local]}]",
+        "rules: [{hosts: [api.local], paths: [{value: /v1}]}, {hosts: [api.example.com], paths: [{value: /v2}]}]",
+    )
+    async with ebb_run(tmp_path, *docs) as run, aiohttp.ClientSession() as http:
+        for host, path in (("api.local", "/v1/x"), ("api.example.com", "/v2")):
+            async with http.get(run.url + path, headers={"Host": host}) as resp:
+                assert resp.status == 200
+        async with http.get(run.admin + "/metrics") as resp:
+            text = await resp.text()
+        async with http.get(run.admin + "/api/routes") as resp:
+            [route] = (await resp.json())["routes"]
+        await eventually(lambda: any(r[1] == "ColdStart" for r in run.reasons()), what="ColdStart event")
+    assert 'ebb_http_requests_total{name="api",namespace="default",type="InterceptorRoute"} 2.0' in text
+    assert (route["kind"], route["hosts"], route["paths"]) == ("InterceptorRoute", ["api.local", "api.example.com"],
+                                                               ["/v1", "/v2"])  # fmt: skip
+    [(kind, _, _)] = [r for r in run.reasons() if r[1] == "ColdStart"]
+    assert kind == "InterceptorRoute"
