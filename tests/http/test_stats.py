@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 
 import pytest
 
-from ebb.http.stats import HOLD_BUCKETS, RouteStats, route_identity
+from ebb.http.stats import HOLD_BUCKETS, RouteStats
+from ebb.observe.http_routes import route_identity
 from ebb.scaling.types import ScalingEvent
 
 
@@ -84,3 +86,25 @@ def test_hold_time_lands_in_the_prometheus_bucket_whose_bound_it_does_not_exceed
 def test_route_identity_splits_a_ref() -> None:
     assert route_identity("HTTPScaledObject shop/web") == ("HTTPScaledObject", "shop", "web")
     assert route_identity("InterceptorRoute api") == ("InterceptorRoute", "default", "api")
+
+
+def test_a_request_held_again_within_the_grace_is_the_same_cold_start() -> None:
+    """A replica that refused the connection right after it looked ready: the request waits again."""
+    stats, clock, events = stats_with([0])
+    scheduled: list[tuple[float, Callable[[], None]]] = []
+    stats.later = lambda delay, call: scheduled.append((delay, call))
+    with stats.holding() as hold:
+        clock.now += 0.2
+        hold.done(object())
+    assert events == [] and len(scheduled) == 1  # the end waits for the grace
+    with stats.holding() as hold:  # refused: held again before the grace ran out
+        clock.now += 0.3
+        hold.done(object())
+    for _, call in scheduled:
+        call()
+    assert [(e.reason, e.message) for e in events] == [("ColdStart", "held 2 requests for 0.5 s while scaling 0→0")]
+    assert stats.cold_starts == 1
+    with stats.holding() as hold:  # after the grace: a new cold start
+        hold.done(None)
+    scheduled[-1][1]()
+    assert stats.cold_starts == 2 and events[-1].reason == "ColdStartTimedOut"

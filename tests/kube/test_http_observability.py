@@ -22,6 +22,18 @@ __all__ = ["app", "client"]  # fixtures
 pytestmark = pytest.mark.kmock(cls=Cluster)
 
 
+async def listening(host: str, port: int) -> None:
+    for _ in range(200):
+        try:
+            _, writer = await asyncio.open_connection(host, port)
+        except OSError:
+            await asyncio.sleep(0.05)
+            continue
+        writer.close()
+        return
+    raise AssertionError(f"nothing listens on {host}:{port}")
+
+
 async def events_of(api: AsyncClient, name: str) -> list[dict[str, Any]]:
     found = [to_dict(e) async for e in api.list(EVENT, namespace=NS)]
     return [e for e in found if (e.get("involvedObject") or {}).get("name") == name]
@@ -52,6 +64,7 @@ async def test_a_cold_start_is_an_event_on_the_http_scaled_object_and_counted_in
         await eventually(lambda: ("ns", "web") in running.routes.routes, "route")
         request = asyncio.create_task(get(running.port, "web.example"))
         await eventually(lambda: running.routes.routes[("ns", "web")].held == 1, "request held")
+        await listening(APP_HOST, app)  # as a readiness probe would have it
         await set_endpoints(client, "web", "http", app, [APP_HOST])  # the pod became ready
         assert await request == (200, "hello from the pod\n")
 

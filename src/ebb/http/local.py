@@ -29,8 +29,7 @@ from ebb.http.pool import DrainingTarget, ReplicaPool, replica_env
 from ebb.http.rate import RequestRate
 from ebb.http.routing import HeaderMatch, RouteRule, RoutingTable
 from ebb.http.scaler import InterceptorScaler
-from ebb.http.stats import route_identity
-from ebb.observe.http_routes import RouteInfo, route_infos
+from ebb.observe.http_routes import RouteInfo, route_identity, route_infos
 from ebb.runtime.build import object_ref
 from ebb.runtime.observer import ObjectRef
 from ebb.runtime.scaled_object import ScaledObjectLoop
@@ -181,6 +180,7 @@ class HTTPFrontend:
         route.stats.listeners.append(lambda event: observer.event(ref, event, clock()))
         route.stats.ready = lambda: route.pool.ready_count() if route.pool is not None else 0
         route.stats.condition_wait = lambda: route.condition_wait
+        route.stats.later = lambda delay, call: asyncio.get_running_loop().call_later(delay, call)
 
     def route_infos(self) -> list[RouteInfo]:
         """The routes with their hosts and paths (empty until `build`), for /metrics and /api/routes."""

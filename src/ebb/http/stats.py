@@ -6,7 +6,9 @@ The interceptor calls a few methods at fixed points of a request (in, held, hold
 an episode: it begins when the first request is held on a route with no ready replica and ends when no request
 is held any more. Its end is one Event: `ColdStart` ("held 37 requests for 1.2 s while scaling 0→1") when a
 replica came, `ColdStartAbandoned` when every held client left first; `ColdStartTimedOut` is sent once per
-episode, as soon as a held request reaches conditionWait.
+episode, as soon as a held request reaches conditionWait. With a scheduler (`later`), an episode ends only after
+EPISODE_GRACE seconds without a held request: a request whose replica refused the connection right after it was
+ready is held again, and that is still the same cold start.
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ from ebb.scaling.types import ScalingEvent
 HOLD_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0)
 
 T = TypeVar("T")
+
+#: Seconds without a held request before a cold start is over (when a scheduler is given).
+EPISODE_GRACE = 0.5
 
 REASON_COLD_START = "ColdStart"
 REASON_TIMED_OUT = "ColdStartTimedOut"
@@ -72,6 +77,8 @@ class RouteStats:
     condition_wait: Callable[[], float | None] = lambda: None
     #: Called with each cold-start Event (ColdStart, ColdStartTimedOut, ColdStartAbandoned).
     listeners: list[Callable[[ScalingEvent], None]] = field(default_factory=list)
+    #: Calls a function after a delay (the event loop's call_later); None: an episode ends at its last hold.
+    later: Callable[[float, Callable[[], None]], object] | None = None
     requests: int = 0
     upstream_errors: int = 0
     timeouts: int = 0
@@ -87,6 +94,8 @@ class RouteStats:
     last_cold_start: float | None = None
     last_cold_start_message: str | None = None
     _episode: _Episode | None = None
+    #: Bumped at each hold's start and end: a scheduled end of an episode only runs if nothing happened since.
+    _generation: int = 0
 
     # --- called by the interceptor ------------------------------------------------------------------
 
@@ -118,6 +127,7 @@ class RouteStats:
 
     def _hold_started(self) -> Hold:
         now = self.clock()
+        self._generation += 1
         if self._episode is None:
             self._episode = _Episode(started=now, ready_before=self.ready())
             self.cold_starts += 1
@@ -137,8 +147,7 @@ class RouteStats:
             return
         if hold.outcome == "served":
             episode.served += 1
-            if episode.ready_after is None:
-                episode.ready_after = now - episode.started
+            episode.ready_after = now - episode.started  # until the last held request got its replica
         elif hold.outcome == "timed_out":
             episode.timed_out += 1
             if not episode.said_timeout:
@@ -156,9 +165,19 @@ class RouteStats:
         else:
             episode.abandoned += 1
             self.abandoned += 1
+        self._generation += 1
         if self.held_now == 0:
-            self._episode = None
-            self._episode_ended(episode, now)
+            if self.later is None:
+                self._finish(self._generation, episode, now)
+            else:
+                generation = self._generation
+                self.later(EPISODE_GRACE, lambda: self._finish(generation, episode, now))
+
+    def _finish(self, generation: int, episode: _Episode, ended: float) -> None:
+        if generation != self._generation or self._episode is not episode:
+            return  # a request was held again meanwhile: the same cold start goes on
+        self._episode = None
+        self._episode_ended(episode, ended)
 
     def _episode_ended(self, episode: _Episode, now: float) -> None:
         others = []
@@ -198,12 +217,3 @@ class RouteStats:
             total += count
             out.append((bound, float(total)))
         return out
-
-
-def route_identity(ref: str) -> tuple[str, str, str]:
-    """(kind, namespace, name) of a route's `ref` ("HTTPScaledObject ns/name")."""
-    kind, _, rest = ref.partition(" ")
-    namespace, _, name = rest.partition("/")
-    if not name:
-        namespace, name = "default", namespace
-    return kind, namespace, name

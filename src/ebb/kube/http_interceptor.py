@@ -188,6 +188,7 @@ class KubeRoutes:
             route.stats.listeners.append(lambda event: self._post_event(key, event))
             route.stats.ready = lambda: route.pool.ready_count() if route.pool is not None else 0
             route.stats.condition_wait = lambda: route.condition_wait
+            route.stats.later = lambda delay, call: asyncio.get_running_loop().call_later(delay, call)
         return route
 
     def _post_event(self, key: Key, event: ScalingEvent) -> None:

@@ -2,7 +2,8 @@
 counts (ebb.http.stats) at scrape time, so a request costs a few integer increments and nothing else.
 
 Labels: `namespace`, `type` (HTTPScaledObject or InterceptorRoute) and `name`, as the other `ebb_*` series;
-never a host, a path or a header (they are the users' data, and unbounded).
+never a host, a path or a header (they are the users' data, and unbounded). It reads routes through the protocols
+below, so that observe/ does not import http/ (which imports this module).
 """
 
 from __future__ import annotations
@@ -10,20 +11,79 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from ebb.http.routing import RouteRule
-from ebb.http.stats import route_identity
-
-if TYPE_CHECKING:
-    from ebb.http.interceptor import Route
-
 LABELS = ("namespace", "type", "name")
+
+
+class _Pool(Protocol):
+    def ready_count(self) -> int: ...
+
+
+class _Rate(Protocol):
+    granularity: float
+
+    def average(self, now: float) -> float: ...
+
+
+class _Stats(Protocol):
+    requests: int
+    upstream_errors: int
+    timeouts: int
+    rejected: int
+    cold_starts: int
+    abandoned: int
+    hold_sum: float
+    last_cold_start: float | None
+    last_cold_start_message: str | None
+
+    def histogram(self) -> list[tuple[str, float]]: ...
+
+
+class Route(Protocol):
+    """What is read of an ebb.http.interceptor.Route."""
+
+    @property
+    def ref(self) -> str: ...
+    @property
+    def target(self) -> str: ...
+    @property
+    def pool(self) -> _Pool | None: ...
+    @property
+    def rate(self) -> _Rate | None: ...
+    @property
+    def stats(self) -> _Stats: ...
+    @property
+    def broken(self) -> str | None: ...
+    @property
+    def in_flight(self) -> int: ...
+    @property
+    def held(self) -> int: ...
+
+
+class _Rule(Protocol):
+    """What is read of an ebb.http.routing.RouteRule."""
+
+    @property
+    def route(self) -> Route: ...
+    @property
+    def hosts(self) -> tuple[str, ...]: ...
+    @property
+    def path_prefixes(self) -> tuple[str, ...]: ...
+
+
+def route_identity(ref: str) -> tuple[str, str, str]:
+    """(kind, namespace, name) of a route's `ref` ("HTTPScaledObject ns/name")."""
+    kind, _, rest = ref.partition(" ")
+    namespace, _, name = rest.partition("/")
+    if not name:
+        namespace, name = "default", namespace
+    return kind, namespace, name
 
 
 @dataclass(frozen=True)
@@ -188,7 +248,7 @@ def routes_api(routes: Callable[[], Iterable[RouteInfo]], clock: Callable[[], fl
     return [web.get("/api/routes", handle)]
 
 
-def route_infos(rules: Iterable[RouteRule[Route]]) -> list[RouteInfo]:
+def route_infos(rules: Iterable[_Rule]) -> list[RouteInfo]:
     """One RouteInfo per route, with the hosts and path prefixes of all its rules (an InterceptorRoute has several)."""
     merged: dict[int, tuple[Route, list[str], list[str]]] = {}
     for rule in rules:
