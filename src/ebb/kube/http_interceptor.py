@@ -164,7 +164,7 @@ class KubeRoutes:
                     namespace=ns,
                     labels=labels,
                     on_change=self._slices_listed if kind == "EndpointSlices" else self.rebuild,
-                    on_event=self._slice_event if kind == "EndpointSlices" else None,
+                    on_event=self.slice_event if kind == "EndpointSlices" else None,
                     what=f"{kind} in {ns or 'all'}",
                 )
                 for ns in namespaces
@@ -351,7 +351,7 @@ class KubeRoutes:
         for port_name, pool in pools.items():
             pool.update(ready_endpoints(slices, port_name))
 
-    def _slice_event(self, key: Key, body: dict[str, Any] | None) -> None:
+    def slice_event(self, key: Key, body: dict[str, Any] | None) -> None:
         """One EndpointSlice added, changed or deleted: re-read that Service's slices into its pools."""
         before = self._slice_service.pop(key, None)
         if before is not None:
@@ -371,6 +371,12 @@ class KubeRoutes:
 
     def _slices_listed(self) -> None:
         """A (re)listing of EndpointSlices: index them all again, then every pool."""
+        self.index_slices()
+        for service_key in self._service_pools:
+            self._refresh(service_key)
+
+    def index_slices(self) -> None:
+        """Every EndpointSlice the watches hold, indexed by its Service (a listing; events keep it current)."""
         self._slices, self._slice_service = {}, {}
         for key, body in self._all("EndpointSlices").items():
             service_name = ((body.get("metadata") or {}).get("labels") or {}).get(SERVICE_NAME_LABEL)
@@ -378,8 +384,6 @@ class KubeRoutes:
                 service_key = (key[0], str(service_name))
                 self._slices.setdefault(service_key, {})[key] = body
                 self._slice_service[key] = service_key
-        for service_key in self._service_pools:
-            self._refresh(service_key)
 
     def snapshot(self) -> dict[str, dict[str, float]]:
         """Counts per route: requests in flight (held ones included; 1 at least while a placeholder answered and no
