@@ -27,13 +27,12 @@ from ebb.kube.http_routes import InterceptorRouteController
 from ebb.runtime.build import build_scalers
 from ebb.spec.models import ScaledObject
 
+from . import test_http_kube
 from ._fakecluster import Cluster, eventually
-from .test_http_kube import (  # noqa: F401 (fixtures)
+from .test_http_kube import (
     APP_HOST,
     NS,
     add_service,
-    app,
-    client,
     get,
     http_scaled_object,
     interceptor,
@@ -41,6 +40,10 @@ from .test_http_kube import (  # noqa: F401 (fixtures)
 )
 
 pytestmark = pytest.mark.kmock(cls=Cluster)
+
+# The fixtures of test_http_kube: the fake API server's client, and the app process standing in for a pod.
+client = test_http_kube.client
+app = test_http_kube.app
 
 CONFIG_MAP = namespaced("", "v1", "ConfigMap", "configmaps")
 
