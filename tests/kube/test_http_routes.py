@@ -15,7 +15,7 @@ from lightkube.types import PatchType
 
 from ebb.errors import SpecError
 from ebb.kube.auth import PrefetchedStore
-from ebb.kube.client import EVENT, AsyncClient, client_for_url, namespaced, to_dict
+from ebb.kube.client import EVENT, SCALED_OBJECT, AsyncClient, client_for_url, namespaced, to_dict
 from ebb.kube.http_feed import InterceptorFeed, InterceptorFeedScaler, interceptor_scalers
 from ebb.kube.http_interceptor import (
     HTTP_SCALED_OBJECT,
@@ -32,11 +32,14 @@ from ._fakecluster import Cluster, eventually
 from .test_http_kube import (
     APP_HOST,
     NS,
+    add_deployment,
     add_service,
     get,
     http_scaled_object,
     interceptor,
+    replicas,
     set_endpoints,
+    start_operator,
 )
 
 pytestmark = pytest.mark.kmock(cls=Cluster)
@@ -285,3 +288,57 @@ async def test_an_external_push_trigger_naming_a_route_reads_the_feed_under_the_
         await interceptor_scalers(client, so, build_scalers(so, PrefetchedStore(), None), feed)
     assert caught.value.field == "spec.triggers[0].metadata.interceptorRoute"
     assert "InterceptorRoute ns/missing does not exist" in str(caught.value)
+
+
+async def test_a_scaled_object_reading_an_interceptor_route_scales_from_zero_on_a_held_request_against_fake_apiserver(
+    client: AsyncClient, app: int
+) -> None:
+    """The add-on's v1beta1 pairing, unchanged: an InterceptorRoute and a ScaledObject whose external-push trigger
+    names it (scalerAddress as the add-on's chart writes it; ebb's operator does not dial it)."""
+    await add_deployment(client, "web", 0)
+    await add_service(client, "web")
+    so = {
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "ScaledObject",
+        "metadata": {"name": "web", "namespace": NS},
+        "spec": {
+            "scaleTargetRef": {"name": "web"},
+            "minReplicaCount": 0,
+            "maxReplicaCount": 3,
+            # Polling every 300 s: only the interceptor's push can scale this up within the deadline.
+            "pollingInterval": 300,
+            "triggers": [
+                {
+                    "type": "external-push",
+                    "metadata": {
+                        "scalerAddress": "keda-add-ons-http-external-scaler.keda:9090",
+                        "interceptorRoute": "web",
+                    },
+                }
+            ],
+        },
+    }
+    async with interceptor(client) as proxy:
+        await set_endpoints(client, "ebb-interceptor-admin", "admin", proxy.admin.port, ["127.0.0.1"])
+        operator = start_operator()
+        try:
+            await client.create(INTERCEPTOR_ROUTE(interceptor_route("web", "web.test", "web")))
+            await client.create(SCALED_OBJECT(so))
+            await eventually(lambda: ready(client, "web"), "the route Ready", ok=lambda c: c.get("status") == "True")
+            assert (await ready(client, "web"))["message"] == "InterceptorRoute reconciled"
+            await eventually(lambda: proxy.routes.routes, "the interceptor to route web.test")
+            await eventually(
+                lambda: client.get(SCALED_OBJECT, "web", namespace=NS),
+                "the ScaledObject reconciled with the add-on's metric name",
+                ok=lambda o: "s0-http_web_concurrency" in str(to_dict(o).get("status", {}).get("externalMetricNames")),
+            )
+
+            request = asyncio.create_task(get(proxy.port, "web.test"))
+            await eventually(lambda: replicas(client, "web"), "the operator to scale web 0 -> 1", ok=lambda n: n == 1)
+            assert not request.done(), "held while no endpoint is ready"
+            await set_endpoints(client, "web", "http", app, [APP_HOST])  # the pod became ready
+            assert await asyncio.wait_for(request, 30) == (200, "hello from the pod\n")
+            operator.check()
+        finally:
+            await operator.stop()
+        assert operator.error is None
