@@ -323,7 +323,7 @@ class KubeRoutes:
                     hosts=tuple(spec.hosts),
                     path_prefixes=tuple(spec.path_prefixes),
                     headers=tuple(HeaderMatch(h.name, h.value) for h in spec.headers),
-                    order=(created_at(obj.scaled_object()), namespace, key[1]),
+                    order=(created_at(obj), namespace, key[1]),  # type: ignore[arg-type]
                 )
             )
         service_pools: dict[Key, dict[str, EndpointPool]] = {}
