@@ -5,7 +5,9 @@ one endpoint of one slice between ready and not ready (a pod starting or going),
 event to every pool being current, two ways side by side in one run:
 
 - **old**: what every EndpointSlice event did before: index every slice by its Service again, rebuild every
-  route and the routing table, update every pool (`index_slices()` + `rebuild()`; a relisting still does this);
+  route and the routing table, update every pool (`index_slices()` + `rebuild()`: today's full rebuild, which a
+  route, Service or ConfigMap change or a relisting still runs; the code before also built a ScaledObject per
+  route on each rebuild, so it was slower than this);
 - **new**: `slice_event()`: the slice's Service's index entry, then only that Service's pools.
 
 In process, no API server: the informers' state is filled directly, the handlers called as a watch calls them.
