@@ -277,6 +277,17 @@ async def test_an_external_push_trigger_naming_a_route_reads_the_feed_under_the_
     feed.apply("http://i1", {"routes": {"ns/web": {"concurrency": 3, "rate": 2.5, "requests": 7}}})
     readings = [await s.read() for s in scalers]
     assert [r.value for r in readings] == [3, 2.5] and all(r.active for r in readings)
+    # Idle, but requests were served since the last read: still active (sparse traffic resets the cooldown) ...
+    feed.apply("http://i1", {"routes": {"ns/web": {"concurrency": 0, "rate": 0, "requests": 9}}})
+    assert (await scalers[0].read()).active
+    # ... and not once nothing new was served, nor when an interceptor restarts (its count starts again at 0).
+    assert not (await scalers[0].read()).active
+    feed.apply("http://i1", {"routes": {"ns/web": {"concurrency": 0, "rate": 0, "requests": 0}}})
+    assert not (await scalers[0].read()).active
+    # A scaler built after traffic (an operator restart) does not take the past requests for new ones.
+    (fresh, _) = await interceptor_scalers(client, so, build_scalers(so, PrefetchedStore(), None), feed)
+    feed.apply("http://i1", {"routes": {"ns/web": {"concurrency": 0, "rate": 0, "requests": 40}}})
+    assert not (await fresh.read()).active
 
     await client.create(HTTP_SCALED_OBJECT(http_scaled_object("old", "old.test", "old")))
     so = scaled_object({"httpScaledObject": "old"})

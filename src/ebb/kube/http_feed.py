@@ -220,7 +220,9 @@ class InterceptorFeedScaler(Scaler):
         #: The metric's name after KEDA's `s{index}-`: the add-on scaler's own (scaler/naming.go).
         self.name = name or f"http-{metric}"
         self.ceil_rate = ceil_rate
-        self._requests_seen = feed.requests(route)
+        #: The summed request count at the last read; None until a read with an interceptor connected (an
+        #: operator started after traffic must not count the interceptors' past requests as new ones).
+        self._requests_seen: float | None = None
 
     def metric_spec(self) -> MetricSpec:
         return MetricSpec(name=metric_name(self.ctx, self.name), target=self.target)
@@ -240,8 +242,9 @@ class InterceptorFeedScaler(Scaler):
             value = self.feed.concurrency(self.route)
         # A request served since the last read keeps the route active even if none is in flight now (sparse but
         # steady traffic must keep resetting the cooldown, unlike the add-on's #1352).
+        # Only a rise counts: a replica that restarts or leaves takes its count with it.
         requests = self.feed.requests(self.route)
-        served = requests != self._requests_seen
+        served = self._requests_seen is not None and requests > self._requests_seen
         self._requests_seen = requests
         return ScalerReading(value=value, active=value > 0 or served)
 
