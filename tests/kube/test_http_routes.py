@@ -353,3 +353,23 @@ async def test_a_scaled_object_reading_an_interceptor_route_scales_from_zero_on_
         finally:
             await operator.stop()
         assert operator.error is None
+
+
+async def test_an_interceptor_routes_fallback_goes_through_its_service_and_a_missing_target_service_is_said() -> None:
+    routes = KubeRoutes(client_for_url("http://127.0.0.1:9"), InterceptorOptions())  # informers not started
+    route = interceptor_route(
+        "web", "web.test", "web", coldStart={"fallback": {"service": {"name": "static", "portName": "http"}}}
+    )
+    routes.informers["InterceptorRoutes"][0].objects[(NS, "web")] = {
+        **route,
+        "metadata": {**route["metadata"], "resourceVersion": "1"},
+    }
+    routes.informers["Services"][0].objects[(NS, "static")] = {
+        "metadata": {"name": "static", "namespace": NS},
+        "spec": {"ports": [{"name": "http", "port": 8081}]},
+    }
+    routes.rebuild()
+    served = routes.routes[(NS, "web")]
+    assert served.failover == "http://static.ns.svc:8081"
+    assert served.condition_wait == 30.0, "with a fallback, readiness defaults to 30 s (the add-on's)"
+    assert served.broken == "Service ns/web does not exist" and served.pool is None
