@@ -24,7 +24,7 @@ from ebb.http.interceptor import (
     Interceptor,
     Route,
 )
-from ebb.http.interceptor_route import config_map_problem, responder, route_rules, scaled_objects_for, static_matcher
+from ebb.http.interceptor_route import configure_route, manifest_config_maps, route_rules, scaled_objects_for
 from ebb.http.pool import DrainingTarget, ReplicaPool, replica_env
 from ebb.http.rate import RequestRate
 from ebb.http.routing import HeaderMatch, RouteRule, RoutingTable
@@ -40,7 +40,6 @@ from ebb.spec.convert import created_at, object_policy
 from ebb.spec.models import (
     HTTPScaledObject,
     InterceptorRoute,
-    InterceptorRouteTimeouts,
     ScaledObject,
     interceptor_route_of,
 )
@@ -317,30 +316,21 @@ class HTTPFrontend:
             first.target = draining
             self.targets.append(draining)
             self.pools.append(pool)
-        readiness = spec.readiness_seconds
-        header = InterceptorRouteTimeouts.seconds(spec.timeouts.response_header)
-        request = InterceptorRouteTimeouts.seconds(spec.timeouts.request)
-        rate_spec = spec.scaling_metric.request_rate
-        placeholder = spec.placeholder
         route = Route(
             ref=ref,
             target=f"ProcessGroup {first.target.name}" if hasattr(first.target, "name") else so.ref,
             pool=pool,
-            # "0s" (or less) is no deadline of that kind; unset is the interceptor's own setting.
-            condition_wait=self.options.condition_wait if readiness is None else (readiness if readiness > 0 else None),
-            response_header=self.options.response_header if header is None else (header if header > 0 else None),
-            request_timeout=request if request is not None and request > 0 else None,
-            failover=fallback_url,
-            rate=RequestRate(rate_spec.window_seconds, rate_spec.granularity_seconds)
-            if rate_spec is not None
-            else RequestRate(60.0, 1.0),
-            placeholder=responder(ir, placeholder, 503, runtime.resources) if placeholder is not None else None,
-            static=static_matcher(ir, runtime.resources),
         )
-        responses = [static.response for static in spec.static_routes] + ([placeholder] if placeholder else [])
-        for response in responses:
-            problem = config_map_problem(ir, response, runtime.resources)
-            if problem is not None and self.problem is not None:
+        problems = configure_route(
+            route,
+            ir,
+            fallback_url=fallback_url,
+            config_maps=manifest_config_maps(runtime.resources),
+            condition_wait=self.options.condition_wait,
+            response_header=self.options.response_header,
+        )
+        for problem in problems:
+            if self.problem is not None:
                 self.problem(
                     ObjectRef(ir.kind, ir.metadata.namespace, ir.name), f"{ref}: {problem} (answers get a 500)"
                 )
