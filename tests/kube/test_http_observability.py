@@ -12,14 +12,18 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from ebb.kube.client import EVENT, AsyncClient, to_dict
-from ebb.kube.http_interceptor import HTTP_SCALED_OBJECT, KubeInterceptor
+from ebb.kube.http_interceptor import HTTP_SCALED_OBJECT, INTERCEPTOR_ROUTE, KubeInterceptor
 
+from . import test_http_kube
 from ._fakecluster import Cluster, eventually
-from .test_http_kube import APP_HOST, NS, add_service, app, client, get, http_scaled_object, interceptor, set_endpoints
-
-__all__ = ["app", "client"]  # fixtures
+from .test_http_kube import APP_HOST, NS, add_service, get, http_scaled_object, interceptor, set_endpoints
+from .test_http_routes import interceptor_route
 
 pytestmark = pytest.mark.kmock(cls=Cluster)
+
+# The fixtures of test_http_kube: the fake API server's client, and the app process standing in for a pod.
+client = test_http_kube.client
+app = test_http_kube.app
 
 
 async def listening(host: str, port: int) -> None:
@@ -125,3 +129,26 @@ async def test_held_requests_past_condition_wait_are_a_cold_start_timed_out_even
     assert values[("ebb_http_timeouts_total", "slow")] == 1
     assert values[("ebb_http_route_broken", "gone")] == 1
     assert values[("ebb_http_route_broken", "slow")] == 0
+
+
+async def test_an_interceptor_routes_cold_start_is_an_event_on_the_route_and_labelled_as_one_against_fake_apiserver(
+    client: AsyncClient, app: int
+) -> None:
+    await add_service(client, "api")
+    await client.create(INTERCEPTOR_ROUTE(interceptor_route("api", "api.example", "api")))
+    async with interceptor(client) as running:
+        await eventually(lambda: ("ns", "api") in running.routes.routes, "route")
+        request = asyncio.create_task(get(running.port, "api.example"))
+        await eventually(lambda: running.routes.routes[("ns", "api")].held == 1, "request held")
+        await listening(APP_HOST, app)
+        await set_endpoints(client, "api", "http", app, [APP_HOST])
+        assert await request == (200, "hello from the pod\n")
+        for _ in range(100):
+            if any(e["reason"] == "ColdStart" for e in await events_of(client, "api")):
+                break
+            await asyncio.sleep(0.05)
+        text, _ = await admin(running, "/metrics")
+    [event] = [e for e in await events_of(client, "api") if e["reason"] == "ColdStart"]
+    assert event["involvedObject"]["kind"] == "InterceptorRoute"
+    assert event["message"].startswith("held 1 request for ")
+    assert 'ebb_http_cold_starts_total{name="api",namespace="ns",type="InterceptorRoute"} 1.0' in text
