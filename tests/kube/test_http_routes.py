@@ -1,4 +1,7 @@
-"""InterceptorRoutes (http.keda.sh/v1beta1) on Kubernetes, against the fake API server (kmock).
+"""InterceptorRoutes (http.keda.sh/v1beta1) on Kubernetes, against the fake API server (kmock), and the tests using
+the `client` fixture against a real one too when EBB_TEST_KUBECONFIG names it (test_http_kube's fixture: a namespace
+of the test's own, NS and the addresses set here for it; so names and addresses are read from NS and
+test_http_kube.ADMIN_HOST, never written as "ns/..." or 127.0.0.1).
 
 Real: `ebb interceptor` (KubeInterceptor watching the fake server), the app (a `python -m http.server` process on
 127.0.0.2 standing in for a pod) and every HTTP hop; the test writes the EndpointSlices the endpoints controller
@@ -104,7 +107,7 @@ async def test_the_interceptor_routes_an_interceptor_route_and_follows_its_edits
         # A ConfigMap without the label is never read (the add-on's rule): a 500 that says why.
         status, text = await get(proxy.port, "web.test", "/hidden")
         assert status == 500 and "http.keda.sh/response-body" in text and "never served" not in text
-        assert proxy.routes.snapshot()["ns/web"]["concurrency"] == 1, "a placeholder answer still asks for a replica"
+        assert proxy.routes.snapshot()[f"{NS}/web"]["concurrency"] == 1, "a placeholder answer still asks for a replica"
 
         await set_endpoints(client, "web", "http", app, [APP_HOST])
         await eventually(lambda: get(proxy.port, "web.test"), "the pod to serve", ok=lambda r: r[0] == 200)
@@ -137,13 +140,13 @@ async def test_a_held_request_on_an_interceptor_route_reaches_the_operator_feed_
         await eventually(lambda: proxy.routes.routes, "the interceptor to route web.test")
         feed = InterceptorFeed(None, NS)
         woken = asyncio.Event()
-        feed.listen("ns/web", woken.set)
-        feed.follow(f"http://127.0.0.1:{proxy.admin.port}")
+        feed.listen(f"{NS}/web", woken.set)
+        feed.follow(f"http://{test_http_kube.ADMIN_HOST}:{proxy.admin.port}")
         try:
             await eventually(lambda: feed.connected, "the feed to connect")
             held = asyncio.create_task(get(proxy.port, "web.test"))
             await asyncio.wait_for(woken.wait(), 5)
-            assert feed.concurrency("ns/web") == 1
+            assert feed.concurrency(f"{NS}/web") == 1
             held.cancel()
             await asyncio.gather(held, return_exceptions=True)
         finally:
@@ -222,7 +225,7 @@ async def test_the_route_controller_sets_ready_and_events_against_fake_apiserver
     assert await controller.reconcile(body) is False, "retried until the Service exists"
     condition = await ready(client, "web")
     assert (condition["status"], condition["reason"]) == ("False", "ServiceNotFound")
-    assert "spec.target.service: Service ns/web does not exist" in condition["message"]
+    assert f"spec.target.service: Service {NS}/web does not exist" in condition["message"]
     events = [to_dict(e) async for e in client.list(EVENT, namespace=NS)]
     assert [e["reason"] for e in events if e["involvedObject"]["name"] == "web"] == ["ServiceNotFound"]
 
@@ -231,7 +234,7 @@ async def test_the_route_controller_sets_ready_and_events_against_fake_apiserver
     assert await controller.reconcile(body) is False
     condition = await ready(client, "web")
     assert condition["reason"] == "CreateError"
-    assert condition["message"] == "spec.target.port: Service ns/web has no port 80"
+    assert condition["message"] == f"spec.target.port: Service {NS}/web has no port 80"
 
     await client.patch(
         INTERCEPTOR_ROUTE, "web", {"spec": {"target": {"port": 8080}}}, namespace=NS, patch_type=PatchType.MERGE
@@ -271,34 +274,34 @@ async def test_an_external_push_trigger_naming_a_route_reads_the_feed_under_the_
     scalers = await interceptor_scalers(client, so, build_scalers(so, PrefetchedStore(), None), feed)
     assert [s.metric_spec().name for s in scalers] == ["s0-http_web_concurrency", "s0-http_web_rate"]
     assert [s.metric_spec().target for s in scalers] == [10, 50]
-    assert all(isinstance(s, InterceptorFeedScaler) and s.route == "ns/web" for s in scalers)
+    assert all(isinstance(s, InterceptorFeedScaler) and s.route == f"{NS}/web" for s in scalers)
 
     # A line from an interceptor: the scalers read it (the rate as it is, as the add-on's scaler reports it).
-    feed.apply("http://i1", {"routes": {"ns/web": {"concurrency": 3, "rate": 2.5, "requests": 7}}})
+    feed.apply("http://i1", {"routes": {f"{NS}/web": {"concurrency": 3, "rate": 2.5, "requests": 7}}})
     readings = [await s.read() for s in scalers]
     assert [r.value for r in readings] == [3, 2.5] and all(r.active for r in readings)
     # Idle, but requests were served since the last read: still active (sparse traffic resets the cooldown) ...
-    feed.apply("http://i1", {"routes": {"ns/web": {"concurrency": 0, "rate": 0, "requests": 9}}})
+    feed.apply("http://i1", {"routes": {f"{NS}/web": {"concurrency": 0, "rate": 0, "requests": 9}}})
     assert (await scalers[0].read()).active
     # ... and not once nothing new was served, nor when an interceptor restarts (its count starts again at 0).
     assert not (await scalers[0].read()).active
-    feed.apply("http://i1", {"routes": {"ns/web": {"concurrency": 0, "rate": 0, "requests": 0}}})
+    feed.apply("http://i1", {"routes": {f"{NS}/web": {"concurrency": 0, "rate": 0, "requests": 0}}})
     assert not (await scalers[0].read()).active
     # A scaler built after traffic (an operator restart) does not take the past requests for new ones.
     (fresh, _) = await interceptor_scalers(client, so, build_scalers(so, PrefetchedStore(), None), feed)
-    feed.apply("http://i1", {"routes": {"ns/web": {"concurrency": 0, "rate": 0, "requests": 40}}})
+    feed.apply("http://i1", {"routes": {f"{NS}/web": {"concurrency": 0, "rate": 0, "requests": 40}}})
     assert not (await fresh.read()).active
 
     await client.create(HTTP_SCALED_OBJECT(http_scaled_object("old", "old.test", "old")))
     so = scaled_object({"httpScaledObject": "old"})
     (scaler,) = await interceptor_scalers(client, so, build_scalers(so, PrefetchedStore(), None), feed)
-    assert scaler.metric_spec().name == "s0-http-ns_002Fold"
+    assert scaler.metric_spec().name == f"s0-http-{NS}_002Fold"
 
     so = scaled_object({"interceptorRoute": "missing"})
     with pytest.raises(SpecError) as caught:
         await interceptor_scalers(client, so, build_scalers(so, PrefetchedStore(), None), feed)
     assert caught.value.field == "spec.triggers[0].metadata.interceptorRoute"
-    assert "InterceptorRoute ns/missing does not exist" in str(caught.value)
+    assert f"InterceptorRoute {NS}/missing does not exist" in str(caught.value)
 
 
 async def test_a_scaled_object_reading_an_interceptor_route_scales_from_zero_on_a_held_request_against_fake_apiserver(
@@ -330,7 +333,7 @@ async def test_a_scaled_object_reading_an_interceptor_route_scales_from_zero_on_
         },
     }
     async with interceptor(client) as proxy:
-        await set_endpoints(client, "ebb-interceptor-admin", "admin", proxy.admin.port, ["127.0.0.1"])
+        await set_endpoints(client, "ebb-interceptor-admin", "admin", proxy.admin.port, [test_http_kube.ADMIN_HOST])
         operator = start_operator()
         try:
             await client.create(INTERCEPTOR_ROUTE(interceptor_route("web", "web.test", "web")))
