@@ -1,4 +1,5 @@
-"""The webhook refusing conflicting HTTPScaledObject routes, called by a real API server (`[against_real_apiserver]`).
+"""The webhook refusing conflicting routes (HTTPScaledObjects, InterceptorRoutes), called by a real API server
+(`[against_real_apiserver]`).
 
 Runs only when EBB_TEST_KUBECONFIG names a cluster (the fake API server calls no webhook; the checks themselves are
 tested in tests/kube/test_http_admission.py). The operator runs in this process; the API server reaches its webhook
@@ -16,7 +17,7 @@ from lightkube.core.exceptions import ApiError
 
 from ebb.kube import certs
 from ebb.kube.client import AsyncClient, global_resource, namespaced
-from ebb.kube.http_interceptor import HTTP_SCALED_OBJECT, SERVICE
+from ebb.kube.http_interceptor import HTTP_SCALED_OBJECT, INTERCEPTOR_ROUTE, SERVICE
 
 from ._fakecluster import eventually
 from .test_drain_e2e import real  # noqa: F401  (the fixture)
@@ -27,6 +28,54 @@ ENDPOINTS = namespaced("", "v1", "Endpoints", "endpoints")
 WEBHOOKS = global_resource(
     "admissionregistration.k8s.io", "v1", "ValidatingWebhookConfiguration", "validatingwebhookconfigurations"
 )
+
+
+#: The HTTP add-on's kinds and the versions the webhook validates.
+KINDS = (("httpscaledobject", "v1alpha1"), ("interceptorroute", "v1beta1"))
+
+
+def webhook(ns: str, kind: str, version: str, ca_cert: bytes) -> dict[str, Any]:
+    """One webhook of ebb's chart, for `kind`, reaching the ebb-webhook Service in `ns`."""
+    return {
+        "name": f"v{kind}.ebb.dev",
+        "admissionReviewVersions": ["v1"],
+        "sideEffects": "None",
+        "failurePolicy": "Fail",
+        "clientConfig": {
+            "service": {
+                "name": "ebb-webhook",
+                "namespace": ns,
+                "path": f"/validate-http-keda-sh-{version}-{kind}",
+                "port": 443,
+            },
+            "caBundle": base64.b64encode(ca_cert).decode(),
+        },
+        "rules": [
+            {
+                "apiGroups": ["http.keda.sh"],
+                "apiVersions": [version],
+                "operations": ["CREATE", "UPDATE"],
+                "resources": [f"{kind}s"],
+            }
+        ],
+        # Only this test's namespace: other clients of the cluster are not held up by it.
+        "namespaceSelector": {
+            "matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "In", "values": [ns]}]
+        },
+    }
+
+
+def interceptor_route(name: str, ns: str, host: str, path: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "http.keda.sh/v1beta1",
+        "kind": "InterceptorRoute",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {
+            "target": {"service": name, "port": 80},
+            "rules": [{"hosts": [host], "paths": [{"value": path}]}],
+            "scalingMetric": {"concurrency": {"targetValue": 10}},
+        },
+    }
 
 
 def route(name: str, ns: str, prefixes: list[str], **spec: Any) -> dict[str, Any]:
@@ -83,35 +132,7 @@ async def test_the_api_server_refuses_a_second_route_on_the_same_host_and_prefix
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "ValidatingWebhookConfiguration",
         "metadata": {"name": ns},
-        "webhooks": [
-            {
-                "name": "vhttpscaledobject.ebb.dev",
-                "admissionReviewVersions": ["v1"],
-                "sideEffects": "None",
-                "failurePolicy": "Fail",
-                "clientConfig": {
-                    "service": {
-                        "name": "ebb-webhook",
-                        "namespace": ns,
-                        "path": "/validate-http-keda-sh-v1alpha1-httpscaledobject",
-                        "port": 443,
-                    },
-                    "caBundle": base64.b64encode(bundle.ca_cert).decode(),
-                },
-                "rules": [
-                    {
-                        "apiGroups": ["http.keda.sh"],
-                        "apiVersions": ["v1alpha1"],
-                        "operations": ["CREATE", "UPDATE"],
-                        "resources": ["httpscaledobjects"],
-                    }
-                ],
-                # Only this test's namespace: other clients of the cluster are not held up by it.
-                "namespaceSelector": {
-                    "matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "In", "values": [ns]}]
-                },
-            }
-        ],
+        "webhooks": [webhook(ns, kind, version, bundle.ca_cert) for kind, version in KINDS],
     }
     replica = Replica(
         {
@@ -147,6 +168,23 @@ async def test_the_api_server_refuses_a_second_route_on_the_same_host_and_prefix
         )
         # Another header set is another route: admitted.
         assert not await _create(client, route("api-v3", ns, ["/api"], headers=[{"name": "X-V", "value": "3"}]))
+        # InterceptorRoutes: against an HTTPScaledObject, and the other way round; the same-name pair is admitted
+        # (the add-on's migration path).
+        host = f"{ns}.example.com"
+        problem = await _create(client, interceptor_route("route1", ns, host, "/api"), INTERCEPTOR_ROUTE)
+        assert problem.startswith(
+            f'admission webhook "vinterceptorroute.ebb.dev" denied the request: InterceptorRoute {ns}/route1: '
+            f"spec.rules[0].paths[0].value: host '{host}' and path prefix '/api' is already routed by "
+            f"HTTPScaledObject {ns}/api (spec.pathPrefixes[1])"
+        ), problem
+        assert not await _create(client, interceptor_route("route2", ns, host, "/x"), INTERCEPTOR_ROUTE)
+        problem = await _create(client, route("hso", ns, ["/x/"]))
+        assert problem.startswith(
+            f'admission webhook "vhttpscaledobject.ebb.dev" denied the request: HTTPScaledObject {ns}/hso: '
+            f"spec.pathPrefixes[0]: host '{host}' and path prefix '/x' is already routed by InterceptorRoute "
+            f"{ns}/route2 (spec.rules[0].paths[0].value)"
+        ), problem
+        assert not await _create(client, interceptor_route("api", ns, host, "/api"), INTERCEPTOR_ROUTE)
         replica.check()
     finally:
         await client.delete(WEBHOOKS, ns)
@@ -154,10 +192,10 @@ async def test_the_api_server_refuses_a_second_route_on_the_same_host_and_prefix
     assert replica.error is None
 
 
-async def _create(client: AsyncClient, body: dict[str, Any]) -> str:
+async def _create(client: AsyncClient, body: dict[str, Any], resource: Any = HTTP_SCALED_OBJECT) -> str:
     """Create `body`; the API server's refusal, or "" when it was admitted."""
     try:
-        await client.create(HTTP_SCALED_OBJECT(body))
+        await client.create(resource(body))
     except ApiError as exc:
         return str(exc.status.message)
     return ""
