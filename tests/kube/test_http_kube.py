@@ -108,12 +108,13 @@ async def client(
     monkeypatch.setenv("KUBECONFIG", REAL_KUBECONFIG)
     api = default_client()
     ns = f"ebb-http-{uuid.uuid4().hex[:8]}"
-    # This module's settings for a real cluster, and those of the module using this fixture if it took them by
-    # value (`from .test_http_kube import NS`).
+    # This module's settings for a real cluster, and those of every test module that took them by value
+    # (`from .test_http_kube import NS`, test_http_routes, test_http_observability).
     real = {"NS": ns, "WATCH": [ns], "APP_HOST": own_address(), "ADMIN_HOST": own_address()}
-    for module in {sys.modules[__name__], request.module}:
+    package = f"{__package__}."
+    for module in [m for m in list(sys.modules.values()) if getattr(m, "__name__", "").startswith(package)]:
         for name, value in real.items():
-            if hasattr(module, name):
+            if name in vars(module):
                 monkeypatch.setattr(module, name, value)
     await api.create(NAMESPACE({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}))
     try:

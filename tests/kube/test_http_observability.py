@@ -65,9 +65,9 @@ async def test_a_cold_start_is_an_event_on_the_http_scaled_object_and_counted_in
     await add_service(client, "web")
     await client.create(HTTP_SCALED_OBJECT(http_scaled_object("web", "web.example", "web", pathPrefixes=["/"])))
     async with interceptor(client) as running:
-        await eventually(lambda: ("ns", "web") in running.routes.routes, "route")
+        await eventually(lambda: (NS, "web") in running.routes.routes, "route")
         request = asyncio.create_task(get(running.port, "web.example"))
-        await eventually(lambda: running.routes.routes[("ns", "web")].held == 1, "request held")
+        await eventually(lambda: running.routes.routes[(NS, "web")].held == 1, "request held")
         await listening(APP_HOST, app)  # as a readiness probe would have it
         await set_endpoints(client, "web", "http", app, [APP_HOST])  # the pod became ready
         assert await request == (200, "hello from the pod\n")
@@ -83,6 +83,8 @@ async def test_a_cold_start_is_an_event_on_the_http_scaled_object_and_counted_in
         text, _ = await admin(running, "/metrics")
         _, routes = await admin(running, "/api/routes")
     assert event["type"] == "Normal" and event["involvedObject"]["kind"] == "HTTPScaledObject"
+    # Regression (real cluster): the interceptor's Events said they came from ebb-operator.
+    assert (event["source"]["component"], event["reportingComponent"]) == ("ebb-interceptor", "ebb-interceptor")
     assert event["involvedObject"]["namespace"] == NS
     assert event["message"].startswith("held 1 request for ") and event["message"].endswith(" while scaling 0→1")
     values = samples(text)
@@ -137,9 +139,9 @@ async def test_an_interceptor_routes_cold_start_is_an_event_on_the_route_and_lab
     await add_service(client, "api")
     await client.create(INTERCEPTOR_ROUTE(interceptor_route("api", "api.example", "api")))
     async with interceptor(client) as running:
-        await eventually(lambda: ("ns", "api") in running.routes.routes, "route")
+        await eventually(lambda: (NS, "api") in running.routes.routes, "route")
         request = asyncio.create_task(get(running.port, "api.example"))
-        await eventually(lambda: running.routes.routes[("ns", "api")].held == 1, "request held")
+        await eventually(lambda: running.routes.routes[(NS, "api")].held == 1, "request held")
         await listening(APP_HOST, app)
         await set_endpoints(client, "api", "http", app, [APP_HOST])
         assert await request == (200, "hello from the pod\n")
@@ -151,4 +153,4 @@ async def test_an_interceptor_routes_cold_start_is_an_event_on_the_route_and_lab
     [event] = [e for e in await events_of(client, "api") if e["reason"] == "ColdStart"]
     assert event["involvedObject"]["kind"] == "InterceptorRoute"
     assert event["message"].startswith("held 1 request for ")
-    assert 'ebb_http_cold_starts_total{name="api",namespace="ns",type="InterceptorRoute"} 1.0' in text
+    assert f'ebb_http_cold_starts_total{{name="api",namespace="{NS}",type="InterceptorRoute"}} 1.0' in text

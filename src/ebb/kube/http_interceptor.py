@@ -138,6 +138,10 @@ def _config_map(body: Mapping[str, Any]) -> ConfigMap | None:
 PoolKey = tuple[str, str, str]
 
 
+#: The source of the Events `ebb interceptor` posts (cold starts), as `kubectl get events` shows it.
+EVENT_COMPONENT = "ebb-interceptor"
+
+
 class KubeRoutes:
     """The interceptor's routes, from the watched HTTPScaledObjects, InterceptorRoutes, Services, ConfigMaps and
     EndpointSlices.
@@ -260,7 +264,7 @@ class KubeRoutes:
 
         async def post() -> None:
             try:
-                await self.client.create(EVENT(st.event_manifest(involved, event, self.clock())))
+                await self.client.create(EVENT(st.event_manifest(involved, event, self.clock(), EVENT_COMPONENT)))
             except _POST_ERRORS as exc:
                 log.warning("cannot post Event %s on %s %s/%s: %s", event.reason, kind, *key, exc)
 

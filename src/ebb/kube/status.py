@@ -183,8 +183,11 @@ def object_reference(manifest: Mapping[str, Any]) -> dict[str, Any]:
     return ref
 
 
-def event_manifest(involved: Mapping[str, Any], event: ScalingEvent, now: float) -> dict[str, Any]:
-    """A core/v1 Event about `involved` (an ObjectReference) with KEDA's reason and type."""
+def event_manifest(
+    involved: Mapping[str, Any], event: ScalingEvent, now: float, component: str = COMPONENT
+) -> dict[str, Any]:
+    """A core/v1 Event about `involved` (an ObjectReference) with KEDA's reason and type, from `component` (what
+    `kubectl get events` shows as its source)."""
     stamp = rfc3339(now)
     name = str(involved.get("name", "object"))
     return {
@@ -198,7 +201,7 @@ def event_manifest(involved: Mapping[str, Any], event: ScalingEvent, now: float)
         "count": 1,
         "firstTimestamp": stamp,
         "lastTimestamp": stamp,
-        "source": {"component": COMPONENT},
-        "reportingComponent": COMPONENT,
-        "reportingInstance": COMPONENT,
+        "source": {"component": component},
+        "reportingComponent": component,
+        "reportingInstance": component,
     }
