@@ -59,7 +59,7 @@ def samples(text: str) -> dict[tuple[str, str], float]:
     }
 
 
-async def test_a_cold_start_is_an_event_on_the_http_scaled_object_and_counted_in_metrics_against_fake_apiserver(
+async def test_a_cold_start_is_an_event_on_the_http_scaled_object_and_counted_in_metrics(
     client: AsyncClient, app: int
 ) -> None:
     await add_service(client, "web")
@@ -103,7 +103,7 @@ async def test_a_cold_start_is_an_event_on_the_http_scaled_object_and_counted_in
     assert route["target"] == f"Service {NS}/web" and route["last_cold_start_message"] == event["message"]
 
 
-async def test_held_requests_past_condition_wait_are_a_cold_start_timed_out_event_against_fake_apiserver(
+async def test_held_requests_past_condition_wait_are_a_cold_start_timed_out_event(
     client: AsyncClient,
 ) -> None:
     await add_service(client, "slow")
@@ -133,7 +133,7 @@ async def test_held_requests_past_condition_wait_are_a_cold_start_timed_out_even
     assert values[("ebb_http_route_broken", "slow")] == 0
 
 
-async def test_an_interceptor_routes_cold_start_is_an_event_on_the_route_and_labelled_as_one_against_fake_apiserver(
+async def test_an_interceptor_routes_cold_start_is_an_event_on_the_route_and_labelled_as_one(
     client: AsyncClient, app: int
 ) -> None:
     await add_service(client, "api")

@@ -74,9 +74,7 @@ async def add_config_map(api: AsyncClient, name: str, data: dict[str, str], labe
     await api.create(CONFIG_MAP({**body, "data": data}))
 
 
-async def test_the_interceptor_routes_an_interceptor_route_and_follows_its_edits_against_fake_apiserver(
-    client: AsyncClient, app: int
-) -> None:
+async def test_the_interceptor_routes_an_interceptor_route_and_follows_its_edits(client: AsyncClient, app: int) -> None:
     await add_service(client, "web")
     await add_config_map(client, "warming", {"index.html": "<p>warming up</p>"})
     await add_config_map(client, "unlabelled", {"index.html": "never served"}, labelled=False)
@@ -131,7 +129,7 @@ async def test_the_interceptor_routes_an_interceptor_route_and_follows_its_edits
         assert proxy.routes.kinds[(NS, "web")] == "HTTPScaledObject"
 
 
-async def test_a_held_request_on_an_interceptor_route_reaches_the_operator_feed_at_once_against_fake_apiserver(
+async def test_a_held_request_on_an_interceptor_route_reaches_the_operator_feed_at_once(
     client: AsyncClient,
 ) -> None:
     await add_service(client, "web")
@@ -218,7 +216,7 @@ async def ready(api: AsyncClient, name: str) -> dict[str, Any]:
     return next((c for c in (body.get("status") or {}).get("conditions") or () if c["type"] == "Ready"), {})
 
 
-async def test_the_route_controller_sets_ready_and_events_against_fake_apiserver(client: AsyncClient) -> None:
+async def test_the_route_controller_sets_ready_and_events(client: AsyncClient) -> None:
     controller = InterceptorRouteController(client)
     await client.create(INTERCEPTOR_ROUTE(interceptor_route("web", "web.test", "web")))
     body = to_dict(await client.get(INTERCEPTOR_ROUTE, "web", namespace=NS))
@@ -264,7 +262,7 @@ def scaled_object(trigger_metadata: dict[str, str]) -> ScaledObject:
     return ScaledObject.model_validate(body)
 
 
-async def test_an_external_push_trigger_naming_a_route_reads_the_feed_under_the_add_ons_metric_names_against_fake_apiserver(  # noqa: E501
+async def test_an_external_push_trigger_naming_a_route_reads_the_feed_under_the_add_ons_metric_names(
     client: AsyncClient,
 ) -> None:
     feed = InterceptorFeed(None, NS)
@@ -304,7 +302,7 @@ async def test_an_external_push_trigger_naming_a_route_reads_the_feed_under_the_
     assert f"InterceptorRoute {NS}/missing does not exist" in str(caught.value)
 
 
-async def test_a_scaled_object_reading_an_interceptor_route_scales_from_zero_on_a_held_request_against_fake_apiserver(
+async def test_a_scaled_object_reading_an_interceptor_route_scales_from_zero_on_a_held_request(
     client: AsyncClient, app: int
 ) -> None:
     """The add-on's v1beta1 pairing, unchanged: an InterceptorRoute and a ScaledObject whose external-push trigger
