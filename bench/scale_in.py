@@ -302,6 +302,10 @@ class PodWorker:
         self.pending: tuple[bool, float] | None = None
         self.task: asyncio.Task[None] | None = None
         self.runner: Any = None
+        #: The heartbeat goes on while this is set. A flag, not only cancel(): a cancellation landing inside a
+        #: redis-py command can be swallowed (redis/redis-py#2028), and a heartbeat that outlives its killed worker
+        #: hides the job it held from the sweeper for ever (a stalled run).
+        self.beating = True
 
     async def start(self) -> None:
         from aiohttp import web
@@ -344,6 +348,7 @@ class PodWorker:
                 self.holding = False
             await r.hset(f"{prefix}end", worker, time.time())
         finally:
+            self.beating = False
             beat.cancel()
             with contextlib.suppress(BaseException):
                 await r.aclose(close_connection_pool=True)
@@ -351,7 +356,7 @@ class PodWorker:
     async def _beat(self, worker: str) -> None:
         r = aioredis.Redis(host="127.0.0.1", port=6379)
         try:
-            while True:
+            while self.beating:
                 await r.hset(f"{self.books.prefix}hb", worker, time.time())
                 await asyncio.sleep(0.1)
         finally:
