@@ -784,7 +784,9 @@ def run(
             from ebb.http.local import HTTPFrontend, HTTPOptions
 
             announce = lambda text: console.print(f"[dim]{escape(text)}[/]")  # noqa: E731
-            extensions.append(HTTPFrontend(HTTPOptions(host=http_host, port=http_port, announce=announce)))
+            frontend = HTTPFrontend(HTTPOptions(host=http_host, port=http_port, announce=announce))
+            services.http_routes = frontend.route_infos
+            extensions.append(frontend)
         runtime = LocalRuntime(loaded, observer, options, extensions)
         console.print(
             f"[bold]ebb {ebb.__version__}[/]: {len(loaded.of(ScaledObject))} ScaledObject(s), "

@@ -25,6 +25,7 @@ from yarl import URL
 from ebb.http.pool import Replica
 from ebb.http.rate import RequestRate
 from ebb.http.routing import RoutingTable
+from ebb.http.stats import RouteStats
 from ebb.http.upstream import UpstreamPool
 
 log = logging.getLogger("ebb.http")
@@ -104,6 +105,8 @@ class Route:
     static: Callable[[web.BaseRequest], StaticAnswer | None] | None = None
     #: A placeholder was served and no replica was ready since: the route's scaler reports demand.
     placeholder_pending: bool = False
+    #: What the route's traffic did, for /metrics, the dashboard and cold-start Events (ebb.http.stats).
+    stats: RouteStats = field(default_factory=RouteStats)
 
     def notify(self) -> None:
         for listener in self.listeners:
@@ -238,6 +241,7 @@ class Interceptor:
         if answer is None:
             route.in_flight += 1
             route.requests += 1
+            route.stats.request_started()
             if route.rate is not None:
                 route.rate.record(self.clock())
         self._in_flight += 1
@@ -250,6 +254,7 @@ class Interceptor:
         except TimeoutError:
             if getattr(request.writer, "output_size", 0) and request.transport is not None:
                 request.transport.abort()  # headers are out: cutting the connection is all that is left
+            route.stats.timeout()
             return _text(504, f"{route.ref}: no response within the request timeout ({route.request_timeout:g}s)")
         finally:
             if answer is None:
@@ -281,19 +286,22 @@ class Interceptor:
                 return route.placeholder(request)
             if replica is None:
                 if route.held >= self.max_held:
+                    route.stats.rejected_full()
                     return _text(503, f"{route.ref}: too many requests waiting for a replica ({self.max_held})")
                 route.held += 1
                 if route.held == 1:
                     route.cold_starts += 1
                 route.notify()
                 try:
-                    replica = await route.pool.wait(within=route.condition_wait)
+                    with route.stats.holding() as hold:
+                        replica = hold.done(await route.pool.wait(within=route.condition_wait))
                 finally:
                     route.held -= 1
                 if replica is None:
                     if route.failover is not None:
                         return await self._proxy(request, route, route.failover, None)
                     wait = route.condition_wait
+                    route.stats.timeout()
                     return _text(
                         504,
                         f"{route.ref}: no replica of {route.target} became ready within {wait:g}s",
@@ -326,10 +334,13 @@ class Interceptor:
         except aiohttp.ClientConnectorError as exc:
             if replica is not None and not _body_started(request):
                 raise _Refused from exc
+            route.stats.upstream_error()
             return _text(502, f"{route.ref}: cannot connect to {route.target}: {exc.strerror or exc}")
         except TimeoutError:
+            route.stats.timeout()
             return _text(504, f"{route.ref}: {route.target} sent no response headers within {route.response_header:g}s")
         except aiohttp.ClientError as exc:
+            route.stats.upstream_error()
             return _text(502, f"{route.ref}: {route.target} failed: {type(exc).__name__}: {exc}")
         headers_out = _response_headers(upstream)
         length = upstream.content_length
@@ -340,6 +351,7 @@ class Interceptor:
                 payload = await upstream.read()
             except (aiohttp.ClientError, ConnectionError) as exc:
                 upstream.release()
+                route.stats.upstream_error()
                 return _text(502, f"{route.ref}: {route.target} failed mid-response: {type(exc).__name__}")
             finally:
                 upstream.release()
@@ -359,6 +371,8 @@ class Interceptor:
         except (aiohttp.ClientError, ConnectionError) as exc:
             # Headers are out: the only honest signal left is to cut the connection.
             log.info("%s: upstream failed mid-response: %s", route.ref, exc)
+            if isinstance(exc, aiohttp.ClientError):  # not the client's own disconnect
+                route.stats.upstream_error()
             if request.transport is not None:
                 request.transport.abort()
             return response
