@@ -616,3 +616,34 @@ def test_a_draining_answer_is_read(body: bytes, kind: str, draining: bool) -> No
 
     state = interpret_http(200, body)
     assert (state.kind, state.draining) == (kind, draining)
+
+
+async def test_drain_handshake_in_hpa_mode_asks_early_and_warns_until_confirmed_fake_apiserver(
+    cluster: km.KubernetesEmulator,
+    controller: ScaledObjectController,
+    endpoints: PodEndpoints,
+    redis_list: tuple[aioredis.Redis, str],
+) -> None:
+    client, key = redis_list
+    await client.rpush(key, *"abcdefgh")  # 8 / 5 per replica: the HPA will want 2 of the 4
+    for n in range(4):
+        endpoints.body[endpoints.ip(n)] = '{"inFlight": 0}'
+    body = scaled_object(key, endpoints.port, mode="hpa", **{"ebb.dev/drain-handshake": "true"})
+    await controller.reconcile(put(cluster, body))
+    runtime = controller.runtimes[(NS, "worker")]
+    await runtime.loop.poll_once()
+    await settle(controller)
+    assert obj(cluster, DEPLOY_RES, "web")["spec"]["replicas"] == 4  # the HPA's to change, not ebb's
+    chosen = asked(cluster)
+    assert len(chosen) == 2
+    [risk] = [m for r, t, m in events(cluster) if r == "BusyPodsAtRisk" and t == "Warning"]
+    assert "HPA expected to scale 4→2: 0 of 2 pods confirmed drained" in risk
+
+    for name in chosen:  # they read the annotation and confirm: the lowest cost, for the HPA's scale-in
+        endpoints.body[endpoints.ip(int(name.split("-")[1]))] = '{"inFlight": 0, "draining": true}'
+    assert isinstance(controller.clock, Clock)
+    controller.clock.now += 5
+    await runtime.loop.poll_once()
+    await settle(controller)
+    assert {n: c for n, c in costs(cluster).items() if c == "-200"} == dict.fromkeys(chosen, "-200")
+    assert any("HPA expected to scale 4→2: 2 pods drained" in m for *_, m in events(cluster))

@@ -419,7 +419,8 @@ class PodDrainer:
         head = f"scaling {current}→{desired}" if hold else f"HPA expected to scale {current}→{desired}"
         if removing <= ready:
             self.held_since = None
-            self._event("BusyAwareScaleIn", f"{head}: {max(removing, 0)} pods drained (confirmed idle) and removed")
+            done = "removed" if hold else "marked for removal"
+            self._event("BusyAwareScaleIn", f"{head}: {max(removing, 0)} pods drained (confirmed idle) and {done}")
             return desired
         waiting = [s for s in chosen if not s.confirmed]
         unreadable = [s for s in waiting if not s.state.known]
