@@ -7,7 +7,7 @@ about a minute. The ScaledObject: redis trigger, listLength 2, min 0, max 20, po
 3 s (60 s uncompressed), scaleDown stabilization 2 s (40 s),
 Kubernetes' default scale-up policies with their 15 s period compressed to 1 s; the same in every run.
 
-Four runs, in one process, one after the other, with the same jobs:
+Five runs per round, in one process, one after the other, with the same jobs:
 - local (a) KEDA's behaviour: a ProcessGroup of real worker processes, scale-in stops the highest indexes (SIGTERM,
   grace period, SIGKILL), busy or not;
 - local (b) busy-aware: the same with busyProbe (a file the worker holds while it works);
@@ -17,7 +17,12 @@ Four runs, in one process, one after the other, with the same jobs:
   creates pods (ready at once) and deletes them as Kubernetes ranks them for a scale-down with every pod scheduled,
   running, ready, on its own node, without restarts: lower controller.kubernetes.io/pod-deletion-cost first, then
   the newest (tests/kube/_replicaset.py). A deleted pod's worker gets SIGTERM's treatment: it stops taking jobs and
-  is killed after the grace period if its job has not finished. (b) adds ebb.dev/busy-probe.
+  is killed after the grace period if its job has not finished. (b) adds ebb.dev/busy-probe and
+  ebb.dev/drain-handshake; the pod's Downward API file follows its ebb.dev/draining annotation at the model's next
+  pass, or (the slow kubelet variant, run too) up to KUBELET_SYNC later.
+
+`--repeat N` runs N rounds of all of it. A KEDA livelock (a job interrupted LIVELOCK times and never done) ends a
+run early and is reported as such.
 
 A worker killed during a job leaves it in its processing list: the job counts as interrupted and goes back on the
 queue (retried; its completion time runs from its first enqueue). Reported per run: jobs interrupted, job
