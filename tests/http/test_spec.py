@@ -136,6 +136,11 @@ def test_a_process_group_target_gets_ebbs_api_version() -> None:
             "scaleTargetRef: {name: a, service: a, port: 1, portName: http}\n",
             "spec.scaleTargetRef: must define either the 'portName' or the 'port'",
         ),
+        (
+            "scaleTargetRef: {name: a, service: a, port: null, portName: null}\n",
+            "spec.scaleTargetRef: must define either the 'portName' or the 'port'",
+        ),
+        ("scaleTargetRef: {name: a, service: a, port: 1, portName: null}\n", ""),
         ("scaleTargetRef: {name: a, port: 1}\n", "spec.scaleTargetRef.service"),
         ("hosts: [a]\n", "spec.scaleTargetRef"),
         (

@@ -313,7 +313,13 @@ class ScaledObjectController:
         probe = busy_probe(so.metadata.annotations, so.ref)
         if probe is not None:
             target.drainer = PodDrainer(
-                self.client, namespace, target.label, probe, selector=target.pod_selector, clock=self.clock
+                self.client,
+                namespace,
+                target.label,
+                probe,
+                selector=target.pod_selector,
+                clock=self.clock,
+                statefulset=kind.kind == "StatefulSet" and kind.group == "apps",
             )
         await self._check_conflicts(so, kind)
 

@@ -1646,8 +1646,8 @@ class _PortRef(KubeModel):
 
     @model_validator(mode="after")
     def _one_port(self) -> _PortRef:
-        fields_set = self.model_fields_set
-        if ("port" in fields_set) == ("port_name" in fields_set):
+        # A null is no value: the API server drops nulls of non-nullable fields before CEL runs.
+        if (getattr(self, "port", None) is None) == (getattr(self, "port_name", None) is None):
             raise FieldIssue.at((), "must define either the 'portName' or the 'port'")
         return self
 
@@ -2009,8 +2009,8 @@ class _OnePort(KubeModel):
 
     @model_validator(mode="after")
     def _one_port(self) -> _OnePort:
-        fields_set = self.model_fields_set
-        if ("port" in fields_set) == ("port_name" in fields_set):
+        # A null is no value: the API server drops nulls of non-nullable fields before CEL runs.
+        if (getattr(self, "port", None) is None) == (getattr(self, "port_name", None) is None):
             raise FieldIssue.at((), "exactly one of 'port' or 'portName' must be set")
         return self
 
