@@ -441,7 +441,8 @@ class PodDrainer:
             else ""
         )
         busy = [s for s in waiting if s.busy]
-        longest = describe_duration(max(now - self.busy_since.get(s.name, now) for s in busy)) if busy else "0 s"
+        waited_most = max((now - self.busy_since.get(s.name, now) for s in busy), default=0.0)
+        longest = describe_duration(max(waited_most, 0.0))  # never "-0 s": now was read before the survey
         if not hold:
             self._event(
                 "BusyPodsAtRisk",
