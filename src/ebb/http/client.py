@@ -237,9 +237,18 @@ class Connection(asyncio.Protocol):
         finally:
             self._drain_waiter = None
 
-    async def head(self) -> ResponseHead:
-        assert self._head is not None
-        return await self._head
+    async def head(self, within: float | None = None) -> ResponseHead:
+        """The response head; TimeoutError after `within` seconds (a timer on the future: cheaper than
+        asyncio.timeout on every request)."""
+        future = self._head
+        assert future is not None
+        if within is None or future.done():
+            return await future
+        timer = asyncio.get_running_loop().call_later(within, _time_out, future)
+        try:
+            return await future
+        finally:
+            timer.cancel()
 
     def attach(self, sink: Sink) -> list[bytes]:
         """From now on the body goes to `sink`; returns what arrived before (to go out with the head)."""
@@ -307,6 +316,11 @@ class Connection(asyncio.Protocol):
             and not self._read_paused_by
             and not self._write_paused
         )
+
+
+def _time_out(future: asyncio.Future[ResponseHead]) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError())
 
 
 class Pool:

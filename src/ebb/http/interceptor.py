@@ -702,6 +702,9 @@ class Interceptor:
         self._in_flight += 1
         self._idle.clear()
         try:
+            if route.request_timeout is None and answer is None:  # the common case, without a timeout's cost
+                await self._serve(conn, request, route)
+                return
             async with asyncio.timeout(route.request_timeout):
                 if answer is not None:  # a static route: not counted, never a reason to scale
                     await self._serve_static(conn, request, route, answer)
@@ -798,8 +801,7 @@ class Interceptor:
             upstream.write(head_bytes)
             pump = asyncio.get_running_loop().create_task(self._pump(conn, request, upstream)) if body else None
             try:
-                async with asyncio.timeout(route.response_header):
-                    head = await upstream.head()
+                head = await upstream.head(route.response_header)
             except TimeoutError:
                 _drop(upstream, pump)
                 timeout = route.response_header
