@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import re
 import resource
@@ -375,13 +376,16 @@ async def _held(count: int) -> dict[str, Any]:
         timeout = aiohttp.ClientTimeout(total=120)
         started = time.monotonic()
         async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+            errors: dict[str, int] = {}
 
             async def one() -> int:
                 try:
                     async with session.get(url, headers={"Host": HOST}) as response:
                         await response.read()
                         return response.status
-                except (aiohttp.ClientError, TimeoutError):
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    why = f"{type(exc).__name__}: {exc}"[:120]
+                    errors[why] = errors.get(why, 0) + 1
                     return 0
 
             statuses = await asyncio.gather(*(one() for _ in range(count)))
@@ -392,10 +396,21 @@ async def _held(count: int) -> dict[str, Any]:
         "requests": count,
         "served": sum(1 for s in statuses if s == 200),
         "failed": sum(1 for s in statuses if s != 200),
+        "errors": errors,
+        "statuses": {str(s): statuses.count(s) for s in sorted(set(statuses))},
+        "somaxconn": _somaxconn(),
         "peak_rss_mib": round(peak / 2**20, 1),
         "rss_before_mib": round(baseline / 2**20, 1),
         "seconds": round(elapsed, 2),
     }
+
+
+def _somaxconn() -> int | None:
+    """The kernel's cap on a listening socket's backlog (the interceptor asks for 65,535)."""
+    try:
+        return int(Path("/proc/sys/net/core/somaxconn").read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -434,6 +449,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     results["held"] = run_serving(_held(args.held))
     print(f"  {results['held']}", flush=True)
     results["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
+    previous = ROOT / "bench" / "results" / "http.json"
+    with contextlib.suppress(OSError, ValueError):
+        kept = json.loads(previous.read_text()).get("no_loss")  # bench.http_replay's part, run on its own
+        if kept is not None:
+            results["no_loss"] = kept
     path = write_result("http", results)
     print(f"bench.http: wrote {path.relative_to(ROOT)}", flush=True)
     return results
