@@ -9,6 +9,7 @@ from bench import (
     decisions,
     fleet,
     http,
+    http_endpoints,
     http_kube,
     loading,
     metrics_api,
@@ -27,6 +28,7 @@ def main() -> int:
     metrics_api.main(["--auth"])
     http.main([])
     http_kube.main([])
+    http_endpoints.main([])
     fleet.main([])
     predictive.main(["--jobs", "2"])
     scale_in.main([])

@@ -2,10 +2,14 @@
 
 It takes jobs from a Redis list with BLMOVE into its own processing list (the reliable-queue pattern), sleeps each
 job's length, records the completion and removes the job. Warm shutdown on SIGTERM, as Celery, RQ and Sidekiq do:
-an idle worker exits at once; a busy one stops taking jobs, finishes its current one, then exits. Killed during a
+an idle worker exits within 0.2 s; a busy one stops taking jobs, finishes its current one, then exits. Killed during a
 job (SIGKILL after the grace period), the job stays in its processing list: the benchmark counts it interrupted and
-puts it back on the queue. While it holds a job, the file BUSY_FILE (with {index} expanded) exists: the busy probe.
-A heartbeat in Redis every 0.1 s gives the benchmark the worker's lifetime (replica-seconds).
+puts it back on the queue. SIGTERM never interrupts the blocking pop (an exception raised there could lose the reply
+of a BLMOVE the server already did, leaving a job in the processing list no one works on, the sync cousin of
+redis/redis-py#2028): it only sets a flag, the pop times out within 0.2 s, and a job it brought in after the SIGTERM
+goes back to the queue untouched, as a warm shutdown does. While it holds a job, the file BUSY_FILE (with {index}
+expanded) exists: the busy probe. A heartbeat in Redis every 0.1 s gives the benchmark the worker's lifetime
+(replica-seconds).
 """
 
 from __future__ import annotations
@@ -32,8 +36,6 @@ stopping = False
 def on_sigterm(signum: int, frame: FrameType | None) -> None:
     global stopping
     stopping = True
-    if not holding:  # idle: out of the blocking pop at once
-        raise SystemExit(0)
 
 
 def heartbeat() -> None:
@@ -51,6 +53,9 @@ try:
         raw = client.blmove(queue, processing, 0.2, "RIGHT", "LEFT")
         if raw is None:
             continue
+        if stopping:  # taken after the SIGTERM: not started, back to the queue's head
+            client.lmove(processing, queue, "LEFT", "RIGHT")
+            break
         holding = True
         if busy_file:
             open(busy_file, "w").close()

@@ -7,7 +7,7 @@ about a minute. The ScaledObject: redis trigger, listLength 2, min 0, max 20, po
 3 s (60 s uncompressed), scaleDown stabilization 2 s (40 s),
 Kubernetes' default scale-up policies with their 15 s period compressed to 1 s; the same in every run.
 
-Four runs, in one process, one after the other, with the same jobs:
+Five runs per round, in one process, one after the other, with the same jobs:
 - local (a) KEDA's behaviour: a ProcessGroup of real worker processes, scale-in stops the highest indexes (SIGTERM,
   grace period, SIGKILL), busy or not;
 - local (b) busy-aware: the same with busyProbe (a file the worker holds while it works);
@@ -17,7 +17,12 @@ Four runs, in one process, one after the other, with the same jobs:
   creates pods (ready at once) and deletes them as Kubernetes ranks them for a scale-down with every pod scheduled,
   running, ready, on its own node, without restarts: lower controller.kubernetes.io/pod-deletion-cost first, then
   the newest (tests/kube/_replicaset.py). A deleted pod's worker gets SIGTERM's treatment: it stops taking jobs and
-  is killed after the grace period if its job has not finished. (b) adds ebb.dev/busy-probe.
+  is killed after the grace period if its job has not finished. (b) adds ebb.dev/busy-probe and
+  ebb.dev/drain-handshake; the pod's Downward API file follows its ebb.dev/draining annotation at the model's next
+  pass, or (the slow kubelet variant, run too) up to KUBELET_SYNC later.
+
+`--repeat N` runs N rounds of all of it. A KEDA livelock (a job interrupted LIVELOCK times and never done) ends a
+run early and is reported as such.
 
 A worker killed during a job leaves it in its processing list: the job counts as interrupted and goes back on the
 queue (retried; its completion time runs from its first enqueue). Reported per run: jobs interrupted, job
@@ -59,6 +64,8 @@ STABILIZATION = 2
 MAX_REPLICAS = 20
 LIST_LENGTH = 2
 MAX_DRAIN = 600.0 * SCALE
+#: The kubelet's periodic pod sync (its default syncFrequency, 1 min): how late a Downward API file can be.
+KUBELET_SYNC = 60.0 * SCALE
 #: Kubernetes' default scale-up policies (100 % or 4 pods per 15 s), their period compressed to 1 s.
 SCALE_UP_POLICIES = [
     {"type": "Percent", "value": 100, "periodSeconds": 1},
@@ -85,26 +92,45 @@ class Books:
     prefix: str
     interrupted: int = 0
     gone: set[str] = field(default_factory=set)
+    #: Interruptions by job id (a job may be interrupted more than once).
+    by_job: dict[int, int] = field(default_factory=dict)
 
     @property
     def queue(self) -> str:
         return f"{self.prefix}queue"
 
 
+#: A worker whose heartbeat (every 0.1 s) is this old, without having recorded its end, was killed. Generous on
+#: purpose: a heartbeat late on a loaded machine must not make a live worker's job count as interrupted.
+DEAD_AFTER = 2.0
+
+
 async def sweep(r: aioredis.Redis, books: Books) -> None:
-    """Jobs left in the processing list of a worker that stopped: interrupted, put back on the queue."""
+    """Jobs left in the processing list of a worker that stopped: interrupted, put back on the queue.
+
+    A worker is gone once it recorded its end (then its processing list should be empty: a job left there is
+    interrupted all the same) or once its heartbeat is DEAD_AFTER old (SIGKILL leaves no end record)."""
     while True:
         now = time.time()
         beats = await r.hgetall(f"{books.prefix}hb")
+        ends = await r.hgetall(f"{books.prefix}end")
         for raw_worker, raw_time in beats.items():
             worker = raw_worker.decode()
-            if worker in books.gone or now - float(raw_time) < 0.6:
+            if worker in books.gone or (raw_worker not in ends and now - float(raw_time) < DEAD_AFTER):
                 continue
             books.gone.add(worker)
             processing = f"{books.prefix}proc:{worker}"
-            while await r.lmove(processing, books.queue, "RIGHT", "RIGHT") is not None:
+            while (raw := await r.lmove(processing, books.queue, "RIGHT", "RIGHT")) is not None:
                 books.interrupted += 1
+                job = int(json.loads(raw)["id"])
+                books.by_job[job] = books.by_job.get(job, 0) + 1
         await asyncio.sleep(0.1)
+
+
+#: A job interrupted this many times and still not done is caught in a livelock (KEDA's own, in (a): the last
+#: job outlives cooldownPeriod + the grace period, the replica goes to 0 and is killed, the job is put back, a
+#: replica comes for it, and so on). The run stops there rather than at its deadline.
+LIVELOCK = 3
 
 
 async def results(r: aioredis.Redis, books: Books, jobs: int) -> dict[str, Any]:
@@ -115,10 +141,15 @@ async def results(r: aioredis.Redis, books: Books, jobs: int) -> dict[str, Any]:
     ends = {k.decode(): float(v) for k, v in (await r.hgetall(f"{books.prefix}end")).items()}
     lifetimes = [max(ends.get(w, 0.0), beats.get(w, start)) - start for w, start in starts.items()]
     completion = [(done[n] - enqueued[n]) / SCALE for n in done if n in enqueued]
+    livelocked = sorted(n for n, times in books.by_job.items() if times >= LIVELOCK and n not in done)
     return {
         "jobs": jobs,
         "jobs_done": len(done),
-        "jobs_interrupted": books.interrupted,
+        "jobs_interrupted": len(books.by_job),
+        "interruptions": books.interrupted,
+        "livelock": {"jobs": livelocked, "interruptions": sum(books.by_job[n] for n in livelocked)}
+        if livelocked
+        else None,
         "completion_p50_s": round(percentile(completion, 50), 1),
         "completion_p95_s": round(percentile(completion, 95), 1),
         "replica_seconds": round(sum(lifetimes) / SCALE, 0),
@@ -153,7 +184,14 @@ async def run_once(
     try:
         while time.monotonic() - t0 < DEADLINE:
             await asyncio.sleep(0.25)
-            if producer.done() and await r.hlen(f"{books.prefix}done") >= len(jobs) and await running() == 0:
+            if not producer.done():
+                continue
+            done = {int(k) for k in await r.hkeys(f"{books.prefix}done")}
+            if len(done) >= len(jobs) and await running() == 0:
+                break
+            left = set(range(len(jobs))) - done
+            if left and all(books.by_job.get(n, 0) >= LIVELOCK for n in left):
+                print(f"scale_in {name}: livelock on job(s) {sorted(left)}: stopped", file=sys.stderr)
                 break
         else:
             print(f"scale_in {name}: not finished within {DEADLINE:.0f} s", file=sys.stderr)
@@ -247,7 +285,16 @@ def local_starter(busy_aware: bool) -> Callable[[Books], Awaitable[tuple[Any, An
 
 
 class PodWorker:
-    """One simulated pod: a queue worker (asyncio) with a busy endpoint at its pod IP."""
+    """One simulated pod: a queue worker (asyncio) with a busy endpoint at its pod IP.
+
+    It is never cancelled while idle in its blocking pop: cancelling an awaited BLMOVE can drop a reply the server
+    already acted on (redis/redis-py#2028), leaving a job in the processing list that nobody works on, which would
+    count as interrupted. Stopping sets a flag; the pop times out within 0.2 s; a job that came in after it goes
+    back to the queue untouched. Only SIGKILL (the grace period over) cancels a task, holding a job or not.
+
+    `draining` is what its Downward API file says of `ebb.dev/draining`: while set it takes no new job, and its
+    busy endpoint says `{"inFlight": 0|1, "draining": true|false}`.
+    """
 
     def __init__(self, name: str, ip: str, port: int, books: Books) -> None:
         self.name, self.ip, self.port, self.books = name, ip, port, books
@@ -255,8 +302,15 @@ class PodWorker:
         self.holding_since = 0.0
         self.idle_answered = 0.0
         self.stopping = False
+        self.draining = False
+        #: The annotation's value not yet in the file, and when the kubelet writes it there.
+        self.pending: tuple[bool, float] | None = None
         self.task: asyncio.Task[None] | None = None
         self.runner: Any = None
+        #: The heartbeat goes on while this is set. A flag, not only cancel(): a cancellation landing inside a
+        #: redis-py command can be swallowed (redis/redis-py#2028), and a heartbeat that outlives its killed worker
+        #: hides the job it held from the sweeper for ever (a stalled run).
+        self.beating = True
 
     async def start(self) -> None:
         from aiohttp import web
@@ -264,7 +318,7 @@ class PodWorker:
         async def busy(request: web.Request) -> web.Response:
             if not self.holding:
                 self.idle_answered = time.monotonic()
-            return web.Response(status=200 if self.holding else 204)
+            return web.json_response({"inFlight": int(self.holding), "draining": self.draining})
 
         app = web.Application()
         app.router.add_get("/busy", busy)
@@ -282,9 +336,15 @@ class PodWorker:
         beat = asyncio.create_task(self._beat(worker))
         try:
             while not self.stopping:
+                if self.draining:
+                    await asyncio.sleep(0.05)
+                    continue
                 raw = await r.blmove(self.books.queue, processing, 0.2, "RIGHT", "LEFT")
                 if raw is None:
                     continue
+                if self.stopping:  # taken after the SIGTERM: not started, back to the queue's head
+                    await r.lmove(processing, self.books.queue, "LEFT", "RIGHT")
+                    break
                 self.holding = True
                 self.holding_since = time.monotonic()
                 await asyncio.sleep(json.loads(raw)["length"])
@@ -293,6 +353,7 @@ class PodWorker:
                 self.holding = False
             await r.hset(f"{prefix}end", worker, time.time())
         finally:
+            self.beating = False
             beat.cancel()
             with contextlib.suppress(BaseException):
                 await r.aclose(close_connection_pool=True)
@@ -300,18 +361,26 @@ class PodWorker:
     async def _beat(self, worker: str) -> None:
         r = aioredis.Redis(host="127.0.0.1", port=6379)
         try:
-            while True:
+            while self.beating:
                 await r.hset(f"{self.books.prefix}hb", worker, time.time())
                 await asyncio.sleep(0.1)
         finally:
             await r.aclose()
 
+    def annotated(self, draining: bool, delay: Callable[[], float]) -> None:
+        """The pod's ebb.dev/draining annotation as the API server has it; the file follows `delay()` s later."""
+        now = time.monotonic()
+        if draining == self.draining:
+            self.pending = None
+        elif self.pending is None or self.pending[0] != draining:
+            self.pending = (draining, now + delay())
+        if self.pending is not None and now >= self.pending[1]:
+            self.draining, self.pending = draining, None
+
     async def terminate(self) -> None:
         """The pod is deleted: SIGTERM (an idle worker exits, a busy one finishes), killed after the grace period."""
         self.stopping = True
         assert self.task is not None
-        if not self.holding:
-            self.task.cancel()
         with contextlib.suppress(asyncio.CancelledError, TimeoutError):
             await asyncio.wait_for(asyncio.shield(self.task), GRACE)
         if not self.task.done():
@@ -321,7 +390,15 @@ class PodWorker:
         await self.runner.cleanup()
 
 
-def kube_starter(busy_aware: bool) -> Callable[[Books], Awaitable[tuple[Any, Any]]]:
+def kube_starter(busy_aware: bool, slow_kubelet: bool = False) -> Callable[[Books], Awaitable[tuple[Any, Any]]]:
+    """(a) or (b); (b) with the drain handshake. The kubelet writes a pod's Downward API file at the ReplicaSet
+    model's next pass (every 20 ms), or with `slow_kubelet` at its next periodic sync of the pod: a delay drawn
+    from 0 to KUBELET_SYNC for each change (seeded)."""
+    sync_rng = random.Random(7)
+
+    def kubelet_delay() -> float:
+        return sync_rng.uniform(0.0, KUBELET_SYNC) if slow_kubelet else 0.0
+
     async def start(books: Books) -> tuple[Any, Any]:
         import kmock as km
         from tests.kube._replicaset import COST, pods_to_delete
@@ -369,6 +446,7 @@ def kube_starter(busy_aware: bool) -> Callable[[Books], Awaitable[tuple[Any, Any
         if busy_aware:
             annotations["ebb.dev/busy-probe"] = f"http://:{port}/busy"
             annotations["ebb.dev/max-drain-seconds"] = f"{MAX_DRAIN:g}"
+            annotations["ebb.dev/drain-handshake"] = "true"
         body = {
             "apiVersion": "keda.sh/v1alpha1",
             "kind": "ScaledObject",
@@ -422,6 +500,9 @@ def kube_starter(busy_aware: bool) -> Callable[[Books], Awaitable[tuple[Any, Any
             want = int(server.objects[deploy_res, ns, "worker"].raw["spec"]["replicas"])
             pods = [p.to_dict() if hasattr(p, "to_dict") else p async for p in rs_client.list(POD, namespace=ns)]
             pods = [p for p in pods if p["metadata"]["name"] in workers and not workers[p["metadata"]["name"]].stopping]
+            for p in pods:  # the kubelet: each pod's Downward API file follows its annotations
+                draining = (p["metadata"].get("annotations") or {}).get("ebb.dev/draining") == "true"
+                workers[p["metadata"]["name"]].annotated(draining, kubelet_delay)
             for p in list(pods):  # a worker that died on its own (a Redis error, say): the pod goes, another comes
                 worker = workers[p["metadata"]["name"]]
                 if worker.task is not None and worker.task.done():
@@ -490,25 +571,54 @@ def kube_starter(busy_aware: bool) -> Callable[[Books], Awaitable[tuple[Any, Any
     return start
 
 
-async def run(seed: int, runtimes: list[str]) -> dict[str, Any]:
+def _pct(b: dict[str, Any], a: dict[str, Any]) -> float:
+    return round(float(b["replica_seconds"] - a["replica_seconds"]) / float(a["replica_seconds"]) * 100, 1)
+
+
+async def run(seed: int, runtimes: list[str], repeat: int) -> dict[str, Any]:
+    """`repeat` rounds; in each, every runtime's (a) then (b) (and Kubernetes' (b) with a slow kubelet)."""
     jobs = plan(seed)
-    out: dict[str, Any] = {}
-    for runtime in runtimes:
-        starter = local_starter if runtime == "local" else kube_starter
-        keda = await run_once(f"{runtime} (a)", starter(False), jobs)
-        aware = await run_once(f"{runtime} (b)", starter(True), jobs)
-        extra = (aware["replica_seconds"] - keda["replica_seconds"]) / keda["replica_seconds"] * 100
-        out[runtime] = {
-            "keda": keda,
-            "busy_aware": aware,
-            "extra_replica_seconds_pct": round(extra, 1),
-            "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        }
-        print(
-            f"scale_in {runtime}: interrupted {keda['jobs_interrupted']} -> {aware['jobs_interrupted']}, "
-            f"p95 {keda['completion_p95_s']} -> {aware['completion_p95_s']} s, "
-            f"replica-seconds {keda['replica_seconds']:.0f} -> {aware['replica_seconds']:.0f} ({extra:+.1f} %)"
-        )
+    out: dict[str, Any] = {r: {"rounds": []} for r in runtimes}
+    for n in range(repeat):
+        for runtime in runtimes:
+            starter = local_starter if runtime == "local" else kube_starter
+            keda = await run_once(f"{runtime} (a)", starter(False), jobs)
+            aware = await run_once(f"{runtime} (b)", starter(True), jobs)
+            one: dict[str, Any] = {
+                "keda": keda,
+                "busy_aware": aware,
+                "extra_replica_seconds_pct": _pct(aware, keda),
+                "loadavg": os.getloadavg()[0],
+            }
+            line = (
+                f"scale_in round {n + 1} {runtime}: interrupted {keda['jobs_interrupted']} -> "
+                f"{aware['jobs_interrupted']}, p95 {keda['completion_p95_s']} -> {aware['completion_p95_s']} s, "
+                f"replica-seconds {keda['replica_seconds']:.0f} -> {aware['replica_seconds']:.0f} "
+                f"({one['extra_replica_seconds_pct']:+.1f} %)"
+            )
+            if keda["livelock"]:
+                line += f", (a) livelock on {keda['livelock']['jobs']}"
+            if runtime == "kubernetes":
+                slow = await run_once(f"{runtime} (b, slow kubelet)", kube_starter(True, slow_kubelet=True), jobs)
+                one["busy_aware_slow_kubelet"] = slow
+                one["extra_replica_seconds_pct_slow_kubelet"] = _pct(slow, keda)
+                line += (
+                    f"; slow kubelet: interrupted {slow['jobs_interrupted']}, "
+                    f"replica-seconds {slow['replica_seconds']:.0f} ({_pct(slow, keda):+.1f} %)"
+                )
+            out[runtime]["rounds"].append(one)
+            print(line, flush=True)
+    for runtime, result in out.items():
+        rounds = result["rounds"]
+        result["busy_aware_jobs_interrupted"] = [r["busy_aware"]["jobs_interrupted"] for r in rounds]
+        result["keda_jobs_interrupted"] = [r["keda"]["jobs_interrupted"] for r in rounds]
+        result["extra_replica_seconds_pct"] = [r["extra_replica_seconds_pct"] for r in rounds]
+        if runtime == "kubernetes":
+            result["slow_kubelet_jobs_interrupted"] = [r["busy_aware_slow_kubelet"]["jobs_interrupted"] for r in rounds]
+            result["extra_replica_seconds_pct_slow_kubelet"] = [
+                r["extra_replica_seconds_pct_slow_kubelet"] for r in rounds
+            ]
+        result["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     return out
 
 
@@ -516,15 +626,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(prog="python -m bench.scale_in", description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--runtime", choices=["local", "kubernetes"], action="append")
+    parser.add_argument("--repeat", type=int, default=1, help="rounds of (a) and (b) per runtime")
     args = parser.parse_args(argv)
     runtimes = args.runtime or ["local", "kubernetes"]
-    measured = asyncio.run(run(args.seed, runtimes))
+    load_before = os.getloadavg()
+    measured = asyncio.run(run(args.seed, runtimes, args.repeat))
     previous = RESULTS / "scale_in.json"
     if args.runtime and previous.exists():  # one runtime re-measured: the other's figures stay, with their date
         kept = json.loads(previous.read_text()).get("results", {})
         measured = {**{k: v for k, v in kept.items() if k not in measured}, **measured}
     data = {
-        "command": "python -m bench.scale_in" + (f" --seed {args.seed}" if args.seed != 13 else ""),
+        "command": "python -m bench.scale_in"
+        + (f" --seed {args.seed}" if args.seed != 13 else "")
+        + (f" --repeat {args.repeat}" if args.repeat != 1 else ""),
+        "loadavg_before": [round(x, 2) for x in load_before],
         "seed": args.seed,
         "time_compression": SCALE,
         "jobs": JOBS,
@@ -532,6 +647,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "load_s": LOAD_SECONDS / SCALE,
         "grace_period_s": GRACE / SCALE,
         "max_drain_seconds": MAX_DRAIN / SCALE,
+        "kubelet_sync_s_slow_variant": KUBELET_SYNC / SCALE,
         "scaled_object": {
             "trigger": f"redis listLength {LIST_LENGTH}",
             "min": 0,

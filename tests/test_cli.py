@@ -41,9 +41,21 @@ def test_check_accepts_kedas_documentation_examples_unchanged() -> None:
     assert "Traceback" not in result.output
 
 
-def test_check_accepts_the_shipped_examples() -> None:
-    result = runner.invoke(app, ["check", str(ROOT / "examples")])
+def test_check_accepts_the_shipped_examples_each_on_its_own() -> None:
+    # examples/http holds two forms of the same route: as one set they conflict, each file on its own is valid.
+    result = runner.invoke(app, ["check", "--each", str(ROOT / "examples")])
     assert result.exit_code == 0, result.output
+    assert "examples/http/route.yaml" in result.output and "examples/long-jobs/long-jobs.yaml" in result.output
+    together = runner.invoke(app, ["check", str(ROOT / "examples")])
+    assert together.exit_code == 1 and "defined more than once" in together.output
+
+
+def test_check_each_fails_when_one_file_does(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    bad = "apiVersion: keda.sh/v1alpha1\nkind: ScaledObject\nmetadata: {name: x}\n"
+    (tmp_path / "sub" / "bad.yaml").write_text(bad)
+    result = runner.invoke(app, ["check", "--each", str(tmp_path)])
+    assert result.exit_code == 1 and "sub/bad.yaml" in result.output
 
 
 @pytest.mark.parametrize(

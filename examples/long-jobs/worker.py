@@ -8,6 +8,11 @@ GET http://127.0.0.1:$PORT/busy answers {"inFlight": 0 or 1}: ebb's busyProbe. O
 new job, finishes the one in hand, then exits (Celery's and RQ's "warm shutdown"). A job that was started and
 never finished was interrupted: `--report` counts them.
 
+On Kubernetes, with the ScaledObject annotation ebb.dev/drain-handshake: "true", the worker reads its pod's
+annotations from a Downward API file (PODINFO, default /etc/podinfo/annotations) before each job: while
+ebb.dev/draining="true" is there it takes no new job, and /busy adds "draining": true, which tells ebb this pod may
+go once "inFlight" is 0. Without the file (ebb run) the worker never drains this way.
+
 REDIS_URL (default redis://127.0.0.1:6379/0) and JOB_LIST (default long-jobs) say where the jobs are; the
 job's length is in the job itself, so a run can be replayed from its seed.
 """
@@ -28,11 +33,21 @@ import redis
 
 stopping = threading.Event()
 in_flight = 0
+PODINFO = os.environ.get("PODINFO", "/etc/podinfo/annotations")
+
+
+def draining() -> bool:
+    """ebb asked this pod to drain: its Downward API annotations file says ebb.dev/draining="true"."""
+    try:
+        with open(PODINFO) as f:
+            return any(line.strip() == 'ebb.dev/draining="true"' for line in f)
+    except OSError:
+        return False
 
 
 class BusyHandler(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:
-        body = json.dumps({"inFlight": in_flight}).encode()
+        body = json.dumps({"inFlight": in_flight, "draining": draining()}).encode()
         self.send_response(200 if self.path == "/busy" else 404)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -51,6 +66,9 @@ def work(client: redis.Redis, jobs: str) -> None:
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     print(f"worker {worker} waiting for jobs on {jobs}", flush=True)
     while not stopping.is_set():
+        if draining():  # asked to drain: no new job (the annotation may be taken back: check again)
+            time.sleep(1)
+            continue
         item = client.blpop([jobs], timeout=1)  # wakes every second to notice SIGTERM
         if item is None:
             continue

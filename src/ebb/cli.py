@@ -36,7 +36,7 @@ from ebb.runtime.output import BoundedWriter
 from ebb.runtime.scaled_object import close_scalers, read_trigger
 from ebb.scalers.base import DEFAULT_TIMEOUT, Scaler
 from ebb.spec.convert import hpa_name
-from ebb.spec.loader import LoadResult, load_files
+from ebb.spec.loader import LoadResult, expand_paths, load_files
 from ebb.spec.models import (
     AnyCloudEventSource,
     CloudEventSource,
@@ -243,11 +243,29 @@ def check(
     show_secrets: Annotated[
         bool, typer.Option("--show-secrets", help="With -o yaml/json: print Secret values and passwords as written.")
     ] = False,
+    each: Annotated[
+        bool,
+        typer.Option(
+            "--each",
+            help="Check each file on its own (e.g. a folder of examples holding two forms of one route), "
+            "not as one set.",
+        ),
+    ] = False,
 ) -> None:
     """Validate manifests and show what would be scaled, on which triggers, with defaults filled in.
 
-    Secrets are masked. Exits 1 if any manifest has an error, whatever the output format.
+    Directories are read with their subdirectories. Secrets are masked. Exits 1 if any manifest has an error,
+    whatever the output format.
     """
+    if each:
+        failed = False
+        for path in expand_paths(files):
+            console.print(f"[bold]{escape(str(path))}[/]")
+            try:
+                check(files=[path], output=output, show_secrets=show_secrets, each=False)
+            except typer.Exit as done:
+                failed = failed or bool(done.exit_code)
+        raise typer.Exit(1 if failed else 0)
     loaded = _load(files)
     failed = bool(loaded.errors)
     checked: list[tuple[ScaledObject | ScaledJob, list[Scaler] | None, str | None, EbbError | None]] = []
@@ -766,7 +784,9 @@ def run(
             from ebb.http.local import HTTPFrontend, HTTPOptions
 
             announce = lambda text: console.print(f"[dim]{escape(text)}[/]")  # noqa: E731
-            extensions.append(HTTPFrontend(HTTPOptions(host=http_host, port=http_port, announce=announce)))
+            frontend = HTTPFrontend(HTTPOptions(host=http_host, port=http_port, announce=announce))
+            services.http_routes = frontend.route_infos
+            extensions.append(frontend)
         runtime = LocalRuntime(loaded, observer, options, extensions)
         console.print(
             f"[bold]ebb {ebb.__version__}[/]: {len(loaded.of(ScaledObject))} ScaledObject(s), "

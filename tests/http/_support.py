@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import random
 import socket
 import sys
@@ -12,11 +13,15 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
+
 from ebb.http.local import HTTPFrontend, HTTPOptions
+from ebb.observe.services import Services
 from ebb.runtime.local import LocalRuntime, RuntimeOptions
 from ebb.spec.loader import load_text
 from ebb.targets.base import OutputSink
-from tests.runtime._support import Recorder
+from tests.runtime._support import Recorder, eventually
 
 APP = Path(__file__).resolve().parents[2] / "examples" / "http" / "app.py"
 
@@ -121,3 +126,68 @@ async def running(*docs: str, max_held: int = 10_000, output: OutputSink | None 
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Run:
+    """`ebb run` with its outputs: the interceptor, /metrics and /api/routes, the event log."""
+
+    services: Services
+    frontend: HTTPFrontend
+    state_dir: Path
+
+    @property
+    def url(self) -> str:
+        assert self.frontend.interceptor is not None
+        return f"http://127.0.0.1:{self.frontend.interceptor.bound_port}"
+
+    @property
+    def admin(self) -> str:
+        assert self.services.served is not None
+        return self.services.served.url
+
+    def reasons(self) -> list[tuple[str, str, str]]:
+        path = self.state_dir / "events.jsonl"
+        if not path.exists():
+            return []
+        lines = [json.loads(line) for line in path.read_text().splitlines()]
+        return [(e["kind"], e["reason"], e["message"]) for e in lines]
+
+    async def samples(self) -> dict[tuple[str, str], float]:
+        async with aiohttp.ClientSession() as http, http.get(self.admin + "/metrics") as resp:
+            text = await resp.text()
+        return {
+            (s.name, s.labels.get("name", "") + ("" if "le" not in s.labels else "@" + s.labels["le"])): s.value
+            for f in text_string_to_metric_families(text)
+            for s in f.samples
+            if s.name.startswith("ebb_http_")
+        }
+
+
+@contextlib.asynccontextmanager
+async def ebb_run(tmp_path: Path, *docs: str) -> AsyncIterator[Run]:
+    """What `ebb run` wires: Services (metrics, event log, API) and the HTTP frontend, on free ports."""
+    loaded = load_text("---\n".join(docs))
+    assert not loaded.errors, [str(e) for e in loaded.errors]
+    state_dir = tmp_path / ".ebb"
+    services = Services(state_dir, metrics_port=free_port(), dashboard=True, history=True)
+    frontend = HTTPFrontend(HTTPOptions(port=0))
+    services.http_routes = frontend.route_infos
+    observer = services.observers(Recorder(), [*loaded.resources.scaled_objects()])
+    runtime = LocalRuntime(loaded, observer, RuntimeOptions(state_path=None, output=None), [frontend])
+    await services.start()
+    task = asyncio.create_task(runtime.run())
+    try:
+        await eventually(lambda: frontend.interceptor is not None and frontend.interceptor._listener is not None,
+                         what="interceptor listening")  # fmt: skip
+        yield Run(services, frontend, state_dir)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await services.stop()

@@ -92,3 +92,35 @@ async def test_a_group_with_a_busy_probe_drains_by_it_behind_a_route(tmp_path: P
         assert pids[2] in [c.pid for c in group.children()]  # but keeps running while busy
         (tmp_path / "busy-2").unlink()
         await eventually(lambda: pids[2] not in [c.pid for c in group.children()], what="replica 2 stopped once idle")
+
+
+async def test_the_interceptors_draining_target_defers_to_a_busy_probe(tmp_path: Path) -> None:
+    # The route-through-a-ScaledObject path wraps the group in DrainingTarget: with a busyProbe, scale-in is the
+    # group's own (idle first, busy ones drain), not "wait for requests in flight, up to the grace period".
+    from ebb.http.pool import DrainingTarget, ReplicaPool
+    from ebb.spec.models import BusyProbe
+    from ebb.targets.process import ProcessGroupTarget
+
+    group = ProcessGroupTarget(
+        "web",
+        [sys.executable, "-c", "import time; time.sleep(60)"],
+        termination_grace_period=5,
+        output=lambda name, line: None,
+        busy_probe=BusyProbe.model_validate({"file": f"{tmp_path}/busy-{{index}}", "periodSeconds": 0.1}),
+    )
+    pool = ReplicaPool(group, free_ports(8))
+    target = DrainingTarget(group, pool)
+    try:
+        await target.set_replicas(3)
+        await eventually(lambda: len(group.pids()) == 3, what="3 replicas")
+        (tmp_path / "busy-1").touch()
+        (tmp_path / "busy-2").touch()
+        await target.set_replicas(1)
+        # At once: the idle one (0) is stopped, one busy one (2) drains, the other (1) stays.
+        assert group.draining() == [2]
+        assert [s.index for s in group.status() if s.state not in ("terminating", "draining")] == [1]
+        assert await target.get_replicas() == 1
+        (tmp_path / "busy-2").unlink()
+        await eventually(lambda: group.draining() == [] and len(group.pids()) == 1, what="replica 2 stopped")
+    finally:
+        await target.close()

@@ -23,6 +23,7 @@ from ebb.kube.client import POD, client_for_url
 from ebb.kube.drain import parse_selector, predict_hpa_replicas, selector_text
 from ebb.kube.operator import OperatorOptions, ScaledObjectController
 from ebb.scalers.base import MetricSpec
+from ebb.spec.drain import DRAINING_POD_ANNOTATION as DRAINING
 from ebb.spec.drain import PodBusyProbe, busy_probe
 
 from ._replicaset import COST, pods_to_delete
@@ -52,6 +53,8 @@ class PodEndpoints:
         self.subnet = f"127.{random.randint(100, 250)}.13"
         self.port = 0
         self.status: dict[str, int] = {}
+        #: A JSON body to answer with (the status then 200), by IP.
+        self.body: dict[str, str] = {}
         self.runners: list[web.AppRunner] = []
 
     async def start(self, count: int) -> None:
@@ -64,6 +67,8 @@ class PodEndpoints:
             self.status[ip] = 204
 
             async def answer(request: web.Request, ip: str = ip) -> web.Response:
+                if ip in self.body:
+                    return web.Response(status=200, text=self.body[ip], content_type="application/json")
                 return web.Response(status=self.status[ip])
 
             app = web.Application()
@@ -409,6 +414,10 @@ async def test_a_bad_busy_probe_annotation_is_reported_naming_it_fake_apiserver(
             {"ebb.dev/busy-probe": "http://:8080/state?who=ebb", "ebb.dev/max-drain-seconds": "90.5"},
             PodBusyProbe("http", 8080, "/state?who=ebb", 90.5),
         ),
+        (
+            {"ebb.dev/busy-probe": "http://:8080/busy", "ebb.dev/drain-handshake": "True"},
+            PodBusyProbe("http", 8080, "/busy", handshake=True),
+        ),
     ],
 )
 def test_busy_probe_annotation(annotations: dict[str, str], expected: PodBusyProbe | None) -> None:
@@ -433,6 +442,12 @@ def test_busy_probe_annotation(annotations: dict[str, str], expected: PodBusyPro
             "'soon'",
         ),
         ({"ebb.dev/max-drain-seconds": "60"}, "ebb.dev/max-drain-seconds", "add it too"),
+        ({"ebb.dev/drain-handshake": "true"}, "ebb.dev/drain-handshake", "add it too"),
+        (
+            {"ebb.dev/busy-probe": "http://:80/", "ebb.dev/drain-handshake": "yes"},
+            "ebb.dev/drain-handshake",
+            "'yes'",
+        ),
     ],
 )
 def test_busy_probe_annotation_errors_name_the_annotation(annotations: dict[str, str], key: str, words: str) -> None:
@@ -480,3 +495,155 @@ def test_label_selector_from_a_workload_spec_round_trips() -> None:
 def test_hpa_prediction_uses_the_same_core(values: dict[str, float], current: int, expected: int | None) -> None:
     specs = [MetricSpec("q", 5.0, "AverageValue")]
     assert predict_hpa_replicas(specs, values, current, 0, 10, T0) == expected
+
+
+def asked(cluster: km.KubernetesEmulator) -> list[str]:
+    return sorted(n for n, p in live_pods(cluster).items() if (p["metadata"].get("annotations") or {}).get(DRAINING))
+
+
+async def test_drain_handshake_removes_only_pods_that_confirmed_fake_apiserver(
+    cluster: km.KubernetesEmulator,
+    controller: ScaledObjectController,
+    endpoints: PodEndpoints,
+    redis_list: tuple[aioredis.Redis, str],
+) -> None:
+    client, key = redis_list
+    await client.rpush(key, "a", "b", "c")  # the core wants 1 of the 4
+    ips = {f"web-{n}": endpoints.ip(n) for n in range(4)}
+    for name in ("web-0", "web-1"):
+        endpoints.body[ips[name]] = '{"inFlight": 1}'
+    for name in ("web-2", "web-3"):
+        endpoints.body[ips[name]] = '{"inFlight": 0}'
+    body = scaled_object(key, endpoints.port, **{"ebb.dev/drain-handshake": "true"})
+    await controller.reconcile(put(cluster, body))
+    runtime = controller.runtimes[(NS, "worker")]
+    await runtime.loop.poll_once()
+    await settle(controller)
+    # Idle is not enough: nothing goes before a pod confirms it stopped taking work.
+    assert obj(cluster, DEPLOY_RES, "web")["spec"]["replicas"] == 4
+    chosen = asked(cluster)
+    assert len(chosen) == 3 and {"web-2", "web-3"} <= set(chosen)
+    [busy_one] = set(chosen) - {"web-2", "web-3"}
+    assert any("waiting for 3 asked to drain (1 busy" in m for *_, m in events(cluster))
+
+    # The idle pods read the annotation (Downward API) and confirm; a pod never asked says nothing of draining.
+    for name in ("web-2", "web-3"):
+        endpoints.body[ips[name]] = '{"inFlight": 0, "draining": true}'
+    assert isinstance(controller.clock, Clock)
+    controller.clock.now += 5
+    await runtime.loop.poll_once()
+    await settle(controller)
+    assert obj(cluster, DEPLOY_RES, "web")["spec"]["replicas"] == 2
+    assert costs(cluster)["web-2"] == costs(cluster)["web-3"] == "-200"
+    assert await replicaset(cluster, controller) == ["web-2", "web-3"]
+
+    # The busy one finishes its job, takes no other, confirms: it goes, and the other busy pod stays.
+    endpoints.body[ips[busy_one]] = '{"inFlight": 0, "draining": true}'
+    controller.clock.now += 5
+    await runtime.loop.poll_once()
+    await settle(controller)
+    assert obj(cluster, DEPLOY_RES, "web")["spec"]["replicas"] == 1
+    assert await replicaset(cluster, controller) == [busy_one]
+
+    # Done: nothing is left asked to drain, no cost ebb set remains.
+    controller.clock.now += 5
+    await runtime.loop.poll_once()
+    await settle(controller)
+    assert asked(cluster) == []
+    assert set(costs(cluster).values()) == {None}
+
+
+async def test_drain_handshake_asks_again_no_longer_when_the_scale_in_is_called_off_fake_apiserver(
+    cluster: km.KubernetesEmulator,
+    controller: ScaledObjectController,
+    endpoints: PodEndpoints,
+    redis_list: tuple[aioredis.Redis, str],
+) -> None:
+    client, key = redis_list
+    await client.rpush(key, *"abcdefghijklmn")  # 14 / 5: the core wants 3 of the 4
+    for n in range(4):
+        endpoints.body[endpoints.ip(n)] = '{"inFlight": 1}'
+    body = scaled_object(key, endpoints.port, **{"ebb.dev/drain-handshake": "true"})
+    await controller.reconcile(put(cluster, body))
+    runtime = controller.runtimes[(NS, "worker")]
+    await runtime.loop.poll_once()
+    await settle(controller)
+    assert len(asked(cluster)) == 1
+    await client.rpush(key, *"opqrstuvw")  # more work: no scale-in, the pod takes work again
+    assert isinstance(controller.clock, Clock)
+    controller.clock.now += 5
+    await runtime.loop.poll_once()
+    await settle(controller)
+    assert asked(cluster) == []
+
+
+def test_drain_handshake_chooses_a_statefulsets_highest_ordinals() -> None:
+    from ebb.kube.drain import PodDrainer, PodState
+    from ebb.targets.busy import BusyState
+
+    async def no_selector() -> str:
+        return ""
+
+    probe = PodBusyProbe("http", 8080, "/busy", handshake=True)
+    idle, drained = BusyState("idle"), BusyState("idle", draining=True)
+    states = [
+        PodState("db-0", idle),
+        PodState("db-1", BusyState("busy")),
+        PodState("db-2", drained, asked=True),
+        PodState("db-10", BusyState("busy"), asked=True),
+    ]
+    sts = PodDrainer(None, NS, "StatefulSet ns/db", probe, no_selector, statefulset=True)  # type: ignore[arg-type]
+    chosen = sts._choose(states, 2)
+    assert [s.name for s in chosen] == ["db-10", "db-2"]
+    assert sts._ready(chosen) == 0  # db-10 is busy: db-2 cannot go before it
+    rs = PodDrainer(None, NS, "Deployment ns/web", probe, no_selector)  # type: ignore[arg-type]
+    chosen = rs._choose(states, 2)
+    assert [s.name for s in chosen] == ["db-2", "db-10"]  # confirmed, then already asked
+    assert rs._ready(chosen) == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "kind", "draining"),
+    [
+        (b'{"inFlight": 0, "draining": true}', "idle", True),
+        (b'{"inFlight": 1, "draining": true}', "busy", True),
+        (b'{"busy": false}', "idle", False),
+        (b'{"inFlight": 0, "draining": "yes"}', "unknown", False),
+    ],
+)
+def test_a_draining_answer_is_read(body: bytes, kind: str, draining: bool) -> None:
+    from ebb.targets.busy import interpret_http
+
+    state = interpret_http(200, body)
+    assert (state.kind, state.draining) == (kind, draining)
+
+
+async def test_drain_handshake_in_hpa_mode_asks_early_and_warns_until_confirmed_fake_apiserver(
+    cluster: km.KubernetesEmulator,
+    controller: ScaledObjectController,
+    endpoints: PodEndpoints,
+    redis_list: tuple[aioredis.Redis, str],
+) -> None:
+    client, key = redis_list
+    await client.rpush(key, *"abcdefgh")  # 8 / 5 per replica: the HPA will want 2 of the 4
+    for n in range(4):
+        endpoints.body[endpoints.ip(n)] = '{"inFlight": 0}'
+    body = scaled_object(key, endpoints.port, mode="hpa", **{"ebb.dev/drain-handshake": "true"})
+    await controller.reconcile(put(cluster, body))
+    runtime = controller.runtimes[(NS, "worker")]
+    await runtime.loop.poll_once()
+    await settle(controller)
+    assert obj(cluster, DEPLOY_RES, "web")["spec"]["replicas"] == 4  # the HPA's to change, not ebb's
+    chosen = asked(cluster)
+    assert len(chosen) == 2
+    [risk] = [m for r, t, m in events(cluster) if r == "BusyPodsAtRisk" and t == "Warning"]
+    assert "HPA expected to scale 4→2: 0 of 2 pods confirmed drained" in risk
+
+    for name in chosen:  # they read the annotation and confirm: the lowest cost, for the HPA's scale-in
+        endpoints.body[endpoints.ip(int(name.split("-")[1]))] = '{"inFlight": 0, "draining": true}'
+    assert isinstance(controller.clock, Clock)
+    controller.clock.now += 5
+    await runtime.loop.poll_once()
+    await settle(controller)
+    assert {n: c for n, c in costs(cluster).items() if c == "-200"} == dict.fromkeys(chosen, "-200")
+    assert any("HPA expected to scale 4→2: 2 pods drained" in m for *_, m in events(cluster))

@@ -275,6 +275,7 @@ def test_admission_webhooks_are_kedas_and_trust_the_serving_certificate() -> Non
         "vclustercloudeventsource.ebb.dev",
         "vclustertriggerauthentication.ebb.dev",
         "vhttpscaledobject.ebb.dev",
+        "vinterceptorroute.ebb.dev",
         "vscaledjob.ebb.dev",
         "vscaledobject.ebb.dev",
         "vtriggerauthentication.ebb.dev",
@@ -285,12 +286,13 @@ def test_admission_webhooks_are_kedas_and_trust_the_serving_certificate() -> Non
     for name, webhook in webhooks.items():
         resource = name.split(".")[0][1:]
         group = "eventing.keda.sh" if "cloudeventsource" in resource else "keda.sh"
-        group = "http.keda.sh" if resource == "httpscaledobject" else group
+        group = "http.keda.sh" if resource in ("httpscaledobject", "interceptorroute") else group
+        version = "v1beta1" if resource == "interceptorroute" else "v1alpha1"
         assert webhook["clientConfig"] == {
             "service": {
                 "name": "ebb-metrics-api",
                 "namespace": NAMESPACE,
-                "path": f"/validate-{group.replace('.', '-')}-v1alpha1-{resource}",
+                "path": f"/validate-{group.replace('.', '-')}-{version}-{resource}",
                 "port": 9443,
             },
             "caBundle": ca_bundle,
@@ -299,7 +301,7 @@ def test_admission_webhooks_are_kedas_and_trust_the_serving_certificate() -> Non
         assert webhook["rules"] == [
             {
                 "apiGroups": [group],
-                "apiVersions": ["v1alpha1"],
+                "apiVersions": [version],
                 "operations": ["CREATE", "UPDATE"],
                 "resources": [f"{resource}s"],
             }
@@ -451,10 +453,14 @@ def test_interceptor_is_its_own_deployment_with_services_and_read_only_rbac() ->
     rules = _one(documents, "ClusterRole", "ebb-interceptor")["rules"]
     for group, resource in (
         ("http.keda.sh", "httpscaledobjects"),
+        ("http.keda.sh", "interceptorroutes"),
         ("", "services"),
+        ("", "configmaps"),
         ("discovery.k8s.io", "endpointslices"),
     ):
         assert _allows(rules, group, resource, "watch")
     assert not any(_allows(rules, g, r, "patch") for g, r in (("http.keda.sh", "httpscaledobjects"), ("", "services")))
+    assert _allows(rules, "", "events", "create")  # cold-start Events
     operator_rules = _one(documents, "ClusterRole", "ebb-operator")["rules"]
     assert _allows(operator_rules, "http.keda.sh", "httpscaledobjects/status", "patch")
+    assert _allows(operator_rules, "http.keda.sh", "interceptorroutes/status", "patch")

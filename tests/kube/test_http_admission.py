@@ -21,13 +21,22 @@ class HTTPObjects(Cluster):
         self.failing = failing
 
     async def get(self, api_version: str, kind: str, namespace: str, name: str) -> Mapping[str, Any] | None:
-        raise AssertionError("the route check lists; it reads no single object")
+        return None  # a ScaledObject's workload: not in the cluster (its requests are not checked then)
 
     async def list(self, api_version: str, kind: str, namespace: str) -> Sequence[Mapping[str, Any]]:
         if self.failing:
             raise ClusterUnavailable("cannot list HTTPScaledObject in any namespace: connection refused")
-        assert (api_version, kind, namespace) == ("http.keda.sh/v1alpha1", "HTTPScaledObject", "*")
-        return self.objects
+        if kind in ("ScaledObject", "HorizontalPodAutoscaler", "LimitRange"):
+            return [o for o in self.objects if o.get("kind") == kind and o["metadata"]["namespace"] == namespace]
+        assert (api_version, kind) in (
+            ("http.keda.sh/v1alpha1", "HTTPScaledObject"),
+            ("http.keda.sh/v1beta1", "InterceptorRoute"),
+        )
+        return [
+            o
+            for o in self.objects
+            if o.get("kind", "HTTPScaledObject") == kind and namespace in ("*", o["metadata"]["namespace"])
+        ]
 
 
 def hso(name: str, namespace: str = "shop", **spec: Any) -> dict[str, Any]:
@@ -150,3 +159,108 @@ async def test_the_webhook_serves_the_http_keda_sh_path() -> None:
     assert response.status == 200
     assert body["response"]["allowed"] is False
     assert "already routed by HTTPScaledObject shop/a" in body["response"]["status"]["message"]
+
+
+# --- InterceptorRoutes (http.keda.sh/v1beta1), and one scaler per workload ---------------------------------
+
+
+def ir(name: str, namespace: str = "shop", rules: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    return {
+        "apiVersion": "http.keda.sh/v1beta1",
+        "kind": "InterceptorRoute",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "target": {"service": name, "port": 80},
+            "rules": rules or [],
+            "scalingMetric": {"concurrency": {"targetValue": 10}},
+        },
+    }
+
+
+def ir_admission(obj: dict[str, Any]) -> dict[str, Any]:
+    body = admission(obj)
+    body["request"]["kind"] = {"group": "http.keda.sh", "version": "v1beta1", "kind": "InterceptorRoute"}
+    return body
+
+
+def scaled_object(name: str, target: str, namespace: str = "shop") -> dict[str, Any]:
+    return {
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "ScaledObject",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"scaleTargetRef": {"name": target}, "triggers": [{"type": "cron", "metadata": CRON}]},
+    }
+
+
+CRON = {"timezone": "UTC", "start": "0 8 * * *", "end": "0 18 * * *", "desiredReplicas": "2"}
+
+
+async def test_an_interceptor_route_claiming_an_http_scaled_objects_route_is_refused_naming_the_rule_field() -> None:
+    existing = hso("api", hosts=["shop.test"], pathPrefixes=["/api"])
+    rules = [{"hosts": ["other.test"]}, {"hosts": ["shop.test"], "paths": [{"value": "/web"}, {"value": "/api/"}]}]
+    outcome = await review(
+        ir_admission(ir("api-v2", rules=rules)), kind="InterceptorRoute", cluster=HTTPObjects(existing)
+    )
+    assert not outcome.allowed and outcome.reason == "conflicting-route"
+    assert outcome.message == (
+        "InterceptorRoute shop/api-v2: spec.rules[1].paths[1].value: host 'shop.test' and path prefix '/api' is "
+        "already routed by HTTPScaledObject shop/api (spec.pathPrefixes[0]); two routes (HTTPScaledObjects or "
+        "InterceptorRoutes) cannot claim the same host and path prefix (give one another host, prefix or headers)"
+    )
+
+
+async def test_an_http_scaled_object_claiming_an_interceptor_routes_route_is_refused() -> None:
+    existing = ir("web", "team-a", rules=[{"hosts": ["x.test"], "headers": [{"name": "X-V", "value": "1"}]}])
+    mine = hso("b", "team-b", hosts=["x.test"], headers=[{"name": "x-v", "value": "1"}])
+    outcome = await check(mine, existing)
+    assert not outcome.allowed
+    assert "already routed by InterceptorRoute team-a/web (spec.rules[0].hosts[0])" in outcome.message
+    assert outcome.message.startswith("HTTPScaledObject team-b/b: spec.hosts[0]:")
+    # Other headers: another route.
+    assert (await check(hso("b", "team-b", hosts=["x.test"]), existing)).allowed
+
+
+async def test_an_interceptor_route_and_an_http_scaled_object_of_the_same_name_may_overlap_the_migration_path() -> None:
+    existing = hso("web", hosts=["x.test"])
+    outcome = await review(
+        ir_admission(ir("web", rules=[{"hosts": ["x.test"]}])), kind="InterceptorRoute", cluster=HTTPObjects(existing)
+    )
+    assert outcome.allowed, outcome.message
+    assert (await check(hso("web", hosts=["x.test"]), ir("web", rules=[{"hosts": ["x.test"]}]))).allowed
+
+
+async def test_two_interceptor_routes_on_one_route_are_refused() -> None:
+    existing = ir("a", rules=[{"paths": [{"value": "/x"}]}])
+    outcome = await review(
+        ir_admission(ir("b", rules=[{"paths": [{"value": "/x/"}]}])),
+        kind="InterceptorRoute",
+        cluster=HTTPObjects(existing),
+    )
+    assert not outcome.allowed and "every host and path prefix '/x'" in outcome.message
+    assert "InterceptorRoute shop/a (spec.rules[0].paths[0].value)" in outcome.message
+
+
+async def test_a_scaled_object_on_a_workload_an_http_scaled_object_scales_is_refused_naming_the_field() -> None:
+    cluster = HTTPObjects(hso("web", hosts=["x.test"]))
+    body = admission(scaled_object("mine", "web"))
+    body["request"]["kind"] = {"group": "keda.sh", "version": "v1alpha1", "kind": "ScaledObject"}
+    outcome = await review(body, kind="ScaledObject", cluster=cluster)
+    assert not outcome.allowed and outcome.reason == "scaledobject"
+    assert outcome.message.startswith(
+        "ScaledObject shop/mine: spec.scaleTargetRef.name: the workload Deployment 'web' is already scaled by "
+        "HTTPScaledObject shop/web"
+    )
+    # Routing only (the add-on's annotation): the user's ScaledObject scales it.
+    routing = hso("web", hosts=["x.test"])
+    routing["metadata"]["annotations"] = {"httpscaledobject.keda.sh/skip-scaledobject-creation": "true"}
+    assert (await review(body, kind="ScaledObject", cluster=HTTPObjects(routing))).allowed
+
+
+async def test_an_http_scaled_object_on_a_workload_a_scaled_object_scales_is_refused_naming_the_field() -> None:
+    outcome = await check(hso("web", hosts=["x.test"]), scaled_object("mine", "web"))
+    assert not outcome.allowed and outcome.reason == "scaledobject"
+    assert outcome.message.startswith(
+        "HTTPScaledObject shop/web: spec.scaleTargetRef.name: the workload Deployment 'web' is already scaled by "
+        "ScaledObject shop/mine"
+    )
+    assert (await check(hso("web", hosts=["x.test"]), scaled_object("mine", "other"))).allowed

@@ -26,6 +26,7 @@ import pytest
 import yaml
 
 from tests._skips import needs
+from tests.http._support import free_ports, group, httpso
 from tests.runtime._support import make_backlog, scaled_group
 from tests.scalers._prometheus_server import free_port, prometheus_binary
 
@@ -96,14 +97,18 @@ def _resolve(expr: str, values: dict[str, str]) -> str:
 
 @pytest.fixture(scope="module")
 def scraped_run() -> Iterator[Prometheus]:
-    """`ebb run` (a ScaledObject scaling idle workers on a SQLite backlog) scraped every second by Prometheus."""
+    """`ebb run` (a ScaledObject scaling idle workers on a SQLite backlog, and an HTTPScaledObject the fixture sends
+    requests to through the interceptor) scraped every second by Prometheus."""
     if PROMETHEUS is None:
         pytest.skip(needs("prometheus", "apt-get install prometheus"))
     tmp = Path(tempfile.mkdtemp(prefix="ebb-grafana-"))
     db = tmp / "work.db"
     make_backlog(db, rows=6)
-    (tmp / "app.yaml").write_text(scaled_group("grafana-app", db, per_replica=2, max_replicas=4))
-    metrics_port, prom_port = free_port(), free_port()
+    web = free_ports(2)
+    http_docs = [group("grafana-web"), httpso("grafana-web", web, spec="hosts: [web.local]\n", polling=1)]
+    manifests = [scaled_group("grafana-app", db, per_replica=2, max_replicas=4), *http_docs]
+    (tmp / "app.yaml").write_text("---\n".join(manifests))
+    metrics_port, prom_port, http_port = free_port(), free_port(), free_port()
     env = {**os.environ, "COLUMNS": "200"}
     run = subprocess.Popen(
         [
@@ -114,6 +119,8 @@ def scraped_run() -> Iterator[Prometheus]:
             str(tmp / "app.yaml"),
             "--metrics-port",
             str(metrics_port),
+            "--http-port",
+            str(http_port),
             "--state",
             str(tmp / ".ebb" / "state.json"),
         ],
@@ -143,6 +150,15 @@ def scraped_run() -> Iterator[Prometheus]:
     p = Prometheus(f"http://127.0.0.1:{prom_port}")
     try:
         deadline = time.monotonic() + 90
+        served = 0
+        while served < 3:  # a cold start, then requests to the warm replica
+            assert time.monotonic() < deadline, "the interceptor never answered"
+            request = urllib.request.Request(f"http://127.0.0.1:{http_port}/", headers={"Host": "web.local"})
+            try:
+                with urllib.request.urlopen(request, timeout=30) as resp:
+                    served += resp.status == 200
+            except OSError:
+                time.sleep(0.2)
         while True:
             assert prom.poll() is None, (tmp / "prometheus.log").read_text()[-2000:]
             assert run.poll() is None, "ebb run exited"
@@ -150,7 +166,8 @@ def scraped_run() -> Iterator[Prometheus]:
                 # Enough samples for rate()/delta(): a few scrapes after the workers were scaled up.
                 ready = p.query('count_over_time(ebb_current_replicas{name="grafana-app"}[1m]) >= 4')
                 scaled = p.query('ebb_current_replicas{name="grafana-app"} > 0')
-                if ready and scaled:
+                routed = p.query('count_over_time(ebb_http_requests_total{name="grafana-web"}[1m]) >= 4')
+                if ready and scaled and routed:
                     break
             except OSError:
                 pass
@@ -176,10 +193,13 @@ def test_every_panel_of_kedas_dashboard_returns_data(scraped_run: Prometheus) ->
     for name, (metric, label) in KEDA_VARIABLES.items():
         if name == "namespace":
             continue
-        found = scraped_run.label_values(f'{metric}{{exported_namespace="{values["namespace"]}"}}', label)
+        selector = f'exported_namespace="{values["namespace"]}"'
+        if "scaledObject" in values:  # as a user picks them: the scaler and metric of the chosen object
+            selector += f', scaledObject="{values["scaledObject"]}"'
+        found = scraped_run.label_values(f"{metric}{{{selector}}}", label)
         assert found, f"variable ${name} has no values"
         values[name] = found[0]
-    assert values["scaler"] == "sqliteScaler"
+    assert values["scaledObject"] == "grafana-app" and values["scaler"] == "sqliteScaler"
     for title, expr in KEDA_PANELS:
         result = scraped_run.query(_resolve(expr, values))
         assert result, f"{title}: no data for {_resolve(expr, values)}"
@@ -196,8 +216,10 @@ def test_every_panel_of_ebbs_dashboard_returns_data(scraped_run: Prometheus) -> 
         found = scraped_run.label_values(_resolve(m.group(1), values), m.group(2))
         assert found, f"variable ${var['name']} has no values"
         values[var["name"]] = found[0]
-    exprs = [(p["title"], t["expr"]) for p in dashboard["panels"] for t in p["targets"]]
+    exprs = [(p["title"], t["expr"]) for p in dashboard["panels"] for t in p.get("targets", ())]
     assert len(exprs) >= 7
+    assert values["route"] == "grafana-web"
+    assert sum("ebb_http_" in expr for _, expr in exprs) >= 10  # the HTTP row
     for title, expr in exprs:
         result = scraped_run.query(_resolve(expr, values))
         assert result, f"{title}: no data for {_resolve(expr, values)}"

@@ -357,3 +357,68 @@ async def test_a_long_drain_is_reported_again(group: MakeGroup, tmp_path: Path, 
     await target.set_replicas(1)
     await wait_until(lambda: reasons(events).count("Draining") >= 3, "three reports of one drain", within=5)
     assert all(m.startswith("waiting for 1 busy worker(s) (longest ") for r, m, _ in events if r == "Draining")
+
+
+async def test_a_worker_that_took_an_item_before_its_sigterm_is_asked_again_before_sigkill(
+    tmp_path: Path, events: Events
+) -> None:
+    # Idle at the probe; its SIGTERM finds it holding an item (the race): it finishes it in 0.8 s, past the grace.
+    busy = tmp_path / "busy-1"
+    script = (
+        "import os, signal, sys, time\n"
+        f"busy = {str(busy)!r}\n"
+        "def finish(*_):\n"
+        "    open(busy, 'w').close(); time.sleep(0.8); os.unlink(busy)\n"
+        "    print('finished item', flush=True); sys.exit(0)\n"
+        "signal.signal(signal.SIGTERM, finish)\nprint('ready', flush=True)\ntime.sleep(60)\n"
+    )
+    rec = Recorder()
+    target = ProcessGroupTarget(
+        "x",
+        [sys.executable, "-u", "-c", script],
+        termination_grace_period=0.2,
+        output=rec,
+        busy_probe=BusyProbe(file=str(tmp_path / "busy-{index}"), period_seconds=0.1),
+        max_drain_seconds=5,
+        on_event=lambda r, m, t: events.append((r, m, t)),
+    )
+    try:
+        await target.set_replicas(2)
+        await wait_until(lambda: rec.count("x-1", "ready") == 1, "worker ready")
+        assert await target.busy_replicas() == 0
+        await target.set_replicas(1)
+        await wait_until(lambda: len(target.recent_exits()) == 1, "x-1 exited", within=4)
+        exit_ = target.recent_exits()[0]
+        assert (exit_.returncode, exit_.killed) == (0, False)
+        assert "finished item" in rec.of("x-1")
+        assert "DrainExtended" in reasons(events)
+    finally:
+        await target.close()
+
+
+async def test_a_worker_still_busy_after_the_extension_is_killed(tmp_path: Path, events: Events) -> None:
+    busy = tmp_path / "busy-1"
+    script = (
+        "import signal, time\n"
+        f"busy = {str(busy)!r}\n"
+        "def hold(*_):\n    open(busy, 'w').close(); time.sleep(60)\n"
+        "signal.signal(signal.SIGTERM, hold)\nprint('ready', flush=True)\ntime.sleep(60)\n"
+    )
+    rec = Recorder()
+    target = ProcessGroupTarget(
+        "x",
+        [sys.executable, "-u", "-c", script],
+        termination_grace_period=0.2,
+        output=rec,
+        busy_probe=BusyProbe(file=str(tmp_path / "busy-{index}"), period_seconds=0.1),
+        max_drain_seconds=0.5,
+        on_event=lambda r, m, t: events.append((r, m, t)),
+    )
+    try:
+        await target.set_replicas(2)
+        await wait_until(lambda: rec.count("x-1", "ready") == 1, "worker ready")
+        await target.set_replicas(1)
+        await wait_until(lambda: len(target.recent_exits()) == 1, "x-1 killed", within=4)
+        assert target.recent_exits()[0].killed
+    finally:
+        await target.close()

@@ -32,6 +32,7 @@ from ebb.http.client import HIGH_WATER, Connection, ResponseHead, UpstreamClient
 from ebb.http.pool import Replica
 from ebb.http.rate import RequestRate
 from ebb.http.routing import RoutingTable
+from ebb.http.stats import RouteStats
 from ebb.http.upstream import UpstreamPool
 
 log = logging.getLogger("ebb.http")
@@ -100,6 +101,8 @@ class Route:
     static: Callable[[RequestHead], StaticAnswer | None] | None = None
     #: A placeholder was served and no replica was ready since: the route's scaler reports demand.
     placeholder_pending: bool = False
+    #: What the route's traffic did, for /metrics, the dashboard and cold-start Events (ebb.http.stats).
+    stats: RouteStats = field(default_factory=RouteStats)
 
     def notify(self) -> None:
         for listener in self.listeners:
@@ -467,10 +470,9 @@ class _ClientConnection(asyncio.Protocol):
         self._url.append(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        size = len(name) + len(value)
-        if size > MAX_FIELD_SIZE:
+        if len(value) > MAX_FIELD_SIZE or len(name) > MAX_FIELD_SIZE:
             raise _HeadTooBig(431, f"header field longer than {MAX_FIELD_SIZE} bytes")
-        self._head_size += size + 4
+        self._head_size += len(name) + len(value) + 4
         if self._head_size > MAX_HEAD_SIZE:
             raise _HeadTooBig(431, f"header fields longer than {MAX_HEAD_SIZE} bytes in all")
         if len(self._headers) >= MAX_HEADERS:
@@ -578,7 +580,11 @@ class _ClientConnection(asyncio.Protocol):
         """A request the interceptor cannot read: one answer, one debug line, the connection closed."""
         server_log.debug("bad request from %s: %s", self.remote or "a client", message)
         self._broken = True
-        if self.task is None:
+        if not self.response_started:
+            # A request whose body turned out malformed: its handler (not started yet when the error came in the
+            # same read) is called off, and the client gets the answer.
+            if self.task is not None:
+                self.task.cancel()
             self.write(_text(status, message, close=True))
         self.close()
 
@@ -697,6 +703,7 @@ class Interceptor:
         if answer is None:
             route.in_flight += 1
             route.requests += 1
+            route.stats.request_started()
             if route.rate is not None:
                 route.rate.record(self.clock())
         self._in_flight += 1
@@ -711,6 +718,7 @@ class Interceptor:
                 else:
                     await self._serve(conn, request, route)
         except TimeoutError:
+            route.stats.timeout()
             if conn.response_started:
                 conn.abort()  # headers are out: cutting the connection is all that is left
             else:
@@ -754,6 +762,7 @@ class Interceptor:
                 return
             if replica is None:
                 if route.held >= self.max_held:
+                    route.stats.rejected_full()
                     conn.write(_text(503, f"{route.ref}: too many requests waiting for a replica ({self.max_held})"))
                     return
                 route.held += 1
@@ -761,7 +770,8 @@ class Interceptor:
                     route.cold_starts += 1
                 route.notify()
                 try:
-                    replica = await route.pool.wait(within=route.condition_wait)
+                    with route.stats.holding() as hold:
+                        replica = hold.done(await route.pool.wait(within=route.condition_wait))
                 finally:
                     route.held -= 1
                 if replica is None:
@@ -769,6 +779,7 @@ class Interceptor:
                         await self._proxy(conn, request, route, route.failover, None)
                         return
                     wait = route.condition_wait
+                    route.stats.timeout()
                     conn.write(_text(504, f"{route.ref}: no replica of {route.target} became ready within {wait:g}s"))
                     return
             try:
@@ -795,6 +806,7 @@ class Interceptor:
                 if replica is not None and isinstance(exc, ConnectionRefusedError) and not _body_started(request):
                     raise _Refused from exc
                 reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+                route.stats.upstream_error()
                 conn.write(_text(502, f"{route.ref}: cannot connect to {route.target}: {reason}"))
                 return
             upstream.begin(head_only=request.method == "HEAD")
@@ -804,6 +816,7 @@ class Interceptor:
                 head = await upstream.head(route.response_header)
             except TimeoutError:
                 _drop(upstream, pump)
+                route.stats.timeout()
                 timeout = route.response_header
                 conn.write(_text(504, f"{route.ref}: {route.target} sent no response headers within {timeout:g}s"))
                 return
@@ -811,6 +824,7 @@ class Interceptor:
                 _drop(upstream, pump)
                 if exc.got_nothing and upstream.reused and body is None and attempt == 0:
                     continue  # a kept-alive connection the replica had closed: once more on a new one
+                route.stats.upstream_error()
                 conn.write(_text(502, f"{route.ref}: {route.target} failed: {exc}"))
                 return
             except BaseException:
@@ -891,6 +905,8 @@ class Interceptor:
         except (UpstreamError, ConnectionError) as exc:
             # Headers are out: the only honest signal left is to cut the connection.
             log.info("%s: upstream failed mid-response: %s", route.ref, exc)
+            if isinstance(exc, UpstreamError):  # not the client's own disconnect
+                route.stats.upstream_error()
             conn.abort()
         finally:
             conn.upstream = None

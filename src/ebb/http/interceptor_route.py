@@ -21,11 +21,13 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from ebb.http.interceptor import RequestHead, Route, StaticAnswer
+from ebb.http.rate import RequestRate
 from ebb.http.routing import HeaderMatch, RouteRule, strip_port
 from ebb.spec.models import (
     RESPONSE_BODY_LABEL,
     ConfigMap,
     InterceptorRoute,
+    InterceptorRouteTimeouts,
     RoutingRule,
     ScaledObject,
     StaticResponse,
@@ -99,12 +101,20 @@ def _headers(request: RequestHead) -> dict[str, list[str]]:
     return out
 
 
-def config_map_problem(route: InterceptorRoute, response: StaticResponse, resources: ResourceSet) -> str | None:
-    """Why a response's ConfigMap cannot give a body (said once when `ebb run` starts), or None."""
+#: Finds a ConfigMap by (namespace, name): the loaded manifests under `ebb run`, a watch on Kubernetes.
+ConfigMaps = Callable[[str, str], ConfigMap | None]
+
+
+def manifest_config_maps(resources: ResourceSet) -> ConfigMaps:
+    return lambda namespace, name: resources.get(ConfigMap, namespace, name)
+
+
+def config_map_problem(route: InterceptorRoute, response: StaticResponse, config_maps: ConfigMaps) -> str | None:
+    """Why a response's ConfigMap cannot give a body (said once per change of the route), or None."""
     ref = response.body_from_config_map
     if ref is None:
         return None
-    config_map = resources.get(ConfigMap, route.metadata.namespace, ref.name)
+    config_map = config_maps(route.metadata.namespace, ref.name)
     namespace = route.metadata.namespace
     if config_map is None or config_map.metadata.labels.get(RESPONSE_BODY_LABEL) != "true":
         label = f'{RESPONSE_BODY_LABEL}: "true"'
@@ -115,11 +125,11 @@ def config_map_problem(route: InterceptorRoute, response: StaticResponse, resour
 
 
 def responder(
-    route: InterceptorRoute, response: StaticResponse, default_status: int, resources: ResourceSet
+    route: InterceptorRoute, response: StaticResponse, default_status: int, config_maps: ConfigMaps
 ) -> Callable[[RequestHead], web.StreamResponse]:
-    """The static response as a handler; a ConfigMap body is read from the loaded manifests."""
+    """The static response as a handler; a ConfigMap body is read when answering (an edit applies at once)."""
     status = response.status_code or default_status
-    problem = config_map_problem(route, response, resources)
+    problem = config_map_problem(route, response, config_maps)
 
     def respond(request: RequestHead) -> web.StreamResponse:
         headers: CIMultiDict[str] = CIMultiDict(response.headers)
@@ -128,8 +138,9 @@ def responder(
         if ref is not None:
             if problem is not None:
                 return web.Response(status=500, text=f"{route.ref}: {problem}\n")
-            config_map = resources.get(ConfigMap, route.metadata.namespace, ref.name)
-            assert config_map is not None
+            config_map = config_maps(route.metadata.namespace, ref.name)
+            if config_map is None:  # deleted since the route was configured
+                return web.Response(status=500, text=f"{route.ref}: ConfigMap {ref.name} is gone\n")
             key = ref.key or (request.path.removeprefix("/") or DEFAULT_CONFIG_MAP_KEY)
             # A key derived from the path that is missing is an empty body (a missing /favicon.ico is no error).
             body = config_map.data.get(key, "")
@@ -142,11 +153,11 @@ def responder(
 
 
 def static_matcher(
-    route: InterceptorRoute, resources: ResourceSet
+    route: InterceptorRoute, config_maps: ConfigMaps
 ) -> Callable[[RequestHead], StaticAnswer | None] | None:
     """First static route with a matching rule wins; None when the route has no static routes."""
     statics: list[tuple[StaticRoute, StaticAnswer]] = [
-        (static, StaticAnswer(responder(route, static.response, 200, resources), static.response_mode == "Always"))
+        (static, StaticAnswer(responder(route, static.response, 200, config_maps), static.response_mode == "Always"))
         for static in route.spec.static_routes
     ]
     if not statics:
@@ -160,3 +171,38 @@ def static_matcher(
         return None
 
     return match
+
+
+def configure_route(
+    route: Route,
+    ir: InterceptorRoute,
+    *,
+    fallback_url: str | None,
+    config_maps: ConfigMaps,
+    condition_wait: float | None,
+    response_header: float | None,
+) -> list[str]:
+    """Set `route` from the InterceptorRoute's spec (`ebb run` and `ebb interceptor` alike); returns the problems
+    of its static responses (a ConfigMap that cannot give a body: those answers get a 500).
+
+    `condition_wait` and `response_header` are the interceptor's own settings, used where the route leaves a
+    timeout unset; "0s" (or less) is no deadline of that kind. A changed window or granularity starts a new
+    rate; an unchanged one keeps counting (an edit of the route does not zero its load).
+    """
+    spec = ir.spec
+    readiness = spec.readiness_seconds
+    header = InterceptorRouteTimeouts.seconds(spec.timeouts.response_header)
+    request = InterceptorRouteTimeouts.seconds(spec.timeouts.request)
+    route.condition_wait = condition_wait if readiness is None else (readiness if readiness > 0 else None)
+    route.response_header = response_header if header is None else (header if header > 0 else None)
+    route.request_timeout = request if request is not None and request > 0 else None
+    route.failover = fallback_url
+    rate_spec = spec.scaling_metric.request_rate
+    window, granularity = (rate_spec.window_seconds, rate_spec.granularity_seconds) if rate_spec else (60.0, 1.0)
+    if route.rate is None or (route.rate.window, route.rate.granularity) != (window, granularity):
+        route.rate = RequestRate(window, granularity)
+    placeholder = spec.placeholder
+    route.placeholder = responder(ir, placeholder, 503, config_maps) if placeholder is not None else None
+    route.static = static_matcher(ir, config_maps)
+    responses = [static.response for static in spec.static_routes] + ([placeholder] if placeholder else [])
+    return [problem for r in responses if (problem := config_map_problem(ir, r, config_maps)) is not None]

@@ -24,11 +24,12 @@ from ebb.http.interceptor import (
     Interceptor,
     Route,
 )
-from ebb.http.interceptor_route import config_map_problem, responder, route_rules, scaled_objects_for, static_matcher
+from ebb.http.interceptor_route import configure_route, manifest_config_maps, route_rules, scaled_objects_for
 from ebb.http.pool import DrainingTarget, ReplicaPool, replica_env
 from ebb.http.rate import RequestRate
 from ebb.http.routing import HeaderMatch, RouteRule, RoutingTable
 from ebb.http.scaler import InterceptorScaler
+from ebb.observe.http_routes import RouteInfo, route_identity, route_infos
 from ebb.runtime.build import object_ref
 from ebb.runtime.observer import ObjectRef
 from ebb.runtime.scaled_object import ScaledObjectLoop
@@ -39,7 +40,6 @@ from ebb.spec.convert import created_at, object_policy
 from ebb.spec.models import (
     HTTPScaledObject,
     InterceptorRoute,
-    InterceptorRouteTimeouts,
     ScaledObject,
     interceptor_route_of,
 )
@@ -116,6 +116,7 @@ class HTTPFrontend:
     targets: list[DrainingTarget] = field(default_factory=list)
     problem: Callable[[ObjectRef, str], None] | None = None
     interceptor: Interceptor | None = None
+    rules: list[RouteRule[Route]] = field(default_factory=list)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def build(self, runtime: LocalRuntime) -> None:
@@ -140,6 +141,7 @@ class HTTPFrontend:
             except EbbError as exc:
                 self.problem(ObjectRef(obj.kind, obj.metadata.namespace, obj.name), str(exc))
                 route = Route(ref=obj.ref, target="?", pool=None, broken=str(exc))
+            self._observe(runtime, route)
             spec = obj.spec
             rules.append(
                 RouteRule(
@@ -156,9 +158,11 @@ class HTTPFrontend:
             except EbbError as exc:
                 self.problem(ObjectRef(ir.kind, ir.metadata.namespace, ir.name), str(exc))
                 route = Route(ref=ir.ref, target="?", pool=None, broken=str(exc))
+            self._observe(runtime, route)
             order = (created_at(ir), ir.metadata.namespace, ir.name)  # type: ignore[arg-type]
             rules.extend(route_rules(ir, route, order))
         self._unpaired_triggers(runtime)
+        self.rules = rules
         self.interceptor = Interceptor(
             RoutingTable(rules),
             [rule.route for rule in rules],
@@ -166,6 +170,20 @@ class HTTPFrontend:
             port=self.options.port,
             max_held=self.options.max_held,
         )
+
+    def _observe(self, runtime: LocalRuntime, route: Route) -> None:
+        """The route's cold starts reach ebb's Event recorder (event log, console, CloudEvents, metrics)."""
+        kind, namespace, name = route_identity(route.ref)
+        ref = ObjectRef(kind, namespace, name)
+        observer, clock = runtime.observer, runtime.options.clock
+        route.stats.listeners.append(lambda event: observer.event(ref, event, clock()))
+        route.stats.ready = lambda: route.pool.ready_count() if route.pool is not None else 0
+        route.stats.condition_wait = lambda: route.condition_wait
+        route.stats.later = lambda delay, call: asyncio.get_running_loop().call_later(delay, call)
+
+    def route_infos(self) -> list[RouteInfo]:
+        """The routes with their hosts and paths (empty until `build`), for /metrics and /api/routes."""
+        return route_infos(self.rules)
 
     def _build_one(self, runtime: LocalRuntime, obj: HTTPScaledObject, claimed: dict[tuple[str, str], str]) -> Route:
         spec = obj.spec
@@ -298,30 +316,21 @@ class HTTPFrontend:
             first.target = draining
             self.targets.append(draining)
             self.pools.append(pool)
-        readiness = spec.readiness_seconds
-        header = InterceptorRouteTimeouts.seconds(spec.timeouts.response_header)
-        request = InterceptorRouteTimeouts.seconds(spec.timeouts.request)
-        rate_spec = spec.scaling_metric.request_rate
-        placeholder = spec.placeholder
         route = Route(
             ref=ref,
             target=f"ProcessGroup {first.target.name}" if hasattr(first.target, "name") else so.ref,
             pool=pool,
-            # "0s" (or less) is no deadline of that kind; unset is the interceptor's own setting.
-            condition_wait=self.options.condition_wait if readiness is None else (readiness if readiness > 0 else None),
-            response_header=self.options.response_header if header is None else (header if header > 0 else None),
-            request_timeout=request if request is not None and request > 0 else None,
-            failover=fallback_url,
-            rate=RequestRate(rate_spec.window_seconds, rate_spec.granularity_seconds)
-            if rate_spec is not None
-            else RequestRate(60.0, 1.0),
-            placeholder=responder(ir, placeholder, 503, runtime.resources) if placeholder is not None else None,
-            static=static_matcher(ir, runtime.resources),
         )
-        responses = [static.response for static in spec.static_routes] + ([placeholder] if placeholder else [])
-        for response in responses:
-            problem = config_map_problem(ir, response, runtime.resources)
-            if problem is not None and self.problem is not None:
+        problems = configure_route(
+            route,
+            ir,
+            fallback_url=fallback_url,
+            config_maps=manifest_config_maps(runtime.resources),
+            condition_wait=self.options.condition_wait,
+            response_header=self.options.response_header,
+        )
+        for problem in problems:
+            if self.problem is not None:
                 self.problem(
                     ObjectRef(ir.kind, ir.metadata.namespace, ir.name), f"{ref}: {problem} (answers get a 500)"
                 )

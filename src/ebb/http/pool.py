@@ -253,6 +253,10 @@ class DrainingTarget:
         self.name = group.name
         self._desired: int | None = None
         self._draining: asyncio.Task[None] | None = None
+        if group.busy_probe is not None:
+            # The group drains by its busyProbe (idle replicas first, busy ones once idle): this target defers to
+            # it; a draining replica leaves the pool as soon as the group says so.
+            group.listeners.append(pool.sync)
 
     async def get_replicas(self) -> int:
         return self._desired if self._desired is not None else await self.group.get_replicas()
@@ -265,6 +269,12 @@ class DrainingTarget:
                 await self._draining
             self._draining = None
         current = await self.group.get_replicas()
+        if self.group.busy_probe is not None:
+            self.pool.limit = None
+            await self.group.set_replicas(n)
+            self.pool.sync()
+            self.pool.kick()
+            return
         if n >= current:
             self.pool.limit = None
             await self.group.set_replicas(n)

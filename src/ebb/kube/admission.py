@@ -28,6 +28,7 @@ from ebb.spec.models import (
     TRANSFER_HPA_OWNERSHIP_ANNOTATION,
     ClusterTriggerAuthentication,
     HTTPScaledObject,
+    InterceptorRoute,
     KubeObject,
     ScaledJob,
     ScaledObject,
@@ -49,6 +50,7 @@ KINDS_BY_PATH: Final = {
     "/validate-eventing-keda-sh-v1alpha1-cloudeventsource": "CloudEventSource",
     "/validate-eventing-keda-sh-v1alpha1-clustercloudeventsource": "ClusterCloudEventSource",
     "/validate-http-keda-sh-v1alpha1-httpscaledobject": "HTTPScaledObject",
+    "/validate-http-keda-sh-v1beta1-interceptorroute": "InterceptorRoute",
 }
 _CLUSTER_SCOPED: Final = frozenset({"ClusterTriggerAuthentication", "ClusterCloudEventSource"})
 #: verifyCPUMemoryScalers reads the pod template of these targets only (KEDA's GVK strings).
@@ -576,6 +578,10 @@ async def _check_scaled_object(
             return Denial(exc.obj, exc.field, exc.message, "scaling-modifiers"), notes
     try:
         denial = await check_conflicts(so, index, cluster)
+        if denial is None and cluster is not None:
+            from ebb.kube.http_admission import check_workload_of_scaled_object
+
+            denial = await check_workload_of_scaled_object(so, cluster)
         if denial is None and not dry_run:  # KEDA skips this check on dry runs
             denial = await verify_cpu_memory(so, cluster)
     except ClusterUnavailable as exc:
@@ -586,14 +592,17 @@ async def _check_scaled_object(
     return denial, notes
 
 
-async def _review_http(obj: HTTPScaledObject, cluster: Cluster | None, allowed: Review) -> Review:
-    """Routes claimed twice are refused (kube/http_admission.py); a cluster that cannot be read lets it through."""
-    from ebb.kube.http_admission import check_routes
+async def _review_http(obj: HTTPScaledObject | InterceptorRoute, cluster: Cluster | None, allowed: Review) -> Review:
+    """Routes claimed twice, and a workload an HTTPScaledObject would scale beside a ScaledObject, are refused
+    (kube/http_admission.py); a cluster that cannot be read lets it through."""
+    from ebb.kube.http_admission import check_routes, check_workload_of_http
 
     if cluster is None:
         return allowed
     try:
         denial = await check_routes(obj, cluster)
+        if denial is None and isinstance(obj, HTTPScaledObject):
+            denial = await check_workload_of_http(obj, cluster)
     except ClusterUnavailable as exc:
         return replace(allowed, warnings=(f"{obj.ref}: routes not checked against the cluster: {exc}",))
     if denial is None:
@@ -657,7 +666,7 @@ async def review(
     if errors or parsed is None:
         errors = errors or [SpecError(label, "", "not a valid object")]
         return Review(uid, kind, namespace, action, False, _join(errors), _reason(errors[0]))
-    if isinstance(parsed, HTTPScaledObject):
+    if isinstance(parsed, HTTPScaledObject | InterceptorRoute):
         return await _review_http(parsed, cluster, Review(uid, kind, namespace, action))
     if not isinstance(parsed, ScaledObject | ScaledJob):
         return Review(uid, kind, namespace, action)

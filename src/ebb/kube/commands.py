@@ -129,7 +129,7 @@ def register(app: typer.Typer) -> None:
             str,
             typer.Option(
                 help="The `ebb interceptor` admin Service: the operator follows a stream from each of its ready "
-                "endpoints for HTTPScaledObjects' load."
+                "endpoints for the load of HTTPScaledObjects and InterceptorRoutes."
             ),
         ] = "ebb-interceptor-admin",
         interceptor_namespace: Annotated[
@@ -186,7 +186,9 @@ def register(app: typer.Typer) -> None:
         namespace: Annotated[
             list[str] | None,
             typer.Option(
-                "--namespace", "-n", help="Route this namespace's HTTPScaledObjects (repeatable). Default: all."
+                "--namespace",
+                "-n",
+                help="Route this namespace's HTTPScaledObjects and InterceptorRoutes (repeatable). Default: all.",
             ),
         ] = None,
         host: Annotated[str, typer.Option(help="Address of the proxy.")] = "0.0.0.0",
@@ -200,17 +202,18 @@ def register(app: typer.Typer) -> None:
         ] = 10_000,
         condition_wait: Annotated[
             float,
-            typer.Option(help="Seconds a request waits for a ready endpoint when its HTTPScaledObject does not say."),
+            typer.Option(help="Seconds a request waits for a ready endpoint when its route does not say."),
         ] = 30.0,
         response_header_timeout: Annotated[
-            float, typer.Option(help="Seconds to wait for response headers when the HTTPScaledObject does not say.")
+            float, typer.Option(help="Seconds to wait for response headers when the route does not say.")
         ] = 300.0,
         drain_grace: Annotated[
             float, typer.Option(help="On SIGTERM, seconds that requests in flight get to finish.")
         ] = 30.0,
         log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
     ) -> None:
-        """Run the HTTP interceptor on Kubernetes: routes from HTTPScaledObjects, endpoints from EndpointSlices."""
+        """Run the HTTP interceptor on Kubernetes: routes from HTTPScaledObjects and InterceptorRoutes, endpoints from
+        EndpointSlices."""
 
         from lightkube.core.exceptions import ConfigError
 

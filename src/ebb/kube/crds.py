@@ -371,7 +371,8 @@ _KINDS: Final[list[tuple[type[KubeObject], str, str, list[str], list[Schema], Sc
         "Namespaced",
         [],
         [_column("TargetService", ".spec.target.service"), _condition("Ready"), _AGE],
-        {"type": "object", "properties": {"conditions": _conditions()}},
+        # metav1.Condition, as the add-on's InterceptorRouteStatus (its controller writes a transition time).
+        {"type": "object", "properties": {"conditions": _metav1_conditions()}},
     ),
 ]
 

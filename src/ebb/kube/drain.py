@@ -11,6 +11,12 @@ Direct mode also holds the scale-in back: it writes only as many removals as the
 once more pods are idle or ebb.dev/max-drain-seconds has passed. HPA mode cannot hold the HPA back: ebb
 predicts its decision from the same core and keeps the costs fresh while a scale-in is pending (best effort).
 A StatefulSet ignores pod-deletion-cost: it always removes the highest ordinal.
+
+With ebb.dev/drain-handshake the probe-then-remove race is closed: before a scale-in ebb annotates the pods it
+chose `ebb.dev/draining: "true"`; each reads its annotations through a Downward API file, stops taking new work,
+and once its work is done its busy probe answers `{"inFlight": 0, "draining": true}`. Only pods that confirmed
+so are removed: they get the lowest cost of all (CONFIRMED_COST), and /scale goes down by their number (direct
+mode). A StatefulSet's chosen pods are its highest ordinals (the ones it will remove).
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ from ebb.kube.client import API_ERRORS, POD, AsyncClient, api_message, to_dict
 from ebb.scalers.base import MetricSpec
 from ebb.scaling.hpa import HorizontalAutoscaler, MetricSample
 from ebb.scaling.types import LifecycleState
-from ebb.spec.drain import PodBusyProbe
+from ebb.spec.drain import DRAINING_POD_ANNOTATION, PodBusyProbe
 from ebb.targets.busy import BusyState, describe_duration, probe_http, unknown
 
 log = logging.getLogger("ebb.operator")
@@ -45,6 +51,8 @@ MARK_ANNOTATION = "ebb.dev/deletion-cost"
 IDLE_COST = -100
 BUSY_COST = 100
 UNKNOWN_COST = 200
+#: A pod that confirmed the drain handshake (asked to drain, says draining and idle): removed before any other.
+CONFIRMED_COST = -200
 PROBE_TIMEOUT = 2.0
 
 #: What listing a target's pods may raise: the API, or a selector ebb cannot read (ValueError, TargetError).
@@ -62,10 +70,23 @@ class PodState:
     cost: str | None = None
     mark: str | None = None
     ip: str | None = None
+    #: ebb asked this pod to drain (it carries ebb.dev/draining: "true").
+    asked: bool = False
 
     @property
     def busy(self) -> bool:
         return self.state.busy
+
+    @property
+    def confirmed(self) -> bool:
+        """Asked to drain, and says it is draining with nothing in flight: safe to remove."""
+        return self.asked and self.state.idle and self.state.draining
+
+    @property
+    def ordinal(self) -> int:
+        """A StatefulSet pod's ordinal (the name's numeric suffix); -1 for a name without one."""
+        head, _, tail = self.name.rpartition("-")
+        return int(tail) if head and tail.isdigit() else -1
 
     @property
     def wanted(self) -> tuple[str, str]:
@@ -194,6 +215,8 @@ class PodDrainer:
     selector: Callable[[], Awaitable[str]]
     clock: Callable[[], float] = time.time
     on_event: EventSink | None = None
+    #: The target is a StatefulSet: it removes its highest ordinals whatever the costs say.
+    statefulset: bool = False
     timeout: float = PROBE_TIMEOUT
     #: When each pod was first seen busy, by name (for "longest 4 min").
     busy_since: dict[str, float] = field(default_factory=dict)
@@ -246,6 +269,7 @@ class PodDrainer:
                     annotations.get(DELETION_COST_ANNOTATION),
                     annotations.get(MARK_ANNOTATION),
                     str(ip) if ip else None,
+                    annotations.get(DRAINING_POD_ANNOTATION) == "true",
                 )
 
             states = list(await asyncio.gather(*(one(p) for p in pods)))
@@ -317,9 +341,12 @@ class PodDrainer:
             log.debug("%s: cannot list pods to clear deletion costs: %s", self.label, exc)
             return
         writes = [
-            self._patch(str(p["metadata"]["name"]), {DELETION_COST_ANNOTATION: None, MARK_ANNOTATION: None})
+            self._patch(
+                str(p["metadata"]["name"]),
+                {DELETION_COST_ANNOTATION: None, MARK_ANNOTATION: None, DRAINING_POD_ANNOTATION: None},
+            )
             for p in pods
-            if MARK_ANNOTATION in ((p.get("metadata") or {}).get("annotations") or {})
+            if {MARK_ANNOTATION, DRAINING_POD_ANNOTATION} & set((p.get("metadata") or {}).get("annotations") or {})
         ]
         await asyncio.gather(*writes)
 
@@ -331,6 +358,110 @@ class PodDrainer:
             return await self._plan_scale_in(current, desired)
 
     async def _plan_scale_in(self, current: int, desired: int) -> int:
+        if self.probe.handshake:
+            return await self._plan_handshake(current, desired, hold=True)
+        return await self._plan_by_probe(current, desired)
+
+    def _choose(self, states: Sequence[PodState], removing: int) -> list[PodState]:
+        """The pods to ask to drain: a StatefulSet's highest ordinals; otherwise pods already asked (they stopped
+        taking work), then idle ones, then busy ones with the least in flight, then those that did not answer."""
+        if removing <= 0:
+            return []
+        if self.statefulset:
+            return sorted(states, key=lambda s: -s.ordinal)[:removing]
+        rank = {"idle": 0, "busy": 1, "unknown": 2}
+
+        def key(s: PodState) -> tuple[int, int, int, int]:
+            return (not s.confirmed, not s.asked, rank[s.state.kind], s.state.in_flight or 0)
+
+        return sorted(states, key=key)[:removing]
+
+    async def _handshake(self, states: Sequence[PodState], chosen: Sequence[PodState]) -> None:
+        """Ask the chosen pods to drain and stop asking the others; costs: confirmed pods lowest of all."""
+        self.marked = True
+        picked = {s.name for s in chosen}
+        writes = []
+        for s in states:
+            cost, mark = (str(CONFIRMED_COST), "drained") if s.name in picked and s.confirmed else s.wanted
+            patch: dict[str, str | None] = {}
+            if s.cost != cost or s.mark != mark:
+                patch |= {DELETION_COST_ANNOTATION: cost, MARK_ANNOTATION: mark}
+            if (s.name in picked) != s.asked:
+                patch[DRAINING_POD_ANNOTATION] = "true" if s.name in picked else None
+            if patch:
+                writes.append(self._patch(s.name, patch))
+        await asyncio.gather(*writes)
+
+    def _ready(self, chosen: Sequence[PodState]) -> int:
+        """How many of the chosen pods may go now: the confirmed ones (a StatefulSet's: from the top down)."""
+        if not self.statefulset:
+            return sum(s.confirmed for s in chosen)
+        ready = 0
+        for s in chosen:  # highest ordinal first
+            if not s.confirmed:
+                break
+            ready += 1
+        return ready
+
+    async def _plan_handshake(self, current: int, desired: int, *, hold: bool) -> int:
+        """The drain handshake before /scale goes from `current` to `desired`: ask, and remove only the confirmed
+        (until max-drain-seconds has passed, when holding). Returns how far /scale may go now."""
+        now = self.clock()
+        try:
+            states = await self.survey()
+        except _LIST_ERRORS as exc:
+            self._event("BusyProbeFailed", f"cannot list the pods of {self.label}: {exc}; scaling in blind", "Warning")
+            return desired
+        removing = len(states) - desired
+        chosen = self._choose(states, removing)
+        await self._handshake(states, chosen)
+        ready = self._ready(chosen)
+        head = f"scaling {current}→{desired}" if hold else f"HPA expected to scale {current}→{desired}"
+        if removing <= ready:
+            self.held_since = None
+            done = "removed" if hold else "marked for removal"
+            self._event("BusyAwareScaleIn", f"{head}: {max(removing, 0)} pods drained (confirmed idle) and {done}")
+            return desired
+        waiting = [s for s in chosen if not s.confirmed]
+        unreadable = [s for s in waiting if not s.state.known]
+        detail = (
+            f"; {len(unreadable)} did not answer the busy probe (counted as busy; {unreadable[0].name}: "
+            f"{unreadable[0].state.reason})"
+            if unreadable
+            else ""
+        )
+        busy = [s for s in waiting if s.busy]
+        longest = describe_duration(max(now - self.busy_since.get(s.name, now) for s in busy)) if busy else "0 s"
+        if not hold:
+            self._event(
+                "BusyPodsAtRisk",
+                f"{head}: {ready} of {removing} pods confirmed drained; asked {len(waiting)} to stop taking work "
+                f"({len(busy)} busy, longest {longest}); the HPA does not wait: unconfirmed pods may be removed "
+                f"busy (ebb.dev/scaling: direct holds them back){detail}",
+                "Warning",
+            )
+            return desired
+        if self.held_since is None:
+            self.held_since = now
+        waited = now - self.held_since
+        if waited >= self.probe.max_drain_seconds:
+            self.held_since = None
+            self._event(
+                "BusyPodsRemoved",
+                f"{head}: waited {describe_duration(waited)} "
+                f"(ebb.dev/max-drain-seconds {self.probe.max_drain_seconds:g}) for pods to drain: "
+                f"{ready} drained and {removing - ready} not yet drained removed{detail}",
+                "Warning",
+            )
+            return desired
+        self._event(
+            "WaitingForBusyPods",
+            f"{head}: {ready} drained pods removed, waiting for {len(waiting)} asked to drain "
+            f"({len(busy)} busy, longest {longest}){detail}",
+        )
+        return min(max(desired, current - ready), current)
+
+    async def _plan_by_probe(self, current: int, desired: int) -> int:
         """Direct mode, before /scale goes from `current` down to `desired`: mark the pods and return how far to go
         now, never below `desired`: only as many pods as are idle, until max-drain-seconds has passed."""
         now = self.clock()
@@ -384,6 +515,9 @@ class PodDrainer:
 
     async def _expect_scale_in(self, current: int, predicted: int) -> None:
         """HPA mode: the HPA is about to go from `current` to `predicted`; mark the pods for it (it cannot wait)."""
+        if self.probe.handshake:
+            await self._plan_handshake(current, predicted, hold=False)
+            return
         try:
             states = await self.survey()
         except _LIST_ERRORS as exc:

@@ -1,11 +1,17 @@
-"""The webhook's route check for HTTPScaledObjects: no two objects may claim the same route.
+"""The webhook's checks for HTTPScaledObjects and InterceptorRoutes: one route per host + path prefix + headers,
+and one scaler per workload.
 
 A route is a host (port dropped, lower case; none means every host), a path prefix (compared by whole segments,
-as the interceptor matches: `/api` and `/api/` are one prefix) and the set of `headers` it requires. The add-on
-has no webhook for this: it accepts both objects and its routing table sends the traffic to the older one, so
-the newer one silently never gets a request (and never scales). ebb refuses the second object at admission,
-naming both objects and the field. Objects on the same host and prefix with different `headers` are different
-routes (the add-on routes between them by header), not a conflict.
+as the interceptor matches: `/api` and `/api/` are one prefix) and the set of `headers` it requires; an
+InterceptorRoute claims one per host, path and the headers of each of its `spec.rules`. The add-on has no
+webhook for this: it accepts both objects and its routing table sends the traffic to one of them, so the other
+silently never gets a request (and never scales). ebb refuses the second object at admission, naming both
+objects and the field. Objects on the same host and prefix with different `headers` are different routes (the
+add-on routes between them by header), not a conflict. An InterceptorRoute and an HTTPScaledObject of the same
+namespace and name may overlap: that is the add-on's migration path (the route takes precedence).
+
+A workload is scaled by one thing: an HTTPScaledObject (unless it only routes, with the add-on's
+skip-scaledobject-creation annotation) and a ScaledObject on the same target are refused, either way round.
 """
 
 from __future__ import annotations
@@ -16,10 +22,16 @@ from typing import Any, Final
 from ebb.http.routing import CATCH_ALL, strip_port
 from ebb.kube.admission import Cluster, Denial
 from ebb.spec import parse_object
-from ebb.spec.models import HTTP_API_VERSION, HTTPScaledObject
+from ebb.spec.models import HTTP_API_VERSION, IR_API_VERSION, HTTPScaledObject, InterceptorRoute, ScaledObject
 
 #: KEDA's webhook metric reason for this refusal (ebb's own; KEDA has no such check).
 REASON: Final = "conflicting-route"
+#: KEDA's reason when two ScaledObjects scale one workload (here one of them is an HTTPScaledObject).
+SCALED_REASON: Final = "scaledobject"
+#: The add-on's annotation: the HTTPScaledObject routes only; a ScaledObject of the user's own scales its target.
+SKIP_SCALING_ANNOTATION: Final = "httpscaledobject.keda.sh/skip-scaledobject-creation"
+
+Routed = HTTPScaledObject | InterceptorRoute
 ALL_NAMESPACES: Final = "*"
 
 RouteKey = tuple[str, tuple[str, ...], frozenset[tuple[str, str | None]]]
@@ -30,23 +42,37 @@ def _segments(prefix: str) -> tuple[str, ...]:
     return tuple(trimmed.split("/")) if trimmed else ()
 
 
-def route_keys(obj: HTTPScaledObject) -> dict[RouteKey, str]:
+def _add(
+    keys: dict[RouteKey, str],
+    hosts: list[tuple[str | None, str]],
+    prefixes: list[tuple[str | None, str]],
+    headers: frozenset[tuple[str, str | None]],
+    whole: str,
+) -> None:
+    for host_field, raw_host in hosts:
+        host = strip_port(raw_host).lower() or CATCH_ALL
+        for prefix_field, prefix in prefixes:
+            keys.setdefault((host, _segments(prefix), headers), prefix_field or host_field or whole)
+
+
+def route_keys(obj: Routed) -> dict[RouteKey, str]:
     """Each route the object claims, with the field that claims it (for the message)."""
+    keys: dict[RouteKey, str] = {}
+    if isinstance(obj, InterceptorRoute):
+        for r, rule in enumerate(obj.spec.rules):
+            at = f"spec.rules[{r}]"
+            headers = frozenset((h.name.lower(), h.value) for h in rule.headers)
+            hosts: list[tuple[str | None, str]] = [(f"{at}.hosts[{i}]", h) for i, h in enumerate(rule.hosts)]
+            paths: list[tuple[str | None, str]] = [
+                (f"{at}.paths[{i}].value", p.value) for i, p in enumerate(rule.paths)
+            ]
+            _add(keys, hosts or [(None, CATCH_ALL)], paths or [(None, "")], headers, at)
+        return keys
     spec = obj.spec
     headers = frozenset((h.name.lower(), h.value) for h in spec.headers)
-    hosts: list[tuple[int | None, str]] = [*enumerate(spec.hosts)] or [(None, CATCH_ALL)]
-    prefixes: list[tuple[int | None, str]] = [*enumerate(spec.path_prefixes)] or [(None, "")]
-    keys: dict[RouteKey, str] = {}
-    for host_index, raw_host in hosts:
-        host = strip_port(raw_host).lower() or CATCH_ALL
-        for prefix_index, prefix in prefixes:
-            if prefix_index is not None:
-                field = f"spec.pathPrefixes[{prefix_index}]"
-            elif host_index is not None:
-                field = f"spec.hosts[{host_index}]"
-            else:
-                field = "spec.hosts"
-            keys.setdefault((host, _segments(prefix), headers), field)
+    hosts = [(f"spec.hosts[{i}]", h) for i, h in enumerate(spec.hosts)]
+    prefixes: list[tuple[str | None, str]] = [(f"spec.pathPrefixes[{i}]", p) for i, p in enumerate(spec.path_prefixes)]
+    _add(keys, hosts or [(None, CATCH_ALL)], prefixes or [(None, "")], headers, "spec.hosts")
     return keys
 
 
@@ -59,34 +85,104 @@ def _describe(key: RouteKey) -> str:
     return text
 
 
-def route_conflict(obj: HTTPScaledObject, others: Iterable[Mapping[str, Any]]) -> Denial | None:
-    """The first route of `obj` that another object (`others`: manifests, any namespace) already claims."""
+def route_conflict(obj: Routed, others: Iterable[Mapping[str, Any]]) -> Denial | None:
+    """The first route of `obj` that another object (`others`: HTTPScaledObject and InterceptorRoute manifests,
+    any namespace) already claims."""
     mine = route_keys(obj)
     own = (obj.metadata.namespace, obj.name)
     for body in others:
         meta = body.get("metadata") or {}
         namespace, name = str(meta.get("namespace") or "default"), str(meta.get("name") or "")
+        kind = str(body.get("kind") or "HTTPScaledObject")
+        # Itself, or its pair of the other kind (the add-on's migration path: the InterceptorRoute wins).
         if (namespace, name) == own or meta.get("deletionTimestamp"):
             continue
-        other, errors = parse_object(dict(body), label=f"HTTPScaledObject {namespace}/{name}")
-        if errors or not isinstance(other, HTTPScaledObject):
+        other, errors = parse_object(dict(body), label=f"{kind} {namespace}/{name}")
+        if errors or not isinstance(other, HTTPScaledObject | InterceptorRoute):
             continue  # it routes nothing
         theirs = route_keys(other)
         for key, field in mine.items():
             if key in theirs:
+                both_hso = isinstance(obj, HTTPScaledObject) and isinstance(other, HTTPScaledObject)
+                who = "two HTTPScaledObjects" if both_hso else "two routes (HTTPScaledObjects or InterceptorRoutes)"
                 return Denial(
                     obj.ref,
                     field,
-                    f"{_describe(key)} is already routed by HTTPScaledObject {namespace}/{name} ({theirs[key]}); "
-                    "two HTTPScaledObjects cannot claim the same host and path prefix (give one another host, "
-                    "prefix or headers)",
+                    f"{_describe(key)} is already routed by {other.kind} {namespace}/{name} ({theirs[key]}); "
+                    f"{who} cannot claim the same host and path prefix (give one another host, prefix or headers)",
                     REASON,
-                    conflicting=("HTTPScaledObject", namespace, name),
+                    conflicting=(other.kind, namespace, name),
                 )
     return None
 
 
-async def check_routes(obj: HTTPScaledObject, cluster: Cluster) -> Denial | None:
-    """`route_conflict` against every HTTPScaledObject in the cluster (hosts are cluster-wide). Raises
-    ClusterUnavailable."""
-    return route_conflict(obj, await cluster.list(HTTP_API_VERSION, "HTTPScaledObject", ALL_NAMESPACES))
+async def check_routes(obj: Routed, cluster: Cluster) -> Denial | None:
+    """`route_conflict` against every HTTPScaledObject and InterceptorRoute in the cluster (hosts are
+    cluster-wide). Raises ClusterUnavailable."""
+    others = [
+        *await cluster.list(HTTP_API_VERSION, "HTTPScaledObject", ALL_NAMESPACES),
+        *await cluster.list(IR_API_VERSION, "InterceptorRoute", ALL_NAMESPACES),
+    ]
+    return route_conflict(obj, others)
+
+
+def _target(api_version: str | None, kind: str | None, name: str) -> tuple[str, str, str]:
+    group = (api_version or "apps/v1").split("/")[0] if "/" in (api_version or "apps/v1") else ""
+    return (group, kind or "Deployment", name)
+
+
+def _scales(hso: HTTPScaledObject) -> bool:
+    return hso.metadata.annotations.get(SKIP_SCALING_ANNOTATION, "").lower() != "true"
+
+
+async def check_workload_of_http(obj: HTTPScaledObject, cluster: Cluster) -> Denial | None:
+    """An HTTPScaledObject that scales its target: no ScaledObject may already scale the same workload."""
+    if not _scales(obj):
+        return None
+    ref = obj.spec.scale_target_ref
+    if ref.is_process_group:
+        return None
+    mine = _target(ref.api_version, ref.kind, ref.name)
+    for body in await cluster.list("keda.sh/v1alpha1", "ScaledObject", obj.metadata.namespace):
+        meta = body.get("metadata") or {}
+        target = (body.get("spec") or {}).get("scaleTargetRef") or {}
+        if meta.get("deletionTimestamp") or not target.get("name"):
+            continue
+        if _target(target.get("apiVersion"), target.get("kind"), str(target["name"])) == mine:
+            return Denial(
+                obj.ref,
+                "spec.scaleTargetRef.name",
+                f"the workload {mine[1]} {ref.name!r} is already scaled by ScaledObject "
+                f"{obj.metadata.namespace}/{meta.get('name')}; one workload has one scaler (delete that "
+                f'ScaledObject, or give this object the annotation {SKIP_SCALING_ANNOTATION}: "true" to route '
+                "only)",
+                SCALED_REASON,
+                conflicting=("ScaledObject", obj.metadata.namespace, str(meta.get("name"))),
+            )
+    return None
+
+
+async def check_workload_of_scaled_object(so: ScaledObject, cluster: Cluster) -> Denial | None:
+    """A ScaledObject: no HTTPScaledObject (that scales, not only routes) may already scale the same workload."""
+    ref = so.spec.scale_target_ref
+    mine = _target(ref.api_version, ref.kind, ref.name)
+    for body in await cluster.list(HTTP_API_VERSION, "HTTPScaledObject", so.metadata.namespace):
+        meta = body.get("metadata") or {}
+        if meta.get("deletionTimestamp"):
+            continue
+        hso, errors = parse_object(dict(body), label=f"HTTPScaledObject {so.metadata.namespace}/{meta.get('name')}")
+        if errors or not isinstance(hso, HTTPScaledObject) or not _scales(hso):
+            continue
+        target = hso.spec.scale_target_ref
+        if _target(target.api_version, target.kind, target.name) == mine:
+            return Denial(
+                so.ref,
+                "spec.scaleTargetRef.name",
+                f"the workload {mine[1]} {ref.name!r} is already scaled by HTTPScaledObject {hso.metadata.namespace}/"
+                f"{hso.name}; one workload has one scaler (give the HTTPScaledObject the annotation "
+                f'{SKIP_SCALING_ANNOTATION}: "true" and scale it with this ScaledObject\'s external-push trigger, '
+                "or migrate it to an InterceptorRoute)",
+                SCALED_REASON,
+                conflicting=("HTTPScaledObject", hso.metadata.namespace, hso.name),
+            )
+    return None

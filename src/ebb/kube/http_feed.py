@@ -19,18 +19,29 @@ import contextlib
 import json
 import logging
 import math
+import re
 from collections.abc import Callable
 from typing import Any, ClassVar, Literal
 
 import aiohttp
 
-from ebb.errors import ScalerError
+from ebb.errors import ScalerError, SpecError
 from ebb.http.scaler import InterceptorMetadata
-from ebb.kube.client import AsyncClient
+from ebb.kube.client import API_ERRORS, AsyncClient, is_not_found, to_dict
 from ebb.kube.endpoints import ENDPOINT_SLICE, SERVICE_NAME_LABEL
 from ebb.kube.http_endpoints import ready_endpoints
+from ebb.kube.http_interceptor import HTTP_SCALED_OBJECT, INTERCEPTOR_ROUTE, route_key
 from ebb.kube.informer import Informer
 from ebb.scalers.base import MetricSpec, Scaler, ScalerReading, TriggerContext, metric_name
+from ebb.scalers.external import ExternalScaler
+from ebb.spec.loader import parse_object
+from ebb.spec.models import (
+    INTERCEPTOR_ROUTE_KEY,
+    HTTPScaledObject,
+    InterceptorRoute,
+    ScaledObject,
+    interceptor_route_of,
+)
 
 log = logging.getLogger("ebb.operator")
 
@@ -89,6 +100,10 @@ class InterceptorFeed:
 
     def rate(self, route: str) -> float:
         return float(sum(c.get(route, {}).get("rate", 0.0) for c in self.counts.values()))
+
+    def requests(self, route: str) -> float:
+        """Requests counted so far, summed over the replicas (moves whenever one was served)."""
+        return float(sum(c.get(route, {}).get("requests", 0) for c in self.counts.values()))
 
     def listen(self, route: str, notify: Callable[[], None]) -> None:
         self.listeners.setdefault(route, set()).add(notify)
@@ -179,22 +194,38 @@ class InterceptorFeed:
 
 
 class InterceptorFeedScaler(Scaler):
-    """An HTTPScaledObject's trigger on Kubernetes: the add-on scaler's value (scaler/handlers.go), summed over
-    the interceptor replicas: requests in flight, or the ceiling of the request rate."""
+    """The add-on scaler's value (scaler/handlers.go), summed over the interceptor replicas: requests in flight,
+    or the request rate (rounded up for HTTPScaledObjects, as it is for InterceptorRoutes)."""
 
     type_name: ClassVar[str] = "external-push"
     Metadata: ClassVar[type[InterceptorMetadata]] = InterceptorMetadata
     supports_push: ClassVar[bool] = True
 
-    def __init__(self, ctx: TriggerContext, feed: InterceptorFeed, route: str, metric: Metric, target: float) -> None:
+    def __init__(
+        self,
+        ctx: TriggerContext,
+        feed: InterceptorFeed,
+        route: str,
+        metric: Metric,
+        target: float,
+        *,
+        name: str | None = None,
+        ceil_rate: bool = True,
+    ) -> None:
         super().__init__(ctx, InterceptorMetadata())
         self.feed = feed
         self.route = route
         self.metric = metric
         self.target = target
+        #: The metric's name after KEDA's `s{index}-`: the add-on scaler's own (scaler/naming.go).
+        self.name = name or f"http-{metric}"
+        self.ceil_rate = ceil_rate
+        #: The summed request count at the last read; None until a read with an interceptor connected (an
+        #: operator started after traffic must not count the interceptors' past requests as new ones).
+        self._requests_seen: float | None = None
 
     def metric_spec(self) -> MetricSpec:
-        return MetricSpec(name=metric_name(self.ctx, f"http-{self.metric}"), target=self.target)
+        return MetricSpec(name=metric_name(self.ctx, self.name), target=self.target)
 
     async def read(self) -> ScalerReading:
         if not self.feed.connected:
@@ -205,10 +236,17 @@ class InterceptorFeedScaler(Scaler):
                 f"port {self.feed.port_name!r}): is `ebb interceptor` running?",
             )
         if self.metric == "requestRate":
-            value = float(math.ceil(self.feed.rate(self.route)))
+            rate = self.feed.rate(self.route)
+            value = float(math.ceil(rate)) if self.ceil_rate else rate
         else:
             value = self.feed.concurrency(self.route)
-        return ScalerReading(value=value, active=value > 0)
+        # A request served since the last read keeps the route active even if none is in flight now (sparse but
+        # steady traffic must keep resetting the cooldown, unlike the add-on's #1352).
+        # Only a rise counts: a replica that restarts or leaves takes its count with it.
+        requests = self.feed.requests(self.route)
+        served = self._requests_seen is not None and requests > self._requests_seen
+        self._requests_seen = requests
+        return ScalerReading(value=value, active=value > 0 or served)
 
     async def watch(self, notify: Callable[[], None]) -> None:
         self.feed.listen(self.route, notify)
@@ -219,3 +257,100 @@ class InterceptorFeedScaler(Scaler):
 
     def describe(self) -> dict[str, object]:
         return {"metric": self.metric, "targetValue": self.target, "interceptors": self.feed.connected}
+
+
+#: An `external-push` trigger's metadata naming what it reads (the add-on's pkg/k8s/scaledobject.go).
+HTTP_SCALED_OBJECT_KEY = "httpScaledObject"
+
+
+def _escape(name: str) -> str:
+    """The add-on's escapeString: every character outside [-.0-9A-Za-z] as _XXXX (its code point, hex)."""
+    return re.sub(r"[^-.0-9A-Za-z]", lambda m: f"_{ord(m.group()):04X}", name)
+
+
+async def _read_object(
+    client: AsyncClient, resource: Any, kind: str, so: ScaledObject, index: int, key: str, name: str
+) -> Any:
+    field = f"spec.triggers[{index}].metadata.{key}"
+    try:
+        body = to_dict(await client.get(resource, name, namespace=so.metadata.namespace))
+    except API_ERRORS as exc:
+        if is_not_found(exc):
+            raise SpecError(so.ref, field, f"{kind} {so.metadata.namespace}/{name} does not exist") from None
+        raise
+    obj, errors = parse_object(body, label=f"{kind} {so.metadata.namespace}/{name}")
+    if errors or obj is None:
+        text = "; ".join(f"{e.field}: {e.message}" if isinstance(e, SpecError) else str(e) for e in errors)
+        raise SpecError(so.ref, field, f"{kind} {so.metadata.namespace}/{name} is invalid: {text}")
+    return obj
+
+
+async def interceptor_scalers(
+    client: AsyncClient, so: ScaledObject, scalers: list[Scaler], feed: InterceptorFeed
+) -> list[Scaler]:
+    """A ScaledObject's `external-push` triggers that name an InterceptorRoute or an HTTPScaledObject, read from the
+    interceptors' load in this operator instead of through the add-on's gRPC scaler (`scalerAddress` is not
+    dialled): one scaler per metric the route sets, named as the add-on names them (`s0-http_<route>_concurrency`
+    and `s0-http_<route>_rate`; an HTTPScaledObject's `s0-http-<namespace>_002F<name>`). Raises SpecError naming
+    the trigger's field when the object it names is missing or invalid. Other scalers pass through."""
+    out: list[Scaler] = []
+    for scaler in scalers:
+        index = scaler.ctx.trigger_index
+        trigger = so.spec.triggers[index] if isinstance(scaler, ExternalScaler) else None
+        if trigger is None or trigger.type != "external-push":
+            out.append(scaler)
+            continue
+        ir_name = interceptor_route_of(trigger)
+        hso_name = trigger.metadata.get(HTTP_SCALED_OBJECT_KEY) or None
+        if ir_name is None and hso_name is None:
+            out.append(scaler)
+            continue
+        await scaler.close()
+        namespace = so.metadata.namespace
+        if ir_name is not None:
+            ir = await _read_object(
+                client, INTERCEPTOR_ROUTE, "InterceptorRoute", so, index, INTERCEPTOR_ROUTE_KEY, ir_name
+            )
+            assert isinstance(ir, InterceptorRoute)
+            metric = ir.spec.scaling_metric
+            route = route_key(namespace, ir_name)
+            if metric.concurrency is not None:
+                out.append(
+                    InterceptorFeedScaler(
+                        scaler.ctx,
+                        feed,
+                        route,
+                        "concurrency",
+                        float(metric.concurrency.target_value),
+                        name=f"http_{ir_name}_concurrency",
+                    )
+                )
+            if metric.request_rate is not None:
+                out.append(
+                    InterceptorFeedScaler(
+                        scaler.ctx,
+                        feed,
+                        route,
+                        "requestRate",
+                        float(metric.request_rate.target_value),
+                        name=f"http_{ir_name}_rate",
+                        ceil_rate=False,
+                    )
+                )
+        else:
+            assert hso_name is not None
+            hso = await _read_object(
+                client, HTTP_SCALED_OBJECT, "HTTPScaledObject", so, index, HTTP_SCALED_OBJECT_KEY, hso_name
+            )
+            assert isinstance(hso, HTTPScaledObject)
+            out.append(
+                InterceptorFeedScaler(
+                    scaler.ctx,
+                    feed,
+                    route_key(namespace, hso_name),
+                    hso.spec.metric,
+                    float(hso.spec.metric_target),
+                    name=_escape(f"http-{namespace}/{hso_name}"),
+                )
+            )
+    return out

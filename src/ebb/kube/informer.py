@@ -44,6 +44,7 @@ class Informer:
         namespace: str | None = None,
         labels: Mapping[str, str] | None = None,
         on_change: Callable[[], None] | None = None,
+        on_event: Callable[[Key, dict[str, Any] | None], None] | None = None,
         what: str = "",
     ) -> None:
         self.client = client
@@ -52,6 +53,10 @@ class Informer:
         self.labels: dict[str, Any] | None = dict(labels) if labels else None
         self.objects: dict[Key, dict[str, Any]] = {}
         self.on_change = on_change
+        #: When set, a watch event calls this with the object's key and body (None: deleted) instead of
+        #: `on_change`, so a consumer can update only what that object touches; a (re)listing still calls
+        #: `on_change`.
+        self.on_event = on_event
         self.what = what or "objects"
         #: Set once the first listing has been loaded.
         self.synced = asyncio.Event()
@@ -73,13 +78,17 @@ class Informer:
             self.resource, namespace=self.namespace or "*", labels=self.labels, resource_version=version
         ):
             body = to_dict(obj)
+            key = key_of(body)
             if kind == "DELETED":
-                self.objects.pop(key_of(body), None)
+                self.objects.pop(key, None)
             elif kind in ("ADDED", "MODIFIED"):
-                self.objects[key_of(body)] = body
+                self.objects[key] = body
             else:
                 continue
-            self._changed()
+            if self.on_event is not None:
+                self.on_event(key, None if kind == "DELETED" else body)
+            else:
+                self._changed()
 
     async def run(self) -> None:
         delay = BACKOFF

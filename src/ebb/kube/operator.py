@@ -32,6 +32,7 @@ from ebb.kube.hpa import (
     hpa_needs_update,
     resource_metric_names,
 )
+from ebb.kube.http_feed import InterceptorFeed, interceptor_scalers
 from ebb.kube.metrics_provider import ExternalMetricValue, MetricDescriptor, MetricNotFound
 from ebb.kube.scale import KubeScaleTarget, resolve_target_kind
 from ebb.kube.webhook import KubeCluster
@@ -85,6 +86,9 @@ class OperatorOptions:
     conflicts: ConflictIndex | None = None
     #: CloudEventSources' sinks (kube/eventing.py): every Event the controllers post also goes here.
     cloudevents: CloudEventHub | None = None
+    #: The interceptors' load (kube/http_feed.py): `external-push` triggers naming an InterceptorRoute or an
+    #: HTTPScaledObject read it here instead of dialling the add-on's scaler.
+    feed: InterceptorFeed | None = None
 
 
 @dataclass
@@ -309,7 +313,13 @@ class ScaledObjectController:
         probe = busy_probe(so.metadata.annotations, so.ref)
         if probe is not None:
             target.drainer = PodDrainer(
-                self.client, namespace, target.label, probe, selector=target.pod_selector, clock=self.clock
+                self.client,
+                namespace,
+                target.label,
+                probe,
+                selector=target.pod_selector,
+                clock=self.clock,
+                statefulset=kind.kind == "StatefulSet" and kind.group == "apps",
             )
         await self._check_conflicts(so, kind)
 
@@ -561,6 +571,12 @@ class ScaledObjectController:
             cluster_object_namespace=self.options.cluster_object_namespace,
             endpoint_slices=endpoint_slice_lister(self.client),
         )
+        if self.options.feed is not None:
+            try:
+                scalers = await interceptor_scalers(self.client, so, scalers, self.options.feed)
+            except BaseException:
+                await close_scalers(scalers)
+                raise
         # ebb.dev/predictive as under `ebb run`, seeded from the history (and its read-back from Prometheus)
         try:
             return with_prediction(so, scalers, clock=self.clock, history=self.options.services, ref=object_ref(so))

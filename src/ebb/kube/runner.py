@@ -27,6 +27,7 @@ from ebb.kube.http_feed import DEFAULT_PORT_NAME as DEFAULT_INTERCEPTOR_PORT_NAM
 from ebb.kube.http_feed import DEFAULT_SERVICE as DEFAULT_INTERCEPTOR_SERVICE
 from ebb.kube.http_feed import InterceptorFeed
 from ebb.kube.http_operator import HTTPScaledObjectController
+from ebb.kube.http_routes import InterceptorRouteController
 from ebb.kube.jobs import ScaledJobController
 from ebb.kube.leader import LeaderElector, LeaderPodLabel, default_namespace, run_as_leader
 from ebb.kube.operator import FINALIZER, OperatorOptions, ScaledObjectController, retry_delay
@@ -42,6 +43,7 @@ SO = ("keda.sh", "v1alpha1", "scaledobjects")
 SJ = ("keda.sh", "v1alpha1", "scaledjobs")
 HPAS = ("autoscaling", "v2", "horizontalpodautoscalers")
 HSO = ("http.keda.sh", "v1alpha1", "httpscaledobjects")
+IR = ("http.keda.sh", "v1beta1", "interceptorroutes")
 
 
 def register_handlers(
@@ -50,6 +52,7 @@ def register_handlers(
     jobs: ScaledJobController | None = None,
     *,
     http: HTTPScaledObjectController | None = None,
+    routes: InterceptorRouteController | None = None,
     after_cleanup: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
     """ScaledObject/ScaledJob/HTTPScaledObject create/update/resume reconcile; delete stops the loop (kopf holds
@@ -106,6 +109,20 @@ def register_handlers(
         @kopf.on.delete(*HSO, registry=registry)
         async def http_scaled_object_deleted(body: kopf.Body, **_: Any) -> None:
             await http.delete(dict(body))
+
+    if routes is not None:
+
+        @kopf.on.resume(*IR, registry=registry)
+        @kopf.on.create(*IR, registry=registry)
+        @kopf.on.update(*IR, registry=registry)
+        async def interceptor_route_changed(body: kopf.Body, retry: int, **_: Any) -> None:
+            if not await routes.reconcile(dict(body)):
+                raise kopf.TemporaryError("reconcile failed, trying again", delay=retry_delay(retry))
+
+        # optional: no finalizer (nothing to clean up that a missed delete would leak).
+        @kopf.on.delete(*IR, registry=registry, optional=True)
+        async def interceptor_route_deleted(body: kopf.Body, **_: Any) -> None:
+            await routes.delete(dict(body))
 
     conflicts = controller.options.conflicts
     if conflicts is not None:
@@ -197,13 +214,15 @@ async def operator_main(
         conflicts=conflicts,
         cloudevents=hub,
     )
-    controller = ScaledObjectController(client, options)
-    jobs = ScaledJobController(client, options)
     # The interceptors' load: one stream per ready endpoint of their admin Service (kube/http_feed.py).
     feed = InterceptorFeed(
         client, interceptor_namespace or default_namespace(), interceptor_service, interceptor_port_name
     )
+    options.feed = feed
+    controller = ScaledObjectController(client, options)
+    jobs = ScaledJobController(client, options)
     http = HTTPScaledObjectController(client, feed, options)
+    routes = InterceptorRouteController(client, options, controller)
     sources = CloudEventSourceController(client, hub)
     registry = kopf.OperatorRegistry()
     elector = (
@@ -235,7 +254,7 @@ async def operator_main(
         if elector is not None and elector.is_leader:
             await elector.resign()
 
-    register_handlers(registry, controller, jobs, http=http, after_cleanup=hand_over)
+    register_handlers(registry, controller, jobs, http=http, routes=routes, after_cleanup=hand_over)
     register_eventing_handlers(registry, sources)
     register_authentication_events(registry, controller.emit)
     ssl_context = None

@@ -1,6 +1,8 @@
 """KEDA's validating admission webhook, served over HTTPS: the shell around kube.admission.
 
-The kube-apiserver POSTs an AdmissionReview v1 to KEDA's paths (`/validate-keda-sh-v1alpha1-scaledobject` ...)
+The kube-apiserver POSTs an AdmissionReview v1 to KEDA's paths (`/validate-keda-sh-v1alpha1-scaledobject` ...,
+and ebb's own for the HTTP add-on's kinds: `/validate-http-keda-sh-v1alpha1-httpscaledobject`,
+`/validate-http-keda-sh-v1beta1-interceptorroute`)
 and applies the answer. The checks are `admission.review`; this module holds the server, the Kubernetes reads
 the checks make (`KubeCluster`), the loading of the conflict index, and KEDA's webhook metrics.
 """
@@ -47,6 +49,9 @@ _RESOURCES: Final = {
     ("http.keda.sh/v1alpha1", "HTTPScaledObject"): namespaced(
         "http.keda.sh", "v1alpha1", "HTTPScaledObject", "httpscaledobjects"
     ),
+    ("http.keda.sh/v1beta1", "InterceptorRoute"): namespaced(
+        "http.keda.sh", "v1beta1", "InterceptorRoute", "interceptorroutes"
+    ),
 }
 
 
@@ -76,6 +81,8 @@ class KubeCluster(Cluster):
         try:
             return [to_dict(o) async for o in self.client.list(self._resource(api_version, kind), namespace=namespace)]
         except API_ERRORS as exc:
+            if is_not_found(exc):
+                return []  # the kind is not served (its CRD is not installed): there is none of it
             where = "any namespace" if namespace == ALL_NS else f"namespace {namespace}"
             raise ClusterUnavailable(f"cannot list {kind} in {where}: {api_message(exc)}") from None
 

@@ -37,6 +37,66 @@ def _resource_type(kind: str) -> str:
     return "scaledjob" if kind == "ScaledJob" else "scaledobject"
 
 
+#: What docs/observability.md's metrics table says of each series (scripts/gen_metrics_docs.py writes the table:
+#: name, type and labels from the families themselves). A series without an entry is described by its HELP text.
+_HPA_MEANING = (
+    "`ebb run` only: kube-state-metrics' series for the HPA KEDA would create (`keda-hpa-<name>`), which KEDA's "
+    "Grafana dashboard reads; local targets have no HPA. On Kubernetes, kube-state-metrics exports them"
+)
+DOC_MEANINGS: dict[str, str] = {
+    "keda_build_info": "ebb's version and commit; `goversion` holds the Python version",
+    "keda_scaler_metrics_value": "the trigger's last value",
+    "keda_scaler_metrics_latency_seconds": "how long the trigger took to answer at the last poll",
+    "keda_scaler_active": "1 if the trigger is active (0 while it fails; always 1 for cpu/memory)",
+    "keda_scaler_detail_errors_total": "failed reads of this trigger",
+    "keda_scaled_object_errors_total": "polls with a failing trigger, plus problems (object cannot be scaled)",
+    "keda_scaled_job_errors_total": "the same for ScaledJobs",
+    "keda_scaled_object_paused": "1 while paused by annotation",
+    "keda_resource_registered_total": (
+        "ScaledObjects, ScaledJobs, TriggerAuthentications registered (goes down when one is removed, as in KEDA)"
+    ),
+    "keda_trigger_registered_total": "triggers being polled, by trigger type",
+    "keda_internal_scale_loop_latency_seconds": "how late the last poll started against its schedule",
+    "keda_cloudeventsource_events_emitted_total": (
+        "CloudEvents sent (`state` = `emitted` or `failed`; `cloudeventsource` is the source's name, `eventsink` "
+        "`http`)"
+    ),
+    "keda_cloudeventsource_events_queued": "CloudEvents waiting to be sent",
+    "kube_horizontalpodautoscaler_status_current_replicas": _HPA_MEANING,
+    "kube_horizontalpodautoscaler_status_desired_replicas": _HPA_MEANING,
+    "kube_horizontalpodautoscaler_spec_max_replicas": _HPA_MEANING,
+    "ebb_desired_replicas": "replicas decided at the last poll",
+    "ebb_current_replicas": "replicas the target was set to before the last poll's decision",
+    "ebb_ready_replicas": "replicas actually running",
+    "ebb_activation_latency_seconds": (
+        "decision latency of a scale from zero: from the first poll that saw activity while the target ran 0 replicas"
+        " to the poll that scaled it up (0 when the same poll decides). End-to-end latency (work arriving → worker "
+        "running) is measured by the benchmarks"
+    ),
+    "ebb_predictive_guard_active": (
+        "forecasting triggers (`predictkube`, `ebb.dev/predictive`): 1 while the guard has prediction off because the"
+        " recent forecast error is above `maxError` (the switch is also an Event, `PredictionDisabled` / "
+        "`PredictionResumed`)"
+    ),
+    "ebb_predictive_forecast_error": "the recent relative forecast error the guard compares with `maxError`",
+    "ebb_predictive_forecast_value": (
+        "the latest forecast of the trigger's metric for the next step (`band` = `mean`, `lower`, `upper`)"
+    ),
+    "ebb_predictive_would_be_value": (
+        'the metric prediction serves (`mode="on"`) or, in observe mode, would serve (`mode="observe"`): max(reading,'
+        " forecast peak over the horizon)"
+    ),
+    "ebb_predictive_would_be_replicas": (
+        "the replicas that value asks for (AverageValue metrics): in observe mode, what prediction would have done "
+        "without acting"
+    ),
+    "ebb_scaling_events_total": (
+        "scaling events by reason (`KEDAScaleTargetActivated`, `SuccessfulRescale`, `KEDAScalerFailed`, ...)"
+    ),
+    "ebb_observer_dropped_total": "records dropped because the history or CloudEvents queue was full",
+}
+
+
 @functools.cache
 def git_commit() -> str:
     """The commit ebb was built from: $EBB_GIT_COMMIT (the image's build argument), else the git work tree the

@@ -17,6 +17,7 @@ from ebb.observe.cost import Pricing
 from ebb.observe.events import EventLog, EventLogObserver
 from ebb.observe.forecasts import ForecastLog
 from ebb.observe.history import DEFAULT_TIERS, HistoryObserver, HistoryStore, Tier
+from ebb.observe.http_routes import RouteInfo, register_routes
 from ebb.observe.keda_names import COUNTED_RESOURCES
 from ebb.observe.metrics import MetricsObserver
 from ebb.observe.prom_history import ReadBackError, restore
@@ -94,6 +95,8 @@ class Services:
                 metrics=self.metrics.metrics if self.metrics is not None else None,
             )
             self.cloudevents = CloudEventsObserver(self.cloudevent_hub)
+        #: The HTTP interceptor's routes (set when `ebb run` serves HTTP): per-route series in /metrics, /api/routes.
+        self.http_routes: Callable[[], Iterable[RouteInfo]] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.served: AppServer | None = None
         self.prometheus_address = prometheus_address if self.store is not None else None
@@ -188,12 +191,16 @@ class Services:
         if self.cloudevent_hub is not None:
             await self.cloudevent_hub.start()
         if self.metrics_port:
+            if self.metrics is not None and self.http_routes is not None:
+                infos = self.http_routes
+                register_routes(self.metrics.registry, lambda: (info.route for info in infos()))
             app = build_app(
                 registry=self.metrics.registry if self.metrics is not None else None,
                 history=self.store,
                 dashboard=self.dashboard,
                 pricing=self.pricing,
                 forecasts=self.forecasts,
+                routes=self.http_routes,
             )
             try:
                 self.served = await serve(app, self.metrics_host, self.metrics_port, hosts=self.allowed_hosts)

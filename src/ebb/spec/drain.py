@@ -16,6 +16,11 @@ from ebb.errors import SpecError
 
 BUSY_PROBE_ANNOTATION = "ebb.dev/busy-probe"
 MAX_DRAIN_ANNOTATION = "ebb.dev/max-drain-seconds"
+#: "true": before a scale-in, ebb marks the chosen pods (DRAINING_POD_ANNOTATION) and removes only those that
+#: confirm through their busy probe that they stopped taking work and are idle.
+HANDSHAKE_ANNOTATION = "ebb.dev/drain-handshake"
+#: The pod annotation ebb sets on the pods it asks to drain (read by the worker through a Downward API file).
+DRAINING_POD_ANNOTATION = "ebb.dev/draining"
 #: How long a scale-in waits for busy pods when the annotation does not say (seconds).
 DEFAULT_MAX_DRAIN_SECONDS = 600.0
 
@@ -28,6 +33,8 @@ class PodBusyProbe:
     port: int
     path: str
     max_drain_seconds: float = DEFAULT_MAX_DRAIN_SECONDS
+    #: ebb.dev/drain-handshake: only pods that confirm `{"draining": true}` and idle are removed.
+    handshake: bool = False
 
     def url(self, pod_ip: str) -> str:
         host = f"[{pod_ip}]" if ":" in pod_ip else pod_ip
@@ -42,12 +49,21 @@ def busy_probe(annotations: Mapping[str, str], obj: str = "ScaledObject ?") -> P
     """The busy probe a ScaledObject opts in to, or None. Raises SpecError naming the annotation at fault."""
     raw = annotations.get(BUSY_PROBE_ANNOTATION)
     drain_raw = annotations.get(MAX_DRAIN_ANNOTATION)
+    handshake_raw = annotations.get(HANDSHAKE_ANNOTATION)
     if raw is None:
-        if drain_raw is not None:
-            raise SpecError(
-                obj, _field(MAX_DRAIN_ANNOTATION), f"only means something with {BUSY_PROBE_ANNOTATION}: add it too"
-            )
+        for key, value in (
+            (MAX_DRAIN_ANNOTATION, drain_raw),
+            (HANDSHAKE_ANNOTATION, handshake_raw),
+        ):
+            if value is not None:
+                raise SpecError(obj, _field(key), f"only means something with {BUSY_PROBE_ANNOTATION}: add it too")
         return None
+    handshake = False
+    if handshake_raw is not None:
+        if handshake_raw.strip().lower() not in ("true", "false"):
+            raise SpecError(obj, _field(HANDSHAKE_ANNOTATION), f'expected "true" or "false", got {handshake_raw!r}')
+        handshake = handshake_raw.strip().lower() == "true"
+
     expected = "expected a URL with no host (the pod's IP is used), a port and a path, like http://:8080/busy"
     try:
         url = urlsplit(raw.strip())
@@ -75,12 +91,14 @@ def busy_probe(annotations: Mapping[str, str], obj: str = "ScaledObject ?") -> P
             raise SpecError(
                 obj, _field(MAX_DRAIN_ANNOTATION), f"expected a number of seconds (0 or more), got {drain_raw!r}"
             )
-    return PodBusyProbe(url.scheme, port, path, max_drain)
+    return PodBusyProbe(url.scheme, port, path, max_drain, handshake)
 
 
 __all__ = [
     "BUSY_PROBE_ANNOTATION",
     "DEFAULT_MAX_DRAIN_SECONDS",
+    "DRAINING_POD_ANNOTATION",
+    "HANDSHAKE_ANNOTATION",
     "MAX_DRAIN_ANNOTATION",
     "PodBusyProbe",
     "busy_probe",

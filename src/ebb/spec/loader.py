@@ -670,19 +670,30 @@ def load_text(
     return result
 
 
-def _expand(paths: Iterable[str | Path]) -> Iterator[Path]:
+def expand_paths(paths: Iterable[str | Path]) -> Iterator[Path]:
+    """The files `paths` name: a directory means its *.yaml and *.yml files, in its subdirectories too (sorted;
+    hidden directories such as .git are left out)."""
     for entry in paths:
         path = Path(entry)
         if path.is_dir():
-            yield from sorted(p for p in path.iterdir() if p.is_file() and p.suffix in YAML_SUFFIXES)
+            yield from sorted(
+                p
+                for p in path.rglob("*")
+                if p.is_file()
+                and p.suffix in YAML_SUFFIXES
+                and not any(part.startswith(".") for part in p.relative_to(path).parts)
+            )
         else:
             yield path
+
+
+_expand = expand_paths
 
 
 def load_files(
     paths: Iterable[str | Path], *, ignore_unknown: bool = False, require_targets: bool = False
 ) -> LoadResult:
-    """Load YAML files (a directory means its *.yaml and *.yml files) into one set of objects.
+    """Load YAML files (a directory means its *.yaml and *.yml files, subdirectories included) into one set.
 
     Objects from all files share one index, so the same object defined in two files is an error. The options
     are `load_text`'s.

@@ -40,6 +40,8 @@ class BusyState:
     reason: str = ""
     #: Work items in flight, when the worker said so (`{"inFlight": 3}`).
     in_flight: int | None = None
+    #: The worker said it has stopped taking work (`{"draining": true}`): the drain handshake's confirmation.
+    draining: bool = False
 
     @property
     def busy(self) -> bool:
@@ -96,12 +98,15 @@ def interpret_http(status: int, body: bytes) -> BusyState:
         return unknown(f'answered "busy": {_short(json.dumps(busy).encode())} (expected true or false)')
     if in_flight is not None and (isinstance(in_flight, bool) or not isinstance(in_flight, int) or in_flight < 0):
         return unknown(f'answered "inFlight": {_short(json.dumps(in_flight).encode())} (expected a count >= 0)')
+    draining = data.get("draining", False)
+    if not isinstance(draining, bool):
+        return unknown(f'answered "draining": {_short(json.dumps(draining).encode())} (expected true or false)')
     if busy is None:
         assert isinstance(in_flight, int)
-        return BusyState("busy" if in_flight > 0 else "idle", in_flight=in_flight)
+        return BusyState("busy" if in_flight > 0 else "idle", in_flight=in_flight, draining=draining)
     # Both given: busy wins if either says so (a worker between items may report inFlight 0 but busy true).
     is_busy = busy or (in_flight is not None and in_flight > 0)
-    return BusyState("busy" if is_busy else "idle", in_flight=in_flight)
+    return BusyState("busy" if is_busy else "idle", in_flight=in_flight, draining=draining)
 
 
 async def probe_http(url: str, timeout_seconds: float, session: aiohttp.ClientSession | None = None) -> BusyState:

@@ -127,6 +127,9 @@ class _Worker:
         self.draining_since: float | None = None
         #: SIGTERM's grace period for this worker, when not the group's (exitWhenIdle adds maxDrainSeconds).
         self.grace: float | None = None
+        #: Stopped as idle by a busy-aware scale-in: asked again at the end of the grace period before SIGKILL
+        #: (it may have taken an item between its idle answer and the SIGTERM).
+        self.recheck = False
 
     def request_stop(self) -> None:
         self.leaving = True
@@ -287,6 +290,14 @@ class ProcessGroupTarget:
         """Indexes of the busy workers waiting to be stopped."""
         return sorted(self._draining)
 
+    async def busy_replicas(self) -> int | None:
+        """How many workers (wanted or draining) say they are busy now; None without a probe ebb can ask
+        (ebb.dev/cooldown-from: last-activity reads it)."""
+        if self.busy_probe is None or self.busy_probe.exit_when_idle:
+            return None
+        states = await self._busy_states({**self._workers, **self._draining})
+        return sum(state.busy for state in states.values())
+
     def port_number(self, port: int | str) -> int:
         """A port (number or name of one of `ports`) for replica 0; KeyError for an unknown name."""
         if isinstance(port, int):
@@ -387,7 +398,9 @@ class ProcessGroupTarget:
         idle = [i for i in victims if states[i].idle]
         busy = [i for i in victims if not states[i].idle]
         for index in idle:
-            self._retire(self._workers.pop(index))
+            worker = self._workers.pop(index)
+            worker.recheck = True
+            self._retire(worker)
         now = time.monotonic()
         for index in busy:
             worker = self._workers.pop(index)
@@ -492,6 +505,7 @@ class ProcessGroupTarget:
                 waited = now - worker.draining_since
                 if state.idle:
                     del self._draining[index]
+                    worker.recheck = True
                     self._retire(worker)
                     self._event("Drained", f"worker {worker.name} is idle after {describe_duration(waited)}: stopped")
                 elif waited >= self.max_drain_seconds:
@@ -523,6 +537,32 @@ class ProcessGroupTarget:
                 async with asyncio.timeout(max(0.0, min(period, deadline - now))):
                     await self._drain_wakeup.wait()
         self._busy_causes.forget(w.name for w in self._workers.values())
+
+    async def _stop_rechecked(self, worker: _Worker, child: Child, grace: float) -> int:
+        """SIGTERM a worker stopped as idle; at the end of the grace period ask it again: one that took an item
+        between its idle answer and the SIGTERM (and finishes it, as warm shutdown does) gets up to
+        maxDrainSeconds more before SIGKILL, instead of losing the item."""
+        assert self.busy_probe is not None
+        child.terminate()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(grace):
+                return await child.wait()
+        probe = self.busy_probe
+        port = self.port_number(probe.http_get.port) + worker.index if probe.http_get is not None else None
+        state = await busy_rules.probe(
+            probe, host=LOOPBACK, port=port, index=worker.index, working_dir=self.working_dir, session=self._client()
+        )
+        if child.returncode is None and state.busy:
+            self._event(
+                "DrainExtended",
+                f"worker {worker.name} took an item just before its SIGTERM and is still busy after the "
+                f"{grace:g}s grace period: SIGKILL after up to maxDrainSeconds "
+                f"{describe_duration(self.max_drain_seconds)} more",
+            )
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.max_drain_seconds):
+                    return await child.wait()
+        return await child.stop(0)
 
     # --- readiness ----------------------------------------------------------------------------------
 
@@ -710,7 +750,12 @@ class ProcessGroupTarget:
         # A draining worker that finishes and exits by itself is done, not crashed: it is not restarted.
         unexpected = not worker.stop.is_set() and not worker.leaving
         grace = worker.grace if worker.grace is not None else self.termination_grace_period
-        code = await child.wait() if not worker.stop.is_set() else await child.stop(grace)
+        if not worker.stop.is_set():
+            code = await child.wait()
+        elif worker.recheck and self.busy_probe is not None:
+            code = await self._stop_rechecked(worker, child, grace)
+        else:
+            code = await child.stop(grace)
         await child.reap()
         worker.last_exit_code = code
         return code, unexpected

@@ -19,6 +19,7 @@ from ebb.observe.api import api_routes
 from ebb.observe.cost import Pricing
 from ebb.observe.forecasts import ForecastLog
 from ebb.observe.history import HistoryStore
+from ebb.observe.http_routes import RouteInfo, routes_api
 from ebb.observe.metrics import metrics_routes
 
 log = logging.getLogger(__name__)
@@ -94,12 +95,15 @@ def build_app(
     dashboard: bool = False,
     pricing: Pricing | None = None,
     forecasts: ForecastLog | None = None,
+    routes: Callable[[], Iterable[RouteInfo]] | None = None,
 ) -> web.Application:
-    """An app with /metrics (if `registry`), /api/* (if `history`; costs at `pricing`) and / (if `dashboard` and
-    `history`)."""
+    """An app with /metrics (if `registry`), /api/* (if `history`; costs at `pricing`), /api/routes (if `routes`,
+    the HTTP interceptor's) and / (if `dashboard` and `history`)."""
     app = web.Application()
     if registry is not None:
         app.add_routes(metrics_routes(registry))
+    if routes is not None:
+        app.add_routes(routes_api(routes))
     if history is not None:
         app.add_routes(api_routes(history, pricing=pricing, forecasts=forecasts))
         if dashboard:

@@ -191,17 +191,48 @@ function renderFilters(v) {
   $("#csv").setAttribute("href", "api/usage.csv" + (q ? "?" + q : ""));
 }
 
+// The HTTP interceptor's routes (ebb run with HTTPScaledObjects or InterceptorRoutes): hidden when there are none
+// or the server has no /api/routes (ebb dashboard, the operator).
+function renderRoutes(v) {
+  const routes = v ? v.routes : [];
+  $("#http").hidden = !routes.length;
+  const ago = (t) => (t == null ? "–" : fmtDuration(Math.max(0, v.now - t)) + " ago");
+  $("#routes tbody").replaceChildren(...routes.map((r) => {
+    const matches = [(r.hosts.length ? r.hosts : ["*"]).join(", "), r.paths.length ? r.paths.join(", ") : ""];
+    const errors = r.upstream_errors + r.timeouts + r.rejected;
+    return el("tr", { class: "route" + (r.broken ? " Warning" : ""), "data-route": `${r.kind}/${r.namespace}/${r.name}` },
+      el("td", {}, el("b", {}, r.name), el("span", { class: "kindtag" }, r.kind), el("div", { class: "muted" }, r.namespace)),
+      el("td", {}, matches[0], el("div", { class: "muted" }, matches[1])),
+      el("td", { title: r.broken || "" }, r.broken ? el("span", { class: "badge error" }, "broken") : r.target),
+      el("td", { class: "num ready" }, String(r.ready_replicas)),
+      el("td", { class: "num in-flight" }, String(r.in_flight)),
+      el("td", { class: "num held" + (r.held ? " maxhit" : "") }, String(r.held)),
+      el("td", { class: "num rate" }, r.rate.toFixed(2)),
+      el("td", { class: "num" }, String(r.requests)),
+      el("td", { class: "num", title: `${r.upstream_errors} upstream errors (502), ${r.timeouts} timeouts (504), ` +
+                                      `${r.rejected} rejected (503), ${r.abandoned} held clients left` }, String(errors)),
+      el("td", { class: "ev", title: r.last_cold_start_message || "" },
+         r.last_cold_start == null ? "–" : `${ago(r.last_cold_start)}: ${r.last_cold_start_message}`));
+  }));
+}
+
+async function refreshRoutes() {
+  try { renderRoutes(await getJSON("api/routes")); } catch (err) { renderRoutes(null); }
+}
+
 async function refreshOverview() {
   const params = [rangeQuery(), `offset=${state.page * PAGE}`, `limit=${PAGE}`, "points=60"];
   if (state.ns) params.push("namespace=" + encodeURIComponent(state.ns));
   if (state.st) params.push("state=" + encodeURIComponent(state.st));
   if (state.q) params.push("name=" + encodeURIComponent(state.q));
+  const routes = refreshRoutes();
   const v = await getJSON("api/overview?" + params.filter(Boolean).join("&"));
   state.autoFrom = v.from;
   renderFilters(v);
   renderKpis(v);
   renderStacked(v);
   renderFleet(v);
+  await routes;
 }
 
 // --- Detail -----------------------------------------------------------------------------------------------------
