@@ -794,7 +794,9 @@ def run(
             f"{len(interceptor_routes)} InterceptorRoute(s), "
             f"{len(loaded.of(ProcessGroup))} ProcessGroup(s)"
         )
-        asyncio.run(_run_until_signalled(runtime, services))
+        from ebb.http.eventloop import run_serving
+
+        run_serving(_run_until_signalled(runtime, services))
     finally:
         _restore_output(writers)
         if lock is not None:

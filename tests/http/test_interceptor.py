@@ -191,7 +191,7 @@ async def test_bad_input_gets_a_clear_answer_and_crashes_nothing() -> None:
 
         assert b" 400 " in await raw(b"NOT HTTP AT ALL\r\n\r\n")
         huge = b"GET / HTTP/1.1\r\nHost: web.local\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n"
-        assert b" 400 " in await raw(huge)
+        assert b" 431 " in await raw(huge)
         async with aiohttp.ClientSession() as session:
             status, body, _ = await _get(session, run.url + "/", headers={"Host": "ghost.local"})
             assert status == 503 and "ProcessGroup default/ghost is not loaded" in body

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from pathlib import Path
 
 import pytest
@@ -132,6 +133,31 @@ async def test_a_burst_of_pushes_to_an_idle_object_polls_a_bounded_number_of_tim
         await asyncio.sleep(PUSH_MIN_GAP * 2)
         # At most one poll per PUSH_MIN_GAP, plus the one at the end of the last gap.
         assert 1 <= len(rec.polls) - before <= elapsed / PUSH_MIN_GAP + 2
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_the_push_gap_follows_only_polls_a_push_woke(tmp_path: Path) -> None:
+    """A push right after a timer poll wakes the loop at once; one right after a push-woken poll waits the gap."""
+    db = tmp_path / "work.db"
+    make_backlog(db, rows=0)
+    rec, target = Recorder(), MemoryTarget()
+    so = _loop(db, rec, target)
+    task = asyncio.create_task(so.run())
+    try:
+        await eventually(lambda: len(rec.polls) >= 1, what="first (timer) poll")
+        await so.poll_once()  # a poll no push woke, just now
+        before = len(rec.polls)
+        so.notify()
+        assert so._woken and so._deferred is None  # at once, though a poll just started
+        timer_poll_done = time.monotonic()
+        await eventually(lambda: len(rec.polls) > before and not so._woken, what="the push-woken poll")
+        assert so._last_push_poll >= timer_poll_done  # that poll counts as push-woken
+        so._last_push_poll = time.monotonic()  # as if it had started just now (no timing in this test)
+        so.notify()
+        assert not so._woken and so._deferred is not None  # within the gap of a push-woken poll: deferred
+        await eventually(lambda: len(rec.polls) > before + 1, what="the deferred poll")
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from aiohttp import web
 from multidict import CIMultiDict
 
-from ebb.http.interceptor import Route, StaticAnswer
+from ebb.http.interceptor import RequestHead, Route, StaticAnswer
 from ebb.http.rate import RequestRate
 from ebb.http.routing import HeaderMatch, RouteRule, strip_port
 from ebb.spec.models import (
@@ -94,7 +94,7 @@ def rule_matches(rule: RoutingRule, host: str, path: str, headers: Mapping[str, 
     return True
 
 
-def _headers(request: web.BaseRequest) -> dict[str, list[str]]:
+def _headers(request: RequestHead) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for name, value in request.headers.items():
         out.setdefault(name.lower(), []).append(value)
@@ -126,12 +126,12 @@ def config_map_problem(route: InterceptorRoute, response: StaticResponse, config
 
 def responder(
     route: InterceptorRoute, response: StaticResponse, default_status: int, config_maps: ConfigMaps
-) -> Callable[[web.BaseRequest], web.StreamResponse]:
+) -> Callable[[RequestHead], web.StreamResponse]:
     """The static response as a handler; a ConfigMap body is read when answering (an edit applies at once)."""
     status = response.status_code or default_status
     problem = config_map_problem(route, response, config_maps)
 
-    def respond(request: web.BaseRequest) -> web.StreamResponse:
+    def respond(request: RequestHead) -> web.StreamResponse:
         headers: CIMultiDict[str] = CIMultiDict(response.headers)
         body = response.body or ""
         ref = response.body_from_config_map
@@ -154,7 +154,7 @@ def responder(
 
 def static_matcher(
     route: InterceptorRoute, config_maps: ConfigMaps
-) -> Callable[[web.BaseRequest], StaticAnswer | None] | None:
+) -> Callable[[RequestHead], StaticAnswer | None] | None:
     """First static route with a matching rule wins; None when the route has no static routes."""
     statics: list[tuple[StaticRoute, StaticAnswer]] = [
         (static, StaticAnswer(responder(route, static.response, 200, config_maps), static.response_mode == "Always"))
@@ -163,7 +163,7 @@ def static_matcher(
     if not statics:
         return None
 
-    def match(request: web.BaseRequest) -> StaticAnswer | None:
+    def match(request: RequestHead) -> StaticAnswer | None:
         headers = _headers(request)
         for static, answer in statics:
             if any(rule_matches(rule, request.host, request.path, headers) for rule in static.rules):

@@ -214,7 +214,6 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Run the HTTP interceptor on Kubernetes: routes from HTTPScaledObjects and InterceptorRoutes, endpoints from
         EndpointSlices."""
-        import asyncio
 
         from lightkube.core.exceptions import ConfigError
 
@@ -244,7 +243,9 @@ def register(app: typer.Typer) -> None:
             drain_grace=drain_grace,
         )
         try:
-            asyncio.run(interceptor_main(options))
+            from ebb.http.eventloop import run_serving
+
+            run_serving(interceptor_main(options))
         except ConfigError as problem:
             raise SystemExit(
                 f"ebb interceptor: no Kubernetes configuration ({problem}); in a pod the service account is used, "

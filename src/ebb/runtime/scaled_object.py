@@ -192,6 +192,8 @@ class ScaledObjectLoop:
         self._waiter: asyncio.Future[None] | None = None
         self._deferred: asyncio.TimerHandle | None = None
         self._last_poll = 0.0
+        #: When the last poll that a push woke started (monotonic): the push gap counts from it.
+        self._last_push_poll = 0.0
         #: Whether each forecasting trigger's guard let prediction act at the last poll (for its Events).
         self._guards: dict[str, bool] = {}
 
@@ -202,12 +204,13 @@ class ScaledObjectLoop:
     def notify(self) -> None:
         """Called by push scalers: poll now if the target is idle (activation must not wait for the timer).
 
-        A push within PUSH_MIN_GAP of the last poll's start is deferred to the end of the gap, not dropped:
-        that poll may have read the source just before the new work arrived.
+        A push within PUSH_MIN_GAP of the start of the last poll that a push woke is deferred to the end of
+        the gap, not dropped (that poll may have read the source just before the new work arrived): a stream of
+        pushes polls at most once per gap. A push after a timer poll wakes the loop at once.
         """
         if not self.idle or self._woken:
             return
-        wait = PUSH_MIN_GAP - (time.monotonic() - self._last_poll)
+        wait = PUSH_MIN_GAP - (time.monotonic() - self._last_push_poll)
         if wait <= 0:
             self._wake()
         elif self._deferred is None:
@@ -260,6 +263,8 @@ class ScaledObjectLoop:
                 woke = await self._sleep_until(next_at) if next_at > loop.time() else False
                 self._woken = False
                 started = loop.time()
+                if woke:
+                    self._last_push_poll = time.monotonic()
                 lateness = 0.0 if woke else max(0.0, started - next_at)
                 await self.poll_once(lateness=lateness)
                 interval = self.interval()

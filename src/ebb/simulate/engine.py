@@ -379,6 +379,7 @@ def run_core(
     reactive_target = policy.triggers[0].target if policy.triggers else 1.0
     window_start = 0.0
     arrived_at_last = 0
+    pushed = False  # whether the poll at t was woken by a push (the 50 ms gap follows only those)
     while t < end:
         sim.advance(t)
         backlog = sim.backlog(t)
@@ -452,10 +453,13 @@ def run_core(
                 horizon = min(horizon, forecasting.next_change(t))
             if horizon > nxt:
                 nxt = t + step * math.ceil((horizon - t) / step)
+        woken = False
         if policy.push and idle:
             wake = sim.next_arrival_after(t)
             if wake is not None and wake < nxt:
-                nxt = max(wake, t + PUSH_MIN_GAP)
+                nxt = max(wake, t + PUSH_MIN_GAP) if pushed else wake
+                woken = True
+        pushed = woken
         t = nxt
     result = sim.result(policy.name, cold_starts, reactive_target)
     if forecasting is not None:

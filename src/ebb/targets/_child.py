@@ -26,6 +26,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
+from typing import cast
 
 import psutil
 
@@ -83,8 +84,8 @@ class _LineProtocol(asyncio.SubprocessProtocol):
         self.closed: asyncio.Future[None] = loop.create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.SubprocessTransport)
-        self.transport = transport
+        # uvloop's transports are not asyncio.SubprocessTransport subclasses; they have its methods.
+        self.transport = cast(asyncio.SubprocessTransport, transport)
 
     def pipe_data_received(self, fd: int, data: bytes | str) -> None:
         self._buffer += data.encode() if isinstance(data, str) else data
