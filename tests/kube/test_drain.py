@@ -525,6 +525,11 @@ async def test_drain_handshake_removes_only_pods_that_confirmed_fake_apiserver(
     assert len(chosen) == 3 and {"web-2", "web-3"} <= set(chosen)
     [busy_one] = set(chosen) - {"web-2", "web-3"}
     assert any("waiting for 3 asked to drain (1 busy" in m for *_, m in events(cluster))
+    # Asked but not confirmed: below every pod not asked, so a ReplicaSet that scales in early (the HPA) takes
+    # ebb's choice, never the busy pod that keeps taking work.
+    [kept] = {"web-0", "web-1"} - {busy_one}
+    assert {costs(cluster)[name] for name in chosen} == {"-150"}
+    assert int(costs(cluster)[kept]) > -100  # busy, not asked
 
     # The idle pods read the annotation (Downward API) and confirm; a pod never asked says nothing of draining.
     for name in ("web-2", "web-3"):

@@ -53,6 +53,10 @@ BUSY_COST = 100
 UNKNOWN_COST = 200
 #: A pod that confirmed the drain handshake (asked to drain, says draining and idle): removed before any other.
 CONFIRMED_COST = -200
+#: A pod asked to drain that has not confirmed yet: below every pod not asked, so that when the HPA removes pods
+#: before they confirm, the ReplicaSet takes the ones ebb chose (seen on v1.28.0: with the busy cost it removed a
+#: busy pod that was never asked and kept the one asked to drain).
+ASKED_COST = -150
 PROBE_TIMEOUT = 2.0
 #: A state that lasts (busy pods waited for) is said again, with its durations brought up to date, at most this
 #: often: each Event is a new object (seen on a real cluster: one per poll, every 2 s, while pods were busy).
@@ -392,7 +396,10 @@ class PodDrainer:
         picked = {s.name for s in chosen}
         writes = []
         for s in states:
-            cost, mark = (str(CONFIRMED_COST), "drained") if s.name in picked and s.confirmed else s.wanted
+            if s.name in picked:
+                cost, mark = (str(CONFIRMED_COST), "drained") if s.confirmed else (str(ASKED_COST), "asked")
+            else:
+                cost, mark = s.wanted
             patch: dict[str, str | None] = {}
             if s.cost != cost or s.mark != mark:
                 patch |= {DELETION_COST_ANNOTATION: cost, MARK_ANNOTATION: mark}
