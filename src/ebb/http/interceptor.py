@@ -91,7 +91,6 @@ class Route:
     broken: str | None = None
     in_flight: int = 0
     held: int = 0
-    requests: int = 0
     cold_starts: int = 0
     listeners: list[Callable[[], None]] = field(default_factory=list)
     #: InterceptorRoute only: the whole request's deadline (timeouts.request), a static answer while no
@@ -103,6 +102,11 @@ class Route:
     placeholder_pending: bool = False
     #: What the route's traffic did, for /metrics, the dashboard and cold-start Events (ebb.http.stats).
     stats: RouteStats = field(default_factory=RouteStats)
+
+    @property
+    def requests(self) -> int:
+        """Requests routed here and counted (static answers are not), ever: the scaler's activity signal."""
+        return self.stats.requests
 
     def notify(self) -> None:
         for listener in self.listeners:
@@ -702,7 +706,6 @@ class Interceptor:
         answer = route.static(request) if route.static is not None else None
         if answer is None:
             route.in_flight += 1
-            route.requests += 1
             route.stats.request_started()
             if route.rate is not None:
                 route.rate.record(self.clock())

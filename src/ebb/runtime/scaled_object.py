@@ -191,7 +191,6 @@ class ScaledObjectLoop:
         self._woken = False
         self._waiter: asyncio.Future[None] | None = None
         self._deferred: asyncio.TimerHandle | None = None
-        self._last_poll = 0.0
         #: When the last poll that a push woke started (monotonic): the push gap counts from it.
         self._last_push_poll = 0.0
         #: Whether each forecasting trigger's guard let prediction act at the last poll (for its Events).
@@ -284,7 +283,6 @@ class ScaledObjectLoop:
 
     async def poll_once(self, lateness: float = 0.0) -> Decision | None:
         """Read all triggers concurrently, decide, apply. Never raises for a failing source or target."""
-        self._last_poll = time.monotonic()
         t0 = time.perf_counter()
         if len(self.scalers) == 1:  # the common case, without gather's task per trigger
             results: tuple[TriggerResult, ...] = (await read_trigger(self.scalers[0]),)
