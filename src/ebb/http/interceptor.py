@@ -101,7 +101,6 @@ class Route:
     broken: str | None = None
     in_flight: int = 0
     held: int = 0
-    cold_starts: int = 0
     listeners: list[Callable[[], None]] = field(default_factory=list)
     #: InterceptorRoute only: the whole request's deadline (timeouts.request), a static answer while no
     #: replica is ready (coldStart.placeholder), and sub-routes answered without counting (staticRoutes).
@@ -117,6 +116,11 @@ class Route:
     def requests(self) -> int:
         """Requests routed here and counted (static answers are not), ever: the scaler's activity signal."""
         return self.stats.requests
+
+    @property
+    def cold_starts(self) -> int:
+        """Cold starts so far: episodes of held requests (holds less than 0.5 s apart are one), each its own Event."""
+        return self.stats.cold_starts
 
     def notify(self) -> None:
         for listener in self.listeners:
@@ -782,8 +786,6 @@ class Interceptor:
                     conn.write(_text(503, f"{route.ref}: too many requests waiting for a replica ({self.max_held})"))
                     return
                 route.held += 1
-                if route.held == 1:
-                    route.cold_starts += 1
                 route.notify()
                 try:
                     with route.stats.holding() as hold:
