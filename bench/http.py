@@ -377,11 +377,15 @@ async def _held(count: int) -> dict[str, Any]:
         started = time.monotonic()
         async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
             errors: dict[str, int] = {}
+            answers: dict[str, int] = {}  # the body of each answer that is not a 200: what went wrong, in ebb's words
 
             async def one() -> int:
                 try:
                     async with session.get(url, headers={"Host": HOST}) as response:
-                        await response.read()
+                        body = await response.read()
+                        if response.status != 200:
+                            why = f"{response.status}: {body.decode(errors='replace').strip()}"[:200]
+                            answers[why] = answers.get(why, 0) + 1
                         return response.status
                 except (aiohttp.ClientError, TimeoutError) as exc:
                     why = f"{type(exc).__name__}: {exc}"[:120]
@@ -397,6 +401,7 @@ async def _held(count: int) -> dict[str, Any]:
         "served": sum(1 for s in statuses if s == 200),
         "failed": sum(1 for s in statuses if s != 200),
         "errors": errors,
+        "answers": answers,
         "statuses": {str(s): statuses.count(s) for s in sorted(set(statuses))},
         "somaxconn": _somaxconn(),
         "peak_rss_mib": round(peak / 2**20, 1),

@@ -713,6 +713,14 @@ def run(
         ),
     ] = "127.0.0.1",
     http_port: Annotated[int, typer.Option(min=0, max=65535, help="Port of the HTTP interceptor.")] = 8080,
+    http_max_connections: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Connections the HTTP interceptor opens at once to one replica; more requests wait their turn. "
+            "0: no limit.",
+        ),
+    ] = 1024,
     cost_per_replica_hour: CostOption = None,
 ) -> None:
     """Scale local process groups from the given manifests until Ctrl-C.
@@ -784,7 +792,14 @@ def run(
             from ebb.http.local import HTTPFrontend, HTTPOptions
 
             announce = lambda text: console.print(f"[dim]{escape(text)}[/]")  # noqa: E731
-            frontend = HTTPFrontend(HTTPOptions(host=http_host, port=http_port, announce=announce))
+            frontend = HTTPFrontend(
+                HTTPOptions(
+                    host=http_host,
+                    port=http_port,
+                    max_connections=http_max_connections or None,
+                    announce=announce,
+                )
+            )
             services.http_routes = frontend.route_infos
             extensions.append(frontend)
         runtime = LocalRuntime(loaded, observer, options, extensions)

@@ -9,7 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -61,10 +64,10 @@ async def upstream(handler: Handler) -> AsyncIterator[int]:
 
 
 @contextlib.asynccontextmanager
-async def interceptor_for(port: int) -> AsyncIterator[tuple[Interceptor, Route]]:
+async def interceptor_for(port: int, **options: Any) -> AsyncIterator[tuple[Interceptor, Route]]:
     route = Route(ref="default/app", target="ProcessGroup default/app", pool=_OnePool(port))
     table = RoutingTable([RouteRule(route=route, hosts=(), path_prefixes=(), headers=(), order=(0.0, "", ""))])
-    interceptor = Interceptor(table, [route], port=0)
+    interceptor = Interceptor(table, [route], port=0, **options)
     await interceptor.start()
     try:
         yield interceptor, route
@@ -166,6 +169,137 @@ async def test_upstream_connections_are_reused_and_a_stale_one_is_retried_once()
                 async with session.get(url) as response:
                     assert response.status == 200  # the stale connection was retried on a new one
             assert connections >= 3
+
+
+def _counting_replica(delay: float) -> tuple[Handler, dict[str, int]]:
+    """A keep-alive replica that answers after `delay` and counts its open connections (now and at most)."""
+    seen = {"open": 0, "peak": 0, "requests": 0}
+
+    async def replica(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen["open"] += 1
+        seen["peak"] = max(seen["peak"], seen["open"])
+        try:
+            with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+                while True:
+                    await reader.readuntil(b"\r\n\r\n")
+                    await asyncio.sleep(delay)
+                    seen["requests"] += 1
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nhello\n")
+                    await writer.drain()
+        finally:
+            seen["open"] -= 1
+            writer.close()
+
+    return replica, seen
+
+
+async def test_a_burst_opens_at_most_max_connections_to_one_replica_and_the_rest_wait_their_turn() -> None:
+    """A cold start releases every held request at once: they queue for the replica's connections, none fails."""
+    replica, seen = _counting_replica(delay=0.05)
+    async with upstream(replica) as port, interceptor_for(port, max_connections=4) as (interceptor, route):
+        url = f"http://127.0.0.1:{interceptor.bound_port}/"
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+
+            async def one() -> int:
+                async with session.get(url) as response:
+                    await response.read()
+                    return response.status
+
+            statuses = await asyncio.gather(*(one() for _ in range(60)))
+    assert statuses == [200] * 60
+    assert seen["requests"] == 60
+    assert 1 < seen["peak"] <= 4  # capped, and still used in parallel
+    assert route.stats.upstream_errors == 0
+
+
+async def test_a_client_that_leaves_while_waiting_for_a_connection_gives_its_turn_to_the_next() -> None:
+    replica, seen = _counting_replica(delay=0.3)
+    async with upstream(replica) as port, interceptor_for(port, max_connections=1) as (interceptor, route):
+        url = f"http://127.0.0.1:{interceptor.bound_port}/"
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+
+            async def one() -> int:
+                async with session.get(url) as response:
+                    await response.read()
+                    return response.status
+
+            first = asyncio.create_task(one())
+            await eventually(lambda: seen["open"] == 1, what="the first request holds the only connection")
+            leaver = asyncio.create_task(one())
+            await asyncio.sleep(0.05)
+            leaver.cancel()  # its client disconnects while it waits for the connection
+            with contextlib.suppress(asyncio.CancelledError):
+                await leaver
+            later = [asyncio.create_task(one()) for _ in range(3)]
+            assert await asyncio.gather(first, *later) == [200] * 4
+            await eventually(lambda: route.in_flight == 0, what="nothing left in flight")
+    assert seen["peak"] == 1
+    assert seen["requests"] == 4  # the leaver never reached the replica
+
+
+_ROOT = Path(__file__).resolve().parents[2]
+_LIMITED_INTERCEPTOR = """
+import asyncio, os, resource, sys
+from ebb.http.eventloop import run_serving
+from ebb.http.interceptor import Interceptor, Route
+from ebb.http.routing import RouteRule, RoutingTable
+from tests.http.test_transport import _OnePool
+
+async def main() -> None:
+    route = Route(ref="default/app", target="ProcessGroup default/app", pool=_OnePool(int(sys.argv[1])))
+    table = RoutingTable([RouteRule(route=route, hosts=(), path_prefixes=(), headers=(), order=(0.0, "", ""))])
+    interceptor = Interceptor(table, [route], port=0, max_connections=None)
+    await interceptor.start()
+    # Room for every client connection and 20 more descriptors: most upstream connects must wait for one.
+    spare = len(os.listdir("/proc/self/fd")) + int(sys.argv[2]) + 20
+    resource.setrlimit(resource.RLIMIT_NOFILE, (spare, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+    print(interceptor.bound_port, flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+    await interceptor.stop(1.0)
+    print(route.stats.upstream_errors, flush=True)
+
+run_serving(main())
+"""
+
+
+async def test_out_of_file_descriptors_an_upstream_connect_waits_for_one_instead_of_failing() -> None:
+    """Without a connection cap (max_connections=None) a burst can exhaust the process's descriptors: an upstream
+    connect that gets EMFILE waits for a connection to close and tries again; the client never sees a 502."""
+    clients = 80
+    replica, seen = _counting_replica(delay=0.1)
+    root = _ROOT
+    async with upstream(replica) as port:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            _LIMITED_INTERCEPTOR,
+            str(port),
+            str(clients),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            cwd=root,
+            env={**os.environ, "PYTHONPATH": f"{root / 'src'}{os.pathsep}{root}"},
+        )
+        assert proc.stdin is not None and proc.stdout is not None
+        try:
+            at = int(await asyncio.wait_for(proc.stdout.readline(), 30))
+            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+
+                async def one() -> tuple[int, bytes]:
+                    async with session.get(f"http://127.0.0.1:{at}/") as response:
+                        return response.status, await response.read()
+
+                answers = await asyncio.gather(*(one() for _ in range(clients)))
+            proc.stdin.close()
+            upstream_errors = int(await asyncio.wait_for(proc.stdout.readline(), 30))
+        finally:
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+            await proc.wait()
+    assert [a for a in answers if a[0] != 200] == []
+    assert upstream_errors == 0
+    assert seen["peak"] < clients  # the shortage was real: not every request had a connection of its own
 
 
 async def test_expect_100_continue_is_answered_and_the_body_forwarded() -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -28,6 +29,8 @@ HIGH_WATER = 256 * 1024
 DEFAULT_MAX_IDLE = 32
 DEFAULT_IDLE_TIMEOUT = 30.0
 DEFAULT_CONNECT_TIMEOUT = 5.0
+#: Connections open at once to one replica; more requests wait for one (haproxy's per-server `maxconn`).
+DEFAULT_MAX_CONNECTIONS = 1024
 
 
 class Sink(Protocol):
@@ -71,6 +74,8 @@ class Connection(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.reused = False
         self.closed = False
+        #: Holds one of its pool's slots (freed when the connection is lost).
+        self.counted = False
         self.idle_since = 0.0
         self._head: asyncio.Future[ResponseHead] | None = None
         self._done: asyncio.Future[None] | None = None
@@ -324,41 +329,157 @@ def _time_out(future: asyncio.Future[ResponseHead]) -> None:
 
 
 class Pool:
-    """Idle keep-alive connections to one upstream address."""
+    """Keep-alive connections to one upstream address: at most `max_connections` open at once (idle or in use),
+    at most `max_idle` of them kept idle.
 
-    def __init__(self, host: str, port: int, *, max_idle: int, idle_timeout: float, connect_timeout: float) -> None:
+    A request that finds every connection busy waits its turn (first come, first served) for one to come back or
+    to close, rather than opening more: a burst of held requests released at once by a cold start must not open
+    thousands of connections to one fresh replica (its listen backlog overflows, and the interceptor runs out of
+    file descriptors). The waiting requests are already counted in flight, so the route scales on them.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        max_idle: int,
+        idle_timeout: float,
+        connect_timeout: float,
+        max_connections: int | None = None,
+        client: UpstreamClient | None = None,
+    ) -> None:
         self.host = host
         self.port = port
         self.max_idle = max_idle
         self.idle_timeout = idle_timeout
         self.connect_timeout = connect_timeout
+        self.max_connections = max_connections
+        self.client = client
         self.idle: deque[Connection] = deque()
         self.opened = 0
+        #: Connections open or being opened (slots taken).
+        self.count = 0
+        #: Requests waiting for a connection: each future gets a connection, or None for a free slot to open one in.
+        self.waiters: deque[asyncio.Future[Connection | None]] = deque()
 
-    async def acquire(self, *, fresh: bool = False) -> Connection:
-        while self.idle and not fresh:
+    def _idle_connection(self) -> Connection | None:
+        while self.idle:
             conn = self.idle.pop()  # the most recently used: the least likely to have been closed by its server
             if not conn.closed:
                 conn.reused = True
                 return conn
+        return None
+
+    async def acquire(self, *, fresh: bool = False) -> Connection:
+        if not fresh:
+            idle = self._idle_connection()
+            if idle is not None:
+                return idle
+        if self.max_connections is not None and self.count >= self.max_connections:
+            waiter: asyncio.Future[Connection | None] = asyncio.get_running_loop().create_future()
+            self.waiters.append(waiter)
+            try:
+                conn = await waiter
+            except asyncio.CancelledError:
+                self._give_back(waiter)
+                raise
+            if conn is not None:
+                conn.reused = True
+                return conn
+            # a slot was taken for us by whoever freed it
+        else:
+            self.count += 1
+        try:
+            conn = await self._connect()
+        except BaseException:
+            self._slot_freed()
+            raise
+        return conn
+
+    async def _connect(self) -> Connection:
+        """A new connection; when the process is out of file descriptors, waits for one of the client's
+        connections to close and tries again (or takes an idle one that came back meanwhile), up to
+        `connect_timeout` in all."""
         loop = asyncio.get_running_loop()
-        async with asyncio.timeout(self.connect_timeout):
-            _, protocol = await loop.create_connection(lambda: Connection(self), self.host, self.port)
+        shortage: OSError | None = None
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                while True:
+                    try:
+                        _, protocol = await loop.create_connection(lambda: Connection(self), self.host, self.port)
+                        break
+                    except OSError as exc:
+                        if exc.errno not in (errno.EMFILE, errno.ENFILE) or self.client is None:
+                            raise
+                        shortage = exc
+                        await self.client.descriptor_freed()
+                        reused = self._idle_connection()
+                        if reused is not None:
+                            self._slot_freed()  # it holds a slot of its own: the one taken for a new one goes back
+                            return reused
+        except TimeoutError:
+            if shortage is not None:
+                raise shortage from None  # the reason to report is the shortage, not the timer
+            raise
+        protocol.counted = True
         self.opened += 1
         return protocol
 
-    def release(self, conn: Connection) -> None:
-        if conn.reusable() and len(self.idle) < self.max_idle:
-            conn.idle_since = time.monotonic()
-            conn._head = conn._done = None
-            conn._sink = None
-            self.idle.append(conn)
+    def _give_back(self, waiter: asyncio.Future[Connection | None]) -> None:
+        """A waiting request was cancelled (its client left, or a timeout): what it was given goes to the next."""
+        if not waiter.done():
+            with contextlib.suppress(ValueError):
+                self.waiters.remove(waiter)
+            return
+        if waiter.cancelled():
+            return
+        given = waiter.result()
+        if given is None:
+            self._slot_freed()
         else:
-            conn.close()
+            self.release(given)
+
+    def _next_waiter(self) -> asyncio.Future[Connection | None] | None:
+        while self.waiters:
+            waiter = self.waiters.popleft()
+            if not waiter.done():
+                return waiter
+        return None
+
+    def _slot_freed(self) -> None:
+        """A connection closed or could not be opened: its slot goes to the first waiting request, if any."""
+        waiter = self._next_waiter()
+        if waiter is None:
+            self.count -= 1
+        else:
+            waiter.set_result(None)  # the slot passes on: count unchanged
+
+    def release(self, conn: Connection) -> None:
+        if conn.reusable():
+            waiter = self._next_waiter()
+            if waiter is not None:
+                conn._head = conn._done = None
+                conn._sink = None
+                waiter.set_result(conn)
+                return
+            if len(self.idle) < self.max_idle:
+                conn.idle_since = time.monotonic()
+                conn._head = conn._done = None
+                conn._sink = None
+                self.idle.append(conn)
+                return
+        conn.close()  # its slot is freed when the connection is lost
 
     def forget(self, conn: Connection) -> None:
+        """The connection closed (either side)."""
         with contextlib.suppress(ValueError):
             self.idle.remove(conn)
+        if conn.counted:
+            conn.counted = False
+            self._slot_freed()
+        if self.client is not None:
+            self.client.closed_one()
 
     def close_idle(self, older_than: float | None = None) -> None:
         now = time.monotonic()
@@ -370,9 +491,14 @@ class Pool:
                 keep.append(conn)
         self.idle = keep
 
+    def busy(self) -> bool:
+        """Connections in use, being opened, or requests waiting for one: the pool must be kept."""
+        return self.count > len(self.idle) or bool(self.waiters)
+
 
 class UpstreamClient:
-    """Keep-alive pools per upstream address; idle connections close after `idle_timeout`."""
+    """Keep-alive pools per upstream address; idle connections close after `idle_timeout`; at most
+    `max_connections` open to one address (None: no limit)."""
 
     def __init__(
         self,
@@ -380,12 +506,15 @@ class UpstreamClient:
         max_idle: int = DEFAULT_MAX_IDLE,
         idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        max_connections: int | None = DEFAULT_MAX_CONNECTIONS,
     ) -> None:
         self.max_idle = max_idle
         self.idle_timeout = idle_timeout
         self.connect_timeout = connect_timeout
+        self.max_connections = max_connections
         self.pools: dict[tuple[str, int], Pool] = {}
         self._sweeper: asyncio.TimerHandle | None = None
+        self._freed: asyncio.Event | None = None
 
     def pool(self, host: str, port: int) -> Pool:
         key = (host, port)
@@ -397,10 +526,27 @@ class UpstreamClient:
                 max_idle=self.max_idle,
                 idle_timeout=self.idle_timeout,
                 connect_timeout=self.connect_timeout,
+                max_connections=self.max_connections,
+                client=self,
             )
             if self._sweeper is None:
                 self._schedule_sweep()
         return pool
+
+    async def descriptor_freed(self) -> None:
+        """Wait until one of this client's connections closes (a file descriptor is free again), or 0.1 s
+        (descriptors held elsewhere in the process may free up too)."""
+        if self._freed is None:
+            self._freed = asyncio.Event()
+        freed = self._freed
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(0.1):
+                await freed.wait()
+
+    def closed_one(self) -> None:
+        if self._freed is not None:
+            self._freed.set()
+            self._freed = None
 
     def _schedule_sweep(self) -> None:
         loop = asyncio.get_running_loop()
@@ -409,7 +555,7 @@ class UpstreamClient:
     def _sweep(self) -> None:
         for key, pool in list(self.pools.items()):
             pool.close_idle(self.idle_timeout)
-            if not pool.idle:
+            if not pool.idle and not pool.busy():
                 del self.pools[key]
         self._sweeper = None
         if self.pools:

@@ -28,7 +28,17 @@ import httptools
 from aiohttp import web
 from multidict import CIMultiDict
 
-from ebb.http.client import HIGH_WATER, Connection, ResponseHead, UpstreamClient, UpstreamError, parse_base_url
+from ebb.http.client import (
+    DEFAULT_MAX_CONNECTIONS as DEFAULT_MAX_CONNECTIONS,
+)
+from ebb.http.client import (
+    HIGH_WATER,
+    Connection,
+    ResponseHead,
+    UpstreamClient,
+    UpstreamError,
+    parse_base_url,
+)
 from ebb.http.pool import Replica
 from ebb.http.rate import RequestRate
 from ebb.http.routing import RoutingTable
@@ -641,6 +651,7 @@ class Interceptor:
         host: str = DEFAULT_HOST,
         port: int = DEFAULT_PORT,
         max_held: int = DEFAULT_MAX_HELD,
+        max_connections: int | None = DEFAULT_MAX_CONNECTIONS,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.table = table
@@ -648,6 +659,8 @@ class Interceptor:
         self.host = host
         self.port = port
         self.max_held = max_held
+        #: Connections open at once to one replica (None: no limit); more requests wait their turn.
+        self.max_connections = max_connections
         self.clock = clock
         self._client: UpstreamClient | None = None
         self._listener: asyncio.base_events.Server | None = None
@@ -665,7 +678,7 @@ class Interceptor:
         return port
 
     async def start(self) -> None:
-        self._client = UpstreamClient()
+        self._client = UpstreamClient(max_connections=self.max_connections)
         self._closing = False
         loop = asyncio.get_running_loop()
         self._listener = await loop.create_server(

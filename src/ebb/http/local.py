@@ -18,6 +18,7 @@ from ebb.errors import EbbError
 from ebb.http.interceptor import (
     DEFAULT_CONDITION_WAIT,
     DEFAULT_HOST,
+    DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_HELD,
     DEFAULT_PORT,
     DEFAULT_RESPONSE_HEADER_TIMEOUT,
@@ -59,6 +60,8 @@ class HTTPOptions:
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     max_held: int = DEFAULT_MAX_HELD
+    #: Connections open at once to one replica (None: no limit); more requests wait their turn.
+    max_connections: int | None = DEFAULT_MAX_CONNECTIONS
     condition_wait: float = DEFAULT_CONDITION_WAIT
     response_header: float = DEFAULT_RESPONSE_HEADER_TIMEOUT
     #: Called with the address once the interceptor listens.
@@ -169,6 +172,7 @@ class HTTPFrontend:
             host=self.options.host,
             port=self.options.port,
             max_held=self.options.max_held,
+            max_connections=self.options.max_connections,
         )
 
     def _observe(self, runtime: LocalRuntime, route: Route) -> None:

@@ -200,6 +200,12 @@ def register(app: typer.Typer) -> None:
         max_held: Annotated[
             int, typer.Option(help="Requests held per route while it has no ready endpoint; more get a 503.")
         ] = 10_000,
+        max_connections: Annotated[
+            int,
+            typer.Option(
+                help="Connections open at once to one endpoint; more requests wait their turn for one. 0: no limit."
+            ),
+        ] = 1024,
         condition_wait: Annotated[
             float,
             typer.Option(help="Seconds a request waits for a ready endpoint when its route does not say."),
@@ -230,6 +236,10 @@ def register(app: typer.Typer) -> None:
                 raise typer.BadParameter(f"expected seconds > 0, got {seconds}", param_hint=name)
         if max_held < 1:
             raise typer.BadParameter(f"expected 1 or more, got {max_held}", param_hint="--max-held")
+        if max_connections < 0:
+            raise typer.BadParameter(
+                f"expected 0 (no limit) or more, got {max_connections}", param_hint="--max-connections"
+            )
         configure_logging(log_level)
         options = InterceptorOptions(
             host=host,
@@ -238,6 +248,7 @@ def register(app: typer.Typer) -> None:
             admin_port=admin_port,
             namespaces=namespace or [],
             max_held=max_held,
+            max_connections=max_connections or None,
             condition_wait=condition_wait,
             response_header=response_header_timeout,
             drain_grace=drain_grace,

@@ -38,6 +38,7 @@ from prometheus_client import CollectorRegistry
 from ebb.errors import SpecError
 from ebb.http.interceptor import (
     DEFAULT_CONDITION_WAIT,
+    DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_HELD,
     DEFAULT_RESPONSE_HEADER_TIMEOUT,
     Interceptor,
@@ -85,6 +86,8 @@ class InterceptorOptions:
     #: Namespaces whose HTTPScaledObjects are routed; empty: every namespace.
     namespaces: Sequence[str] = ()
     max_held: int = DEFAULT_MAX_HELD
+    #: Connections open at once to one endpoint (None: no limit).
+    max_connections: int | None = DEFAULT_MAX_CONNECTIONS
     condition_wait: float = DEFAULT_CONDITION_WAIT
     response_header: float = DEFAULT_RESPONSE_HEADER_TIMEOUT
     push_interval: float = DEFAULT_PUSH_INTERVAL
@@ -168,7 +171,13 @@ class KubeRoutes:
         self.kinds: dict[Key, str] = {}
         self.pools: dict[PoolKey, EndpointPool] = {}
         self.interceptor = Interceptor(
-            RoutingTable([]), [], host=options.host, port=options.port, max_held=options.max_held, clock=clock
+            RoutingTable([]),
+            [],
+            host=options.host,
+            port=options.port,
+            max_held=options.max_held,
+            max_connections=options.max_connections,
+            clock=clock,
         )
         namespaces: Sequence[str | None] = list(options.namespaces) or [None]
         self.informers: dict[str, list[Informer]] = {
