@@ -76,6 +76,46 @@ async def test_malformed_requests_get_a_400_without_a_traceback_and_the_intercep
     assert tracebacks == []
 
 
+async def _until_closed(port: int, data: bytes, wait: float = 10.0) -> bytes:
+    """Send `data` on a fresh connection; everything that comes back, until the server closes (a timeout if not)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(data)
+        await writer.drain()
+        return await asyncio.wait_for(reader.read(), wait)
+    finally:
+        writer.close()
+
+
+async def test_a_request_line_without_a_version_http_0_9_gets_a_400_and_the_interceptor_keeps_serving() -> None:
+    """llhttp reads `GET /` (no version) as HTTP/0.9. On a catch-all route (no hosts: no Host header needed)
+    it used to be proxied to the app as an HTTP/1.1 request; it is refused instead, and so is a request line
+    naming HTTP/2.0 (505: HTTP/2 is not spoken as text)."""
+    port = free_ports(2)
+    async with running(group("web"), httpso("web", port, min_replicas=1)) as run:
+        await eventually(lambda: run.ready("web") == 1, what="replica ready")
+        assert run.frontend.interceptor is not None
+        listen = run.frontend.interceptor.bound_port
+        route = next(iter(run.frontend.routes.values()))
+        body = (
+            b"malformed request: the request line has no HTTP version (an HTTP/0.9 request); expected "
+            b"'METHOD /path HTTP/1.1'\n"
+        )
+        for line in (b"GET /\r\n\r\n", b"POST /echo\r\n\r\n", b"GET / HTTP/0.9\r\n\r\n"):
+            answer = await _until_closed(listen, line)  # the connection is closed after the answer
+            head, _, content = answer.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 400 Bad Request\r\n") and b"Connection: close" in head, answer
+            assert content == body
+        answer = await _until_closed(listen, b"GET / HTTP/2.0\r\n" + HOST + b"\r\n")
+        assert answer.startswith(b"HTTP/1.1 505 HTTP Version Not Supported\r\n")
+        assert answer.endswith(b"HTTP/2.0 is not supported here: send HTTP/1.1 (or HTTP/1.0)\n")
+        assert (route.stats.requests, route.in_flight, route.stats.upstream_errors) == (0, 0, 0)
+        for version in (b"1.1", b"1.0"):
+            ok = await _until_closed(listen, b"GET / HTTP/" + version + b"\r\n" + HOST + b"Connection: close\r\n\r\n")
+            assert _status(ok) == 200 and ok.endswith(b"hello from replica 0\n")
+        assert route.stats.requests == 2
+
+
 async def test_heads_at_the_size_limits_pass_and_beyond_them_get_a_414_or_431() -> None:
     port = free_ports(2)
     async with running(group("web"), httpso("web", port, spec="hosts: [web.local]\n", min_replicas=1)) as run:

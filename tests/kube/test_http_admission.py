@@ -245,9 +245,9 @@ async def test_a_scaled_object_on_a_workload_an_http_scaled_object_scales_is_ref
     body = admission(scaled_object("mine", "web"))
     body["request"]["kind"] = {"group": "keda.sh", "version": "v1alpha1", "kind": "ScaledObject"}
     outcome = await review(body, kind="ScaledObject", cluster=cluster)
-    assert not outcome.allowed and outcome.reason == "scaledobject"
+    assert not outcome.allowed and outcome.reason == "other-scaled-object"
     assert outcome.message.startswith(
-        "ScaledObject shop/mine: spec.scaleTargetRef.name: the workload Deployment 'web' is already scaled by "
+        "ScaledObject shop/mine: spec.scaleTargetRef: the workload Deployment 'web' is already scaled by "
         "HTTPScaledObject shop/web"
     )
     # Routing only (the add-on's annotation): the user's ScaledObject scales it.
@@ -258,9 +258,53 @@ async def test_a_scaled_object_on_a_workload_an_http_scaled_object_scales_is_ref
 
 async def test_an_http_scaled_object_on_a_workload_a_scaled_object_scales_is_refused_naming_the_field() -> None:
     outcome = await check(hso("web", hosts=["x.test"]), scaled_object("mine", "web"))
-    assert not outcome.allowed and outcome.reason == "scaledobject"
+    assert not outcome.allowed and outcome.reason == "other-scaled-object"
     assert outcome.message.startswith(
-        "HTTPScaledObject shop/web: spec.scaleTargetRef.name: the workload Deployment 'web' is already scaled by "
+        "HTTPScaledObject shop/web: spec.scaleTargetRef: the workload Deployment 'web' is already scaled by "
         "ScaledObject shop/mine"
     )
     assert (await check(hso("web", hosts=["x.test"]), scaled_object("mine", "other"))).allowed
+
+
+async def test_the_http_scaled_objects_own_scaled_object_of_the_same_name_is_not_a_conflict() -> None:
+    """The add-on's operator creates a ScaledObject of the HTTPScaledObject's name on its target: either may be
+    applied with the other there."""
+    assert (await check(hso("web", hosts=["x.test"]), scaled_object("web", "web"))).allowed
+    body = admission(scaled_object("web", "web"))
+    body["request"]["kind"] = {"group": "keda.sh", "version": "v1alpha1", "kind": "ScaledObject"}
+    assert (await review(body, kind="ScaledObject", cluster=HTTPObjects(hso("web", hosts=["x.test"])))).allowed
+
+
+def created(body: dict[str, Any], at: str) -> dict[str, Any]:
+    body["metadata"]["creationTimestamp"] = at
+    return body
+
+
+async def test_an_update_is_refused_only_to_the_object_that_arrived_second_as_the_operator_decides() -> None:
+    """A pair made while the webhook was off: the operator scales the first (creationTimestamp, then name); an
+    edit of it is let through, an edit of the second is refused (a create is refused whatever the times)."""
+    older = created(hso("web", hosts=["x.test"]), "2026-01-01T00:00:00Z")
+    newer = created(scaled_object("mine", "web"), "2026-01-01T00:05:00Z")
+
+    async def review_so(operation: str) -> Any:
+        body = admission(newer, operation)
+        body["request"]["kind"] = {"group": "keda.sh", "version": "v1alpha1", "kind": "ScaledObject"}
+        body["request"]["oldObject"] = {**newer, "spec": {**newer["spec"], "minReplicaCount": 3}}
+        return await review(body, kind="ScaledObject", cluster=HTTPObjects(older))
+
+    refused = await review_so("UPDATE")
+    assert not refused.allowed and refused.reason == "other-scaled-object"
+    assert refused.message.startswith(
+        "ScaledObject shop/mine: spec.scaleTargetRef: the workload Deployment 'web' is already scaled by "
+        "HTTPScaledObject shop/web, created before ScaledObject shop/mine (which therefore does not scale it); "
+    )
+    update = admission(older, "UPDATE")
+    update["request"]["oldObject"] = {**older, "spec": {**older["spec"], "hosts": ["y.test"]}}
+    assert (await review(update, kind="HTTPScaledObject", cluster=HTTPObjects(newer))).allowed
+    # A create of the older-looking object is refused all the same: it is the one arriving now.
+    assert not (await check(older, newer)).allowed
+    # Same second: the name decides ("mine" before "web").
+    same = created(scaled_object("mine", "web"), "2026-01-01T00:00:00Z")
+    update["request"]["object"] = older
+    outcome = await review(update, kind="HTTPScaledObject", cluster=HTTPObjects(same))
+    assert not outcome.allowed and "created before HTTPScaledObject shop/web" in outcome.message

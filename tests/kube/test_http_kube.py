@@ -39,6 +39,7 @@ from ebb.kube.endpoints import ENDPOINT_SLICE
 from ebb.kube.http_feed import InterceptorFeed
 from ebb.kube.http_interceptor import HTTP_SCALED_OBJECT, SERVICE, InterceptorOptions, KubeInterceptor, KubeRoutes
 from ebb.kube.http_operator import HTTPScaledObjectController
+from ebb.kube.operator import OperatorOptions, ScaledObjectController
 
 from ._fakecluster import Cluster, eventually, use_kubeconfig
 from .test_operator_e2e import Replica, free_port
@@ -462,7 +463,12 @@ def user_scaled_object(target: str) -> dict[str, Any]:
         "metadata": {"name": "mine", "namespace": NS},
         "spec": {
             "scaleTargetRef": {"name": target},
-            "triggers": [{"type": "cron", "metadata": {"timezone": "UTC", "start": "0 8 * * *", "end": "0 9 * * *"}}],
+            "triggers": [
+                {
+                    "type": "cron",
+                    "metadata": {"timezone": "UTC", "start": "0 8 * * *", "end": "0 9 * * *", "desiredReplicas": "1"},
+                }
+            ],
         },
     }
 
@@ -475,9 +481,36 @@ async def reconciled(api: AsyncClient, manifest: dict[str, Any]) -> tuple[bool, 
     return await controller.reconcile(body), controller
 
 
-async def test_another_scaled_object_on_the_target_is_a_create_error(
+async def http_status(api: AsyncClient, name: str) -> dict[str, Any]:
+    return to_dict(await api.get(HTTP_SCALED_OBJECT, name, namespace=NS))
+
+
+async def so_body(api: AsyncClient, name: str) -> dict[str, Any]:
+    return to_dict(await api.get(SCALED_OBJECT, name, namespace=NS))
+
+
+def so_ready(body: dict[str, Any]) -> dict[str, Any]:
+    return next(c for c in body["status"]["conditions"] if c["type"] == "Ready")
+
+
+def so_controller(api: AsyncClient) -> ScaledObjectController:
+    controller = ScaledObjectController(api, OperatorOptions(cluster_object_namespace=NS))
+    controller.autostart = False
+    return controller
+
+
+async def warnings(api: AsyncClient, name: str) -> list[str]:
+    found = [to_dict(e) async for e in api.list(EVENT, namespace=NS)]
+    return [
+        e["reason"] for e in found if (e.get("involvedObject") or {}).get("name") == name and e["type"] == "Warning"
+    ]
+
+
+async def test_a_scaled_object_created_first_keeps_scaling_and_a_later_http_scaled_object_is_refused(
     client: AsyncClient,
 ) -> None:
+    """Both made while the webhook was off: the operator refuses the second to arrive (creationTimestamp, then
+    name: "mine" is created first and sorts first), whichever it reconciles first, and says so once."""
     await add_deployment(client, "web", 0)
     await add_service(client, "web")
     await client.create(SCALED_OBJECT(user_scaled_object("web")))
@@ -486,10 +519,81 @@ async def test_another_scaled_object_on_the_target_is_a_create_error(
     cond = await ready_condition(client, "web")
     assert (cond["status"], cond["reason"]) == ("False", "CreateError")
     assert cond["message"] == (
-        "spec.scaleTargetRef: the workload 'web' of type 'apps/v1.Deployment' is already managed by the ScaledObject "
-        "'mine'"
+        f"spec.scaleTargetRef: the workload Deployment 'web' is already scaled by ScaledObject {NS}/mine, created "
+        f"before HTTPScaledObject {NS}/web (which therefore does not scale it); one workload has one scaler (delete "
+        "that ScaledObject, or give this object the annotation httpscaledobject.keda.sh/skip-scaledobject-creation: "
+        '"true" to route only)'
     )
-    assert "CreateError" in await event_reasons(client, "web")
+    assert await warnings(client, "web") == ["CreateError"]
+    # Retried (kopf's backoff, with the status it wrote): still refused, no second Event.
+    assert not await controller.reconcile(await http_status(client, "web"))
+    assert await warnings(client, "web") == ["CreateError"]
+    # The ScaledObject is not refused by the HTTPScaledObject that came after it.
+    scaled = so_controller(client)
+    try:
+        assert await scaled.reconcile(await so_body(client, "mine"))
+        assert so_ready(await so_body(client, "mine"))["status"] == "True"
+        assert (NS, "mine") in scaled.runtimes
+    finally:
+        await scaled.close()
+        await controller.close()
+
+
+async def test_an_http_scaled_object_created_first_keeps_scaling_and_a_later_scaled_object_is_refused(
+    client: AsyncClient,
+) -> None:
+    """The other way round: the HTTPScaledObject "app" scales, the ScaledObject "later" does not (reconciled first,
+    as after an operator restart, and again), and scales once "app" is gone; a ScaledObject on another workload
+    is not concerned."""
+    await add_deployment(client, "app", 0)
+    await add_deployment(client, "api", 1)
+    await add_service(client, "app")
+    manifest = http_scaled_object("app", "app.test", "app")
+    await client.create(HTTP_SCALED_OBJECT(manifest))
+    await client.create(SCALED_OBJECT({**user_scaled_object("app"), "metadata": {"name": "later", "namespace": NS}}))
+    await client.create(SCALED_OBJECT({**user_scaled_object("api"), "metadata": {"name": "other", "namespace": NS}}))
+    scaled = so_controller(client)
+    http = HTTPScaledObjectController(client, InterceptorFeed(None, NS))
+    http.autostart = False
+    try:
+        assert not await scaled.reconcile(await so_body(client, "later"))
+        ready = so_ready(await so_body(client, "later"))
+        assert (ready["status"], ready["reason"]) == ("False", "ScaledObjectCheckFailed")
+        assert ready["message"] == (
+            f"spec.scaleTargetRef: the workload Deployment 'app' is already scaled by HTTPScaledObject {NS}/app, "
+            f"created before ScaledObject {NS}/later (which therefore does not scale it); one workload has one "
+            "scaler (give the HTTPScaledObject the annotation httpscaledobject.keda.sh/skip-scaledobject-creation: "
+            '"true" and scale it with this ScaledObject\'s external-push trigger, or migrate it to an InterceptorRoute)'
+        )
+        assert (NS, "later") not in scaled.runtimes
+        assert await scaled.reconcile(await so_body(client, "other"))
+        assert await http.reconcile(await http_status(client, "app"))
+        assert (NS, "app") in http.runtimes
+        assert (await ready_condition(client, "app"))["reason"] == "Reconciled"
+        assert not await scaled.reconcile(await so_body(client, "later"))
+        assert await warnings(client, "later") == ["ScaledObjectCheckFailed"]  # once, not every retry
+        assert so_ready(await so_body(client, "other"))["status"] == "True"
+
+        body = await http_status(client, "app")
+        await client.delete(HTTP_SCALED_OBJECT, "app", namespace=NS)
+        await http.delete(body)
+        await eventually_gone(client, "app")
+        assert await scaled.reconcile(await so_body(client, "later"))
+        assert so_ready(await so_body(client, "later"))["status"] == "True"
+    finally:
+        await scaled.close()
+        await http.close()
+
+
+async def eventually_gone(api: AsyncClient, name: str) -> None:
+    """Deleted (a real API server keeps it until the finalizers, none here, are done)."""
+    for _ in range(100):
+        try:
+            await api.get(HTTP_SCALED_OBJECT, name, namespace=NS)
+        except Exception:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"HTTPScaledObject {NS}/{name} was not deleted")
 
 
 async def test_skip_scaledobject_creation_routes_only_and_leaves_the_target_to_the_users_own(

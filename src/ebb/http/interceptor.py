@@ -244,7 +244,9 @@ class _Body:
         return chunk
 
 
-class _HeadTooBig(Exception):
+class _RefusedHead(Exception):
+    """A request head refused from a parser callback (too big, or a version the interceptor does not speak)."""
+
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
@@ -261,6 +263,7 @@ _REASONS = {
     502: "Bad Gateway",
     503: "Service Unavailable",
     504: "Gateway Timeout",
+    505: "HTTP Version Not Supported",
 }
 
 
@@ -439,10 +442,10 @@ class _ClientConnection(asyncio.Protocol):
             self.pending_tunnel_bytes = data[offset:]
             self._broken = True  # nothing after an upgrade request is HTTP any more
             self.pause_reading("upgrade")
-        except _HeadTooBig as exc:
+        except _RefusedHead as exc:
             self._refuse(exc.status, str(exc))
         except httptools.HttpParserError as exc:
-            cause = exc.__context__ if isinstance(exc.__context__, _HeadTooBig) else None
+            cause = exc.__context__ if isinstance(exc.__context__, _RefusedHead) else None
             if cause is not None:
                 self._refuse(cause.status, str(cause))
             else:
@@ -484,24 +487,36 @@ class _ClientConnection(asyncio.Protocol):
     def on_url(self, url: bytes) -> None:
         self._url_size += len(url)
         if self._url_size > MAX_LINE_SIZE:
-            raise _HeadTooBig(414, f"request target longer than {MAX_LINE_SIZE} bytes")
+            raise _RefusedHead(414, f"request target longer than {MAX_LINE_SIZE} bytes")
         self._url.append(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if len(value) > MAX_FIELD_SIZE or len(name) > MAX_FIELD_SIZE:
-            raise _HeadTooBig(431, f"header field longer than {MAX_FIELD_SIZE} bytes")
+            raise _RefusedHead(431, f"header field longer than {MAX_FIELD_SIZE} bytes")
         self._head_size += len(name) + len(value) + 4
         if self._head_size > MAX_HEAD_SIZE:
-            raise _HeadTooBig(431, f"header fields longer than {MAX_HEAD_SIZE} bytes in all")
+            raise _RefusedHead(431, f"header fields longer than {MAX_HEAD_SIZE} bytes in all")
         if len(self._headers) >= MAX_HEADERS:
-            raise _HeadTooBig(431, f"more than {MAX_HEADERS} header fields")
+            raise _RefusedHead(431, f"more than {MAX_HEADERS} header fields")
         self._headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         parser = self.parser
+        version = parser.get_http_version()
+        if version not in ("1.0", "1.1"):
+            # llhttp takes a request line without a version (`GET /`) as HTTP/0.9, and reads `HTTP/2.0` in a
+            # request line: neither is a request to proxy as HTTP/1.1 (RFC 9112 3: 400 for an invalid request
+            # line; RFC 9110 15.6.6: 505 for a major version not supported).
+            if version == "0.9":
+                raise _RefusedHead(
+                    400,
+                    "malformed request: the request line has no HTTP version (an HTTP/0.9 request); "
+                    "expected 'METHOD /path HTTP/1.1'",
+                )
+            raise _RefusedHead(505, f"HTTP/{version} is not supported here: send HTTP/1.1 (or HTTP/1.0)")
         raw_path = b"".join(self._url).decode("latin-1")
         method = parser.get_method().decode("latin-1")
-        request = RequestHead(method, raw_path, parser.get_http_version(), self._headers, self.remote)
+        request = RequestHead(method, raw_path, version, self._headers, self.remote)
         request.keep_alive = parser.should_keep_alive()
         length: int | None = None
         for name, value in self._headers:

@@ -283,16 +283,18 @@ class ConflictIndex:
 
     # --- the check
 
-    def check(self, so: ScaledObject, *, target_type: str | None = None) -> Denial | None:
+    def check(self, so: ScaledObject, *, target_type: str | None = None, scaled_objects: bool = True) -> Denial | None:
         """KEDA's verifyScaledObjects and verifyHpas conflicts for `so`, or None.
 
         `target_type` names the workload's type in messages (KEDA's GVK string, "apps/v1.Deployment"); by default
-        it is taken from the scaleTargetRef.
+        it is taken from the scaleTargetRef. `scaled_objects=False` leaves out verifyScaledObjects (the
+        ScaledObject an HTTPScaledObject stands for: its rule against ScaledObjects is kube/http_admission.py's).
         """
         namespace, ref = so.metadata.namespace, so.spec.scale_target_ref
         group = _group(ref.api_version)
         shown = target_type or f"{ref.api_version}.{ref.kind}"
-        for other in sorted(self._so_by_target.get((namespace, ref.kind, ref.name), ())):
+        others = self._so_by_target.get((namespace, ref.kind, ref.name), ()) if scaled_objects else ()
+        for other in sorted(others):
             entry = self._scaled_objects[(namespace, other)]
             if other == so.name or entry.deleting or entry.group != group:
                 continue
@@ -305,7 +307,8 @@ class ConflictIndex:
             )
         config = so.spec.advanced.horizontal_pod_autoscaler_config if so.spec.advanced else None
         explicit_hpa = config.name if config is not None and config.name else None
-        for other in sorted(self._so_by_hpa.get((namespace, "", so.hpa_name), ())):
+        owners = self._so_by_hpa.get((namespace, "", so.hpa_name), ()) if scaled_objects else ()
+        for other in sorted(owners):
             if other == so.name or self._scaled_objects[(namespace, other)].deleting:
                 continue
             return Denial(
@@ -353,7 +356,12 @@ async def namespace_index(cluster: Cluster, namespace: str) -> ConflictIndex:
 
 
 async def check_conflicts(
-    so: ScaledObject, index: ConflictIndex | None, cluster: Cluster | None, *, target_type: str | None = None
+    so: ScaledObject,
+    index: ConflictIndex | None,
+    cluster: Cluster | None,
+    *,
+    target_type: str | None = None,
+    scaled_objects: bool = True,
 ) -> Denial | None:
     """The conflict checks, from `index` when it covers the namespace, else from listings of it through `cluster`.
 
@@ -363,9 +371,13 @@ async def check_conflicts(
     """
     if index is None or not index.covers(so.metadata.namespace):
         if cluster is None:
-            return index.check(so, target_type=target_type) if index is not None else None
-        return (await namespace_index(cluster, so.metadata.namespace)).check(so, target_type=target_type)
-    denial = index.check(so, target_type=target_type)
+            return (
+                index.check(so, target_type=target_type, scaled_objects=scaled_objects) if index is not None else None
+            )
+        return (await namespace_index(cluster, so.metadata.namespace)).check(
+            so, target_type=target_type, scaled_objects=scaled_objects
+        )
+    denial = index.check(so, target_type=target_type, scaled_objects=scaled_objects)
     for _ in range(_MAX_CONFIRMATIONS):
         if denial is None or cluster is None or denial.conflicting is None:
             return denial
@@ -378,7 +390,7 @@ async def check_conflicts(
             changed = index.apply(kind, current)
         if not changed:
             return denial  # confirmed: the other object is there as the index has it
-        denial = index.check(so, target_type=target_type)
+        denial = index.check(so, target_type=target_type, scaled_objects=scaled_objects)
     return denial
 
 
@@ -566,7 +578,7 @@ def _join(errors: Sequence[SpecError]) -> str:
 
 
 async def _check_scaled_object(
-    so: ScaledObject, index: ConflictIndex | None, cluster: Cluster | None, *, dry_run: bool
+    so: ScaledObject, index: ConflictIndex | None, cluster: Cluster | None, *, dry_run: bool, update: bool
 ) -> tuple[Denial | None, list[str]]:
     notes: list[str] = []
     modifiers = so.spec.scaling_modifiers
@@ -581,7 +593,8 @@ async def _check_scaled_object(
         if denial is None and cluster is not None:
             from ebb.kube.http_admission import check_workload_of_scaled_object
 
-            denial = await check_workload_of_scaled_object(so, cluster)
+            # On an update, as the operator: an HTTPScaledObject that arrived later does not count against it.
+            denial = await check_workload_of_scaled_object(so, cluster, ordered=update)
         if denial is None and not dry_run:  # KEDA skips this check on dry runs
             denial = await verify_cpu_memory(so, cluster)
     except ClusterUnavailable as exc:
@@ -602,7 +615,7 @@ async def _review_http(obj: HTTPScaledObject | InterceptorRoute, cluster: Cluste
     try:
         denial = await check_routes(obj, cluster)
         if denial is None and isinstance(obj, HTTPScaledObject):
-            denial = await check_workload_of_http(obj, cluster)
+            denial = await check_workload_of_http(obj, cluster, ordered=allowed.action == "update")
     except ClusterUnavailable as exc:
         return replace(allowed, warnings=(f"{obj.ref}: routes not checked against the cluster: {exc}",))
     if denial is None:
@@ -685,7 +698,9 @@ async def review(
         warnings = [str(SpecError(parsed.ref, format_path(loc), message)) for loc, message in parsed.warnings()]
         return Review(uid, kind, namespace, action, warnings=tuple(warnings + notes))
     dry_run = request.get("dryRun") is True
-    denial, cluster_notes = await _check_scaled_object(parsed, index, cluster, dry_run=dry_run)
+    denial, cluster_notes = await _check_scaled_object(
+        parsed, index, cluster, dry_run=dry_run, update=operation == "UPDATE"
+    )
     notes += cluster_notes
     if denial is not None:
         return Review(uid, kind, namespace, action, False, str(denial), denial.reason)

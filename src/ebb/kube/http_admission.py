@@ -11,12 +11,18 @@ add-on routes between them by header), not a conflict. An InterceptorRoute and a
 namespace and name may overlap: that is the add-on's migration path (the route takes precedence).
 
 A workload is scaled by one thing: an HTTPScaledObject (unless it only routes, with the add-on's
-skip-scaledobject-creation annotation) and a ScaledObject on the same target are refused, either way round.
+skip-scaledobject-creation annotation) and a ScaledObject on the same target are refused, either way round. A
+ScaledObject of the HTTPScaledObject's own namespace and name is not a conflict: it is the one the add-on's operator
+creates for it. The webhook refuses the object being created; the operator, which also meets pairs created while
+the webhook was off, refuses the one that arrived second (`arrival`: creationTimestamp, then name), so the first
+keeps scaling, and so does the webhook on an update.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 from typing import Any, Final
 
 from ebb.http.routing import CATCH_ALL, strip_port
@@ -26,8 +32,8 @@ from ebb.spec.models import HTTP_API_VERSION, IR_API_VERSION, HTTPScaledObject, 
 
 #: KEDA's webhook metric reason for this refusal (ebb's own; KEDA has no such check).
 REASON: Final = "conflicting-route"
-#: KEDA's reason when two ScaledObjects scale one workload (here one of them is an HTTPScaledObject).
-SCALED_REASON: Final = "scaledobject"
+#: KEDA's webhook metric reason when two ScaledObjects scale one workload (here one is an HTTPScaledObject).
+SCALED_REASON: Final = "other-scaled-object"
 #: The add-on's annotation: the HTTPScaledObject routes only; a ScaledObject of the user's own scales its target.
 SKIP_SCALING_ANNOTATION: Final = "httpscaledobject.keda.sh/skip-scaledobject-creation"
 
@@ -135,40 +141,76 @@ def _scales(hso: HTTPScaledObject) -> bool:
     return hso.metadata.annotations.get(SKIP_SCALING_ANNOTATION, "").lower() != "true"
 
 
-async def check_workload_of_http(obj: HTTPScaledObject, cluster: Cluster) -> Denial | None:
-    """An HTTPScaledObject that scales its target: no ScaledObject may already scale the same workload."""
+Arrival = tuple[float, str]
+
+
+def arrival(created: datetime | str | None, name: str) -> Arrival:
+    """The order in which two objects arrived: creationTimestamp (one-second steps), then name. An object without
+    one (not stored yet) comes last."""
+    if isinstance(created, str):
+        try:
+            created = datetime.fromisoformat(created.replace("Z", "+00:00"))
+        except ValueError:
+            created = None
+    return (created.timestamp() if isinstance(created, datetime) else math.inf, name)
+
+
+def _earlier(meta: Mapping[str, Any], mine: Arrival | None) -> bool:
+    """True when the object of `meta` counts against one that arrived at `mine` (None: every object counts, as
+    for an object being created)."""
+    return mine is None or arrival(meta.get("creationTimestamp"), str(meta.get("name") or "")) < mine
+
+
+def _own_arrival(obj: HTTPScaledObject | ScaledObject, ordered: bool) -> Arrival | None:
+    return arrival(obj.metadata.creation_timestamp, obj.name) if ordered else None
+
+
+async def check_workload_of_http(obj: HTTPScaledObject, cluster: Cluster, *, ordered: bool = False) -> Denial | None:
+    """An HTTPScaledObject that scales its target: no ScaledObject (other than its own, of the same name) may
+    already scale the same workload. `ordered`: only one that arrived before `obj` counts (the operator, and the
+    webhook on an update); else any (the webhook on a create). Raises ClusterUnavailable."""
     if not _scales(obj):
         return None
     ref = obj.spec.scale_target_ref
     if ref.is_process_group:
         return None
     mine = _target(ref.api_version, ref.kind, ref.name)
+    since = _own_arrival(obj, ordered)
+    first = _first(obj.ref if ordered else None)
     for body in await cluster.list("keda.sh/v1alpha1", "ScaledObject", obj.metadata.namespace):
         meta = body.get("metadata") or {}
         target = (body.get("spec") or {}).get("scaleTargetRef") or {}
-        if meta.get("deletionTimestamp") or not target.get("name"):
+        if meta.get("deletionTimestamp") or not target.get("name") or meta.get("name") == obj.name:
             continue
-        if _target(target.get("apiVersion"), target.get("kind"), str(target["name"])) == mine:
-            return Denial(
-                obj.ref,
-                "spec.scaleTargetRef.name",
-                f"the workload {mine[1]} {ref.name!r} is already scaled by ScaledObject "
-                f"{obj.metadata.namespace}/{meta.get('name')}; one workload has one scaler (delete that "
-                f'ScaledObject, or give this object the annotation {SKIP_SCALING_ANNOTATION}: "true" to route '
-                "only)",
-                SCALED_REASON,
-                conflicting=("ScaledObject", obj.metadata.namespace, str(meta.get("name"))),
-            )
+        if _target(target.get("apiVersion"), target.get("kind"), str(target["name"])) != mine:
+            continue
+        if not _earlier(meta, since):
+            continue
+        return Denial(
+            obj.ref,
+            "spec.scaleTargetRef",
+            f"the workload {mine[1]} {ref.name!r} is already scaled by ScaledObject "
+            f"{obj.metadata.namespace}/{meta.get('name')}{first}; one workload has one scaler (delete that "
+            f'ScaledObject, or give this object the annotation {SKIP_SCALING_ANNOTATION}: "true" to route only)',
+            SCALED_REASON,
+            conflicting=("ScaledObject", obj.metadata.namespace, str(meta.get("name"))),
+        )
     return None
 
 
-async def check_workload_of_scaled_object(so: ScaledObject, cluster: Cluster) -> Denial | None:
-    """A ScaledObject: no HTTPScaledObject (that scales, not only routes) may already scale the same workload."""
+async def check_workload_of_scaled_object(
+    so: ScaledObject, cluster: Cluster, *, ordered: bool = False
+) -> Denial | None:
+    """A ScaledObject: no HTTPScaledObject (that scales, not only routes; other than one of the same name, whose
+    ScaledObject this is) may already scale the same workload. `ordered` as for `check_workload_of_http`.
+    Raises ClusterUnavailable."""
     ref = so.spec.scale_target_ref
     mine = _target(ref.api_version, ref.kind, ref.name)
+    since = _own_arrival(so, ordered)
+    first = _first(so.ref if ordered else None)
     for body in await cluster.list(HTTP_API_VERSION, "HTTPScaledObject", so.metadata.namespace):
         meta = body.get("metadata") or {}
-        if meta.get("deletionTimestamp"):
+        if meta.get("deletionTimestamp") or meta.get("name") == so.name or not _earlier(meta, since):
             continue
         hso, errors = parse_object(dict(body), label=f"HTTPScaledObject {so.metadata.namespace}/{meta.get('name')}")
         if errors or not isinstance(hso, HTTPScaledObject) or not _scales(hso):
@@ -177,12 +219,17 @@ async def check_workload_of_scaled_object(so: ScaledObject, cluster: Cluster) ->
         if _target(target.api_version, target.kind, target.name) == mine:
             return Denial(
                 so.ref,
-                "spec.scaleTargetRef.name",
+                "spec.scaleTargetRef",
                 f"the workload {mine[1]} {ref.name!r} is already scaled by HTTPScaledObject {hso.metadata.namespace}/"
-                f"{hso.name}; one workload has one scaler (give the HTTPScaledObject the annotation "
+                f"{hso.name}{first}; one workload has one scaler (give the HTTPScaledObject the annotation "
                 f'{SKIP_SCALING_ANNOTATION}: "true" and scale it with this ScaledObject\'s external-push trigger, '
                 "or migrate it to an InterceptorRoute)",
                 SCALED_REASON,
                 conflicting=("HTTPScaledObject", hso.metadata.namespace, hso.name),
             )
     return None
+
+
+def _first(ref: str | None) -> str:
+    """At reconcile, the object refused names itself too (the message is its condition's, on it alone)."""
+    return f", created before {ref} (which therefore does not scale it)" if ref else ""

@@ -31,8 +31,9 @@ from lightkube.types import PatchType
 from ebb.errors import EbbError, SpecError
 from ebb.http.local import _polling_interval
 from ebb.kube import status as st
-from ebb.kube.admission import check_conflicts
+from ebb.kube.admission import Denial, check_conflicts
 from ebb.kube.client import API_ERRORS, EVENT, AsyncClient, api_message, is_not_found
+from ebb.kube.http_admission import check_workload_of_http
 from ebb.kube.http_feed import InterceptorFeed, InterceptorFeedScaler
 from ebb.kube.http_interceptor import HTTP_SCALED_OBJECT, SERVICE, route_key
 from ebb.kube.operator import OperatorOptions, log_event
@@ -156,8 +157,19 @@ class HTTPScaledObjectController:
             patch_type=PatchType.MERGE,
         )
 
-    async def _fail(self, body: Mapping[str, Any], status: dict[str, Any], message: str) -> None:
+    async def _fail(self, body: Mapping[str, Any], status: dict[str, Any], message: str, *, once: bool = False) -> None:
+        """Ready=False (CreateError) with `message`, and a Warning Event; `once`: nothing new when the condition
+        says so already (a conflict, retried with backoff until the other object goes, is reported once)."""
         meta = body.get("metadata") or {}
+        existing = (body.get("status") or {}).get("conditions") or ()
+        said = any(
+            c.get("type") == READY and c.get("status") == "False" and c.get("message") == message
+            for c in existing
+            if isinstance(c, Mapping)
+        )
+        if once and said:
+            log.debug("HTTPScaledObject %s/%s: %s", meta.get("namespace"), meta.get("name"), message)
+            return
         log.warning("HTTPScaledObject %s/%s: %s", meta.get("namespace"), meta.get("name"), message)
         condition = ready_condition("False", REASON_CREATE_ERROR, message)
         status["conditions"] = _with_condition(body, condition, self.clock())
@@ -191,14 +203,25 @@ class HTTPScaledObjectController:
                 self.client, so.spec.scale_target_ref.api_version, so.spec.scale_target_ref.kind
             )
             target = KubeScaleTarget(self.client, kind, so.spec.scale_target_ref.name, key[0])
-            denial = await check_conflicts(
-                so, self.options.conflicts, KubeCluster(self.client), target_type=f"{kind.api_version}.{kind.kind}"
-            )
+            cluster = KubeCluster(self.client)
+            # The webhook's rule against ScaledObjects, by arrival: one created before this object scales the
+            # workload, one created after does not (its own reconcile refuses it); then KEDA's other checks
+            # (a foreign HPA on the workload) for the ScaledObject this object stands for.
+            denial = await check_workload_of_http(obj, cluster, ordered=True)
+            if denial is None:
+                denial = await check_conflicts(
+                    so,
+                    self.options.conflicts,
+                    cluster,
+                    target_type=f"{kind.api_version}.{kind.kind}",
+                    scaled_objects=False,
+                )
             if denial is not None:
                 raise denial
             self.original.setdefault(key, await target.get_replicas())
         except SpecError as exc:  # a conflict: named on the HTTPScaledObject, not on the ScaledObject it stands for
-            await self._fail(body, status, f"{exc.field}: {exc.message}" if exc.field else exc.message)
+            message = f"{exc.field}: {exc.message}" if exc.field else exc.message
+            await self._fail(body, status, message, once=isinstance(exc, Denial))
             return False
         except EbbError as exc:
             await self._fail(body, status, f"spec.scaleTargetRef: {exc}")

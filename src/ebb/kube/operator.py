@@ -19,7 +19,7 @@ from lightkube.types import PatchType
 
 from ebb.errors import EbbError, ScalerError, SpecError
 from ebb.kube import status as st
-from ebb.kube.admission import ConflictIndex, check_conflicts
+from ebb.kube.admission import ConflictIndex, Denial, check_conflicts
 from ebb.kube.auth import PrefetchedStore, container_env, prefetch_auth, template_containers
 from ebb.kube.client import API_ERRORS, EVENT, HPA, SCALED_OBJECT, AsyncClient, api_message, is_not_found, to_dict
 from ebb.kube.drain import PodDrainer, predict_hpa_replicas
@@ -32,6 +32,7 @@ from ebb.kube.hpa import (
     hpa_needs_update,
     resource_metric_names,
 )
+from ebb.kube.http_admission import check_workload_of_scaled_object
 from ebb.kube.http_feed import InterceptorFeed, interceptor_scalers
 from ebb.kube.metrics_provider import ExternalMetricValue, MetricDescriptor, MetricNotFound
 from ebb.kube.scale import KubeScaleTarget, resolve_target_kind
@@ -261,11 +262,22 @@ class ScaledObjectController:
                 log.debug("cannot read HPA %s/%s: %s", namespace, name, api_message(exc))
             return None
 
-    async def _fail(self, body: Mapping[str, Any], reason: str, message: str) -> None:
+    async def _fail(self, body: Mapping[str, Any], reason: str, message: str, *, once: bool = False) -> None:
+        """Ready=False with `message`, and a Warning Event; `once`: no Event (nor warning) when the condition says
+        so already (a conflict, retried with backoff until the other object goes, is reported once)."""
         meta = body.get("metadata") or {}
         namespace, name = meta.get("namespace", "default"), meta.get("name", "")
+        status = body.get("status") or {}
+        said = any(
+            c.get("type") == "Ready" and c.get("status") == "False" and c.get("message") == message
+            for c in status.get("conditions") or ()
+            if isinstance(c, Mapping)
+        )
+        if once and said:
+            log.debug("ScaledObject %s/%s: %s", namespace, name, message)
+            return
         log.warning("ScaledObject %s/%s: %s", namespace, name, message)
-        await self.patch_status(namespace, name, st.error_status(body.get("status"), reason, message))
+        await self.patch_status(namespace, name, st.error_status(status, reason, message))
         await self.emit(st.object_reference(body), ScalingEvent(reason, message, "Warning"))
 
     # --- reconcile ------------------------------------------------------------------------------------
@@ -286,7 +298,7 @@ class ScaledObjectController:
         try:
             await self._reconcile(obj, body)
         except EbbError as exc:
-            await self._fail(body, "ScaledObjectCheckFailed", _error_text(exc))
+            await self._fail(body, "ScaledObjectCheckFailed", _error_text(exc), once=isinstance(exc, Denial))
             return False
         except API_ERRORS as exc:
             await self._fail(body, "ScaledObjectCheckFailed", f"Kubernetes API: {api_message(exc)}")
@@ -527,10 +539,15 @@ class ScaledObjectController:
     async def _check_conflicts(self, so: ScaledObject, kind: TargetKind) -> None:
         """KEDA's webhook conflict checks, as conditions: one ScaledObject per workload and per HPA name, no
         foreign HPA on the workload. Lookups in the watch-fed index when one is wired and loaded, else one
-        listing of the namespace per kind (kube.admission.check_conflicts)."""
+        listing of the namespace per kind (kube.admission.check_conflicts). Then the webhook's HTTPScaledObject
+        check, by arrival: an HTTPScaledObject created before this object scales the workload, and this one
+        does not (one listing of the namespace's HTTPScaledObjects; none when the add-on's CRD is absent)."""
+        cluster = KubeCluster(self.client)
         denial = await check_conflicts(
-            so, self.options.conflicts, KubeCluster(self.client), target_type=f"{kind.api_version}.{kind.kind}"
+            so, self.options.conflicts, cluster, target_type=f"{kind.api_version}.{kind.kind}"
         )
+        if denial is None:
+            denial = await check_workload_of_scaled_object(so, cluster, ordered=True)
         if denial is not None:
             raise denial
 
