@@ -266,13 +266,22 @@ async def test_an_http_scaled_object_on_a_workload_a_scaled_object_scales_is_ref
     assert (await check(hso("web", hosts=["x.test"]), scaled_object("mine", "other"))).allowed
 
 
-async def test_the_http_scaled_objects_own_scaled_object_of_the_same_name_is_not_a_conflict() -> None:
-    """The add-on's operator creates a ScaledObject of the HTTPScaledObject's name on its target: either may be
-    applied with the other there."""
-    assert (await check(hso("web", hosts=["x.test"]), scaled_object("web", "web"))).allowed
+async def test_the_addons_scaled_object_of_the_same_name_is_refused_and_told_to_be_deleted() -> None:
+    """The add-on's operator creates a ScaledObject of the HTTPScaledObject's name on its target; ebb scales the
+    HTTPScaledObject itself, so that ScaledObject (left behind by a migration) would be a second loop: refused
+    either way round, with the fix for this case."""
+    outcome = await check(hso("web", hosts=["x.test"]), scaled_object("web", "web"))
+    assert not outcome.allowed and outcome.reason == "other-scaled-object"
+    assert "is the one the KEDA HTTP add-on's operator creates for it" in outcome.message
+    assert "delete that ScaledObject" in outcome.message
     body = admission(scaled_object("web", "web"))
     body["request"]["kind"] = {"group": "keda.sh", "version": "v1alpha1", "kind": "ScaledObject"}
-    assert (await review(body, kind="ScaledObject", cluster=HTTPObjects(hso("web", hosts=["x.test"])))).allowed
+    refused = await review(body, kind="ScaledObject", cluster=HTTPObjects(hso("web", hosts=["x.test"])))
+    assert not refused.allowed
+    assert refused.message.startswith(
+        "ScaledObject shop/web: spec.scaleTargetRef: the workload Deployment 'web' is already scaled by "
+        "HTTPScaledObject shop/web; one workload has one scaler (a ScaledObject of the HTTPScaledObject's own name"
+    )
 
 
 def created(body: dict[str, Any], at: str) -> dict[str, Any]:

@@ -201,6 +201,54 @@ def test_two_scaled_objects_for_one_target_are_refused_as_keda_webhook_does() ->
     )
 
 
+_CRON = (
+    "  triggers:\n  - {type: cron, metadata: {timezone: UTC, start: '0 * * * *', end: '30 * * * *', "
+    "desiredReplicas: '2'}}\n"
+)
+_GROUP = "apiVersion: ebb.dev/v1alpha1\nkind: ProcessGroup\nmetadata: {name: web}\nspec: {command: [x]}\n"
+_HSO = (
+    "apiVersion: http.keda.sh/v1alpha1\nkind: HTTPScaledObject\nmetadata: {name: web%s}\nspec:\n"
+    "  hosts: [web.test]\n  scaleTargetRef: {name: web, kind: ProcessGroup, service: web, port: 9000}\n"
+    "  replicas: {min: 0, max: 2}\n"
+)
+
+
+@pytest.mark.parametrize("name", ["web", "other"])
+@pytest.mark.parametrize("api_version", ["", ", apiVersion: ebb.dev/v1alpha1"])
+def test_an_http_scaled_object_and_a_scaled_object_on_one_target_are_refused(name: str, api_version: str) -> None:
+    """One workload, one scaler: the same rule as ebb's webhook, of the same name too (the add-on's own ScaledObject
+    for the HTTPScaledObject would be a second loop: ebb scales the HTTPScaledObject itself)."""
+    so = (
+        f"apiVersion: keda.sh/v1alpha1\nkind: ScaledObject\nmetadata: {{name: {name}}}\nspec:\n"
+        f"  scaleTargetRef: {{name: web, kind: ProcessGroup{api_version}}}\n" + _CRON
+    )
+    result = load_text(_GROUP + "---\n" + _HSO % "" + "---\n" + so)
+    assert [obj.kind for obj in result.objects] == ["ProcessGroup", "HTTPScaledObject"]
+    assert [(e.obj, e.field, e.message) for e in result.errors] == [
+        (
+            f"ScaledObject default/{name}",
+            "spec.scaleTargetRef.name",
+            "ProcessGroup 'web' is already scaled by HTTPScaledObject default/web",
+        )
+    ]
+    # The other way round, and two HTTPScaledObjects: the second is refused.
+    result = load_text(_GROUP + "---\n" + so + "---\n" + _HSO % "" + "---\n" + _HSO % "-2")
+    assert [e.obj for e in result.errors] == ["HTTPScaledObject default/web", "HTTPScaledObject default/web-2"]
+
+
+def test_an_http_scaled_object_that_only_routes_claims_nothing() -> None:
+    skip = _HSO.replace(
+        "metadata: {name: web%s}",
+        "metadata:\n  name: web%s\n  annotations:\n    httpscaledobject.keda.sh/skip-scaledobject-creation: 'true'",
+    )
+    so = (
+        "apiVersion: keda.sh/v1alpha1\nkind: ScaledObject\nmetadata: {name: web}\nspec:\n"
+        "  scaleTargetRef: {name: web, kind: ProcessGroup}\n" + _CRON
+    )
+    result = load_text(_GROUP + "---\n" + skip % "" + "---\n" + so)
+    assert result.errors == []
+
+
 def test_two_scaled_objects_sharing_an_hpa_name_are_refused() -> None:
     hpa = "  advanced:\n    horizontalPodAutoscalerConfig:\n      name: shared\n  triggers:"
     result = load_text(so_text("a").replace("  triggers:", hpa) + "---\n" + so_text("b").replace("  triggers:", hpa))

@@ -11,11 +11,12 @@ add-on routes between them by header), not a conflict. An InterceptorRoute and a
 namespace and name may overlap: that is the add-on's migration path (the route takes precedence).
 
 A workload is scaled by one thing: an HTTPScaledObject (unless it only routes, with the add-on's
-skip-scaledobject-creation annotation) and a ScaledObject on the same target are refused, either way round. A
-ScaledObject of the HTTPScaledObject's own namespace and name is not a conflict: it is the one the add-on's operator
-creates for it. The webhook refuses the object being created; the operator, which also meets pairs created while
-the webhook was off, refuses the one that arrived second (`arrival`: creationTimestamp, then name), so the first
-keeps scaling, and so does the webhook on an update.
+skip-scaledobject-creation annotation) and a ScaledObject on the same target are refused, either way round. That
+includes a ScaledObject of the HTTPScaledObject's own name, the one the add-on's operator creates for it (left
+behind by a migration from the add-on): ebb scales the HTTPScaledObject itself, so that ScaledObject would be a
+second loop on the same workload; its message says to delete it. The webhook refuses the object being created;
+the operator, which also meets pairs created while the webhook was off, refuses the one that arrived second
+(`arrival`: creationTimestamp, then name), so the first keeps scaling, and so does the webhook on an update.
 """
 
 from __future__ import annotations
@@ -166,7 +167,7 @@ def _own_arrival(obj: HTTPScaledObject | ScaledObject, ordered: bool) -> Arrival
 
 
 async def check_workload_of_http(obj: HTTPScaledObject, cluster: Cluster, *, ordered: bool = False) -> Denial | None:
-    """An HTTPScaledObject that scales its target: no ScaledObject (other than its own, of the same name) may
+    """An HTTPScaledObject that scales its target: no ScaledObject (its own, of the same name, included) may
     already scale the same workload. `ordered`: only one that arrived before `obj` counts (the operator, and the
     webhook on an update); else any (the webhook on a create). Raises ClusterUnavailable."""
     if not _scales(obj):
@@ -180,18 +181,23 @@ async def check_workload_of_http(obj: HTTPScaledObject, cluster: Cluster, *, ord
     for body in await cluster.list("keda.sh/v1alpha1", "ScaledObject", obj.metadata.namespace):
         meta = body.get("metadata") or {}
         target = (body.get("spec") or {}).get("scaleTargetRef") or {}
-        if meta.get("deletionTimestamp") or not target.get("name") or meta.get("name") == obj.name:
+        if meta.get("deletionTimestamp") or not target.get("name"):
             continue
         if _target(target.get("apiVersion"), target.get("kind"), str(target["name"])) != mine:
             continue
         if not _earlier(meta, since):
             continue
+        fix = (
+            _ADDONS_OWN
+            if meta.get("name") == obj.name
+            else f'delete that ScaledObject, or give this object the annotation {SKIP_SCALING_ANNOTATION}: "true" '
+            "to route only"
+        )
         return Denial(
             obj.ref,
             "spec.scaleTargetRef",
             f"the workload {mine[1]} {ref.name!r} is already scaled by ScaledObject "
-            f"{obj.metadata.namespace}/{meta.get('name')}{first}; one workload has one scaler (delete that "
-            f'ScaledObject, or give this object the annotation {SKIP_SCALING_ANNOTATION}: "true" to route only)',
+            f"{obj.metadata.namespace}/{meta.get('name')}{first}; one workload has one scaler ({fix})",
             SCALED_REASON,
             conflicting=("ScaledObject", obj.metadata.namespace, str(meta.get("name"))),
         )
@@ -201,33 +207,44 @@ async def check_workload_of_http(obj: HTTPScaledObject, cluster: Cluster, *, ord
 async def check_workload_of_scaled_object(
     so: ScaledObject, cluster: Cluster, *, ordered: bool = False
 ) -> Denial | None:
-    """A ScaledObject: no HTTPScaledObject (that scales, not only routes; other than one of the same name, whose
-    ScaledObject this is) may already scale the same workload. `ordered` as for `check_workload_of_http`.
-    Raises ClusterUnavailable."""
+    """A ScaledObject: no HTTPScaledObject (that scales, not only routes; one of the same name included, whose
+    ScaledObject the add-on would have made this) may already scale the same workload. `ordered` as for
+    `check_workload_of_http`. Raises ClusterUnavailable."""
     ref = so.spec.scale_target_ref
     mine = _target(ref.api_version, ref.kind, ref.name)
     since = _own_arrival(so, ordered)
     first = _first(so.ref if ordered else None)
     for body in await cluster.list(HTTP_API_VERSION, "HTTPScaledObject", so.metadata.namespace):
         meta = body.get("metadata") or {}
-        if meta.get("deletionTimestamp") or meta.get("name") == so.name or not _earlier(meta, since):
+        if meta.get("deletionTimestamp") or not _earlier(meta, since):
             continue
         hso, errors = parse_object(dict(body), label=f"HTTPScaledObject {so.metadata.namespace}/{meta.get('name')}")
         if errors or not isinstance(hso, HTTPScaledObject) or not _scales(hso):
             continue
         target = hso.spec.scale_target_ref
         if _target(target.api_version, target.kind, target.name) == mine:
+            fix = (
+                _ADDONS_OWN
+                if hso.name == so.name
+                else f'give the HTTPScaledObject the annotation {SKIP_SCALING_ANNOTATION}: "true" and scale it with '
+                "this ScaledObject's external-push trigger, or migrate it to an InterceptorRoute"
+            )
             return Denial(
                 so.ref,
                 "spec.scaleTargetRef",
                 f"the workload {mine[1]} {ref.name!r} is already scaled by HTTPScaledObject {hso.metadata.namespace}/"
-                f"{hso.name}{first}; one workload has one scaler (give the HTTPScaledObject the annotation "
-                f'{SKIP_SCALING_ANNOTATION}: "true" and scale it with this ScaledObject\'s external-push trigger, '
-                "or migrate it to an InterceptorRoute)",
+                f"{hso.name}{first}; one workload has one scaler ({fix})",
                 SCALED_REASON,
                 conflicting=("HTTPScaledObject", hso.metadata.namespace, hso.name),
             )
     return None
+
+
+#: The hint when the pair shares a name: the ScaledObject is the one the add-on's operator made for it.
+_ADDONS_OWN: Final = (
+    "a ScaledObject of the HTTPScaledObject's own name is the one the KEDA HTTP add-on's operator creates for it; "
+    "ebb scales the HTTPScaledObject itself, so delete that ScaledObject"
+)
 
 
 def _first(ref: str | None) -> str:

@@ -1,7 +1,9 @@
 """An index of loaded objects by (kind, namespace, name), with the lookups the runtime and auth need.
 
 A ResourceSet also refuses what KEDA's admission webhook refuses across objects: the same object twice,
-two ScaledObjects scaling one target, two ScaledObjects sharing one HPA name.
+two ScaledObjects scaling one target, two ScaledObjects sharing one HPA name; and what ebb's webhook refuses: an
+HTTPScaledObject and a ScaledObject (or two HTTPScaledObjects) scaling one target. An HTTPScaledObject with the
+add-on's skip-scaledobject-creation annotation only routes (on Kubernetes), and claims nothing.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from ebb.spec.models import (
     EBB_API_VERSION,
     ClusterTriggerAuthentication,
     ConfigMap,
+    HTTPScaledObject,
     KubeObject,
     PathElement,
     ProcessGroup,
@@ -26,6 +29,9 @@ from ebb.spec.models import (
 from ebb.spec.paths import format_path
 
 T = TypeVar("T", bound=KubeObject)
+#: The add-on's annotation: the HTTPScaledObject routes only; a ScaledObject of the user's own scales its target.
+SKIP_SCALING_ANNOTATION = "httpscaledobject.keda.sh/skip-scaledobject-creation"
+Scaler = ScaledObject | HTTPScaledObject
 
 
 class ResourceSet:
@@ -39,7 +45,7 @@ class ResourceSet:
         # Indexes that keep adding N objects linear in N: objects by kind, and ScaledObjects by what they
         # claim (target, HPA name), each keyed by (namespace, ...) -> {object key: object}.
         self._by_kind: dict[str, dict[tuple[str, str, str], KubeObject]] = {}
-        self._by_target: dict[tuple[str, str, str, str], dict[tuple[str, str, str], ScaledObject]] = {}
+        self._by_target: dict[tuple[str, str, str, str], dict[tuple[str, str, str], Scaler]] = {}
         self._by_hpa: dict[tuple[str, str], dict[tuple[str, str, str], ScaledObject]] = {}
         for obj in objects:
             self.add(obj)
@@ -54,26 +60,36 @@ class ResourceSet:
             where = f" (first at {existing.source})" if existing.source else ""
             issues.append((("metadata", "name"), f"{obj.ref} is defined more than once{where}"))
             return issues
-        if isinstance(obj, ScaledObject):
+        if isinstance(obj, ScaledObject | HTTPScaledObject):
             issues.extend(self._scaled_object_conflicts(obj))
         return issues
 
     @staticmethod
-    def _target_key(so: ScaledObject) -> tuple[str, str, str, str]:
-        target = so.spec.scale_target_ref
-        return (so.metadata.namespace, target.api_version, target.kind, target.name)
+    def _target_key(obj: Scaler) -> tuple[str, str, str, str] | None:
+        """What `obj` scales: (namespace, apiVersion, kind, name); None for an HTTPScaledObject that only routes."""
+        if isinstance(obj, HTTPScaledObject):
+            if obj.metadata.annotations.get(SKIP_SCALING_ANNOTATION, "").lower() == "true":
+                return None
+            obj = obj.scaled_object()
+        target = obj.spec.scale_target_ref
+        api_version = EBB_API_VERSION if target.is_process_group else target.api_version
+        return (obj.metadata.namespace, api_version, target.kind, target.name)
 
-    def _scaled_object_conflicts(self, so: ScaledObject) -> list[tuple[tuple[PathElement, ...], str]]:
+    def _scaled_object_conflicts(self, so: Scaler) -> list[tuple[tuple[PathElement, ...], str]]:
         issues: list[tuple[tuple[PathElement, ...], str]] = []
-        target = so.spec.scale_target_ref
-        for other in self._by_target.get(self._target_key(so), {}).values():
-            if other.key != so.key:
-                issues.append(
-                    (
-                        ("spec", "scaleTargetRef", "name"),
-                        f"{target.kind} {target.name!r} is already scaled by {other.ref}",
+        key = self._target_key(so)
+        if key is not None:
+            _, _, kind, name = key
+            for other in self._by_target.get(key, {}).values():
+                if other.key != so.key:
+                    issues.append(
+                        (
+                            ("spec", "scaleTargetRef", "name"),
+                            f"{kind} {name!r} is already scaled by {other.ref}",
+                        )
                     )
-                )
+        if not isinstance(so, ScaledObject):
+            return issues
         for other in self._by_hpa.get((so.metadata.namespace, so.hpa_name), {}).values():
             if other.key != so.key:
                 custom = so.hpa_name != f"keda-hpa-{so.name}"
@@ -107,14 +123,20 @@ class ResourceSet:
             self._unindex(previous)
         self._objects[obj.key] = obj
         self._by_kind.setdefault(obj.kind, {})[obj.key] = obj
+        if isinstance(obj, ScaledObject | HTTPScaledObject):
+            key = self._target_key(obj)
+            if key is not None:
+                self._by_target.setdefault(key, {})[obj.key] = obj
         if isinstance(obj, ScaledObject):
-            self._by_target.setdefault(self._target_key(obj), {})[obj.key] = obj
             self._by_hpa.setdefault((obj.metadata.namespace, obj.hpa_name), {})[obj.key] = obj
 
     def _unindex(self, obj: KubeObject) -> None:
         self._by_kind.get(obj.kind, {}).pop(obj.key, None)
+        if isinstance(obj, ScaledObject | HTTPScaledObject):
+            key = self._target_key(obj)
+            if key is not None:
+                self._by_target.get(key, {}).pop(obj.key, None)
         if isinstance(obj, ScaledObject):
-            self._by_target.get(self._target_key(obj), {}).pop(obj.key, None)
             self._by_hpa.get((obj.metadata.namespace, obj.hpa_name), {}).pop(obj.key, None)
 
     # --- lookups ---------------------------------------------------------------------------------
@@ -165,7 +187,7 @@ class ResourceSet:
     def scaled_object_for(self, group: ProcessGroup) -> ScaledObject | None:
         """The ScaledObject that scales `group`, if any (a ProcessGroup without one holds spec.replicas)."""
         claims = self._by_target.get((group.metadata.namespace, EBB_API_VERSION, "ProcessGroup", group.name), {})
-        return next(iter(claims.values()), None)
+        return next((obj for obj in claims.values() if isinstance(obj, ScaledObject)), None)
 
     # --- AuthStore -------------------------------------------------------------------------------
 
