@@ -761,3 +761,91 @@ async def test_unknown_parameters_and_keda_only_types_are_warnings() -> None:
     assert outcome.allowed
     assert any("listLenght" in w and "did you mean 'listLength'?" in w for w in outcome.warnings)
     assert any("'kafka' is a KEDA trigger type that ebb does not implement" in w for w in outcome.warnings)
+
+
+# --- by arrival: the operator, and the webhook on an update -------------------------------------------------------
+
+
+def created(body: dict[str, Any], at: str) -> dict[str, Any]:
+    body["metadata"]["creationTimestamp"] = at
+    return body
+
+
+def parsed(body: dict[str, Any]) -> ScaledObject:
+    obj, errors = parse_object(copy.deepcopy(body))
+    assert not errors and isinstance(obj, ScaledObject), errors
+    return obj
+
+
+def test_ordered_the_first_scaled_object_on_a_workload_keeps_it_the_later_is_refused_naming_both() -> None:
+    """Made while the webhook was off: by creationTimestamp ("zulu" first, though its name sorts last)."""
+    first = created(so_body("zulu"), "2026-01-01T00:00:00Z")
+    later = created(so_body("alpha"), "2026-01-01T00:00:07Z")
+    index = index_of(first, later)
+    assert index.check(parsed(first), ordered=True) is None
+    denial = index.check(parsed(later), ordered=True)
+    assert denial is not None and (denial.field, denial.reason) == ("spec.scaleTargetRef", "other-scaled-object")
+    assert denial.message == (
+        "the workload 'web' of type 'apps/v1.Deployment' is already managed by the ScaledObject 'zulu', created "
+        f"before ScaledObject {NS}/alpha (which therefore does not scale it)"
+    )
+    # Unordered (the webhook on a create, as KEDA): each refuses the other.
+    assert index.check(parsed(first)) is not None and index.check(parsed(later)) is not None
+    # The same second: the name decides.
+    same = index_of(created(so_body("zulu"), "2026-01-01T00:00:00Z"), created(so_body("alpha"), "2026-01-01T00:00:00Z"))
+    assert same.check(parsed(created(so_body("alpha"), "2026-01-01T00:00:00Z")), ordered=True) is None
+    assert same.check(parsed(created(so_body("zulu"), "2026-01-01T00:00:00Z")), ordered=True) is not None
+
+
+def test_ordered_the_first_scaled_object_keeps_a_shared_hpa_name() -> None:
+    first = created(so_body("zulu", "api", hpa_name="shared"), "2026-01-01T00:00:00Z")
+    later = created(so_body("alpha", "web", hpa_name="shared"), "2026-01-01T00:01:00Z")
+    index = index_of(first, later)
+    assert index.check(parsed(first), ordered=True) is None
+    denial = index.check(parsed(later), ordered=True)
+    assert denial is not None and denial.reason == "other-scaled-object-hpa"
+    assert denial.message.startswith("the HPA 'shared' is already managed by the ScaledObject 'zulu', created before")
+    assert index.check(parsed(first)) is not None  # KEDA's webhook on a create: any other counts
+
+
+def test_ordered_an_hpa_of_a_later_or_a_deleted_scaled_object_does_not_count() -> None:
+    """The HPA of the object that lost (it deletes it), or of one being deleted (garbage-collected next); a foreign
+    HPA, or one of an earlier ScaledObject, still counts."""
+    mine = created(so_body("worker"), "2026-01-01T00:01:00Z")
+    later = created(so_body("zulu", "api"), "2026-01-01T00:02:00Z")
+    going = created(so_body("going", "api"), "2026-01-01T00:00:00Z")
+    going["metadata"]["deletionTimestamp"] = "2026-01-01T00:03:00Z"
+    earlier = created(so_body("early", "api"), "2026-01-01T00:00:00Z")
+    for owner, counts in [("zulu", False), ("going", False), ("gone", False), ("early", True)]:
+        index = index_of(mine, later, going, earlier, hpa_body(f"keda-hpa-{owner}", owner=owner))
+        denial = index.check(parsed(mine), ordered=True)
+        assert (denial is not None) is counts, owner
+        assert index.check(parsed(mine)) is not None, owner  # unordered, as KEDA: every other owner counts
+    assert index_of(mine, hpa_body("theirs")).check(parsed(mine), ordered=True) is not None
+
+
+async def test_webhook_update_of_the_first_scaled_object_is_allowed_of_the_later_refused() -> None:
+    """Consistent with the HTTPScaledObject rule: a create is refused whatever the times; an update only for the
+    object that arrived second (so the first can still be edited)."""
+    first = created(so_body("zulu"), "2026-01-01T00:00:00Z")
+    later = created(so_body("alpha"), "2026-01-01T00:00:07Z")
+    index = index_of(first, later)
+
+    async def update(body: dict[str, Any]) -> Any:
+        old = copy.deepcopy(body)
+        old["spec"]["minReplicaCount"] = 3
+        return await review(admission(body, operation="UPDATE", old=old), kind="ScaledObject", index=index)
+
+    assert (await update(first)).allowed
+    refused = await update(later)
+    assert not refused.allowed and refused.reason == "other-scaled-object"
+    assert refused.message.startswith(
+        f"ScaledObject {NS}/alpha: spec.scaleTargetRef: the workload 'web' of type 'apps/v1.Deployment' is already "
+        "managed by the ScaledObject 'zulu'"
+    )
+    created_now = await review(admission(first), kind="ScaledObject", index=index_of(later))
+    assert not created_now.allowed
+    assert created_now.message == (
+        f"ScaledObject {NS}/zulu: spec.scaleTargetRef: the workload 'web' of type 'apps/v1.Deployment' is already "
+        "managed by the ScaledObject 'alpha'"
+    )

@@ -194,9 +194,11 @@ async def test_second_scaled_object_on_one_target_is_refused_against_fake_apiser
     cluster: km.KubernetesEmulator, controller: ScaledObjectController, redis_list: tuple[aioredis.Redis, str]
 ) -> None:
     _, key = redis_list
-    await controller.reconcile(put(cluster, scaled_object(key)))
+    first = scaled_object(key)
+    first["metadata"]["creationTimestamp"] = "2026-01-01T00:00:00Z"
+    await controller.reconcile(put(cluster, first))
     other = scaled_object(key)
-    other["metadata"].update(name="other", uid="uid-2")
+    other["metadata"].update(name="other", uid="uid-2", creationTimestamp="2026-01-01T00:00:01Z")
     await controller.reconcile(put(cluster, other))
     ready = conditions(cluster, "other")["Ready"]
     assert ready["status"] == "False"

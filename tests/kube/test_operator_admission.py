@@ -106,7 +106,7 @@ async def test_reconcile_finds_the_conflict_in_the_index_without_listing_against
     assert (condition["status"], condition["reason"]) == ("False", "ScaledObjectCheckFailed")
     assert condition["message"] == (
         "spec.scaleTargetRef: the workload 'web' of type 'apps/v1.Deployment' is already managed by the "
-        "ScaledObject 'first'"
+        f"ScaledObject 'first', created before ScaledObject {NS}/worker (which therefore does not scale it)"
     )
     assert listings(cluster, since) == []
     reads = [(r.action, r.name) for r in list(cluster)[since:] if r.resource == SO_RES and r.name == "first"]
@@ -216,3 +216,109 @@ def hpa_manifest(name: str) -> dict[str, Any]:
         "metadata": {"name": name, "namespace": NS},
         "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}, "maxReplicas": 3},
     }
+
+
+# --- by arrival: the first ScaledObject on a workload keeps scaling ------------------------------------------------
+
+EVENT_RES = km.resource("v1/events")
+
+
+def at(body: dict[str, Any], stamp: str) -> dict[str, Any]:
+    body["metadata"]["creationTimestamp"] = stamp
+    return body
+
+
+def current(cluster: km.KubernetesEmulator, name: str) -> dict[str, Any]:
+    return dict(cluster.objects[SO_RES, NS, name].raw)
+
+
+def exists(cluster: km.KubernetesEmulator, res: km.resource, name: str) -> bool:
+    key = (res, NS, name)
+    return key in cluster.objects and not cluster.objects[key].deleted
+
+
+def warnings_on(cluster: km.KubernetesEmulator, name: str) -> list[str]:
+    return [
+        o.raw["reason"]
+        for (res, _, _), o in cluster.objects.items()
+        if res == EVENT_RES and o.raw["involvedObject"]["name"] == name and o.raw["type"] == "Warning"
+    ]
+
+
+async def refused_pair(cluster: km.KubernetesEmulator, controller: ScaledObjectController) -> None:
+    """"zulu" created before "alpha" (whose name sorts first), both while the webhook was off; reconciled in the
+    order an operator restart may resume them: the later first."""
+    cluster.objects[SO_RES, NS, "zulu"] = first = at(scaled_object("zulu", "uid-1"), "2026-01-01T00:00:00Z")
+    cluster.objects[SO_RES, NS, "alpha"] = later = at(scaled_object("alpha", "uid-2"), "2026-01-01T00:00:07Z")
+    assert not await controller.reconcile(later)
+    assert await controller.reconcile(first)
+    assert not await controller.reconcile(current(cluster, "alpha"))  # kopf's retry: still refused
+
+
+async def test_of_two_scaled_objects_made_while_the_webhook_was_off_the_first_keeps_scaling_against_fake_apiserver(
+    cluster: km.KubernetesEmulator, controller: ScaledObjectController
+) -> None:
+    await refused_pair(cluster, controller)
+    assert ready(cluster, "zulu")["status"] == "True"
+    assert (NS, "zulu") in controller.runtimes and exists(cluster, HPA_RES, "keda-hpa-zulu")
+    condition = ready(cluster, "alpha")
+    assert (condition["status"], condition["reason"]) == ("False", "ScaledObjectCheckFailed")
+    assert condition["message"] == (
+        "spec.scaleTargetRef: the workload 'web' of type 'apps/v1.Deployment' is already managed by the "
+        f"ScaledObject 'zulu', created before ScaledObject {NS}/alpha (which therefore does not scale it)"
+    )
+    assert (NS, "alpha") not in controller.runtimes and not exists(cluster, HPA_RES, "keda-hpa-alpha")
+    assert warnings_on(cluster, "alpha") == ["ScaledObjectCheckFailed"]  # once, not once per retry
+    assert warnings_on(cluster, "zulu") == []
+
+
+async def test_the_first_of_two_scaled_objects_sharing_an_hpa_name_keeps_it_against_fake_apiserver(
+    cluster: km.KubernetesEmulator, controller: ScaledObjectController
+) -> None:
+    cluster.objects[DEPLOY_RES, NS, "api"] = {**cluster.objects[DEPLOY_RES, NS, "web"].raw}
+    cluster.objects[DEPLOY_RES, NS, "api"]["metadata"] = {"name": "api", "namespace": NS}
+    shared = {"horizontalPodAutoscalerConfig": {"name": "shared"}}
+    first = at(scaled_object("zulu", "uid-1"), "2026-01-01T00:00:00Z")
+    first["spec"]["advanced"] = shared
+    later = at(scaled_object("alpha", "uid-2"), "2026-01-01T00:00:07Z")
+    later["spec"].update(scaleTargetRef={"name": "api"}, advanced=shared)
+    cluster.objects[SO_RES, NS, "zulu"], cluster.objects[SO_RES, NS, "alpha"] = first, later
+    assert not await controller.reconcile(later)
+    assert await controller.reconcile(first)
+    assert ready(cluster, "zulu")["status"] == "True"
+    assert ready(cluster, "alpha")["message"].startswith(
+        "spec.advanced.horizontalPodAutoscalerConfig.name: the HPA 'shared' is already managed by the ScaledObject "
+        "'zulu', created before"
+    )
+
+
+async def test_deleting_the_first_scaled_object_lets_the_refused_one_scale_at_once_against_fake_apiserver(
+    cluster: km.KubernetesEmulator, controller: ScaledObjectController
+) -> None:
+    """kopf's delete handler runs while the finalizer holds the object and its HPA is still there: the refused
+    object is reconciled then, not at its next retry (up to 5 min later)."""
+    await refused_pair(cluster, controller)
+    going = current(cluster, "zulu")
+    going["metadata"] = {**going["metadata"], "deletionTimestamp": "2026-01-01T01:00:00Z", "finalizers": ["x"]}
+    cluster.objects[SO_RES, NS, "zulu"] = going
+    await controller.delete(going)
+    await eventually(lambda: ready(cluster, "alpha")["status"], "alpha to scale", ok=lambda s: s == "True")
+    assert (NS, "alpha") in controller.runtimes and exists(cluster, HPA_RES, "keda-hpa-alpha")
+    assert (NS, "zulu") not in controller.runtimes
+
+
+async def test_a_scaled_object_that_arrived_first_takes_over_from_a_later_one_scaling_against_fake_apiserver(
+    cluster: km.KubernetesEmulator, controller: ScaledObjectController
+) -> None:
+    """Both made in the same second while the webhook was off ("other" sorts first): "worker", reconciled first,
+    scales until "other" is reconciled; then it is reconciled again at once, refused, and its HPA goes."""
+    cluster.objects[SO_RES, NS, "worker"] = worker = at(scaled_object("worker", "uid-1"), "2026-01-01T00:00:00Z")
+    assert await controller.reconcile(worker)
+    assert exists(cluster, HPA_RES, "keda-hpa-worker")
+    cluster.objects[SO_RES, NS, "other"] = other = at(scaled_object("other", "uid-2"), "2026-01-01T00:00:00Z")
+    assert await controller.reconcile(other)
+    await eventually(lambda: ready(cluster, "worker")["status"], "worker to be refused", ok=lambda s: s == "False")
+    await controller.options.requeue.drain()
+    assert "already managed by the ScaledObject 'other'" in ready(cluster, "worker")["message"]
+    assert (NS, "worker") not in controller.runtimes and not exists(cluster, HPA_RES, "keda-hpa-worker")
+    assert (NS, "other") in controller.runtimes and exists(cluster, HPA_RES, "keda-hpa-other")

@@ -11,8 +11,10 @@ into the response to send back.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any, Final, Protocol
 
 from pydantic import ValidationError
@@ -92,6 +94,19 @@ class Cluster(Protocol):
 
 # --- the conflict index -------------------------------------------------------------------------------
 
+Arrival = tuple[float, str]
+
+
+def arrival(created: datetime | str | None, name: str) -> Arrival:
+    """The order in which two objects arrived: creationTimestamp (one-second steps), then name. An object without
+    one (not stored yet) comes last."""
+    if isinstance(created, str):
+        try:
+            created = datetime.fromisoformat(created.replace("Z", "+00:00"))
+        except ValueError:
+            created = None
+    return (created.timestamp() if isinstance(created, datetime) else math.inf, name)
+
 
 def _mapping(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
@@ -118,6 +133,8 @@ class _ScaledObjectEntry:
     target: str
     hpa_name: str
     deleting: bool
+    #: creationTimestamp, then name: the order the operator's ordered check goes by.
+    arrival: Arrival
 
 
 @dataclass(frozen=True)
@@ -135,12 +152,14 @@ def _scaled_object_entry(body: Mapping[str, Any], name: str) -> _ScaledObjectEnt
     spec = _mapping(body.get("spec"))
     ref = _mapping(spec.get("scaleTargetRef"))
     config = _mapping(_mapping(spec.get("advanced")).get("horizontalPodAutoscalerConfig"))
+    meta = _mapping(body.get("metadata"))
     return _ScaledObjectEntry(
         group=_group(_text(ref.get("apiVersion"), "apps/v1")),
         kind=_text(ref.get("kind"), "Deployment"),
         target=_text(ref.get("name")),
         hpa_name=_text(config.get("name"), f"keda-hpa-{name}"),
-        deleting=bool(_mapping(body.get("metadata")).get("deletionTimestamp")),
+        deleting=bool(meta.get("deletionTimestamp")),
+        arrival=arrival(meta.get("creationTimestamp"), name),
     )
 
 
@@ -283,25 +302,36 @@ class ConflictIndex:
 
     # --- the check
 
-    def check(self, so: ScaledObject, *, target_type: str | None = None, scaled_objects: bool = True) -> Denial | None:
+    def check(
+        self, so: ScaledObject, *, target_type: str | None = None, scaled_objects: bool = True, ordered: bool = False
+    ) -> Denial | None:
         """KEDA's verifyScaledObjects and verifyHpas conflicts for `so`, or None.
 
         `target_type` names the workload's type in messages (KEDA's GVK string, "apps/v1.Deployment"); by default
         it is taken from the scaleTargetRef. `scaled_objects=False` leaves out verifyScaledObjects (the
         ScaledObject an HTTPScaledObject stands for: its rule against ScaledObjects is kube/http_admission.py's).
+        `ordered` (the operator, and the webhook on an update): of two ScaledObjects on one workload or HPA name,
+        only the one that arrived first (`arrival`) counts against the other, so the first keeps scaling; and an
+        HPA whose owning ScaledObjects are all being deleted, gone, or arrived after `so` does not count (it goes
+        with them, or with their refusal).
+        Else (the webhook on a create, as KEDA) any other ScaledObject counts.
         """
         namespace, ref = so.metadata.namespace, so.spec.scale_target_ref
         group = _group(ref.api_version)
         shown = target_type or f"{ref.api_version}.{ref.kind}"
+        mine = arrival(so.metadata.creation_timestamp, so.name) if ordered else None
+        after = f", created before {so.ref} (which therefore does not scale it)" if ordered else ""
         others = self._so_by_target.get((namespace, ref.kind, ref.name), ()) if scaled_objects else ()
         for other in sorted(others):
             entry = self._scaled_objects[(namespace, other)]
             if other == so.name or entry.deleting or entry.group != group:
                 continue
+            if mine is not None and not entry.arrival < mine:
+                continue
             return Denial(
                 so.ref,
                 "spec.scaleTargetRef",
-                f"the workload '{ref.name}' of type '{shown}' is already managed by the ScaledObject '{other}'",
+                f"the workload '{ref.name}' of type '{shown}' is already managed by the ScaledObject '{other}'{after}",
                 "other-scaled-object",
                 ("ScaledObject", namespace, other),
             )
@@ -309,12 +339,15 @@ class ConflictIndex:
         explicit_hpa = config.name if config is not None and config.name else None
         owners = self._so_by_hpa.get((namespace, "", so.hpa_name), ()) if scaled_objects else ()
         for other in sorted(owners):
-            if other == so.name or self._scaled_objects[(namespace, other)].deleting:
+            entry = self._scaled_objects[(namespace, other)]
+            if other == so.name or entry.deleting:
+                continue
+            if mine is not None and not entry.arrival < mine:
                 continue
             return Denial(
                 so.ref,
                 "spec.advanced.horizontalPodAutoscalerConfig.name" if explicit_hpa else "metadata.name",
-                f"the HPA '{so.hpa_name}' is already managed by the ScaledObject '{other}'",
+                f"the HPA '{so.hpa_name}' is already managed by the ScaledObject '{other}'{after}",
                 "other-scaled-object-hpa",
                 ("ScaledObject", namespace, other),
             )
@@ -324,6 +357,8 @@ class ConflictIndex:
             if hpa.ignored or (hpa.group is not None and hpa.group != group):
                 continue
             if ("ScaledObject", so.name) in hpa.owners:
+                continue
+            if mine is not None and self._owners_yield(namespace, hpa.owners, mine):
                 continue
             if transfer and explicit_hpa == hpa_name:
                 continue
@@ -345,6 +380,15 @@ class ConflictIndex:
             )
         return None
 
+    def _owners_yield(self, namespace: str, owners: frozenset[tuple[str, str]], mine: Arrival) -> bool:
+        """True when `owners` are ScaledObjects only, each being deleted or gone (the garbage collector removes their
+        HPA next: the case of an object re-queued by the delete of the one it lost to) or arrived after `mine`
+        (refused by the ordered check, it deletes the HPA it made)."""
+        if not owners or any(kind != "ScaledObject" for kind, _ in owners):
+            return False
+        entries = (self._scaled_objects.get((namespace, name)) for _, name in owners)
+        return all(entry is None or entry.deleting or mine < entry.arrival for entry in entries)
+
 
 async def namespace_index(cluster: Cluster, namespace: str) -> ConflictIndex:
     """An index of one namespace from two listings: the check without a watch-fed index (one namespace scan)."""
@@ -362,8 +406,10 @@ async def check_conflicts(
     *,
     target_type: str | None = None,
     scaled_objects: bool = True,
+    ordered: bool = False,
 ) -> Denial | None:
-    """The conflict checks, from `index` when it covers the namespace, else from listings of it through `cluster`.
+    """The conflict checks, from `index` when it covers the namespace, else from listings of it through `cluster`;
+    `ordered` as for `ConflictIndex.check`.
 
     A conflict found in the shared index is confirmed by reading the other object (a watch can miss a deletion
     across a reconnect): a stale entry is corrected and the check repeated, so the index never refuses an
@@ -372,12 +418,14 @@ async def check_conflicts(
     if index is None or not index.covers(so.metadata.namespace):
         if cluster is None:
             return (
-                index.check(so, target_type=target_type, scaled_objects=scaled_objects) if index is not None else None
+                index.check(so, target_type=target_type, scaled_objects=scaled_objects, ordered=ordered)
+                if index is not None
+                else None
             )
         return (await namespace_index(cluster, so.metadata.namespace)).check(
-            so, target_type=target_type, scaled_objects=scaled_objects
+            so, target_type=target_type, scaled_objects=scaled_objects, ordered=ordered
         )
-    denial = index.check(so, target_type=target_type, scaled_objects=scaled_objects)
+    denial = index.check(so, target_type=target_type, scaled_objects=scaled_objects, ordered=ordered)
     for _ in range(_MAX_CONFIRMATIONS):
         if denial is None or cluster is None or denial.conflicting is None:
             return denial
@@ -390,7 +438,7 @@ async def check_conflicts(
             changed = index.apply(kind, current)
         if not changed:
             return denial  # confirmed: the other object is there as the index has it
-        denial = index.check(so, target_type=target_type, scaled_objects=scaled_objects)
+        denial = index.check(so, target_type=target_type, scaled_objects=scaled_objects, ordered=ordered)
     return denial
 
 
@@ -589,7 +637,9 @@ async def _check_scaled_object(
         except SpecError as exc:
             return Denial(exc.obj, exc.field, exc.message, "scaling-modifiers"), notes
     try:
-        denial = await check_conflicts(so, index, cluster)
+        # On an update, as the operator: a ScaledObject that arrived later does not count against this one (a
+        # pair made while the webhook was off: the first may still be edited; KEDA refuses any pair).
+        denial = await check_conflicts(so, index, cluster, ordered=update)
         if denial is None and cluster is not None:
             from ebb.kube.http_admission import check_workload_of_scaled_object
 
@@ -712,12 +762,14 @@ __all__ = [
     "ADMISSION_API_VERSION",
     "HPA_OWNERSHIP_ANNOTATION",
     "KINDS_BY_PATH",
+    "Arrival",
     "Cluster",
     "ClusterUnavailable",
     "ConflictIndex",
     "Denial",
     "Review",
     "ReviewError",
+    "arrival",
     "check_conflicts",
     "namespace_index",
     "review",

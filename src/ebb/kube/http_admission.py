@@ -11,23 +11,22 @@ add-on routes between them by header), not a conflict. An InterceptorRoute and a
 namespace and name may overlap: that is the add-on's migration path (the route takes precedence).
 
 A workload is scaled by one thing: an HTTPScaledObject (unless it only routes, with the add-on's
-skip-scaledobject-creation annotation) and a ScaledObject on the same target are refused, either way round. That
-includes a ScaledObject of the HTTPScaledObject's own name, the one the add-on's operator creates for it (left
-behind by a migration from the add-on): ebb scales the HTTPScaledObject itself, so that ScaledObject would be a
-second loop on the same workload; its message says to delete it. The webhook refuses the object being created;
+skip-scaledobject-creation annotation) and a ScaledObject on the same target are refused, either way round, and so
+are two HTTPScaledObjects that both scale it. That includes a ScaledObject of the HTTPScaledObject's own name, the
+one the add-on's operator creates for it (left behind by a migration from the add-on): ebb scales the
+HTTPScaledObject itself, so that ScaledObject would be a second loop on the same workload; its message says to
+delete it. The webhook refuses the object being created;
 the operator, which also meets pairs created while the webhook was off, refuses the one that arrived second
 (`arrival`: creationTimestamp, then name), so the first keeps scaling, and so does the webhook on an update.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
-from datetime import datetime
 from typing import Any, Final
 
 from ebb.http.routing import CATCH_ALL, strip_port
-from ebb.kube.admission import Cluster, Denial
+from ebb.kube.admission import Arrival, Cluster, Denial, arrival
 from ebb.spec import parse_object
 from ebb.spec.models import HTTP_API_VERSION, IR_API_VERSION, HTTPScaledObject, InterceptorRoute, ScaledObject
 
@@ -142,20 +141,6 @@ def _scales(hso: HTTPScaledObject) -> bool:
     return hso.metadata.annotations.get(SKIP_SCALING_ANNOTATION, "").lower() != "true"
 
 
-Arrival = tuple[float, str]
-
-
-def arrival(created: datetime | str | None, name: str) -> Arrival:
-    """The order in which two objects arrived: creationTimestamp (one-second steps), then name. An object without
-    one (not stored yet) comes last."""
-    if isinstance(created, str):
-        try:
-            created = datetime.fromisoformat(created.replace("Z", "+00:00"))
-        except ValueError:
-            created = None
-    return (created.timestamp() if isinstance(created, datetime) else math.inf, name)
-
-
 def _earlier(meta: Mapping[str, Any], mine: Arrival | None) -> bool:
     """True when the object of `meta` counts against one that arrived at `mine` (None: every object counts, as
     for an object being created)."""
@@ -167,9 +152,10 @@ def _own_arrival(obj: HTTPScaledObject | ScaledObject, ordered: bool) -> Arrival
 
 
 async def check_workload_of_http(obj: HTTPScaledObject, cluster: Cluster, *, ordered: bool = False) -> Denial | None:
-    """An HTTPScaledObject that scales its target: no ScaledObject (its own, of the same name, included) may
-    already scale the same workload. `ordered`: only one that arrived before `obj` counts (the operator, and the
-    webhook on an update); else any (the webhook on a create). Raises ClusterUnavailable."""
+    """An HTTPScaledObject that scales its target: no ScaledObject (its own, of the same name, included), and no
+    other HTTPScaledObject that scales (not only routes), may already scale the same workload. `ordered`: only one
+    that arrived before `obj` counts (the operator, and the webhook on an update); else any (the webhook on a
+    create). Raises ClusterUnavailable."""
     if not _scales(obj):
         return None
     ref = obj.spec.scale_target_ref
@@ -200,6 +186,33 @@ async def check_workload_of_http(obj: HTTPScaledObject, cluster: Cluster, *, ord
             f"{obj.metadata.namespace}/{meta.get('name')}{first}; one workload has one scaler ({fix})",
             SCALED_REASON,
             conflicting=("ScaledObject", obj.metadata.namespace, str(meta.get("name"))),
+        )
+    return await _check_http_pair(obj, mine, since, first, cluster)
+
+
+async def _check_http_pair(
+    obj: HTTPScaledObject, mine: tuple[str, str, str], since: Arrival | None, first: str, cluster: Cluster
+) -> Denial | None:
+    """Two HTTPScaledObjects that both scale one workload (either may route only instead)."""
+    namespace, ref = obj.metadata.namespace, obj.spec.scale_target_ref
+    for body in await cluster.list(HTTP_API_VERSION, "HTTPScaledObject", namespace):
+        meta = body.get("metadata") or {}
+        if meta.get("name") == obj.name or meta.get("deletionTimestamp") or not _earlier(meta, since):
+            continue
+        other, errors = parse_object(dict(body), label=f"HTTPScaledObject {namespace}/{meta.get('name')}")
+        if errors or not isinstance(other, HTTPScaledObject) or not _scales(other):
+            continue
+        target = other.spec.scale_target_ref
+        if target.is_process_group or _target(target.api_version, target.kind, target.name) != mine:
+            continue
+        return Denial(
+            obj.ref,
+            "spec.scaleTargetRef",
+            f"the workload {mine[1]} {ref.name!r} is already scaled by HTTPScaledObject {namespace}/{other.name}"
+            f"{first}; one workload has one scaler (delete one of them, or give one the annotation "
+            f'{SKIP_SCALING_ANNOTATION}: "true" to route only)',
+            SCALED_REASON,
+            conflicting=("HTTPScaledObject", namespace, other.name),
         )
     return None
 

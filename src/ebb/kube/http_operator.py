@@ -23,7 +23,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from lightkube.types import PatchType
@@ -31,12 +31,14 @@ from lightkube.types import PatchType
 from ebb.errors import EbbError, SpecError
 from ebb.http.local import _polling_interval
 from ebb.kube import status as st
-from ebb.kube.admission import Denial, check_conflicts
-from ebb.kube.client import API_ERRORS, EVENT, AsyncClient, api_message, is_not_found
+from ebb.kube.admission import Denial, arrival, check_conflicts
+from ebb.kube.client import API_ERRORS, EVENT, AsyncClient, api_message, is_not_found, to_dict
 from ebb.kube.http_admission import check_workload_of_http
 from ebb.kube.http_feed import InterceptorFeed, InterceptorFeedScaler
 from ebb.kube.http_interceptor import HTTP_SCALED_OBJECT, SERVICE, route_key
 from ebb.kube.operator import OperatorOptions, log_event
+from ebb.kube.requeue import Claim
+from ebb.kube.requeue import workload as workload_key
 from ebb.kube.scale import KubeScaleTarget, resolve_target_kind
 from ebb.kube.webhook import KubeCluster
 from ebb.runtime.observer import ObjectRef, Observer
@@ -45,7 +47,7 @@ from ebb.scalers.base import TriggerContext
 from ebb.scaling.lifecycle import ScaledObjectDecider
 from ebb.scaling.types import LifecycleState, ScalingEvent
 from ebb.spec import object_policy, parse_object
-from ebb.spec.models import HTTPScaledObject
+from ebb.spec.models import HTTPScaledObject, ScaledObject
 
 log = logging.getLogger("ebb.operator")
 
@@ -77,6 +79,12 @@ def _with_condition(body: Mapping[str, Any], condition: dict[str, Any], now: flo
         full["observedGeneration"] = generation
     others = [dict(c) for c in existing if isinstance(c, Mapping) and c.get("type") != condition["type"]]
     return [full, *others]
+
+
+def workload_ref_of(so: ScaledObject) -> dict[str, str]:
+    """The scaleTargetRef of the ScaledObject an HTTPScaledObject stands for, in manifest form."""
+    ref = so.spec.scale_target_ref
+    return {"apiVersion": ref.api_version, "kind": ref.kind, "name": ref.name}
 
 
 def _error_text(errors: list[SpecError]) -> str:
@@ -143,6 +151,8 @@ class HTTPScaledObjectController:
         #: The target's replicas when the object was first reconciled, restored when it is deleted (the add-on's
         #: ScaledObject has restoreToOriginalReplicaCount). In memory: an operator restart forgets it.
         self.original: dict[tuple[str, str], int] = {}
+        #: One reconcile or delete of an object at a time (kopf's, and the re-queue's after a conflict went).
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
 
     async def emit(self, manifest_ref: Mapping[str, Any], event: ScalingEvent) -> None:
         await self.client.create(EVENT(st.event_manifest(manifest_ref, event, self.clock())))
@@ -181,7 +191,25 @@ class HTTPScaledObjectController:
         """Never raises for a broken object; False when a retry may succeed (a missing target or Service)."""
         meta = body.get("metadata") or {}
         key = (str(meta.get("namespace") or "default"), str(meta.get("name") or ""))
+        async with self._locks.setdefault(key, asyncio.Lock()):
+            return await self._reconcile_locked(key, body)
+
+    async def _reconcile_again(self, namespace: str, name: str) -> None:
+        """Reconcile the object as it is now (the object it was refused for is going); nothing if it is gone."""
+        try:
+            body = to_dict(await self.client.get(HTTP_SCALED_OBJECT, name, namespace=namespace))
+        except API_ERRORS as exc:
+            if is_not_found(exc):
+                return
+            raise
+        if not (body.get("metadata") or {}).get("deletionTimestamp"):
+            await self.reconcile(body)
+
+    async def _reconcile_locked(self, key: tuple[str, str], body: Mapping[str, Any]) -> bool:
+        meta = body.get("metadata") or {}
         await self.stop(key)
+        requeue, me = self.options.requeue, ("HTTPScaledObject", *key)
+        requeue.cleared(me)
         obj, errors = parse_object(dict(body), label=f"HTTPScaledObject {key[0]}/{key[1]}")
         if errors or not isinstance(obj, HTTPScaledObject):
             await self._fail(body, {}, _error_text(errors) or "not an HTTPScaledObject")
@@ -198,6 +226,11 @@ class HTTPScaledObjectController:
             # No loop, no conflict with the user's own ScaledObject on the target, nothing to restore.
             self.original.pop(key, None)
             return await self._routing_only(body, key, status, await self._missing_service(key[0], target_ref.service))
+        claim = Claim(
+            workload_key(workload_ref_of(so)),
+            arrival(obj.metadata.creation_timestamp, obj.name),
+            lambda: self._reconcile_again(*key),
+        )
         try:
             kind = await resolve_target_kind(
                 self.client, so.spec.scale_target_ref.api_version, so.spec.scale_target_ref.kind
@@ -215,11 +248,14 @@ class HTTPScaledObjectController:
                     cluster,
                     target_type=f"{kind.api_version}.{kind.kind}",
                     scaled_objects=False,
+                    ordered=True,  # an HPA whose ScaledObject is being deleted is going too
                 )
             if denial is not None:
                 raise denial
             self.original.setdefault(key, await target.get_replicas())
         except SpecError as exc:  # a conflict: named on the HTTPScaledObject, not on the ScaledObject it stands for
+            if isinstance(exc, Denial):  # reconciled again as soon as the other object goes
+                requeue.refused(me, replace(claim, conflicting=exc.conflicting))
             message = f"{exc.field}: {exc.message}" if exc.field else exc.message
             await self._fail(body, status, message, once=isinstance(exc, Denial))
             return False
@@ -272,6 +308,7 @@ class HTTPScaledObjectController:
         self.runtimes[key] = _Runtime(obj, loop, scaler, observer)
         if self.autostart:
             self.start(key)
+        requeue.scaling(me, claim)
 
         existing = (body.get("status") or {}).get("conditions")
         if service_problem is not None:
@@ -335,9 +372,21 @@ class HTTPScaledObjectController:
         await runtime.scaler.close()
 
     async def delete(self, body: Mapping[str, Any]) -> None:
-        """Stop scaling; put the target back to the replicas it had before (the add-on's restore)."""
+        """Stop scaling; put the target back to the replicas it had before (the add-on's restore); reconcile at once
+        the objects refused because of it (kube/requeue.py)."""
         meta = body.get("metadata") or {}
         key = (str(meta.get("namespace") or "default"), str(meta.get("name") or ""))
+        async with self._locks.setdefault(key, asyncio.Lock()):
+            await self._delete_locked(key, body)
+        self._locks.pop(key, None)
+        obj, _ = parse_object(dict(body), label=f"HTTPScaledObject {key[0]}/{key[1]}")
+        target = None
+        if isinstance(obj, HTTPScaledObject) and obj.metadata.annotations.get(SKIP_SCALING_ANNOTATION, "") != "true":
+            target = workload_key(workload_ref_of(obj.scaled_object()))
+        self.options.requeue.released(("HTTPScaledObject", *key), target)
+
+    async def _delete_locked(self, key: tuple[str, str], body: Mapping[str, Any]) -> None:
+        meta = body.get("metadata") or {}
         runtime = self.runtimes.get(key)
         await self.stop(key)
         if runtime is not None:
@@ -355,5 +404,6 @@ class HTTPScaledObjectController:
                 log.warning("HTTPScaledObject %s/%s: cannot restore the original replica count: %s", *key, exc)
 
     async def close(self) -> None:
+        await self.options.requeue.close()
         for key in list(self.runtimes):
             await self.stop(key)

@@ -12,14 +12,14 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from lightkube.types import PatchType
 
 from ebb.errors import EbbError, ScalerError, SpecError
 from ebb.kube import status as st
-from ebb.kube.admission import ConflictIndex, Denial, check_conflicts
+from ebb.kube.admission import ConflictIndex, Denial, arrival, check_conflicts
 from ebb.kube.auth import PrefetchedStore, container_env, prefetch_auth, template_containers
 from ebb.kube.client import API_ERRORS, EVENT, HPA, SCALED_OBJECT, AsyncClient, api_message, is_not_found, to_dict
 from ebb.kube.drain import PodDrainer, predict_hpa_replicas
@@ -35,6 +35,7 @@ from ebb.kube.hpa import (
 from ebb.kube.http_admission import check_workload_of_scaled_object
 from ebb.kube.http_feed import InterceptorFeed, interceptor_scalers
 from ebb.kube.metrics_provider import ExternalMetricValue, MetricDescriptor, MetricNotFound
+from ebb.kube.requeue import Claim, Requeue, workload
 from ebb.kube.scale import KubeScaleTarget, resolve_target_kind
 from ebb.kube.webhook import KubeCluster
 from ebb.observe.cloudevents import CloudEventHub
@@ -90,6 +91,8 @@ class OperatorOptions:
     #: The interceptors' load (kube/http_feed.py): `external-push` triggers naming an InterceptorRoute or an
     #: HTTPScaledObject read it here instead of dialling the add-on's scaler.
     feed: InterceptorFeed | None = None
+    #: Objects refused for a conflict, shared by the controllers: reconciled again when the other object goes.
+    requeue: Requeue = field(default_factory=Requeue)
 
 
 @dataclass
@@ -186,6 +189,8 @@ class ScaledObjectController:
         #: Status of ScaledObjects and HPAs as the watches last delivered it ((kind, namespace, name) -> status):
         #: where the watches run (OperatorOptions.conflicts covers the namespace), polls read it, not the API.
         self._seen: dict[tuple[str, str, str], dict[str, Any]] = {}
+        #: One reconcile or delete of an object at a time (kopf's, and the re-queue's after a conflict went).
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
 
     # --- API writes ----------------------------------------------------------------------------------
 
@@ -289,21 +294,50 @@ class ScaledObjectController:
         A spec that does not parse is not retried: only an edit can fix it, and an edit reconciles again."""
         meta = body.get("metadata") or {}
         key = (str(meta.get("namespace", "default")), str(meta.get("name", "")))
+        async with self._locks.setdefault(key, asyncio.Lock()):
+            return await self._reconcile_locked(key, body)
+
+    async def _reconcile_locked(self, key: tuple[str, str], body: Mapping[str, Any]) -> bool:
         await self.stop(key)
+        requeue, me = self.options.requeue, ("ScaledObject", *key)
+        requeue.cleared(me)
         obj, errors = parse_object(dict(body), label=f"ScaledObject {key[0]}/{key[1]}")
         if errors or not isinstance(obj, ScaledObject):
             message = "; ".join(_error_text(e) for e in errors) or "not a ScaledObject"
             await self._fail(body, "ScaledObjectCheckFailed", message)
             return True
+        claim = Claim(
+            workload((body.get("spec") or {}).get("scaleTargetRef")),
+            arrival(obj.metadata.creation_timestamp, obj.name),
+            lambda: self._reconcile_again(*key),
+        )
         try:
             await self._reconcile(obj, body)
         except EbbError as exc:
+            if isinstance(exc, Denial):
+                # It does not scale: no HPA of its own either (as when paused); and it is reconciled again as soon
+                # as the object it lost to goes.
+                with contextlib.suppress(*API_ERRORS):
+                    await self._delete_owned_hpa(obj, str((body.get("metadata") or {}).get("uid") or ""))
+                requeue.refused(me, replace(claim, conflicting=exc.conflicting))
             await self._fail(body, "ScaledObjectCheckFailed", _error_text(exc), once=isinstance(exc, Denial))
             return False
         except API_ERRORS as exc:
             await self._fail(body, "ScaledObjectCheckFailed", f"Kubernetes API: {api_message(exc)}")
             return False
+        requeue.scaling(me, claim)
         return True
+
+    async def _reconcile_again(self, namespace: str, name: str) -> None:
+        """Reconcile the object as it is now (the object it was refused for is going); nothing if it is gone."""
+        try:
+            body = to_dict(await self.client.get(SCALED_OBJECT, name, namespace=namespace))
+        except API_ERRORS as exc:
+            if is_not_found(exc):
+                return
+            raise
+        if not (body.get("metadata") or {}).get("deletionTimestamp"):
+            await self.reconcile(body)
 
     def mode_for(self, so: ScaledObject) -> Mode:
         wanted = so.metadata.annotations.get(SCALING_ANNOTATION, self.options.scaling)
@@ -462,14 +496,23 @@ class ScaledObjectController:
         await close_scalers(runtime.scalers)
 
     async def close(self) -> None:
+        await self.options.requeue.close()
         for key in list(self.runtimes):
             await self.stop(key)
         self._seen.clear()  # the watches stop with the loops; the next term's replay fills it again
 
     async def delete(self, body: Mapping[str, Any]) -> None:
-        """The object is going: stop scaling, restore the original count if asked (the HPA goes by ownerReference)."""
+        """The object is going: stop scaling, restore the original count if asked (the HPA goes by ownerReference),
+        and reconcile at once the objects refused because of it (kube/requeue.py)."""
         meta = body.get("metadata") or {}
         key = (str(meta.get("namespace", "default")), str(meta.get("name", "")))
+        async with self._locks.setdefault(key, asyncio.Lock()):
+            await self._delete_locked(key, body)
+        self._locks.pop(key, None)
+        self.options.requeue.released(("ScaledObject", *key), workload((body.get("spec") or {}).get("scaleTargetRef")))
+
+    async def _delete_locked(self, key: tuple[str, str], body: Mapping[str, Any]) -> None:
+        meta = body.get("metadata") or {}
         runtime = self.runtimes.get(key)
         await self.stop(key)
         if runtime is not None:
@@ -537,14 +580,17 @@ class ScaledObjectController:
     # --- pieces ---------------------------------------------------------------------------------------
 
     async def _check_conflicts(self, so: ScaledObject, kind: TargetKind) -> None:
-        """KEDA's webhook conflict checks, as conditions: one ScaledObject per workload and per HPA name, no
-        foreign HPA on the workload. Lookups in the watch-fed index when one is wired and loaded, else one
-        listing of the namespace per kind (kube.admission.check_conflicts). Then the webhook's HTTPScaledObject
-        check, by arrival: an HTTPScaledObject created before this object scales the workload, and this one
-        does not (one listing of the namespace's HTTPScaledObjects; none when the add-on's CRD is absent)."""
+        """KEDA's webhook conflict checks, as conditions: one ScaledObject per workload and per HPA name (the one
+        created first keeps it), no foreign HPA on the workload. Lookups in the watch-fed index when one is wired
+        and loaded, else one listing of the namespace per kind (kube.admission.check_conflicts). Then the webhook's
+        HTTPScaledObject check, by arrival: an HTTPScaledObject created before this object scales the workload,
+        and this one does not (one listing of the namespace's HTTPScaledObjects; none when the add-on's CRD is
+        absent)."""
         cluster = KubeCluster(self.client)
+        # By arrival (ordered): of two ScaledObjects on one workload (made while the webhook was off, or before
+        # ebb was installed) the first keeps scaling, the later one is refused.
         denial = await check_conflicts(
-            so, self.options.conflicts, cluster, target_type=f"{kind.api_version}.{kind.kind}"
+            so, self.options.conflicts, cluster, target_type=f"{kind.api_version}.{kind.kind}", ordered=True
         )
         if denial is None:
             denial = await check_workload_of_scaled_object(so, cluster, ordered=True)
