@@ -317,3 +317,51 @@ async def test_an_update_is_refused_only_to_the_object_that_arrived_second_as_th
     update["request"]["object"] = older
     outcome = await review(update, kind="HTTPScaledObject", cluster=HTTPObjects(same))
     assert not outcome.allowed and "created before HTTPScaledObject shop/web" in outcome.message
+
+
+def on(body: dict[str, Any], workload: str) -> dict[str, Any]:
+    body["spec"]["scaleTargetRef"] = {"name": workload, "service": body["metadata"]["name"], "port": 80}
+    return body
+
+
+SKIP = {"httpscaledobject.keda.sh/skip-scaledobject-creation": "true"}
+
+
+async def test_a_second_http_scaled_object_on_one_workload_is_refused_unless_one_only_routes() -> None:
+    """Other hosts, so no route conflict: the workload conflict (ebb check and ebb run refuse it too)."""
+    first = on(hso("web", hosts=["a.test"]), "web")
+    second = on(hso("web-v2", hosts=["b.test"]), "web")
+    outcome = await check(second, first)
+    assert not outcome.allowed and outcome.reason == "other-scaled-object"
+    assert outcome.message == (
+        "HTTPScaledObject shop/web-v2: spec.scaleTargetRef: the workload Deployment 'web' is already scaled by "
+        "HTTPScaledObject shop/web; one workload has one scaler (delete one of them, or give one the annotation "
+        'httpscaledobject.keda.sh/skip-scaledobject-creation: "true" to route only)'
+    )
+    routing = copy.deepcopy(second)
+    routing["metadata"]["annotations"] = dict(SKIP)
+    assert (await check(routing, first)).allowed
+    routed = copy.deepcopy(first)
+    routed["metadata"]["annotations"] = dict(SKIP)
+    assert (await check(second, routed)).allowed
+    assert (await check(on(hso("api", hosts=["b.test"]), "api"), first)).allowed
+    going = copy.deepcopy(first)
+    going["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    assert (await check(second, going)).allowed
+    assert (await check(on(hso("web", "other", hosts=["c.test"]), "web"), first)).allowed  # another namespace
+
+
+async def test_an_update_of_the_first_of_two_http_scaled_objects_is_allowed_of_the_second_refused() -> None:
+    older = created(on(hso("web", hosts=["a.test"]), "web"), "2026-01-01T00:00:00Z")
+    newer = created(on(hso("api", hosts=["b.test"]), "web"), "2026-01-01T00:05:00Z")
+
+    async def update(body: dict[str, Any], other: dict[str, Any]) -> Any:
+        request = admission(body, "UPDATE")
+        request["request"]["oldObject"] = {**body, "spec": {**body["spec"], "hosts": ["z.test"]}}
+        return await review(request, kind="HTTPScaledObject", cluster=HTTPObjects(other))
+
+    assert (await update(older, newer)).allowed
+    refused = await update(newer, older)
+    assert not refused.allowed
+    assert "already scaled by HTTPScaledObject shop/web, created before HTTPScaledObject shop/api" in refused.message
+    assert not (await check(older, newer)).allowed  # a create: whatever the times

@@ -637,3 +637,89 @@ def test_a_route_listed_before_the_services_is_not_reported_missing(caplog: pyte
     services.objects = {}
     routes.rebuild()
     assert f"HTTPScaledObject {NS}/web: Service {NS}/web does not exist" in caplog.text
+
+
+def shared_controllers(api: AsyncClient) -> tuple[ScaledObjectController, HTTPScaledObjectController]:
+    """Both controllers over one OperatorOptions, as operator_main builds them (one re-queue for both kinds)."""
+    scaled = so_controller(api)
+    http = HTTPScaledObjectController(api, InterceptorFeed(None, NS), scaled.options)
+    http.autostart = False
+    return scaled, http
+
+
+async def test_two_http_scaled_objects_on_one_workload_the_first_scales_and_the_second_once_it_is_deleted(
+    client: AsyncClient,
+) -> None:
+    """Made while the webhook was off (other hosts, one workload): "web-v2" (created second) is refused, once,
+    whichever is reconciled first; deleting "web" makes it scale at once, not at its next retry."""
+    await add_deployment(client, "web", 0)
+    await add_service(client, "web")
+    await client.create(HTTP_SCALED_OBJECT(http_scaled_object("web", "web.test", "web")))
+    second = http_scaled_object("web-v2", "v2.web.test", "web")
+    second["spec"]["scaleTargetRef"]["name"] = "web"
+    await client.create(HTTP_SCALED_OBJECT(second))
+    scaled, http = shared_controllers(client)
+    try:
+        assert not await http.reconcile(await http_status(client, "web-v2"))
+        assert await http.reconcile(await http_status(client, "web"))
+        assert not await http.reconcile(await http_status(client, "web-v2"))
+        cond = await ready_condition(client, "web-v2")
+        assert (cond["status"], cond["reason"]) == ("False", "CreateError")
+        assert cond["message"] == (
+            f"spec.scaleTargetRef: the workload Deployment 'web' is already scaled by HTTPScaledObject {NS}/web, "
+            f"created before HTTPScaledObject {NS}/web-v2 (which therefore does not scale it); one workload has one "
+            "scaler (delete one of them, or give one the annotation httpscaledobject.keda.sh/skip-scaledobject-"
+            'creation: "true" to route only)'
+        )
+        assert await warnings(client, "web-v2") == ["CreateError"]
+        assert list(http.runtimes) == [(NS, "web")]
+        body = await http_status(client, "web")
+        await client.delete(HTTP_SCALED_OBJECT, "web", namespace=NS)
+        await http.delete(body)
+        await eventually(lambda: (NS, "web-v2") in http.runtimes, "web-v2 to scale")
+        await eventually(lambda: ready_condition(client, "web-v2"), "Ready", ok=lambda c: c["status"] == "True")
+    finally:
+        await scaled.close()
+        await http.close()
+
+
+async def test_deleting_the_scaled_object_that_came_first_lets_the_http_scaled_object_scale_at_once(
+    client: AsyncClient,
+) -> None:
+    await add_deployment(client, "web", 0)
+    await add_service(client, "web")
+    await client.create(SCALED_OBJECT(user_scaled_object("web")))
+    await client.create(HTTP_SCALED_OBJECT(http_scaled_object("web", "web.test", "web")))
+    scaled, http = shared_controllers(client)
+    try:
+        assert not await http.reconcile(await http_status(client, "web"))
+        assert await scaled.reconcile(await so_body(client, "mine"))
+        body = await so_body(client, "mine")
+        await client.delete(SCALED_OBJECT, "mine", namespace=NS)
+        await scaled.delete(body)
+        await eventually(lambda: (NS, "web") in http.runtimes, "the HTTPScaledObject to scale")
+        await eventually(lambda: ready_condition(client, "web"), "Ready", ok=lambda c: c["reason"] == "Reconciled")
+    finally:
+        await scaled.close()
+        await http.close()
+
+
+async def test_deleting_the_http_scaled_object_that_came_first_lets_the_scaled_object_scale_at_once(
+    client: AsyncClient,
+) -> None:
+    await add_deployment(client, "app", 0)
+    await add_service(client, "app")
+    await client.create(HTTP_SCALED_OBJECT(http_scaled_object("app", "app.test", "app")))
+    await client.create(SCALED_OBJECT({**user_scaled_object("app"), "metadata": {"name": "later", "namespace": NS}}))
+    scaled, http = shared_controllers(client)
+    try:
+        assert not await scaled.reconcile(await so_body(client, "later"))
+        assert await http.reconcile(await http_status(client, "app"))
+        body = await http_status(client, "app")
+        await client.delete(HTTP_SCALED_OBJECT, "app", namespace=NS)
+        await http.delete(body)
+        await eventually(lambda: (NS, "later") in scaled.runtimes, "the ScaledObject to scale")
+        await eventually(lambda: so_body(client, "later"), "Ready", ok=lambda b: so_ready(b)["status"] == "True")
+    finally:
+        await scaled.close()
+        await http.close()

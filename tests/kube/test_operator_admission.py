@@ -246,7 +246,7 @@ def warnings_on(cluster: km.KubernetesEmulator, name: str) -> list[str]:
 
 
 async def refused_pair(cluster: km.KubernetesEmulator, controller: ScaledObjectController) -> None:
-    """"zulu" created before "alpha" (whose name sorts first), both while the webhook was off; reconciled in the
+    """ "zulu" created before "alpha" (whose name sorts first), both while the webhook was off; reconciled in the
     order an operator restart may resume them: the later first."""
     cluster.objects[SO_RES, NS, "zulu"] = first = at(scaled_object("zulu", "uid-1"), "2026-01-01T00:00:00Z")
     cluster.objects[SO_RES, NS, "alpha"] = later = at(scaled_object("alpha", "uid-2"), "2026-01-01T00:00:07Z")
