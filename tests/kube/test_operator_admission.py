@@ -303,6 +303,7 @@ async def test_deleting_the_first_scaled_object_lets_the_refused_one_scale_at_on
     cluster.objects[SO_RES, NS, "zulu"] = going
     await controller.delete(going)
     await eventually(lambda: ready(cluster, "alpha")["status"], "alpha to scale", ok=lambda s: s == "True")
+    await controller.options.requeue.drain()  # the reconcile writes Ready before it registers the loop
     assert (NS, "alpha") in controller.runtimes and exists(cluster, HPA_RES, "keda-hpa-alpha")
     assert (NS, "zulu") not in controller.runtimes
 
@@ -322,3 +323,18 @@ async def test_a_scaled_object_that_arrived_first_takes_over_from_a_later_one_sc
     assert "already managed by the ScaledObject 'other'" in ready(cluster, "worker")["message"]
     assert (NS, "worker") not in controller.runtimes and not exists(cluster, HPA_RES, "keda-hpa-worker")
     assert (NS, "other") in controller.runtimes and exists(cluster, HPA_RES, "keda-hpa-other")
+
+
+async def test_the_first_scaled_object_moving_to_another_workload_lets_the_refused_one_scale_against_fake_apiserver(
+    cluster: km.KubernetesEmulator, controller: ScaledObjectController
+) -> None:
+    await refused_pair(cluster, controller)
+    cluster.objects[DEPLOY_RES, NS, "api"] = {**cluster.objects[DEPLOY_RES, NS, "web"].raw}
+    cluster.objects[DEPLOY_RES, NS, "api"]["metadata"] = {"name": "api", "namespace": NS}
+    moved = current(cluster, "zulu")
+    moved["spec"] = {**moved["spec"], "scaleTargetRef": {"name": "api"}}
+    cluster.objects[SO_RES, NS, "zulu"] = moved
+    assert await controller.reconcile(moved)
+    await eventually(lambda: ready(cluster, "alpha")["status"], "alpha to scale", ok=lambda s: s == "True")
+    await controller.options.requeue.drain()  # the reconcile writes Ready before it registers the loop
+    assert sorted(controller.runtimes) == [(NS, "alpha"), (NS, "zulu")]

@@ -208,10 +208,11 @@ class HTTPScaledObjectController:
     async def _reconcile_locked(self, key: tuple[str, str], body: Mapping[str, Any]) -> bool:
         meta = body.get("metadata") or {}
         await self.stop(key)
+        # Each outcome tells the re-queue (kube/requeue.py) whether this object scales, lost a conflict, or neither.
         requeue, me = self.options.requeue, ("HTTPScaledObject", *key)
-        requeue.cleared(me)
         obj, errors = parse_object(dict(body), label=f"HTTPScaledObject {key[0]}/{key[1]}")
         if errors or not isinstance(obj, HTTPScaledObject):
+            requeue.cleared(me)
             await self._fail(body, {}, _error_text(errors) or "not an HTTPScaledObject")
             return True  # only an edit can fix it, and an edit reconciles again
         target_ref = obj.spec.scale_target_ref
@@ -225,6 +226,7 @@ class HTTPScaledObjectController:
         if obj.metadata.annotations.get(SKIP_SCALING_ANNOTATION, "").lower() == "true":
             # No loop, no conflict with the user's own ScaledObject on the target, nothing to restore.
             self.original.pop(key, None)
+            requeue.cleared(me)
             return await self._routing_only(body, key, status, await self._missing_service(key[0], target_ref.service))
         claim = Claim(
             workload_key(workload_ref_of(so)),
@@ -256,13 +258,17 @@ class HTTPScaledObjectController:
         except SpecError as exc:  # a conflict: named on the HTTPScaledObject, not on the ScaledObject it stands for
             if isinstance(exc, Denial):  # reconciled again as soon as the other object goes
                 requeue.refused(me, replace(claim, conflicting=exc.conflicting))
+            else:
+                requeue.cleared(me)
             message = f"{exc.field}: {exc.message}" if exc.field else exc.message
             await self._fail(body, status, message, once=isinstance(exc, Denial))
             return False
         except EbbError as exc:
+            requeue.cleared(me)
             await self._fail(body, status, f"spec.scaleTargetRef: {exc}")
             return False
         except API_ERRORS as exc:
+            requeue.cleared(me)
             await self._fail(body, status, f"Kubernetes API: {api_message(exc)}")
             return False
 
@@ -293,6 +299,7 @@ class HTTPScaledObjectController:
         try:
             polling = _polling_interval(obj, so.spec.polling_interval)
         except EbbError as exc:
+            requeue.cleared(me)
             await self._fail(body, status, str(exc))
             return True
         loop = ScaledObjectLoop(

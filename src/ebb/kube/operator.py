@@ -299,10 +299,11 @@ class ScaledObjectController:
 
     async def _reconcile_locked(self, key: tuple[str, str], body: Mapping[str, Any]) -> bool:
         await self.stop(key)
+        # Each outcome tells the re-queue (kube/requeue.py) whether this object scales, lost a conflict, or neither.
         requeue, me = self.options.requeue, ("ScaledObject", *key)
-        requeue.cleared(me)
         obj, errors = parse_object(dict(body), label=f"ScaledObject {key[0]}/{key[1]}")
         if errors or not isinstance(obj, ScaledObject):
+            requeue.cleared(me)
             message = "; ".join(_error_text(e) for e in errors) or "not a ScaledObject"
             await self._fail(body, "ScaledObjectCheckFailed", message)
             return True
@@ -320,9 +321,12 @@ class ScaledObjectController:
                 with contextlib.suppress(*API_ERRORS):
                     await self._delete_owned_hpa(obj, str((body.get("metadata") or {}).get("uid") or ""))
                 requeue.refused(me, replace(claim, conflicting=exc.conflicting))
+            else:
+                requeue.cleared(me)
             await self._fail(body, "ScaledObjectCheckFailed", _error_text(exc), once=isinstance(exc, Denial))
             return False
         except API_ERRORS as exc:
+            requeue.cleared(me)
             await self._fail(body, "ScaledObjectCheckFailed", f"Kubernetes API: {api_message(exc)}")
             return False
         requeue.scaling(me, claim)

@@ -4,8 +4,9 @@ A ScaledObject or HTTPScaledObject refused because another one scales its worklo
 kube/http_admission.py, by arrival: creationTimestamp, then name) is retried with backoff, up to
 `MAX_RETRY_DELAY` (5 min) apart. When the winner is deleted, its controller's `delete` calls `released`: every
 object refused because of it (its name in the refusal, or the same namespace and workload) is reconciled at once,
-in the background, so the survivor starts scaling within a reconcile. The backoff stays as the fallback (the
-winner moved to another workload, an operator restart).
+in the background, so the survivor starts scaling within a reconcile; so they are when the winner stops scaling
+the workload otherwise (moved to another, routing only, broken). The backoff stays as the fallback (an operator
+restart, an edit the operator has not reconciled yet).
 
 The other way round: an object that starts scaling (`scaling`) while one that arrived after it already scales the
 same workload (made in the same second, while the webhook was off: the name decides) has that one reconciled at
@@ -62,14 +63,17 @@ class Requeue:
 
     def refused(self, key: ObjectKey, claim: Claim) -> None:
         """`key` lost a conflict (to `claim.conflicting`)."""
-        self._scaling.pop(key, None)
+        self._stopped(key, claim.workload)
         self._refused[key] = claim
 
     def scaling(self, key: ObjectKey, claim: Claim) -> list[ObjectKey]:
         """`key` scales `claim.workload` now: objects of the same namespace that scale it too and arrived later are
         reconciled again (and refused). Returns their keys."""
         self._refused.pop(key, None)
+        before = self._scaling.get(key)
         self._scaling[key] = claim
+        if before is not None and before.workload != claim.workload:  # moved: what it kept out may scale now
+            self._wake(key, before.workload, conflicting=False)
         later = [
             other
             for other, theirs in self._scaling.items()
@@ -84,22 +88,36 @@ class Requeue:
             self._spawn(other, self._scaling.pop(other))
         return later
 
-    def cleared(self, key: ObjectKey) -> None:
-        """`key` neither scales nor was refused for a conflict (being reconciled, broken, or gone)."""
+    def cleared(self, key: ObjectKey) -> list[ObjectKey]:
+        """`key` neither scales nor was refused for a conflict (broken, routing only, an API error): what it kept
+        from scaling is reconciled again. Returns the keys re-queued."""
         self._refused.pop(key, None)
-        self._scaling.pop(key, None)
+        return self._stopped(key, None)
 
     def released(self, key: ObjectKey, target: Workload | None) -> list[ObjectKey]:
-        """The object `key` (which scaled `target`) is being deleted: reconcile at once what it kept from scaling.
-        Returns the keys re-queued."""
-        self.cleared(key)
+        """The object `key` (which scaled `target`) is being deleted: reconcile at once what it kept from scaling
+        (refused naming it, or on `target`). Returns the keys re-queued."""
+        self._refused.pop(key, None)
+        before = self._scaling.pop(key, None)
+        return self._wake(key, target or (before.workload if before is not None else None), conflicting=True)
+
+    def _stopped(self, key: ObjectKey, workload: Workload | None) -> list[ObjectKey]:
+        """`key` no longer scales (now `workload`, if refused): wake what it kept from its former workload."""
+        before = self._scaling.pop(key, None)
+        if before is None or before.workload is None or before.workload == workload:
+            return []
+        return self._wake(key, before.workload, conflicting=False)
+
+    def _wake(self, key: ObjectKey, target: Workload | None, *, conflicting: bool) -> list[ObjectKey]:
         woken = [
             other
             for other, claim in self._refused.items()
-            if other[1] == key[1] and (claim.conflicting == key or (target is not None and claim.workload == target))
+            if other != key
+            and other[1] == key[1]
+            and ((conflicting and claim.conflicting == key) or (target is not None and claim.workload == target))
         ]
         for other in woken:
-            log.info("%s %s/%s: %s %s/%s is going, reconciling it again now", *other, *key)
+            log.info("%s %s/%s: %s %s/%s no longer scales its workload, reconciling it again now", *other, *key)
             self._spawn(other, self._refused.pop(other))
         return woken
 
