@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -193,18 +194,19 @@ def _counting_replica(delay: float) -> tuple[Handler, dict[str, int]]:
     return replica, seen
 
 
+async def _status(session: aiohttp.ClientSession, url: str) -> int:
+    async with session.get(url) as response:
+        await response.read()
+        return response.status
+
+
 async def test_a_burst_opens_at_most_max_connections_to_one_replica_and_the_rest_wait_their_turn() -> None:
     """A cold start releases every held request at once: they queue for the replica's connections, none fails."""
     replica, seen = _counting_replica(delay=0.05)
     async with upstream(replica) as port, interceptor_for(port, max_connections=4) as (interceptor, route):
         url = f"http://127.0.0.1:{interceptor.bound_port}/"
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
-
-            async def one() -> int:
-                async with session.get(url) as response:
-                    await response.read()
-                    return response.status
-
+            one = functools.partial(_status, session, url)
             statuses = await asyncio.gather(*(one() for _ in range(60)))
     assert statuses == [200] * 60
     assert seen["requests"] == 60
@@ -217,12 +219,7 @@ async def test_a_client_that_leaves_while_waiting_for_a_connection_gives_its_tur
     async with upstream(replica) as port, interceptor_for(port, max_connections=1) as (interceptor, route):
         url = f"http://127.0.0.1:{interceptor.bound_port}/"
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
-
-            async def one() -> int:
-                async with session.get(url) as response:
-                    await response.read()
-                    return response.status
-
+            one = functools.partial(_status, session, url)
             first = asyncio.create_task(one())
             await eventually(lambda: seen["open"] == 1, what="the first request holds the only connection")
             leaver = asyncio.create_task(one())

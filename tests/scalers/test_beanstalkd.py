@@ -143,7 +143,9 @@ async def test_server_down() -> None:
     assert err.value.obj.startswith("ScaledObject default/bs-") and "beanstalkd" in err.value.trigger
 
 
-async def test_reconnects_after_a_restart() -> None:
+async def test_reconnects_after_a_restart(server: int) -> None:
+    """Its own server on another port (the module's `server` fixture only skips this test where beanstalkd is
+    not installed, as for the others)."""
     port = free_port()
     with beanstalkd_server(port):
         s = scaler({"server": f"127.0.0.1:{port}", "tube": "default", "value": "5"})
