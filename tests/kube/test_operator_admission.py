@@ -7,6 +7,7 @@ looks the workload up instead, and reads the other object only to confirm a hit.
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,7 +18,7 @@ import kopf
 import pytest
 
 from ebb.kube.admission import ConflictIndex, Denial
-from ebb.kube.client import HPA, SCALED_OBJECT, AsyncClient, client_for_url
+from ebb.kube.client import HPA, SCALED_OBJECT, AsyncClient, client_for_url, to_dict
 from ebb.kube.operator import OperatorOptions, ScaledObjectController
 from ebb.kube.runner import register_handlers
 from ebb.kube.webhook import KubeCluster, load_conflicts
@@ -338,3 +339,63 @@ async def test_the_first_scaled_object_moving_to_another_workload_lets_the_refus
     await eventually(lambda: ready(cluster, "alpha")["status"], "alpha to scale", ok=lambda s: s == "True")
     await controller.options.requeue.drain()  # the reconcile writes Ready before it registers the loop
     assert sorted(controller.runtimes) == [(NS, "alpha"), (NS, "zulu")]
+
+
+@pytest.mark.kmock(cls=Cluster)
+async def test_under_kopf_the_refused_scaled_object_scales_once_the_first_is_deleted_not_at_its_next_retry(
+    watched: Cluster, client: AsyncClient
+) -> None:
+    """The operator's handlers, run by kopf (finalizers, backoff, the watch-fed index): "alpha", refused, waits
+    for its retry with backoff; deleting "zulu" (its delete handler runs while the finalizer holds it and its HPA
+    is still there) makes "alpha" scale at once, long before kopf's next attempt."""
+    index = ConflictIndex()
+    index.replace([], [])
+    running = threading.Event()
+    handle: dict[str, Any] = {}
+
+    def operate() -> None:
+        async def main() -> None:
+            handle["loop"], handle["stop"] = asyncio.get_running_loop(), asyncio.Event()
+            kube = client_for_url(str(watched.url))
+            controller = ScaledObjectController(kube, OperatorOptions(conflicts=index))
+            controller.autostart = False
+            registry = kopf.OperatorRegistry()
+            register_handlers(registry, controller)
+            running.set()
+            try:
+                await kopf.operator(registry=registry, clusterwide=True, standalone=True, stop_flag=handle["stop"])
+            finally:
+                await kube.aclose()
+
+        asyncio.run(main())
+
+    thread = threading.Thread(target=operate, name="ebb-kopf", daemon=True)
+    thread.start()
+    try:
+        await client.create(SCALED_OBJECT(scaled_object("zulu", "uid-1")))
+        await eventually(lambda: status_of(client, "zulu"), "zulu to scale", ok=lambda s: s == "True")
+        await asyncio.sleep(1.1)  # creationTimestamps are whole seconds on a real API server
+        await client.create(SCALED_OBJECT(scaled_object("alpha", "uid-2")))
+        await eventually(lambda: status_of(client, "alpha"), "alpha to be refused", ok=lambda s: s == "False")
+
+        async def retries() -> int:
+            body = to_dict(await client.get(SCALED_OBJECT, "alpha", namespace=NS))
+            annotations = body["metadata"].get("annotations") or {}
+            progress = [json.loads(v) for k, v in annotations.items() if k.endswith("scaled_object_changed")]
+            return max((int(p.get("retries") or 0) for p in progress), default=0)
+
+        # kopf's next attempt is now 8 s or more away (1, 2, 4, 8 ... s).
+        await eventually(retries, "kopf to retry alpha three times", ok=lambda n: n >= 4)
+        await client.delete(SCALED_OBJECT, "zulu", namespace=NS)
+        await eventually(lambda: status_of(client, "alpha"), "alpha to scale", ok=lambda s: s == "True", within=4)
+    finally:
+        await asyncio.to_thread(running.wait, 10)
+        handle["loop"].call_soon_threadsafe(handle["stop"].set)
+        await asyncio.to_thread(thread.join, 15)
+    assert not thread.is_alive(), "kopf did not stop"
+
+
+async def status_of(client: AsyncClient, name: str) -> str | None:
+    body = to_dict(await client.get(SCALED_OBJECT, name, namespace=NS))
+    conditions = (body.get("status") or {}).get("conditions") or []
+    return next((str(c["status"]) for c in conditions if c["type"] == "Ready"), None)
