@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -26,8 +27,13 @@ class VersionedEmulator(km.KubernetesEmulator):
     """kmock plus resourceVersion preconditions on Leases."""
 
     _versions = itertools.count(1)
+    #: Seconds each of the next writes of a Lease is held before it is applied (a slow API server), in order.
+    write_delays: list[float] = []
 
     async def _handle(self, request: km.Request) -> Any:
+        writes = (km.action.CREATE, km.action.UPDATE)
+        if request.resource == LEASE_RES and request.action in writes and self.write_delays:
+            await asyncio.sleep(self.write_delays.pop(0))
         if request.resource == LEASE_RES and isinstance(request.data, dict):
             meta = request.data.setdefault("metadata", {})
             if request.action == km.action.UPDATE:
@@ -174,6 +180,32 @@ async def test_resigned_elector_hands_the_lease_over_and_never_takes_it_again_ag
     clock.now += 60
     assert not await a.step()  # the Lease is free, but a is on its way out
     assert await b.step()
+
+
+@pytest.mark.parametrize("leading", [True, False])
+async def test_resign_during_a_renew_waits_for_it_then_hands_the_lease_back_against_fake_apiserver(
+    cluster: km.KubernetesEmulator, clients: list[AsyncClient], caplog: pytest.LogCaptureFixture, leading: bool
+) -> None:
+    """A renew (or a first acquire) whose write is still on its way when the operator shuts down: the release
+    waits for it, then hands the Lease back; it never conflicts with it, and the renew never takes the Lease back
+    (seen on v1.28.0: "cannot release the lease: the object has been modified", the holder kept)."""
+    clock = Clock()
+    a, b = electors(clients, clock)
+    if leading:
+        assert await a.step()
+    assert isinstance(cluster, VersionedEmulator)
+    # The attempt's write lands at 0.3 s; the release's, read before that without the lock, lands after it.
+    cluster.write_delays = [0.3, 0.5]
+    attempt = asyncio.create_task(a.step())
+    await asyncio.sleep(0.1)  # the attempt has read the Lease and its write is held by the server
+    with caplog.at_level(logging.INFO, logger="ebb.leader"):
+        await a.resign()
+        assert not await attempt
+    assert not a.is_leader
+    assert "holderIdentity" not in lease(cluster)["spec"]
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert not [r for r in caplog.records if "acquired" in r.getMessage()]
+    assert await b.step()  # taken over at once
 
 
 async def test_run_as_leader_returns_when_the_work_resigns_against_fake_apiserver(

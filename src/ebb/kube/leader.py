@@ -93,6 +93,12 @@ class LeaderElector:
         self._following = asyncio.Event()
         self._following.set()
         self._resigned = False
+        #: One read-and-write of the Lease at a time: a renew under way when `resign()` is called finishes before
+        #: the release reads the Lease (else the release's write conflicts with it, or the renew takes the
+        #: released Lease back; seen on v1.28.0 and on the fake API server).
+        self._lock = asyncio.Lock()
+        #: The attempt under way at `resign()` took or kept the Lease (the release hands it back all the same).
+        self._held_at_resign = False
 
     @property
     def is_leader(self) -> bool:
@@ -183,15 +189,22 @@ class LeaderElector:
 
     async def step(self) -> bool:
         """`try_acquire_or_renew` plus the leading state: a conflict or an expired renew deadline ends leading."""
-        if self._resigned:
-            return False
-        held: bool | None
-        try:
-            held = await self.try_acquire_or_renew()
-        except Exception as exc:  # API or network trouble: try again next period, the deadline decides
-            message = api_message(exc) if isinstance(exc, API_ERRORS) else repr(exc)
-            log.warning("%s: lease %s/%s: %s", self.identity, self.namespace, self.name, message)
-            held = None
+        async with self._lock:
+            if self._resigned:
+                return False
+            held: bool | None
+            try:
+                held = await self.try_acquire_or_renew()
+            except Exception as exc:  # API or network trouble: try again next period, the deadline decides
+                message = api_message(exc) if isinstance(exc, API_ERRORS) else repr(exc)
+                log.warning("%s: lease %s/%s: %s", self.identity, self.namespace, self.name, message)
+                held = None
+            if self._resigned:  # resigned while this attempt ran: the release that waits for it hands it back
+                self._held_at_resign = bool(held)
+                return False
+            return self._after_attempt(held)
+
+    def _after_attempt(self, held: bool | None) -> bool:
         now = self.clock()
         if held:
             self._renewed_at = now
@@ -221,7 +234,12 @@ class LeaderElector:
 
     async def release(self) -> None:
         """Give the Lease up (holder cleared, 1 s duration) so a follower takes over without waiting."""
-        was_leader = self.is_leader
+        async with self._lock:
+            await self._release()
+
+    async def _release(self) -> None:
+        was_leader = self.is_leader or self._held_at_resign
+        self._held_at_resign = False
         self._set_leading(False, released=True)
         if not was_leader:
             return
