@@ -32,12 +32,12 @@ from ebb.errors import EbbError, SpecError
 from ebb.http.local import _polling_interval
 from ebb.kube import status as st
 from ebb.kube.admission import Denial, arrival, check_conflicts
-from ebb.kube.client import API_ERRORS, EVENT, AsyncClient, api_message, is_not_found, to_dict
+from ebb.kube.client import API_ERRORS, EVENT, AsyncClient, api_message, is_not_found
 from ebb.kube.http_admission import check_workload_of_http
 from ebb.kube.http_feed import InterceptorFeed, InterceptorFeedScaler
 from ebb.kube.http_interceptor import HTTP_SCALED_OBJECT, SERVICE, route_key
 from ebb.kube.operator import OperatorOptions, log_event
-from ebb.kube.requeue import Claim
+from ebb.kube.requeue import Claim, reconcile_current
 from ebb.kube.requeue import workload as workload_key
 from ebb.kube.scale import KubeScaleTarget, resolve_target_kind
 from ebb.kube.webhook import KubeCluster
@@ -196,14 +196,7 @@ class HTTPScaledObjectController:
 
     async def _reconcile_again(self, namespace: str, name: str) -> None:
         """Reconcile the object as it is now (the object it was refused for is going); nothing if it is gone."""
-        try:
-            body = to_dict(await self.client.get(HTTP_SCALED_OBJECT, name, namespace=namespace))
-        except API_ERRORS as exc:
-            if is_not_found(exc):
-                return
-            raise
-        if not (body.get("metadata") or {}).get("deletionTimestamp"):
-            await self.reconcile(body)
+        await reconcile_current(self.client, HTTP_SCALED_OBJECT, namespace, name, self.reconcile)
 
     async def _reconcile_locked(self, key: tuple[str, str], body: Mapping[str, Any]) -> bool:
         meta = body.get("metadata") or {}

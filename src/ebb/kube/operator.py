@@ -35,7 +35,7 @@ from ebb.kube.hpa import (
 from ebb.kube.http_admission import check_workload_of_scaled_object
 from ebb.kube.http_feed import InterceptorFeed, interceptor_scalers
 from ebb.kube.metrics_provider import ExternalMetricValue, MetricDescriptor, MetricNotFound
-from ebb.kube.requeue import Claim, Requeue, workload
+from ebb.kube.requeue import Claim, Requeue, reconcile_current, workload
 from ebb.kube.scale import KubeScaleTarget, resolve_target_kind
 from ebb.kube.webhook import KubeCluster
 from ebb.observe.cloudevents import CloudEventHub
@@ -334,14 +334,7 @@ class ScaledObjectController:
 
     async def _reconcile_again(self, namespace: str, name: str) -> None:
         """Reconcile the object as it is now (the object it was refused for is going); nothing if it is gone."""
-        try:
-            body = to_dict(await self.client.get(SCALED_OBJECT, name, namespace=namespace))
-        except API_ERRORS as exc:
-            if is_not_found(exc):
-                return
-            raise
-        if not (body.get("metadata") or {}).get("deletionTimestamp"):
-            await self.reconcile(body)
+        await reconcile_current(self.client, SCALED_OBJECT, namespace, name, self.reconcile)
 
     def mode_for(self, so: ScaledObject) -> Mode:
         wanted = so.metadata.annotations.get(SCALING_ANNOTATION, self.options.scaling)

@@ -22,12 +22,32 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ebb.kube.client import API_ERRORS, AsyncClient, is_not_found, to_dict
+
 log = logging.getLogger("ebb.operator")
 
 #: (kind, namespace, name)
 ObjectKey = tuple[str, str, str]
 #: (API group, kind, name) of a workload, as the conflict checks compare them.
 Workload = tuple[str, str, str]
+
+
+async def reconcile_current(
+    client: AsyncClient,
+    resource: Any,
+    namespace: str,
+    name: str,
+    reconcile: Callable[[dict[str, Any]], Awaitable[bool]],
+) -> None:
+    """Reconcile the object as it is now (the object it was refused for is going); nothing if it is gone or going."""
+    try:
+        body = to_dict(await client.get(resource, name, namespace=namespace))
+    except API_ERRORS as exc:
+        if is_not_found(exc):
+            return
+        raise
+    if not (body.get("metadata") or {}).get("deletionTimestamp"):
+        await reconcile(body)
 
 
 def workload(ref: Mapping[str, Any] | None) -> Workload | None:
