@@ -120,7 +120,8 @@ FAMILIES: tuple[tuple[str, str, str], ...] = (
     (
         "ebb_http_cold_starts",
         "counter",
-        "Cold starts: times a request was held on this route while no replica was ready.",
+        "Cold starts: times requests began to be held on this route while no replica was ready (holds less "
+        "than 0.5 s apart are one cold start, with one ColdStart Event).",
     ),
     ("ebb_http_held_abandoned", "counter", "Held requests whose client left before a replica was ready."),
     ("ebb_http_ready_replicas", "gauge", "Replicas (or endpoints) the interceptor can send this route's requests to."),
