@@ -42,8 +42,9 @@ async def test_a_cold_start_is_counted_in_metrics_listed_in_api_routes_and_recor
     assert after[("ebb_http_ready_replicas", "web")] == 1
     assert after[("ebb_http_requests_in_flight", "web")] == 0
     assert after[("ebb_http_requests_held", "web")] == 0
-    for family in ("upstream_errors", "timeouts", "rejected", "held_abandoned"):
+    for family in ("upstream_errors", "timeouts", "rejected", "held_abandoned", "upstream_waits"):
         assert after[(f"ebb_http_{family}_total", "web")] == 0
+    assert after[("ebb_http_upstream_waiting", "web")] == 0  # 5 requests: far below 1,024 connections
     [(kind, _, message)] = [r for r in run.reasons() if r[1] == "ColdStart"]
     assert kind == "HTTPScaledObject"
     assert message.startswith("held 5 requests for ") and message.endswith(" s while scaling 0→1")

@@ -212,6 +212,9 @@ async def test_a_burst_opens_at_most_max_connections_to_one_replica_and_the_rest
     assert seen["requests"] == 60
     assert 1 < seen["peak"] <= 4  # capped, and still used in parallel
     assert route.stats.upstream_errors == 0
+    # Counted while they waited (ebb_http_upstream_waits / ebb_http_upstream_waiting), none left waiting.
+    assert 0 < route.stats.upstream_waits < 60
+    assert route.stats.upstream_waiting == 0
 
 
 async def test_a_client_that_leaves_while_waiting_for_a_connection_gives_its_turn_to_the_next() -> None:

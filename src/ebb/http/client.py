@@ -363,6 +363,10 @@ class Pool:
         #: Requests waiting for a connection: each future gets a connection, or None for a free slot to open one in.
         self.waiters: deque[asyncio.Future[Connection | None]] = deque()
 
+    def will_wait(self) -> bool:
+        """Whether `acquire()` would wait now: at the limit, and no idle connection to hand out."""
+        return self.max_connections is not None and self.count >= self.max_connections and not self.idle
+
     def _idle_connection(self) -> Connection | None:
         while self.idle:
             conn = self.idle.pop()  # the most recently used: the least likely to have been closed by its server

@@ -834,7 +834,14 @@ class Interceptor:
         body = request.body
         for attempt in range(2):
             try:
-                upstream = await pool.acquire(fresh=attempt > 0)
+                if pool.will_wait():  # every connection to the replica is in use: counted while it waits
+                    route.stats.upstream_wait_started()
+                    try:
+                        upstream = await pool.acquire(fresh=attempt > 0)
+                    finally:
+                        route.stats.upstream_wait_ended()
+                else:
+                    upstream = await pool.acquire(fresh=attempt > 0)
             except (OSError, TimeoutError) as exc:
                 if replica is not None and isinstance(exc, ConnectionRefusedError) and not _body_started(request):
                     raise _Refused from exc

@@ -86,6 +86,10 @@ class RouteStats:
     cold_starts: int = 0
     abandoned: int = 0
     held_now: int = 0
+    #: Requests waiting now for a connection to their replica (all of its connections in use: the limit per
+    #: replica, `--max-connections`), and how many ever did.
+    upstream_waiting: int = 0
+    upstream_waits: int = 0
     #: Cumulative hold-time histogram: counts per bucket of HOLD_BUCKETS (and +Inf last), sum, count.
     hold_buckets: list[int] = field(default_factory=lambda: [0] * (len(HOLD_BUCKETS) + 1))
     hold_sum: float = 0.0
@@ -105,6 +109,14 @@ class RouteStats:
     def upstream_error(self) -> None:
         """A 502: the replica could not be reached, or failed before or while answering."""
         self.upstream_errors += 1
+
+    def upstream_wait_started(self) -> None:
+        """A request found every connection to its replica in use and waits for one."""
+        self.upstream_waiting += 1
+        self.upstream_waits += 1
+
+    def upstream_wait_ended(self) -> None:
+        self.upstream_waiting -= 1
 
     def timeout(self) -> None:
         """A 504: no replica within conditionWait, no response headers in time, or the request's deadline."""

@@ -38,6 +38,8 @@ class _Stats(Protocol):
     rejected: int
     cold_starts: int
     abandoned: int
+    upstream_waiting: int
+    upstream_waits: int
     hold_sum: float
     last_cold_start: float | None
     last_cold_start_message: str | None
@@ -101,6 +103,17 @@ FAMILIES: tuple[tuple[str, str, str], ...] = (
     ("ebb_http_requests_in_flight", "gauge", "Requests of this route being answered now, held ones included."),
     ("ebb_http_requests_held", "gauge", "Requests held now, waiting for a ready replica."),
     (
+        "ebb_http_upstream_waiting",
+        "gauge",
+        "Requests waiting now for a connection to their replica: every one of its connections is in use "
+        "(at most --max-connections per replica, 1,024 by default).",
+    ),
+    (
+        "ebb_http_upstream_waits",
+        "counter",
+        "Requests that had to wait for a connection to their replica (see ebb_http_upstream_waiting).",
+    ),
+    (
         "ebb_http_hold_seconds",
         "histogram",
         "How long held requests waited: until a replica was ready, conditionWait passed, or the client left.",
@@ -152,6 +165,7 @@ def route_view(info: RouteInfo, now: float) -> dict[str, Any]:
         "rejected": stats.rejected,
         "cold_starts": stats.cold_starts,
         "abandoned": stats.abandoned,
+        "upstream_waiting": stats.upstream_waiting,
         "last_cold_start": stats.last_cold_start,
         "last_cold_start_message": stats.last_cold_start_message,
         "broken": route.broken,
@@ -181,6 +195,7 @@ class HTTPRoutesCollector(Collector):
                 "ebb_http_rejected",
                 "ebb_http_cold_starts",
                 "ebb_http_held_abandoned",
+                "ebb_http_upstream_waits",
             )
         }
         gauges = {
@@ -188,6 +203,7 @@ class HTTPRoutesCollector(Collector):
             for name in (
                 "ebb_http_requests_in_flight",
                 "ebb_http_requests_held",
+                "ebb_http_upstream_waiting",
                 "ebb_http_ready_replicas",
                 "ebb_http_route_broken",
             )
@@ -209,12 +225,14 @@ class HTTPRoutesCollector(Collector):
                 ("ebb_http_rejected", s.rejected),
                 ("ebb_http_cold_starts", s.cold_starts),
                 ("ebb_http_held_abandoned", s.abandoned),
+                ("ebb_http_upstream_waits", s.upstream_waits),
             ):
                 counters[family].add_metric(values, float(value))
             ready = route.pool.ready_count() if route.pool is not None else 0
             for family, value in (
                 ("ebb_http_requests_in_flight", route.in_flight),
                 ("ebb_http_requests_held", route.held),
+                ("ebb_http_upstream_waiting", s.upstream_waiting),
                 ("ebb_http_ready_replicas", ready),
                 ("ebb_http_route_broken", 1 if route.broken is not None else 0),
             ):
