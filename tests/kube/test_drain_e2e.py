@@ -26,7 +26,7 @@ from ebb.kube.client import EVENT, POD, SCALED_OBJECT, AsyncClient, default_clie
 from ebb.kube.http_interceptor import HTTP_SCALED_OBJECT
 
 from ._fakecluster import eventually
-from .test_operator_e2e import DEPLOYMENT, REAL_KUBECONFIG, Replica, deployment, free_port
+from .test_operator_e2e import DEPLOYMENT, REAL_KUBECONFIG, deployment, free_port, single_operator
 
 NAMESPACE = global_resource("", "v1", "Namespace", "namespaces")
 
@@ -108,19 +108,7 @@ async def test_the_replicaset_controller_deletes_the_idle_pods_and_ebb_holds_bac
     redis = aioredis.Redis(host="127.0.0.1", port=6379)
     key = f"ebb-e2e-{uuid.uuid4().hex}"
     await redis.rpush(key, "a", "b", "c", "d")
-    replica = Replica(
-        {
-            "namespaces": [ns],
-            "scaling": "direct",
-            "metrics_api_port": free_port(),
-            "metrics_api_auth": "none",
-            "cluster_object_namespace": ns,
-            "leader_election": False,
-            "webhook_port": 0,
-            "metrics_port": 0,
-        },
-        ns,
-    )
+    replica = single_operator(ns)
     try:
         so = {
             "apiVersion": "keda.sh/v1alpha1",

@@ -22,7 +22,7 @@ from ebb.kube.http_interceptor import HTTP_SCALED_OBJECT, INTERCEPTOR_ROUTE, SER
 from ._fakecluster import eventually
 from .test_drain_e2e import real  # noqa: F401  (the fixture)
 from .test_http_kube import own_address
-from .test_operator_e2e import Replica, free_port
+from .test_operator_e2e import free_port, single_operator
 
 ENDPOINTS = namespaced("", "v1", "Endpoints", "endpoints")
 WEBHOOKS = global_resource(
@@ -134,20 +134,11 @@ async def test_the_api_server_refuses_a_second_route_on_the_same_host_and_prefix
         "metadata": {"name": ns},
         "webhooks": [webhook(ns, kind, version, bundle.ca_cert) for kind, version in KINDS],
     }
-    replica = Replica(
-        {
-            "namespaces": [ns],
-            "scaling": "direct",
-            "metrics_api_port": free_port(),
-            "metrics_api_auth": "none",
-            "cluster_object_namespace": ns,
-            "leader_election": False,
-            "webhook_port": port,
-            "metrics_port": 0,
-            "tls_cert_file": str(tmp_path / "tls.crt"),
-            "tls_private_key_file": str(tmp_path / "tls.key"),
-        },
+    replica = single_operator(
         ns,
+        webhook_port=port,
+        tls_cert_file=str(tmp_path / "tls.crt"),
+        tls_private_key_file=str(tmp_path / "tls.key"),
     )
     await client.create(WEBHOOKS(config))
     try:

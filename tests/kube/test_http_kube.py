@@ -42,7 +42,7 @@ from ebb.kube.http_operator import HTTPScaledObjectController
 from ebb.kube.operator import OperatorOptions, ScaledObjectController
 
 from ._fakecluster import Cluster, eventually, use_kubeconfig
-from .test_operator_e2e import Replica, free_port
+from .test_operator_e2e import Replica, free_port, single_operator
 
 pytestmark = pytest.mark.kmock(cls=Cluster)
 
@@ -263,20 +263,7 @@ async def event_reasons(api: AsyncClient, name: str) -> list[str]:
 
 
 def start_operator() -> Replica:
-    return Replica(
-        {
-            "namespaces": list(WATCH),
-            "scaling": "hpa",
-            "metrics_api_port": free_port(),
-            "metrics_api_auth": "none",
-            "cluster_object_namespace": NS,
-            "leader_election": False,
-            "webhook_port": 0,
-            "metrics_port": 0,
-            "interceptor_namespace": NS,
-        },
-        NS,
-    )
+    return single_operator(NS, namespaces=list(WATCH), scaling="hpa", interceptor_namespace=NS)
 
 
 async def test_a_request_held_at_zero_is_served_once_the_operator_scales_up(client: AsyncClient, app: int) -> None:

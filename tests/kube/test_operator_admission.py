@@ -7,6 +7,7 @@ looks the workload up instead, and reads the other object only to confirm a hit.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 from collections.abc import AsyncIterator
@@ -152,18 +153,14 @@ def watched(cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     return cluster
 
 
-@pytest.mark.kmock(cls=Cluster)
-async def test_watch_events_keep_the_index_current_against_fake_apiserver(
-    watched: Cluster, client: AsyncClient
-) -> None:
-    """register_handlers' event handlers, run by kopf: created and deleted HPAs and ScaledObjects reach the index."""
-    index = ConflictIndex()
-    index.replace([], [])  # operator_main loads it before the watches; here the cluster starts empty
+@contextlib.asynccontextmanager
+async def kopf_running(watched: Cluster, index: ConflictIndex) -> AsyncIterator[None]:
+    """register_handlers' handlers run by kopf against `watched`, feeding `index`, until the block ends: as in
+    operator_main, in a thread of its own (kopf takes its event loop for itself)."""
     running = threading.Event()
     handle: dict[str, Any] = {}
 
     def operate() -> None:
-        # As in operator_main, in a thread of its own: kopf takes its event loop for itself.
         async def main() -> None:
             handle["loop"], handle["stop"] = asyncio.get_running_loop(), asyncio.Event()
             kube = client_for_url(str(watched.url))
@@ -182,6 +179,22 @@ async def test_watch_events_keep_the_index_current_against_fake_apiserver(
     thread = threading.Thread(target=operate, name="ebb-kopf", daemon=True)
     thread.start()
     try:
+        yield
+    finally:
+        await asyncio.to_thread(running.wait, 10)
+        handle["loop"].call_soon_threadsafe(handle["stop"].set)
+        await asyncio.to_thread(thread.join, 15)
+    assert not thread.is_alive(), "kopf did not stop"
+
+
+@pytest.mark.kmock(cls=Cluster)
+async def test_watch_events_keep_the_index_current_against_fake_apiserver(
+    watched: Cluster, client: AsyncClient
+) -> None:
+    """register_handlers' event handlers, run by kopf: created and deleted HPAs and ScaledObjects reach the index."""
+    index = ConflictIndex()
+    index.replace([], [])  # operator_main loads it before the watches; here the cluster starts empty
+    async with kopf_running(watched, index):
         worker = parse_object(scaled_object("worker", "uid-2"))[0]
         assert isinstance(worker, ScaledObject)
         # Whether kopf lists it or its watch (from the listing's resourceVersion) sends it, each change arrives.
@@ -199,11 +212,6 @@ async def test_watch_events_keep_the_index_current_against_fake_apiserver(
         await eventually(
             lambda: index.check(worker) is None and len(index) == 0, "the ScaledObject and its HPA leave the index"
         )
-    finally:
-        await asyncio.to_thread(running.wait, 10)
-        handle["loop"].call_soon_threadsafe(handle["stop"].set)
-        await asyncio.to_thread(thread.join, 15)
-    assert not thread.is_alive(), "kopf did not stop"
 
 
 def reason(denial: Denial | None) -> str | None:
@@ -349,29 +357,8 @@ async def test_under_kopf_the_refused_scaled_object_scales_once_the_first_is_del
     for its retry with backoff; deleting "zulu" (its delete handler runs while the finalizer holds it and its HPA
     is still there) makes "alpha" scale at once, long before kopf's next attempt."""
     index = ConflictIndex()
-    index.replace([], [])
-    running = threading.Event()
-    handle: dict[str, Any] = {}
-
-    def operate() -> None:
-        async def main() -> None:
-            handle["loop"], handle["stop"] = asyncio.get_running_loop(), asyncio.Event()
-            kube = client_for_url(str(watched.url))
-            controller = ScaledObjectController(kube, OperatorOptions(conflicts=index))
-            controller.autostart = False
-            registry = kopf.OperatorRegistry()
-            register_handlers(registry, controller)
-            running.set()
-            try:
-                await kopf.operator(registry=registry, clusterwide=True, standalone=True, stop_flag=handle["stop"])
-            finally:
-                await kube.aclose()
-
-        asyncio.run(main())
-
-    thread = threading.Thread(target=operate, name="ebb-kopf", daemon=True)
-    thread.start()
-    try:
+    index.replace([], [])  # operator_main loads it before the watches; here the cluster starts empty
+    async with kopf_running(watched, index):
         await client.create(SCALED_OBJECT(scaled_object("zulu", "uid-1")))
         await eventually(lambda: status_of(client, "zulu"), "zulu to scale", ok=lambda s: s == "True")
         await asyncio.sleep(1.1)  # creationTimestamps are whole seconds on a real API server
@@ -388,11 +375,6 @@ async def test_under_kopf_the_refused_scaled_object_scales_once_the_first_is_del
         await eventually(retries, "kopf to retry alpha three times", ok=lambda n: n >= 4)
         await client.delete(SCALED_OBJECT, "zulu", namespace=NS)
         await eventually(lambda: status_of(client, "alpha"), "alpha to scale", ok=lambda s: s == "True", within=4)
-    finally:
-        await asyncio.to_thread(running.wait, 10)
-        handle["loop"].call_soon_threadsafe(handle["stop"].set)
-        await asyncio.to_thread(thread.join, 15)
-    assert not thread.is_alive(), "kopf did not stop"
 
 
 async def status_of(client: AsyncClient, name: str) -> str | None:

@@ -194,6 +194,23 @@ def free_port() -> int:
         return port
 
 
+def single_operator(namespace: str, **extra: Any) -> Replica:
+    """One operator without leader election, its webhook or /metrics, watching `namespace` (unless `extra` says),
+    scaling directly (unless `extra` says)."""
+    options: dict[str, Any] = {
+        "namespaces": [namespace],
+        "scaling": "direct",
+        "metrics_api_port": free_port(),
+        "metrics_api_auth": "none",
+        "cluster_object_namespace": namespace,
+        "leader_election": False,
+        "webhook_port": 0,
+        "metrics_port": 0,
+        **extra,
+    }
+    return Replica(options, namespace)
+
+
 class Replica:
     """One operator pod: `operator_main` in a thread with its own event loop, `api` its metrics API.
 

@@ -33,6 +33,14 @@ DEFAULT_CONNECT_TIMEOUT = 5.0
 DEFAULT_MAX_CONNECTIONS = 1024
 
 
+class WaitCounter(Protocol):
+    """Counts requests while they wait for a connection at the limit (a route's stats)."""
+
+    def upstream_wait_started(self) -> None: ...
+
+    def upstream_wait_ended(self) -> None: ...
+
+
 class Sink(Protocol):
     """Where a response body goes (the interceptor's client connection)."""
 
@@ -363,10 +371,6 @@ class Pool:
         #: Requests waiting for a connection: each future gets a connection, or None for a free slot to open one in.
         self.waiters: deque[asyncio.Future[Connection | None]] = deque()
 
-    def will_wait(self) -> bool:
-        """Whether `acquire()` would wait now: at the limit, and no idle connection to hand out."""
-        return self.max_connections is not None and self.count >= self.max_connections and not self.idle
-
     def _idle_connection(self) -> Connection | None:
         while self.idle:
             conn = self.idle.pop()  # the most recently used: the least likely to have been closed by its server
@@ -375,7 +379,8 @@ class Pool:
                 return conn
         return None
 
-    async def acquire(self, *, fresh: bool = False) -> Connection:
+    async def acquire(self, *, fresh: bool = False, waits: WaitCounter | None = None) -> Connection:
+        """A connection for one exchange; `waits` counts the time spent waiting for one at the limit."""
         if not fresh:
             idle = self._idle_connection()
             if idle is not None:
@@ -383,11 +388,16 @@ class Pool:
         if self.max_connections is not None and self.count >= self.max_connections:
             waiter: asyncio.Future[Connection | None] = asyncio.get_running_loop().create_future()
             self.waiters.append(waiter)
+            if waits is not None:
+                waits.upstream_wait_started()
             try:
                 conn = await waiter
             except asyncio.CancelledError:
                 self._give_back(waiter)
                 raise
+            finally:
+                if waits is not None:
+                    waits.upstream_wait_ended()
             if conn is not None:
                 conn.reused = True
                 return conn

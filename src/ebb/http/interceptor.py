@@ -834,14 +834,7 @@ class Interceptor:
         body = request.body
         for attempt in range(2):
             try:
-                if pool.will_wait():  # every connection to the replica is in use: counted while it waits
-                    route.stats.upstream_wait_started()
-                    try:
-                        upstream = await pool.acquire(fresh=attempt > 0)
-                    finally:
-                        route.stats.upstream_wait_ended()
-                else:
-                    upstream = await pool.acquire(fresh=attempt > 0)
+                upstream = await pool.acquire(fresh=attempt > 0, waits=route.stats)
             except (OSError, TimeoutError) as exc:
                 if replica is not None and isinstance(exc, ConnectionRefusedError) and not _body_started(request):
                     raise _Refused from exc

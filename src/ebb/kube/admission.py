@@ -415,17 +415,15 @@ async def check_conflicts(
     across a reconnect): a stale entry is corrected and the check repeated, so the index never refuses an
     object on the word of one that is gone. Raises ClusterUnavailable.
     """
+
+    def check(of: ConflictIndex) -> Denial | None:
+        return of.check(so, target_type=target_type, scaled_objects=scaled_objects, ordered=ordered)
+
     if index is None or not index.covers(so.metadata.namespace):
         if cluster is None:
-            return (
-                index.check(so, target_type=target_type, scaled_objects=scaled_objects, ordered=ordered)
-                if index is not None
-                else None
-            )
-        return (await namespace_index(cluster, so.metadata.namespace)).check(
-            so, target_type=target_type, scaled_objects=scaled_objects, ordered=ordered
-        )
-    denial = index.check(so, target_type=target_type, scaled_objects=scaled_objects, ordered=ordered)
+            return check(index) if index is not None else None
+        return check(await namespace_index(cluster, so.metadata.namespace))
+    denial = check(index)
     for _ in range(_MAX_CONFIRMATIONS):
         if denial is None or cluster is None or denial.conflicting is None:
             return denial
@@ -438,7 +436,7 @@ async def check_conflicts(
             changed = index.apply(kind, current)
         if not changed:
             return denial  # confirmed: the other object is there as the index has it
-        denial = index.check(so, target_type=target_type, scaled_objects=scaled_objects, ordered=ordered)
+        denial = check(index)
     return denial
 
 

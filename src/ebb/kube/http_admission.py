@@ -28,14 +28,19 @@ from typing import Any, Final
 from ebb.http.routing import CATCH_ALL, strip_port
 from ebb.kube.admission import Arrival, Cluster, Denial, arrival
 from ebb.spec import parse_object
-from ebb.spec.models import HTTP_API_VERSION, IR_API_VERSION, HTTPScaledObject, InterceptorRoute, ScaledObject
+from ebb.spec.models import (
+    HTTP_API_VERSION,
+    IR_API_VERSION,
+    SKIP_SCALING_ANNOTATION,
+    HTTPScaledObject,
+    InterceptorRoute,
+    ScaledObject,
+)
 
 #: KEDA's webhook metric reason for this refusal (ebb's own; KEDA has no such check).
 REASON: Final = "conflicting-route"
 #: KEDA's webhook metric reason when two ScaledObjects scale one workload (here one is an HTTPScaledObject).
 SCALED_REASON: Final = "other-scaled-object"
-#: The add-on's annotation: the HTTPScaledObject routes only; a ScaledObject of the user's own scales its target.
-SKIP_SCALING_ANNOTATION: Final = "httpscaledobject.keda.sh/skip-scaledobject-creation"
 
 Routed = HTTPScaledObject | InterceptorRoute
 ALL_NAMESPACES: Final = "*"
@@ -137,10 +142,6 @@ def _target(api_version: str | None, kind: str | None, name: str) -> tuple[str, 
     return (group, kind or "Deployment", name)
 
 
-def _scales(hso: HTTPScaledObject) -> bool:
-    return hso.metadata.annotations.get(SKIP_SCALING_ANNOTATION, "").lower() != "true"
-
-
 def _earlier(meta: Mapping[str, Any], mine: Arrival | None) -> bool:
     """True when the object of `meta` counts against one that arrived at `mine` (None: every object counts, as
     for an object being created)."""
@@ -156,7 +157,7 @@ async def check_workload_of_http(obj: HTTPScaledObject, cluster: Cluster, *, ord
     other HTTPScaledObject that scales (not only routes), may already scale the same workload. `ordered`: only one
     that arrived before `obj` counts (the operator, and the webhook on an update); else any (the webhook on a
     create). Raises ClusterUnavailable."""
-    if not _scales(obj):
+    if not obj.scales:
         return None
     ref = obj.spec.scale_target_ref
     if ref.is_process_group:
@@ -190,31 +191,41 @@ async def check_workload_of_http(obj: HTTPScaledObject, cluster: Cluster, *, ord
     return await _check_http_pair(obj, mine, since, first, cluster)
 
 
+async def _http_scaler_of(
+    cluster: Cluster, namespace: str, mine: tuple[str, str, str], since: Arrival | None, *, besides: str = ""
+) -> HTTPScaledObject | None:
+    """The first HTTPScaledObject of `namespace` (other than `besides`) that scales the workload `mine` (not only
+    routes), not being deleted, and arrived before `since` (None: whenever it arrived)."""
+    for body in await cluster.list(HTTP_API_VERSION, "HTTPScaledObject", namespace):
+        meta = body.get("metadata") or {}
+        if meta.get("name") == besides or meta.get("deletionTimestamp") or not _earlier(meta, since):
+            continue
+        hso, errors = parse_object(dict(body), label=f"HTTPScaledObject {namespace}/{meta.get('name')}")
+        if errors or not isinstance(hso, HTTPScaledObject) or not hso.scales:
+            continue
+        target = hso.spec.scale_target_ref
+        if _target(target.api_version, target.kind, target.name) == mine:
+            return hso
+    return None
+
+
 async def _check_http_pair(
     obj: HTTPScaledObject, mine: tuple[str, str, str], since: Arrival | None, first: str, cluster: Cluster
 ) -> Denial | None:
     """Two HTTPScaledObjects that both scale one workload (either may route only instead)."""
     namespace, ref = obj.metadata.namespace, obj.spec.scale_target_ref
-    for body in await cluster.list(HTTP_API_VERSION, "HTTPScaledObject", namespace):
-        meta = body.get("metadata") or {}
-        if meta.get("name") == obj.name or meta.get("deletionTimestamp") or not _earlier(meta, since):
-            continue
-        other, errors = parse_object(dict(body), label=f"HTTPScaledObject {namespace}/{meta.get('name')}")
-        if errors or not isinstance(other, HTTPScaledObject) or not _scales(other):
-            continue
-        target = other.spec.scale_target_ref
-        if target.is_process_group or _target(target.api_version, target.kind, target.name) != mine:
-            continue
-        return Denial(
-            obj.ref,
-            "spec.scaleTargetRef",
-            f"the workload {mine[1]} {ref.name!r} is already scaled by HTTPScaledObject {namespace}/{other.name}"
-            f"{first}; one workload has one scaler (delete one of them, or give one the annotation "
-            f'{SKIP_SCALING_ANNOTATION}: "true" to route only)',
-            SCALED_REASON,
-            conflicting=("HTTPScaledObject", namespace, other.name),
-        )
-    return None
+    other = await _http_scaler_of(cluster, namespace, mine, since, besides=obj.name)
+    if other is None:
+        return None
+    return Denial(
+        obj.ref,
+        "spec.scaleTargetRef",
+        f"the workload {mine[1]} {ref.name!r} is already scaled by HTTPScaledObject {namespace}/{other.name}"
+        f"{first}; one workload has one scaler (delete one of them, or give one the annotation "
+        f'{SKIP_SCALING_ANNOTATION}: "true" to route only)',
+        SCALED_REASON,
+        conflicting=("HTTPScaledObject", namespace, other.name),
+    )
 
 
 async def check_workload_of_scaled_object(
@@ -223,34 +234,26 @@ async def check_workload_of_scaled_object(
     """A ScaledObject: no HTTPScaledObject (that scales, not only routes; one of the same name included, whose
     ScaledObject the add-on would have made this) may already scale the same workload. `ordered` as for
     `check_workload_of_http`. Raises ClusterUnavailable."""
-    ref = so.spec.scale_target_ref
+    ref, namespace = so.spec.scale_target_ref, so.metadata.namespace
     mine = _target(ref.api_version, ref.kind, ref.name)
-    since = _own_arrival(so, ordered)
+    hso = await _http_scaler_of(cluster, namespace, mine, _own_arrival(so, ordered))
+    if hso is None:
+        return None
+    fix = (
+        _ADDONS_OWN
+        if hso.name == so.name
+        else f'give the HTTPScaledObject the annotation {SKIP_SCALING_ANNOTATION}: "true" and scale it with '
+        "this ScaledObject's external-push trigger, or migrate it to an InterceptorRoute"
+    )
     first = _first(so.ref if ordered else None)
-    for body in await cluster.list(HTTP_API_VERSION, "HTTPScaledObject", so.metadata.namespace):
-        meta = body.get("metadata") or {}
-        if meta.get("deletionTimestamp") or not _earlier(meta, since):
-            continue
-        hso, errors = parse_object(dict(body), label=f"HTTPScaledObject {so.metadata.namespace}/{meta.get('name')}")
-        if errors or not isinstance(hso, HTTPScaledObject) or not _scales(hso):
-            continue
-        target = hso.spec.scale_target_ref
-        if _target(target.api_version, target.kind, target.name) == mine:
-            fix = (
-                _ADDONS_OWN
-                if hso.name == so.name
-                else f'give the HTTPScaledObject the annotation {SKIP_SCALING_ANNOTATION}: "true" and scale it with '
-                "this ScaledObject's external-push trigger, or migrate it to an InterceptorRoute"
-            )
-            return Denial(
-                so.ref,
-                "spec.scaleTargetRef",
-                f"the workload {mine[1]} {ref.name!r} is already scaled by HTTPScaledObject {hso.metadata.namespace}/"
-                f"{hso.name}{first}; one workload has one scaler ({fix})",
-                SCALED_REASON,
-                conflicting=("HTTPScaledObject", hso.metadata.namespace, hso.name),
-            )
-    return None
+    return Denial(
+        so.ref,
+        "spec.scaleTargetRef",
+        f"the workload {mine[1]} {ref.name!r} is already scaled by HTTPScaledObject {namespace}/"
+        f"{hso.name}{first}; one workload has one scaler ({fix})",
+        SCALED_REASON,
+        conflicting=("HTTPScaledObject", namespace, hso.name),
+    )
 
 
 #: The hint when the pair shares a name: the ScaledObject is the one the add-on's operator made for it.

@@ -47,7 +47,7 @@ from ebb.scalers.base import TriggerContext
 from ebb.scaling.lifecycle import ScaledObjectDecider
 from ebb.scaling.types import LifecycleState, ScalingEvent
 from ebb.spec import object_policy, parse_object
-from ebb.spec.models import HTTPScaledObject, ScaledObject
+from ebb.spec.models import SKIP_SCALING_ANNOTATION, HTTPScaledObject, ScaledObject
 
 log = logging.getLogger("ebb.operator")
 
@@ -57,7 +57,6 @@ REASON_CREATE_ERROR = "CreateError"
 REASON_SERVICE_NOT_FOUND = "ServiceNotFound"
 READY_MESSAGE = "HTTPScaledObject is reconciled: its target is scaled on the interceptors' load"
 #: The add-on's annotation: route only, scale with a ScaledObject of your own (ebb then runs no loop for it).
-SKIP_SCALING_ANNOTATION = "httpscaledobject.keda.sh/skip-scaledobject-creation"
 SKIPPED_MESSAGE = (
     f"HTTPScaledObject is reconciled: routing only ({SKIP_SCALING_ANNOTATION}: true); its target is not scaled by it"
 )
@@ -171,13 +170,7 @@ class HTTPScaledObjectController:
         """Ready=False (CreateError) with `message`, and a Warning Event; `once`: nothing new when the condition
         says so already (a conflict, retried with backoff until the other object goes, is reported once)."""
         meta = body.get("metadata") or {}
-        existing = (body.get("status") or {}).get("conditions") or ()
-        said = any(
-            c.get("type") == READY and c.get("status") == "False" and c.get("message") == message
-            for c in existing
-            if isinstance(c, Mapping)
-        )
-        if once and said:
+        if once and st.not_ready_saying(body.get("status"), message):
             log.debug("HTTPScaledObject %s/%s: %s", meta.get("namespace"), meta.get("name"), message)
             return
         log.warning("HTTPScaledObject %s/%s: %s", meta.get("namespace"), meta.get("name"), message)
@@ -216,7 +209,7 @@ class HTTPScaledObjectController:
             "targetWorkload": f"{workload.api_version}/{workload.kind}/{workload.name}",
             "targetService": f"{target_ref.service}:{port}",
         }
-        if obj.metadata.annotations.get(SKIP_SCALING_ANNOTATION, "").lower() == "true":
+        if not obj.scales:
             # No loop, no conflict with the user's own ScaledObject on the target, nothing to restore.
             self.original.pop(key, None)
             requeue.cleared(me)
@@ -381,7 +374,7 @@ class HTTPScaledObjectController:
         self._locks.pop(key, None)
         obj, _ = parse_object(dict(body), label=f"HTTPScaledObject {key[0]}/{key[1]}")
         target = None
-        if isinstance(obj, HTTPScaledObject) and obj.metadata.annotations.get(SKIP_SCALING_ANNOTATION, "") != "true":
+        if isinstance(obj, HTTPScaledObject) and obj.scales:
             target = workload_key(workload_ref_of(obj.scaled_object()))
         self.options.requeue.released(("HTTPScaledObject", *key), target)
 

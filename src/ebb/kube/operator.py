@@ -273,12 +273,7 @@ class ScaledObjectController:
         meta = body.get("metadata") or {}
         namespace, name = meta.get("namespace", "default"), meta.get("name", "")
         status = body.get("status") or {}
-        said = any(
-            c.get("type") == "Ready" and c.get("status") == "False" and c.get("message") == message
-            for c in status.get("conditions") or ()
-            if isinstance(c, Mapping)
-        )
-        if once and said:
+        if once and st.not_ready_saying(status, message):
             log.debug("ScaledObject %s/%s: %s", namespace, name, message)
             return
         log.warning("ScaledObject %s/%s: %s", namespace, name, message)

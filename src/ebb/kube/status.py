@@ -167,6 +167,15 @@ def error_status(existing: Mapping[str, Any] | None, reason: str, message: str) 
     return {"conditions": merge_conditions(conditions, updates)}
 
 
+def not_ready_saying(status: Mapping[str, Any] | None, message: str) -> bool:
+    """Whether `status` has Ready=False with `message` already (a problem retried with backoff is reported once)."""
+    return any(
+        c.get("type") == "Ready" and c.get("status") == "False" and c.get("message") == message
+        for c in (status or {}).get("conditions") or ()
+        if isinstance(c, Mapping)
+    )
+
+
 def object_reference(manifest: Mapping[str, Any]) -> dict[str, Any]:
     """An ObjectReference (involvedObject) for a manifest."""
     meta = manifest.get("metadata") or {}

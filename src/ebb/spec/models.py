@@ -16,7 +16,7 @@ import math
 import re
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Annotated, Any, ClassVar, Final, Literal, get_args
+from typing import Annotated, Any, ClassVar, Final, Literal, Self, get_args
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -1612,6 +1612,8 @@ AnyCloudEventSource = CloudEventSource | ClusterCloudEventSource
 HTTP_API_VERSION: Final = "http.keda.sh/v1alpha1"
 #: The add-on's ScaledObject polls its external scaler every 15 s (pkg/k8s/scaledobject.go).
 HTTP_POLLING_INTERVAL: Final = 15
+#: The add-on's annotation: the HTTPScaledObject routes only; a ScaledObject of the user's own scales its target.
+SKIP_SCALING_ANNOTATION: Final = "httpscaledobject.keda.sh/skip-scaledobject-creation"
 #: The add-on's default target for either metric (targetPendingRequests, concurrency and requestRate).
 HTTP_DEFAULT_TARGET: Final = 100
 #: coldStartTimeoutFailoverRef.timeoutSeconds' kubebuilder default.
@@ -1642,13 +1644,16 @@ GoDuration = Annotated[str, BeforeValidator(scalar_text)]
 
 
 class _PortRef(KubeModel):
-    """Exactly one of `port` and `portName`: the add-on's CEL rule `has(self.portName) != has(self.port)`."""
+    """Exactly one of `port` and `portName`: the add-on's CEL rule `has(self.portName) != has(self.port)`, with its
+    message (v1alpha1's; v1beta1 words it otherwise, `_OnePort`)."""
+
+    _port_message: ClassVar[str] = "must define either the 'portName' or the 'port'"
 
     @model_validator(mode="after")
-    def _one_port(self) -> _PortRef:
+    def _one_port(self) -> Self:
         # A null is no value: the API server drops nulls of non-nullable fields before CEL runs.
         if (getattr(self, "port", None) is None) == (getattr(self, "port_name", None) is None):
-            raise FieldIssue.at((), "must define either the 'portName' or the 'port'")
+            raise FieldIssue.at((), self._port_message)
         return self
 
 
@@ -1855,6 +1860,11 @@ class HTTPScaledObject(KubeObject):
     metadata: ObjectMeta
     spec: HTTPScaledObjectSpec
 
+    @property
+    def scales(self) -> bool:
+        """Whether it scales its target; False with the add-on's skip-scaledobject-creation: "true" (routes only)."""
+        return self.metadata.annotations.get(SKIP_SCALING_ANNOTATION, "").lower() != "true"
+
     def scaled_object(self) -> ScaledObject:
         """The ScaledObject the add-on's operator creates for this object (pkg/k8s/scaledobject.go).
 
@@ -2004,15 +2014,10 @@ class ScalingMetricSpec(KubeModel):
         return self
 
 
-class _OnePort(KubeModel):
-    """The add-on's CEL rule `has(self.port) != has(self.portName)`."""
+class _OnePort(_PortRef):
+    """The same rule in v1beta1 (`has(self.port) != has(self.portName)`), with that version's message."""
 
-    @model_validator(mode="after")
-    def _one_port(self) -> _OnePort:
-        # A null is no value: the API server drops nulls of non-nullable fields before CEL runs.
-        if (getattr(self, "port", None) is None) == (getattr(self, "port_name", None) is None):
-            raise FieldIssue.at((), "exactly one of 'port' or 'portName' must be set")
-        return self
+    _port_message: ClassVar[str] = "exactly one of 'port' or 'portName' must be set"
 
 
 class TargetRef(_OnePort):

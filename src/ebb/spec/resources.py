@@ -29,8 +29,6 @@ from ebb.spec.models import (
 from ebb.spec.paths import format_path
 
 T = TypeVar("T", bound=KubeObject)
-#: The add-on's annotation: the HTTPScaledObject routes only; a ScaledObject of the user's own scales its target.
-SKIP_SCALING_ANNOTATION = "httpscaledobject.keda.sh/skip-scaledobject-creation"
 Scaler = ScaledObject | HTTPScaledObject
 
 
@@ -68,7 +66,7 @@ class ResourceSet:
     def _target_key(obj: Scaler) -> tuple[str, str, str, str] | None:
         """What `obj` scales: (namespace, apiVersion, kind, name); None for an HTTPScaledObject that only routes."""
         if isinstance(obj, HTTPScaledObject):
-            if obj.metadata.annotations.get(SKIP_SCALING_ANNOTATION, "").lower() == "true":
+            if not obj.scales:
                 return None
             obj = obj.scaled_object()
         target = obj.spec.scale_target_ref
